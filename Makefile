@@ -1,0 +1,32 @@
+# The two contract targets are `make repro` and `make test`; both bootstrap .venv from the pins.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.sha256
+
+.PHONY: venv repro test world bench clean-venv
+
+venv: $(STAMP)
+
+# Rebuild the venv only when requirements.txt (or pyproject.toml) changed since the last install.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@cat requirements.txt pyproject.toml | sha256sum > $(STAMP)
+
+repro: venv
+	$(PY) -m botify_lab.bootstrap repro
+
+test: venv
+	$(PY) -m pytest
+
+world: venv
+	$(PY) -m botify_lab.bootstrap world
+
+bench: venv
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+clean-venv:
+	rm -rf $(VENV)
