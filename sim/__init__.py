@@ -1,0 +1,1 @@
+"""The user simulator and its world generator."""
