@@ -1,0 +1,1 @@
+"""Stage entry points of dvc.yaml that are plain scripts rather than notebooks."""
