@@ -1,0 +1,48 @@
+"""Command line: `python -m botify serve --config FILE [--host 127.0.0.1] [--port 5000] [--workers N]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import redis
+
+from .catalog import DataFileError
+from .config import ConfigError
+from .server import main_serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m botify", description="The botify recommender service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the experiments of a config file",
+        description=(
+            "Serve GET /, GET /track/<id>, GET /experiments, POST /next/<user>, POST /last/<user> for the "
+            "experiments of a YAML config, logging every accepted /next and /last to <log_dir>/data.json. "
+            "Prints one startup line naming the URL; stops cleanly on SIGTERM or SIGINT."
+        ),
+    )
+    serve.add_argument("--config", required=True, help="YAML config (paths inside resolve against its folder)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=5000, help="port to bind; 0 picks a free one (default 5000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1: waitress; more: gunicorn gthread, needs a redis:// store)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return main_serve(args)
+    except (ConfigError, DataFileError, redis.exceptions.ConnectionError) as error:
+        print(f"botify: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The service configuration: one YAML file (or dict) naming the catalog, the log, the store and the experiments.
+
+Validated up front so a typo in a config fails at startup with a message naming the key, not mid-experiment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECOMMENDERS_NEEDING_A_FILE = {"toppop", "indexed", "contextual"}
+RECOMMENDER_NAMES = {"random", "sticky_artist"} | RECOMMENDERS_NEEDING_A_FILE
+DEFAULT_LOG_MAX_BYTES = 50_000_000
+DEFAULT_LOG_BACKUP_COUNT = 1000
+TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "log_max_bytes", "log_backup_count", "experiments"}
+ARM_KEYS = {"name", "recommender", "path", "k"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a runnable service."""
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    name: str
+    recommender: str
+    path: Path | None = None
+    k: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What this arm serves, for GET /experiments."""
+        description: dict[str, Any] = {"name": self.name, "recommender": self.recommender}
+        if self.path is not None:
+            description["path"] = str(self.path)
+        if self.k is not None:
+            description["k"] = self.k
+        return description
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    arms: tuple[ArmConfig, ...]
+
+
+@dataclass(frozen=True)
+class BotifyConfig:
+    catalog: Path
+    log_dir: Path
+    store: str
+    seed: int
+    log_max_bytes: int
+    log_backup_count: int
+    experiments: tuple[ExperimentConfig, ...]
+
+
+def load_config(source: dict | str | Path) -> BotifyConfig:
+    """Read a config from a YAML path (relative paths resolve against its folder) or a dict (against the cwd)."""
+    if isinstance(source, dict):
+        return parse_config(source, Path.cwd())
+    path = Path(source)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping")
+    return parse_config(raw, path.resolve().parent)
+
+
+def parse_config(raw: dict, base_dir: Path) -> BotifyConfig:
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+    for key in ("catalog", "experiments"):
+        if key not in raw:
+            raise ConfigError(f"config needs `{key}`")
+    store = raw.get("store", "memory")
+    if not isinstance(store, str) or not (store == "memory" or store.startswith(("redis://", "unix://"))):
+        raise ConfigError(f"`store` must be `memory` or a redis:// URL, got {store!r}")
+    experiments = raw["experiments"]
+    if not isinstance(experiments, list) or not experiments:
+        raise ConfigError("`experiments` must be a non-empty list")
+    parsed = tuple(_parse_experiment(item, index, base_dir) for index, item in enumerate(experiments))
+    names = [experiment.name for experiment in parsed]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment names must be unique, got {names}")
+    return BotifyConfig(
+        catalog=_resolve(_require_str(raw["catalog"], "catalog"), base_dir),
+        log_dir=_resolve(_require_str(raw.get("log_dir", "log"), "log_dir"), base_dir),
+        store=store,
+        seed=_require_int(raw.get("seed", 0), "seed", minimum=None),
+        log_max_bytes=_require_int(raw.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES), "log_max_bytes", minimum=0),
+        log_backup_count=_require_int(
+            raw.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT), "log_backup_count", minimum=1
+        ),
+        experiments=parsed,
+    )
+
+
+def _parse_experiment(raw: Any, index: int, base_dir: Path) -> ExperimentConfig:
+    where = f"experiments[{index}]"
+    if not isinstance(raw, dict) or set(raw) - {"name", "arms"}:
+        raise ConfigError(f"{where} must be a mapping with `name` and `arms`")
+    name = _require_str(raw.get("name"), f"{where}.name")
+    arms = raw.get("arms")
+    if not isinstance(arms, list) or len(arms) < 2:
+        raise ConfigError(f"{where} ({name}) needs a list of at least 2 arms")
+    parsed = tuple(_parse_arm(arm, position, f"{where}.arms[{position}]", base_dir) for position, arm in enumerate(arms))
+    arm_names = [arm.name for arm in parsed]
+    if len(set(arm_names)) != len(arm_names):
+        raise ConfigError(f"{where} ({name}) arm names must be unique, got {arm_names}")
+    return ExperimentConfig(name=name, arms=parsed)
+
+
+def _parse_arm(raw: Any, position: int, where: str, base_dir: Path) -> ArmConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with `recommender`")
+    unknown = set(raw) - ARM_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(ARM_KEYS)}")
+    recommender = raw.get("recommender")
+    if recommender not in RECOMMENDER_NAMES:
+        raise ConfigError(f"{where}.recommender must be one of {sorted(RECOMMENDER_NAMES)}, got {recommender!r}")
+    path = None
+    if recommender in RECOMMENDERS_NEEDING_A_FILE:
+        path = _resolve(_require_str(raw.get("path"), f"{where}.path"), base_dir)
+    elif "path" in raw:
+        raise ConfigError(f"{where}: recommender {recommender} takes no `path`")
+    k = None
+    if recommender == "toppop":
+        k = _require_int(raw.get("k"), f"{where}.k", minimum=1)
+    elif "k" in raw:
+        raise ConfigError(f"{where}: only toppop takes `k`")
+    name = raw.get("name", "C" if position == 0 else f"T{position}")
+    return ArmConfig(name=_require_str(name, f"{where}.name"), recommender=recommender, path=path, k=k)
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _require_str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"`{key}` must be a non-empty string, got {value!r}")
+    return value
+
+
+def _require_int(value: Any, key: str, *, minimum: int | None) -> int:
+    if type(value) is not int or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ConfigError(f"`{key}` must be an integer{bound}, got {value!r}")
+    return value

@@ -1,0 +1,73 @@
+"""Run the real service as a subprocess for tests and pipelines, and always stop it."""
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+URL_PATTERN = re.compile(r"serving at (http://\S+)")
+
+
+class ServiceFailed(RuntimeError):
+    """The service exited or never answered; carries its output so the cause is visible."""
+
+
+@contextlib.contextmanager
+def served(
+    config_path: str | Path, *, workers: int = 1, port: int = 0, startup_timeout: float = 30.0
+) -> Iterator[str]:
+    """Yield the base URL ("http://127.0.0.1:PORT") of `python -m botify serve` once GET / answers."""
+    command = [sys.executable, "-m", "botify", "serve", "--config", str(config_path), "--port", str(port),
+               "--workers", str(workers)]
+    with tempfile.TemporaryDirectory(prefix="botify-") as scratch:
+        output_path = Path(scratch) / "output.txt"
+        with output_path.open("wb") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            yield _wait_until_alive(process, output_path, startup_timeout)
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM (a clean stop that finishes requests in flight), then SIGKILL if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def _read_output(output_path: Path) -> str:
+    return output_path.read_bytes().decode(errors="replace")
+
+
+def _wait_until_alive(process: subprocess.Popen, output: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceFailed(f"botify exited with code {process.returncode}:\n{_read_output(output)}")
+        if url is None:
+            match = URL_PATTERN.search(_read_output(output))
+            url = match.group(1) if match else None
+        if url is not None:
+            try:
+                with urllib.request.urlopen(f"{url}/", timeout=2) as response:
+                    if response.status == 200:
+                        return url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+        time.sleep(0.02)
+    raise ServiceFailed(f"botify did not answer GET / within {timeout} s:\n{_read_output(output)}")
