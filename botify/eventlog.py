@@ -20,7 +20,7 @@ class EventLog:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / LOG_FILE_NAME
-        self.lock_path = self.log_dir / f"{LOG_FILE_NAME}.lock"
+        self.lock_path = self.log_dir / f".{LOG_FILE_NAME}.lock"  # hidden: not matched by data.json.*
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self._thread_lock = threading.Lock()
@@ -88,3 +88,23 @@ class EventLog:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """The log's files in writing order: data.json.K (oldest) ... data.json.1, then data.json."""
+    log_dir = Path(log_dir)
+    rotated = [path for path in log_dir.glob(f"{LOG_FILE_NAME}.*") if path.suffix[1:].isdigit()]
+    rotated.sort(key=lambda path: -int(path.suffix[1:]))
+    current = log_dir / LOG_FILE_NAME
+    return rotated + ([current] if current.exists() else [])
+
+
+def read_events(log_dir: Path) -> list[dict]:
+    """Every logged event in order; a partial last line (impossible unless the disk filled) is an error."""
+    events = []
+    for path in log_files(log_dir):
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise ValueError(f"{path} ends with a partial line")
+        events.extend(orjson.loads(line) for line in data.splitlines())
+    return events

@@ -1,0 +1,136 @@
+"""A small world written per test session (no simulator needed), config writers, and a private redis-server."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import yaml
+
+EVENT_KEYS = ["message", "timestamp", "user", "track", "time", "latency", "recommendation", "experiments"]
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class SmallWorld:
+    """The catalog and recommender files the tests serve, with the facts the tests check against."""
+
+    path: Path
+    n_tracks: int = 500
+    n_artists: int = 50
+    top_tracks: list = field(default_factory=lambda: [7, 3, 11, 400, 250, 42])
+    indexed_users: dict = field(default_factory=lambda: {5: [1, 2, 3], 6: [499]})
+    context_neighbours: dict = field(default_factory=lambda: {0: [10, 20, 30], 1: [5], 2: []})
+
+    def artist_of(self, track: int) -> str:
+        return f"artist {track % self.n_artists}"
+
+    def top_pop_experiment(self) -> dict:
+        """The course's TOP_POP shape (Random, then TopPop arms) scaled to this catalog."""
+        top = str(self.path / "top_tracks.json")
+        return {
+            "name": "TOP_POP",
+            "arms": [
+                {"recommender": "random"},
+                {"recommender": "toppop", "path": top, "k": 1},
+                {"recommender": "toppop", "path": top, "k": 3},
+                {"recommender": "toppop", "path": top, "k": 6},
+            ],
+        }
+
+    def write(self) -> None:
+        rows = [{"artist": self.artist_of(track), "title": f"title {track}", "track": track} for track in range(self.n_tracks)]
+        (self.path / "tracks.json").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        (self.path / "top_tracks.json").write_bytes(orjson.dumps(self.top_tracks))
+        (self.path / "user_recs.json").write_bytes(
+            b"".join(orjson.dumps({"user": u, "tracks": t}) + b"\n" for u, t in self.indexed_users.items())
+        )
+        (self.path / "recs.json").write_bytes(
+            b"".join(
+                orjson.dumps({**rows[track], "recommendations": neighbours}) + b"\n"
+                for track, neighbours in self.context_neighbours.items()
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> SmallWorld:
+    small_world = SmallWorld(tmp_path_factory.mktemp("world"))
+    small_world.write()
+    return small_world
+
+
+@pytest.fixture
+def write_config(world, tmp_path):
+    """Write a YAML config into tmp_path (catalog path relative to it, log in tmp_path/log) and return its path."""
+
+    def write(experiments: list, *, name: str = "botify.yaml", **overrides) -> Path:
+        config = {
+            "catalog": os.path.relpath(world.path / "tracks.json", tmp_path),
+            "log_dir": "log",
+            "store": "memory",
+            "seed": 7,
+            "experiments": experiments,
+            **overrides,
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A private redis-server on a free loopback port with no persistence; skipped when missing, except on CI."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required on CI")
+        pytest.skip("redis-server not installed")
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        else:
+            pytest.fail("redis-server did not start")
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def events():
+    """Read a log folder, checking every line has exactly the spec's keys in order."""
+    from botify.eventlog import read_events
+
+    def read(log_dir: Path) -> list[dict]:
+        logged = read_events(log_dir)
+        for event in logged:
+            assert list(event) == EVENT_KEYS
+        return logged
+
+    return read
