@@ -58,10 +58,10 @@ def _serve_waitress(app: Flask, host: str, port: int) -> None:
     from waitress import create_server
 
     server = create_server(app, host=host, port=port, threads=WAITRESS_THREADS, max_request_body_size=1 << 20)
-    print(startup_line(app, f"http://{host}:{server.effective_port}", 1), flush=True)
     # waitress.run() treats SystemExit as a stop: it finishes the requests in flight, then returns.
     signal.signal(signal.SIGTERM, _raise_system_exit)
     signal.signal(signal.SIGINT, _raise_system_exit)
+    print(startup_line(app, f"http://{host}:{server.effective_port}", 1), flush=True)
     server.run()
     server.close()
 
