@@ -1,6 +1,7 @@
 """Serving the app with production WSGI servers: waitress for one worker, gunicorn gthread workers for several."""
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def _raise_system_exit(signum, frame):
 def _serve_waitress(app: Flask, host: str, port: int) -> None:
     from waitress import create_server
 
+    # Under bursts waitress warns "Task queue depth is N" per request; that is load, not a fault.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(app, host=host, port=port, threads=WAITRESS_THREADS, max_request_body_size=1 << 20)
     # waitress.run() treats SystemExit as a stop: it finishes the requests in flight, then returns.
     signal.signal(signal.SIGTERM, _raise_system_exit)
