@@ -1,0 +1,300 @@
+"""The contextual model of spec 6 and the homework's variants, trained with plain torch (no Lightning).
+
+Two embedding tables sized to the catalog: "context" (a session's first track) and "track" (the track listened
+to). The predicted listen time is their similarity: `dot` (the course's), `cosine` (the homework's) or `mlp`
+(concatenation through two ReLU layers, optionally squashed by a sigmoid). Training indexes tensors directly in
+large batches (no DataLoader), and every random choice comes from the seed, so a seed gives identical weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SIMILARITIES = ("dot", "cosine", "mlp")
+LOSSES = ("mse", "mae")
+WEIGHTS_FILE = "weights.npz"
+CONFIG_FILE = "config.json"
+EVAL_BATCH = 1 << 16
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network's shape; stored beside the weights as JSON."""
+
+    n_tracks: int
+    embedding_dim: int
+    similarity: str = "dot"
+    mlp_hidden: int = 64
+    mlp_sigmoid: bool = False
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        if self.n_tracks < 1 or self.embedding_dim < 1 or self.mlp_hidden < 1:
+            raise ValueError(f"n_tracks, embedding_dim and mlp_hidden must be positive: {self}")
+
+
+class ContextualModel(nn.Module):
+    """Predicted listen time of `track` in a session that started with `context`.
+
+    Embeddings start at N(0, init_std) rather than torch's N(0, 1): with unit entries a 128-dim dot product starts
+    near +-11 while listen times lie in [0, 1], and the first epochs would only undo that.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.context = nn.Embedding(config.n_tracks, config.embedding_dim)
+        self.track = nn.Embedding(config.n_tracks, config.embedding_dim)
+        nn.init.normal_(self.context.weight, std=config.init_std)
+        nn.init.normal_(self.track.weight, std=config.init_std)
+        self.mlp = None
+        if config.similarity == "mlp":
+            layers: list[nn.Module] = [
+                nn.Linear(2 * config.embedding_dim, config.mlp_hidden), nn.ReLU(),
+                nn.Linear(config.mlp_hidden, config.mlp_hidden), nn.ReLU(),
+                nn.Linear(config.mlp_hidden, 1),
+            ]
+            if config.mlp_sigmoid:
+                layers.append(nn.Sigmoid())
+            self.mlp = nn.Sequential(*layers)
+
+    def score(self, context_vectors: torch.Tensor, track_vectors: torch.Tensor) -> torch.Tensor:
+        """Similarity of matching rows of two embedding batches (the model's own notion of closeness)."""
+        similarity = self.config.similarity
+        if similarity == "dot":
+            return (context_vectors * track_vectors).sum(-1)
+        if similarity == "cosine":
+            return F.cosine_similarity(context_vectors, track_vectors, dim=-1, eps=1e-8)
+        return self.mlp(torch.cat([context_vectors, track_vectors], dim=-1)).squeeze(-1)
+
+    def forward(self, context_ids: torch.Tensor, track_ids: torch.Tensor) -> torch.Tensor:
+        return self.score(self.context(context_ids), self.track(track_ids))
+
+
+@dataclass
+class TrainingResult:
+    """A trained model with what it took to get there: per-epoch history and the held-out test metrics."""
+
+    model: ContextualModel
+    settings: dict
+    history: list[dict] = field(default_factory=list)
+    test: dict = field(default_factory=dict)
+    best_epoch: int = 0
+    sizes: dict = field(default_factory=dict)
+
+    def metrics(self, digits: int = 6) -> dict:
+        """JSON-able summary for metrics/train_<model>.json: floats rounded so reruns compare byte for byte."""
+        return {
+            "config": asdict(self.model.config),
+            "settings": self.settings,
+            "sizes": self.sizes,
+            "best_epoch": self.best_epoch,
+            "epochs": len(self.history),
+            "test": {name: round(float(value), digits) for name, value in self.test.items()},
+            "history": [
+                {key: round(float(value), digits) if isinstance(value, float) else value for key, value in row.items()}
+                for row in self.history
+            ],
+        }
+
+
+@contextlib.contextmanager
+def _torch_setup(strict_determinism: bool, num_threads: int | None) -> Iterator[None]:
+    """Optional strict deterministic kernels and thread count for the block, restoring the caller's setup.
+
+    The CPU kernels training uses (embedding backward, matmul, fused Adam) are already deterministic for a fixed
+    thread count; torch's strict mode swaps the embedding backward for a path about 3x slower, so it is opt-in.
+    """
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    if strict_determinism:
+        torch.use_deterministic_algorithms(True)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads)
+
+
+def _pair_tensors(pairs: pd.DataFrame, n_tracks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    missing = {"context", "track", "time"} - set(pairs.columns)
+    if missing:
+        raise ValueError(f"training pairs need columns context, track, time; missing {sorted(missing)}")
+    context = torch.as_tensor(pairs["context"].to_numpy(dtype=np.int64, copy=True))
+    track = torch.as_tensor(pairs["track"].to_numpy(dtype=np.int64, copy=True))
+    target = torch.as_tensor(pairs["time"].to_numpy(dtype=np.float32, copy=True))
+    for name, ids in (("context", context), ("track", track)):
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n_tracks):
+            raise ValueError(f"{name} ids must lie in [0, {n_tracks}); got [{int(ids.min())}, {int(ids.max())}]")
+    if not torch.isfinite(target).all():
+        raise ValueError("listen times must be finite")
+    return context, track, target
+
+
+def split_indices(count: int, splits: tuple[float, float, float], generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded random partition of range(count) into train/validation/test by the given shares."""
+    if len(splits) != 3 or any(share < 0 for share in splits) or abs(sum(splits) - 1.0) > 1e-9:
+        raise ValueError(f"splits must be three non-negative shares summing to 1, got {splits}")
+    permutation = torch.randperm(count, generator=generator)
+    n_train = int(round(count * splits[0]))
+    n_val = int(round(count * splits[1]))
+    parts = [permutation[:n_train], permutation[n_train:n_train + n_val], permutation[n_train + n_val:]]
+    if any(len(part) == 0 for part in parts):
+        raise ValueError(f"{count} pairs are too few to split {splits} into non-empty train/validation/test sets")
+    return parts
+
+
+def _loss_function(loss: str):
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return F.mse_loss if loss == "mse" else F.l1_loss
+
+
+@torch.no_grad()
+def predict(model: ContextualModel, context: np.ndarray | torch.Tensor, track: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Predicted listen times for matching arrays of context and track ids."""
+    model.eval()
+    context = torch.as_tensor(context, dtype=torch.int64)
+    track = torch.as_tensor(track, dtype=torch.int64)
+    chunks = [model(context[i:i + EVAL_BATCH], track[i:i + EVAL_BATCH]) for i in range(0, len(context), EVAL_BATCH)]
+    return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.float32)
+
+
+def _mean_loss(model: ContextualModel, loss_fn, context, track, target) -> float:
+    predictions = torch.as_tensor(predict(model, context, track))
+    return float(loss_fn(predictions, target, reduction="sum")) / len(target)
+
+
+def train_contextual(
+    pairs: pd.DataFrame,
+    n_tracks: int,
+    *,
+    embedding_dim: int,
+    similarity: str = "dot",
+    loss: str = "mse",
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    batch_size: int = 2048,
+    max_epochs: int = 100,
+    plateau_patience: int = 3,
+    early_stopping_patience: int = 5,
+    seed: int = 0,
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    mlp_hidden: int = 64,
+    mlp_sigmoid: bool = False,
+    init_std: float = 0.1,
+    num_threads: int | None = None,
+    strict_determinism: bool = False,
+    progress: bool = True,
+) -> TrainingResult:
+    """Fit the model on (context, track, time) pairs as the course's week-4 seminar did (spec 6).
+
+    Adam with weight decay, learning rate reduced on a validation-loss plateau, early stopping on validation
+    loss; the best epoch's weights are kept. Test metrics compare the model with a uniform random guess in
+    [0, 1) and with always predicting the train mean (MSE and MAE of each).
+    """
+    from tqdm.auto import tqdm
+
+    config = ModelConfig(n_tracks, embedding_dim, similarity, mlp_hidden, mlp_sigmoid, init_std)
+    loss_fn = _loss_function(loss)
+    settings = {
+        "loss": loss, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "max_epochs": max_epochs,
+        "plateau_patience": plateau_patience, "early_stopping_patience": early_stopping_patience, "seed": seed,
+        "splits": list(splits),
+    }
+    context, track, target = _pair_tensors(pairs, n_tracks)
+    with _torch_setup(strict_determinism, num_threads):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        train_idx, val_idx, test_idx = split_indices(len(target), splits, generator)
+        model = ContextualModel(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=plateau_patience)
+        train = (context[train_idx], track[train_idx], target[train_idx])
+        val = (context[val_idx], track[val_idx], target[val_idx])
+        history: list[dict] = []
+        best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+        epochs = tqdm(range(1, max_epochs + 1), desc=f"train {similarity} d={embedding_dim}", disable=not progress)
+        for epoch in epochs:
+            model.train()
+            current_lr = optimizer.param_groups[0]["lr"]
+            order = torch.randperm(len(train_idx), generator=generator)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                predictions = model(train[0][batch], train[1][batch])
+                batch_loss = loss_fn(predictions, train[2][batch])
+                optimizer.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                optimizer.step()
+                total += float(batch_loss.detach()) * len(batch)
+            val_loss = _mean_loss(model, loss_fn, *val)
+            scheduler.step(val_loss)
+            history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "lr": current_lr})
+            epochs.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", lr=f"{current_lr:.1e}")
+            if val_loss < best_loss:
+                best_loss, best_epoch, stale = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= early_stopping_patience:
+                    break
+        model.load_state_dict(best_state)
+        test_metrics = _test_metrics(model, context[test_idx], track[test_idx], target[test_idx], train[2], generator)
+    sizes = {"pairs": len(target), "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)}
+    return TrainingResult(model, settings, history, test_metrics, best_epoch, sizes)
+
+
+def _test_metrics(model, context, track, target, train_target, generator) -> dict:
+    """Model vs the two baselines the course reported: a uniform random guess and the train mean."""
+    predictions = torch.as_tensor(predict(model, context, track))
+    random_guess = torch.rand(len(target), generator=generator)
+    train_mean = torch.full_like(target, float(train_target.mean()))
+    metrics = {}
+    for name, guess in (("model", predictions), ("random", random_guess), ("train_mean", train_mean)):
+        metrics[f"{name}_mse"] = float(F.mse_loss(guess, target))
+        metrics[f"{name}_mae"] = float(F.l1_loss(guess, target))
+    return metrics
+
+
+def save_model(model: ContextualModel, directory: Path | str) -> Path:
+    """Write `weights.npz` (plain arrays, no pickle) and `config.json` into `directory`, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as handle:
+        np.savez(handle, **arrays)
+    os.replace(handle.name, directory / WEIGHTS_FILE)
+    config_text = json.dumps(asdict(model.config), indent=2, sort_keys=True) + "\n"
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json", delete=False, encoding="utf-8") as handle:
+        handle.write(config_text)
+    os.replace(handle.name, directory / CONFIG_FILE)
+    return directory
+
+
+def load_model(directory: Path | str) -> ContextualModel:
+    """Rebuild a model saved by `save_model`; refuses pickled content and mismatched shapes."""
+    directory = Path(directory)
+    config = ModelConfig(**json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+    model = ContextualModel(config)
+    with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as weights:
+        state = {name: torch.from_numpy(weights[name].copy()) for name in weights.files}
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
