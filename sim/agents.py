@@ -1,0 +1,160 @@
+"""Recommenders the simulated users talk to, all behind one small interface.
+
+A recommender is any object with `recommend(user, track, time) -> int` (the next track for the user who just heard
+`track` for `time`) and, optionally, `end_session(user, track, time)` (the course's `/last` call),
+`start_session(user, key)` (the episode's counter-based random key, so a random recommender's answers do not depend
+on scheduling) and `recommend_batch(users, tracks, times, keys, steps) -> array` (answers for many sessions at once,
+which lets the lock-step engine run; only for recommenders without per-user state).
+"""
+from __future__ import annotations
+
+import http.client
+import sys
+import time as clock
+from typing import Callable, Protocol, TextIO
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+
+from sim import rng
+
+
+class InvalidAnswer(Exception):
+    """The recommender's answer cannot be played (not an integer, outside the catalog, an HTTP error)."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """The recommender service cannot be reached even after retries."""
+
+
+class SimulationStopped(RuntimeError):
+    """The person at the console ended the run."""
+
+
+class Recommender(Protocol):
+    def recommend(self, user: int, track: int, time: float) -> int: ...
+
+
+def validate_answer(answer: object, n_tracks: int) -> int:
+    if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)):
+        raise InvalidAnswer(f"answer {answer!r} is not an integer track id")
+    if not 0 <= answer < n_tracks:
+        raise InvalidAnswer(f"answer {answer} is outside the catalog 0..{n_tracks - 1}")
+    return int(answer)
+
+
+class RandomRecommender:
+    """A uniformly random catalog track, drawn from the episode's own counter-based stream."""
+
+    def __init__(self, n_tracks: int):
+        self.n_tracks = n_tracks
+        self._key = 0
+        self._step = 0
+
+    def start_session(self, user: int, key: int) -> None:
+        self._key, self._step = key, 0
+
+    def recommend(self, user: int, track: int, time: float) -> int:
+        self._step += 1
+        return rng.integer(self._key, rng.AGENT, self._step, self.n_tracks)
+
+    def recommend_batch(self, users, tracks, times, keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        return rng.integer_array(keys, rng.AGENT, steps, self.n_tracks)
+
+
+class HttpRecommender:
+    """The course protocol over one persistent keep-alive connection (`POST /next/<user>`, `POST /last/<user>`).
+
+    Network failures are retried a bounded number of times on a fresh connection; after that the service counts as
+    down and the run stops with a clear error, never a hang. Bad HTTP answers are invalid answers, not crashes.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2, backoff: float = 0.1):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"expected a URL like http://127.0.0.1:5000, got {url!r}")
+        self.url = url
+        self._prefix = parts.path.rstrip("/")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._timeout, self._retries, self._backoff = timeout, retries, backoff
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        body = orjson.dumps(payload)
+        headers = {"Content-Type": "application/json"}
+        failure: Exception | None = None
+        for attempt in range(self._retries + 1):
+            if attempt:
+                clock.sleep(self._backoff * 2 ** (attempt - 1))
+            try:
+                if self._connection is None:
+                    self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+                self._connection.request("POST", self._prefix + path, body, headers)
+                response = self._connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                failure = error
+                self.close()
+                continue
+            if response.status >= 500 and attempt < self._retries:
+                failure = InvalidAnswer(f"HTTP {response.status} from {path}")
+                continue
+            return response.status, data
+        raise ServiceUnavailable(
+            f"recommender service at {self.url} unreachable after {self._retries + 1} tries: {failure!r}"
+        )
+
+    def recommend(self, user: int, track: int, time: float) -> int:
+        path = f"/next/{user}"
+        status, data = self._post(path, {"track": track, "time": time})
+        if status != 200:
+            raise InvalidAnswer(f"HTTP {status} from POST {path}: {data[:200]!r}")
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise InvalidAnswer(f"POST {path} answered non-JSON {data[:200]!r}") from None
+        if not isinstance(answer, dict) or "track" not in answer:
+            raise InvalidAnswer(f"POST {path} answered {data[:200]!r} without a 'track'")
+        return answer["track"]
+
+    def end_session(self, user: int, track: int, time: float) -> None:
+        path = f"/last/{user}"
+        status, data = self._post(path, {"track": track, "time": time})
+        if status != 200:
+            raise InvalidAnswer(f"HTTP {status} from POST {path}: {data[:200]!r}")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class ConsoleRecommender:
+    """A person plays the recommender: shown what the user heard, they type the next track id."""
+
+    def __init__(
+        self,
+        describe_track: Callable[[int], str],
+        n_tracks: int,
+        *,
+        read_line: Callable[[str], str] = input,
+        output: TextIO = sys.stdout,
+    ):
+        self._describe, self._n_tracks = describe_track, n_tracks
+        self._read_line, self._output = read_line, output
+
+    def recommend(self, user: int, track: int, time: float) -> int:
+        print(f"user {user} listened to [{self._describe(track)}] for {time:.2f}", file=self._output)
+        while True:
+            try:
+                line = self._read_line(f"next track for user {user} (0..{self._n_tracks - 1}): ")
+            except EOFError:
+                raise SimulationStopped("console input closed") from None
+            text = line.strip()
+            if text.lstrip("-").isdigit() and 0 <= int(text) < self._n_tracks:
+                return int(text)
+            print(f"'{text}' is not a track id in 0..{self._n_tracks - 1}; try again", file=self._output)
+
+    def end_session(self, user: int, track: int, time: float) -> None:
+        print(f"user {user} left after [{self._describe(track)}] ({time:.2f})", file=self._output)
