@@ -1,0 +1,96 @@
+"""Benchmark the simulator driving the botify service over loopback HTTP: steps (/next calls) per second.
+Prints one JSON object.
+
+    .venv/bin/python bench/sim_http.py [--episodes 2000] [--processes 2] [--tracks 50000] [--users 10000]
+
+Builds a world with `python -m sim world`, serves the TOP_POP config (Random vs TopPop 10/100/1000) with one
+waitress worker, runs `python -m sim run --agent http`, and counts the service's /next log lines. Target (issue 3):
+>= 2,500 steps/s on 2 cores; the course's pair did 172 (316 with 2 processes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+
+from botify.eventlog import read_events
+from botify.launch import served
+
+
+def write_top_pop_config(folder: Path, world: Path) -> Path:
+    """TOP_POP over the world's catalog; the top list is a seeded sample standing in for a previous log's ranking."""
+    import random
+
+    n_tracks = sum(1 for _ in (world / "tracks.json").open("rb"))
+    (folder / "top_tracks.json").write_bytes(orjson.dumps(random.Random(1).sample(range(n_tracks), 1000)))
+    arms = [{"recommender": "random"}] + [
+        {"recommender": "toppop", "path": "top_tracks.json", "k": k} for k in (10, 100, 1000)
+    ]
+    config = folder / "botify.yaml"
+    config.write_text(json.dumps({"catalog": str(world / "tracks.json"), "log_dir": "log", "seed": 31337,
+                                  "experiments": [{"name": "TOP_POP", "arms": arms}]}))
+    return config
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--tracks", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=31337)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="botify-sim-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        world = scratch / "world"
+        subprocess.run([sys.executable, "-m", "sim", "world", "--out", str(world), "--seed", str(args.seed),
+                        "--tracks", str(args.tracks), "--users", str(args.users)], check=True, capture_output=True)
+        config = write_top_pop_config(scratch, world)
+        summary_path = scratch / "summary.json"
+        with served(config) as url:
+            server = psutil.Process().children()[-1]
+            server_cpu_before = cpu_seconds(server)
+            children_before = psutil.Process().cpu_times()
+            started = time.perf_counter()
+            run = subprocess.run(
+                [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http", "--url", url,
+                 "--episodes", str(args.episodes), "--seed", str(args.seed), "--processes", str(args.processes),
+                 "--summary", str(summary_path)],
+                check=True, capture_output=True,
+            )
+            wall = time.perf_counter() - started
+            server_cpu = cpu_seconds(server) - server_cpu_before
+            children_after = psutil.Process().cpu_times()  # the finished simulator, not the still-running server
+        events = read_events(scratch / "log")
+    steps = sum(event["message"] == "next" for event in events)
+    print(json.dumps({
+        "episodes": args.episodes,
+        "processes": args.processes,
+        "steps": steps,
+        "last_calls": sum(event["message"] == "last" for event in events),
+        "wall_s": round(wall, 2),
+        "steps_per_s": round(steps / wall, 1),
+        "server_cpu_s": round(server_cpu, 2),
+        "simulator_cpu_s": round(
+            children_after.children_user + children_after.children_system
+            - children_before.children_user - children_before.children_system, 2),
+        "mean_logged_latency_ms": round(1000 * sum(event["latency"] for event in events) / len(events), 4),
+        "summary": orjson.loads(summary_path.read_bytes()) if summary_path.exists() else None,
+        "sim_stderr_tail": run.stderr.decode(errors="replace")[-300:],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
