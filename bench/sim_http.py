@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--tracks", type=int, default=50_000)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per simulator process")
     parser.add_argument("--seed", type=int, default=31337)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="botify-sim-bench-") as scratch_name:
@@ -64,20 +65,22 @@ def main() -> None:
             server_cpu_before = cpu_seconds(server)
             children_before = psutil.Process().cpu_times()
             started = time.perf_counter()
-            run = subprocess.run(
+            subprocess.run(
                 [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http", "--url", url,
                  "--episodes", str(args.episodes), "--seed", str(args.seed), "--processes", str(args.processes),
-                 "--summary", str(summary_path)],
+                 "--connections", str(args.connections), "--summary", str(summary_path), "--no-progress"],
                 check=True, capture_output=True,
             )
             wall = time.perf_counter() - started
             server_cpu = cpu_seconds(server) - server_cpu_before
             children_after = psutil.Process().cpu_times()  # the finished simulator, not the still-running server
         events = read_events(scratch / "log")
+        summary = orjson.loads(summary_path.read_bytes())
     steps = sum(event["message"] == "next" for event in events)
     print(json.dumps({
         "episodes": args.episodes,
         "processes": args.processes,
+        "connections_per_process": args.connections,
         "steps": steps,
         "last_calls": sum(event["message"] == "last" for event in events),
         "wall_s": round(wall, 2),
@@ -87,8 +90,10 @@ def main() -> None:
             children_after.children_user + children_after.children_system
             - children_before.children_user - children_before.children_system, 2),
         "mean_logged_latency_ms": round(1000 * sum(event["latency"] for event in events) / len(events), 4),
-        "summary": orjson.loads(summary_path.read_bytes()) if summary_path.exists() else None,
-        "sim_stderr_tail": run.stderr.decode(errors="replace")[-300:],
+        "sim_total_steps": summary["total"]["steps"],
+        "sim_own_steps_per_s": round(summary["steps_per_second"], 1),
+        "invalid_answers": summary["invalid_answers"],
+        "mean_reward": round(summary["total"]["reward_mean"], 3),
     }, indent=2))
 
 

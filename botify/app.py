@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mmh3
 import orjson
+import redis
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -167,6 +168,11 @@ def _register_routes(app: Flask, service: Service) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest):
         return json_response({"error": str(error)}, 400)
+
+    @app.errorhandler(redis.exceptions.RedisError)
+    def store_unavailable(error: redis.exceptions.RedisError):
+        """The shared counter store is down: the request is refused (and not logged) rather than served unseeded."""
+        return json_response({"error": f"request store unavailable: {error}"}, 503)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

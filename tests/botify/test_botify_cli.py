@@ -93,3 +93,13 @@ def test_several_workers_need_a_shared_store(write_config, world):
     with pytest.raises(ServiceFailed, match="several workers need a shared store"):
         with served(config, workers=2):
             pass
+
+
+def test_unreachable_redis_is_a_clear_startup_error_and_a_503_per_request(write_config, world, tmp_path, loopback_port):
+    dead_store = f"redis://127.0.0.1:{loopback_port}/0"  # nothing listens there
+    config = write_config([world.top_pop_experiment()], store=dead_store)
+    result = run_botify("serve", "--config", str(config), "--port", "0")
+    assert result.returncode == 2 and "Error" in result.stderr and "Traceback" not in result.stderr
+    answer = create_app(config).test_client().post("/next/1", json={"track": 1, "time": 0.5})
+    assert answer.status_code == 503 and "store unavailable" in answer.get_json()["error"]
+    assert (tmp_path / "log" / "data.json").read_bytes() == b""
