@@ -1,0 +1,108 @@
+"""World generation (deterministic, atomic, structured) and loading (ours and the course's files)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import orjson
+import pytest
+
+from sim.run import simulate
+from sim.world import DATA_FILES, WorldError, generate_world, load_world
+
+from .conftest import SMALL
+
+
+def test_same_arguments_give_byte_identical_files(tmp_path, small_world):
+    meta = generate_world(tmp_path, **SMALL)
+    for name in DATA_FILES + ("world.json",):
+        assert (tmp_path / name).read_bytes() == (small_world / name).read_bytes(), name
+        assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+    for name in DATA_FILES:
+        assert meta["files"][name] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+    assert meta["parameters"]["n_tracks"] == 2000 and meta["parameters"]["seed"] == 1
+
+
+def test_other_seed_gives_another_world(tmp_path, small_world):
+    generate_world(tmp_path, **{**SMALL, "seed": 2})
+    assert (tmp_path / "tracks.npy").read_bytes() != (small_world / "tracks.npy").read_bytes()
+
+
+def test_course_file_formats_and_user_parameters(small_world):
+    tracks = [orjson.loads(line) for line in (small_world / "tracks.json").read_bytes().splitlines()]
+    users = [orjson.loads(line) for line in (small_world / "users.json").read_bytes().splitlines()]
+    assert [row["track"] for row in tracks] == list(range(2000))
+    assert set(tracks[0]) == {"artist", "title", "track"} and tracks[0]["artist"][0].isupper()
+    assert set(users[0]) == {"user", "interests", "consume_bias", "consume_sharpness"}
+    assert all(len(set(u["interests"])) == 3 for u in users)
+    bias = np.array([u["consume_bias"] for u in users])
+    sharpness = np.array([u["consume_sharpness"] for u in users])
+    assert 0 <= bias.min() and bias.max() <= 10
+    assert np.all(((sharpness >= 1) & (sharpness <= 2)) | ((sharpness >= 0.5) & (sharpness <= 1)))
+    assert 0.3 < np.mean(sharpness < 1) < 0.7  # s = -1 or +1 with equal chance
+    embeddings = np.load(small_world / "tracks.npy", allow_pickle=False)
+    assert embeddings.dtype == np.float32 and embeddings.shape == (2000, 16)
+
+
+def test_world_has_music_structure(small_world):
+    world = load_world(small_world)
+    sizes = np.bincount(world.track_artist)
+    assert sizes.max() >= 8 * np.median(sizes)  # skewed catalog sizes
+    e = world.embeddings / np.linalg.norm(world.embeddings, axis=1, keepdims=True)
+    generator = np.random.default_rng(0)
+    a, b = generator.integers(0, 2000, size=(2, 4000))
+    same = world.track_artist[a] == world.track_artist[b]
+    pairs = np.array([(i, j) for artist in np.nonzero(sizes > 1)[0][:200]
+                      for i, j in [tuple(np.nonzero(world.track_artist == artist)[0][:2])]])
+    same_artist_cos = np.mean(np.sum(e[pairs[:, 0]] * e[pairs[:, 1]], axis=1))
+    random_cos = np.mean(np.sum(e[a[~same]] * e[b[~same]], axis=1))
+    assert same_artist_cos > random_cos + 0.3
+    # Interests follow popularity, which is strongly skewed: a few tracks are many users' interests.
+    interest_counts = np.bincount(world.users.interests, minlength=2000)
+    assert np.sort(interest_counts)[::-1][:20].sum() > 0.1 * interest_counts.sum()
+
+
+def test_loader_rejects_changed_missing_and_mismatched_files(tmp_path, small_world):
+    broken = tmp_path / "w"
+    shutil.copytree(small_world, broken)
+    with open(broken / "users.json", "ab") as handle:
+        handle.write(b'{"user": 999999, "interests": [1]}\n')
+    with pytest.raises(WorldError, match="sha256"):
+        load_world(broken)
+    (broken / "world.json").unlink()
+    assert load_world(broken).n_users == 201  # course-style folder without world.json
+    np.save(broken / "tracks.npy", np.zeros((1999, 16), dtype=np.float32))
+    with pytest.raises(WorldError, match="1999 rows but tracks.json has 2000"):
+        load_world(broken)
+    (broken / "tracks.npy").unlink()
+    with pytest.raises(WorldError, match="missing tracks.npy"):
+        load_world(broken)
+    with pytest.raises(WorldError, match="does not exist"):
+        load_world(tmp_path / "nowhere")
+
+
+def test_loader_rejects_bad_ids_and_interests(tmp_path):
+    from .conftest import write_world
+
+    write_world(tmp_path, ["a", "b"], [[1.0], [2.0]], [{"user": 0, "interests": [5]}])
+    with pytest.raises(WorldError, match="outside the catalog"):
+        load_world(tmp_path)
+    (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 3}\n{"artist": "b", "title": "u", "track": 1}\n')
+    with pytest.raises(WorldError, match="0..N-1"):
+        load_world(tmp_path)
+
+
+def test_course_files_run_with_any_50000_row_embedding(upstream_world, tmp_path):
+    for name in ("tracks.json", "users.json"):
+        shutil.copy(upstream_world / name, tmp_path / name)
+    np.save(tmp_path / "tracks.npy", np.random.default_rng(0).normal(0, 0.5, (50_000, 8)).astype(np.float32))
+    world = load_world(tmp_path)
+    assert world.n_tracks == 50_000 and world.n_users == 10_000
+    summary = simulate(world, agent="random", episodes=200, seed=3, progress=False)
+    assert summary["total"]["episodes"] == 200 and summary["total"]["steps"] >= 200 * 5
+
+
+def test_generator_rejects_unknown_knobs(tmp_path):
+    with pytest.raises(TypeError, match="unknown world knobs"):
+        generate_world(tmp_path, n_tracks=100, n_users=10, genre=3)
