@@ -139,13 +139,17 @@ class ConsoleRecommender:
         n_tracks: int,
         *,
         read_line: Callable[[str], str] = input,
-        output: TextIO = sys.stdout,
+        output: TextIO | None = None,
     ):
         self._describe, self._n_tracks = describe_track, n_tracks
         self._read_line, self._output = read_line, output
 
+    @property
+    def _out(self) -> TextIO:
+        return self._output or sys.stdout
+
     def recommend(self, user: int, track: int, time: float) -> int:
-        print(f"user {user} listened to [{self._describe(track)}] for {time:.2f}", file=self._output)
+        print(f"user {user} listened to [{self._describe(track)}] for {time:.2f}", file=self._out)
         while True:
             try:
                 line = self._read_line(f"next track for user {user} (0..{self._n_tracks - 1}): ")
@@ -154,7 +158,7 @@ class ConsoleRecommender:
             text = line.strip()
             if text.lstrip("-").isdigit() and 0 <= int(text) < self._n_tracks:
                 return int(text)
-            print(f"'{text}' is not a track id in 0..{self._n_tracks - 1}; try again", file=self._output)
+            print(f"'{text}' is not a track id in 0..{self._n_tracks - 1}; try again", file=self._out)
 
     def end_session(self, user: int, track: int, time: float) -> None:
-        print(f"user {user} left after [{self._describe(track)}] ({time:.2f})", file=self._output)
+        print(f"user {user} left after [{self._describe(track)}] ({time:.2f})", file=self._out)
