@@ -6,10 +6,14 @@ import mmh3
 from .config import ExperimentConfig
 
 
+def experiment_seed(experiment_name: str) -> int:
+    """The course hashed the name with signed mmh3 3.0; as a seed that is the same 32 bits read unsigned."""
+    return mmh3.hash(experiment_name, signed=False)
+
+
 def assign_arm(experiment_name: str, arm_count: int, user: int) -> int:
     """Index of the user's arm: murmur3(str(user), seed=unsigned murmur3(name)) mod k, both unsigned."""
-    seed = mmh3.hash(experiment_name, signed=False)
-    return mmh3.hash(str(user), seed=seed, signed=False) % arm_count
+    return mmh3.hash(str(user), seed=experiment_seed(experiment_name), signed=False) % arm_count
 
 
 class Experiment:
@@ -20,7 +24,7 @@ class Experiment:
         self.name = config.name
         self.arm_names = tuple(arm.name for arm in config.arms)
         self.recommenders = tuple(recommenders)
-        self._seed = mmh3.hash(config.name, signed=False)
+        self._seed = experiment_seed(config.name)  # hashed once, not per request
 
     def arm_index(self, user: int) -> int:
         return mmh3.hash(str(user), seed=self._seed, signed=False) % len(self.arm_names)

@@ -103,3 +103,14 @@ def test_unreachable_redis_is_a_clear_startup_error_and_a_503_per_request(write_
     answer = create_app(config).test_client().post("/next/1", json={"track": 1, "time": 0.5})
     assert answer.status_code == 503 and "store unavailable" in answer.get_json()["error"]
     assert (tmp_path / "log" / "data.json").read_bytes() == b""
+
+
+def test_experiment_objects_assign_like_the_spec_function():
+    from botify.config import ArmConfig, ExperimentConfig
+    from botify.experiments import Experiment
+
+    arms = tuple(ArmConfig(name, "random") for name in ("C", "T1", "T2", "T3", "T4"))
+    experiment = Experiment(ExperimentConfig("HOMEWORK", arms), [None] * 5)
+    assert [experiment.arm_index(user) for user in range(2000)] == [assign_arm("HOMEWORK", 5, user) for user in range(2000)]
+    counts = [sum(experiment.arm_index(user) == arm for user in range(2000)) for arm in range(5)]
+    assert min(counts) > 300  # a balanced split
