@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from botify_lab.catalog import atomic_write_bytes, read_catalog
-from botify_lab.model import ContextualModel
+from botify_lab.model import ContextualModel, torch_setup
 
 SCORE_BLOCK_BYTES = 256 * 1024 * 1024
 
@@ -30,19 +30,21 @@ def _block_rows(n_tracks: int, width: int) -> int:
     return max(1, SCORE_BLOCK_BYTES // (4 * n_tracks * width))
 
 
-def _top_k_rows(scores: torch.Tensor, k: int, row_ids: torch.Tensor, exclude_self: bool) -> np.ndarray:
-    """The k best columns per row, ties to the smaller column id (torch.topk alone leaves tie order open)."""
-    if exclude_self:
-        scores[torch.arange(len(row_ids)), row_ids] = -torch.inf
+def top_k_columns(scores: torch.Tensor, k: int) -> np.ndarray:
+    """The k best columns per row, best first, ties to the smaller column id (torch.topk leaves tie order open).
+
+    Rows must hold at least k scores above -inf; set a score to -inf to exclude that column.
+    """
     threshold = torch.topk(scores, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+    if not torch.isfinite(threshold).all():
+        raise ValueError("scores must be finite for at least k columns of every row (NaN weights?)")
     rows, columns = torch.nonzero(scores >= threshold, as_tuple=True)
     candidate_scores = scores[rows, columns].numpy()
     rows, columns = rows.numpy(), columns.numpy()
     ranked = np.lexsort((columns, -candidate_scores, rows))
     rows, columns = rows[ranked], columns[ranked]
     rank_in_row = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-    keep = rank_in_row < k
-    return columns[keep].reshape(len(row_ids), k)
+    return columns[rank_in_row < k].reshape(len(scores), k)
 
 
 @torch.no_grad()
@@ -80,9 +82,14 @@ def top_k_neighbours(
     *,
     exclude_self: bool = True,
     block_rows: int | None = None,
+    num_threads: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """An (n_tracks, k) int64 array: row t lists t's k best tracks, best first, under the model's similarity."""
+    """An (n_tracks, k) int64 array: row t lists t's k best tracks, best first, under the model's similarity.
+
+    Large matrix products dominate here, so torch's own thread count is the default; the result does not
+    depend on it, nor on `block_rows`.
+    """
     from tqdm.auto import tqdm
 
     n_tracks = model.config.n_tracks
@@ -94,10 +101,14 @@ def top_k_neighbours(
     width = model.config.mlp_hidden if model.config.similarity == "mlp" else 1
     rows = block_rows or _block_rows(n_tracks, width)
     neighbours = np.empty((n_tracks, k), dtype=np.int64)
-    for start in tqdm(range(0, n_tracks, rows), desc=f"neighbours ({model.config.similarity})", disable=not progress):
-        context_ids = torch.arange(start, min(start + rows, n_tracks))
-        scores = _score_block(model, context_ids, prepared).float()
-        neighbours[start:start + len(context_ids)] = _top_k_rows(scores, k, context_ids, exclude_self)
+    blocks = tqdm(range(0, n_tracks, rows), desc=f"neighbours ({model.config.similarity})", disable=not progress)
+    with torch_setup(num_threads):
+        for start in blocks:
+            context_ids = torch.arange(start, min(start + rows, n_tracks))
+            scores = _score_block(model, context_ids, prepared).float()
+            if exclude_self:
+                scores[torch.arange(len(context_ids)), context_ids] = -torch.inf
+            neighbours[start:start + len(context_ids)] = top_k_columns(scores, k)
     return neighbours
 
 

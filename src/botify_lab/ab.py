@@ -1,0 +1,246 @@
+"""The course's A/B analysis (spec 7): user-level metrics, Welch intervals per treatment, plus SRM and Holm checks.
+
+Effects and their bounds are reported in percent of the control mean, as the course's week-1 table did. The
+interval is Welch's t interval with Welch-Satterthwaite degrees of freedom (scipy), `significant` when it excludes
+0. With several treatments, Holm-adjusted p-values (per metric, across treatments) say which effects survive the
+multiple comparison; `significant` itself stays the course's unadjusted verdict.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+METRICS = ("time", "sessions", "mean_request_latency", "mean_tracks_per_session", "mean_time_per_session")
+LATENCY_METRICS = ("mean_request_latency",)
+EFFECT_COLUMNS = (
+    "treatment", "metric", "control_n", "treatment_n", "control_mean", "treatment_mean", "effect", "lower", "upper",
+    "significant", "p_value", "p_holm", "significant_holm",
+)
+COURSE_COLUMNS = ("control_mean", "treatment_mean", "effect", "upper", "lower", "significant")
+
+
+def arm_order(arms, control: str = "C") -> list[str]:
+    """Control first, then treatments in natural order (T2 before T10)."""
+    return sorted(set(arms), key=lambda arm: (arm != control, len(arm), arm))
+
+
+def user_metrics(sessions: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """Spec 7 step 3: one row per (user, arm) with sums over their sessions and the per-session/per-request means.
+
+    Columns: user, arm, sessions, time, tracks, latency (ms), mean_request_latency (ms per request),
+    mean_tracks_per_session, mean_time_per_session. Sessions logged without the experiment are left out.
+    """
+    if experiment not in sessions.columns:
+        raise KeyError(f"sessions have no arm column for experiment {experiment!r}")
+    labelled = sessions[sessions[experiment].notna()]
+    grouped = labelled.groupby(["user", experiment], sort=True)
+    metrics = pd.DataFrame(
+        {
+            "sessions": grouped.size(),
+            "time": grouped["time"].sum(),
+            "tracks": grouped["tracks"].sum(),
+            "latency": grouped["latency"].sum(),
+        }
+    ).reset_index().rename(columns={experiment: "arm"})
+    metrics["mean_request_latency"] = metrics["latency"] / metrics["tracks"]
+    metrics["mean_tracks_per_session"] = metrics["tracks"] / metrics["sessions"]
+    metrics["mean_time_per_session"] = metrics["time"] / metrics["sessions"]
+    return metrics
+
+
+def arm_statistics(metrics: pd.DataFrame, metric_names: Sequence[str] = METRICS, control: str = "C") -> pd.DataFrame:
+    """Spec 7 step 4: per arm and metric, the count, mean and variance (ddof 1) of the user-level values."""
+    rows = []
+    for arm in arm_order(metrics["arm"], control):
+        values = metrics[metrics["arm"] == arm]
+        for metric in metric_names:
+            column = values[metric]
+            rows.append({"arm": arm, "metric": metric, "count": len(column), "mean": column.mean(),
+                         "variance": column.var(ddof=1)})
+    return pd.DataFrame(rows)
+
+
+def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """(difference of means, lower, upper, two-sided p) by Welch's t test; NaNs when an arm has < 2 users."""
+    treatment = np.asarray(treatment, dtype=float)
+    control = np.asarray(control, dtype=float)
+    effect = treatment.mean() - control.mean() if len(treatment) and len(control) else math.nan
+    if len(treatment) < 2 or len(control) < 2:
+        return effect, math.nan, math.nan, math.nan
+    result = stats.ttest_ind(treatment, control, equal_var=False)
+    interval = result.confidence_interval(confidence_level=1 - alpha)
+    return effect, float(interval.low), float(interval.high), float(result.pvalue)
+
+
+def _percent(value: float, base: float) -> float:
+    return 100.0 * value / base if base != 0 and math.isfinite(base) else math.nan
+
+
+def ab_effects(
+    metrics: pd.DataFrame,
+    control: str = "C",
+    alpha: float = 0.05,
+    metric_names: Sequence[str] = METRICS,
+) -> pd.DataFrame:
+    """Spec 7 step 5: per treatment and metric, the effect vs control with its Welch interval, in percent.
+
+    Columns: treatment, metric, control_n, treatment_n (users), control_mean, treatment_mean, effect, lower,
+    upper (percent of control_mean), significant (interval excludes 0), p_value, p_holm (Holm across the
+    treatments of one metric; equals p_value with one treatment), significant_holm (p_holm < alpha).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    arms = arm_order(metrics["arm"], control)
+    if control not in arms:
+        raise ValueError(f"control arm {control!r} not among the arms {arms}")
+    treatments = [arm for arm in arms if arm != control]
+    if not treatments:
+        raise ValueError(f"no treatment arm besides the control {control!r}")
+    control_values = metrics[metrics["arm"] == control]
+    rows = []
+    for treatment in treatments:
+        treatment_values = metrics[metrics["arm"] == treatment]
+        for metric in metric_names:
+            difference, low, high, p_value = welch_interval(
+                treatment_values[metric].to_numpy(), control_values[metric].to_numpy(), alpha
+            )
+            control_mean = float(control_values[metric].mean())
+            lower, upper = _percent(low, control_mean), _percent(high, control_mean)
+            rows.append({
+                "treatment": treatment, "metric": metric,
+                "control_n": len(control_values), "treatment_n": len(treatment_values),
+                "control_mean": control_mean, "treatment_mean": float(treatment_values[metric].mean()),
+                "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
+                "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
+            })
+    effects = pd.DataFrame(rows)
+    effects["p_holm"] = np.nan
+    for metric in metric_names:
+        rows_of_metric = (effects["metric"] == metric) & effects["p_value"].notna()
+        if rows_of_metric.any():
+            effects.loc[rows_of_metric, "p_holm"] = multipletests(
+                effects.loc[rows_of_metric, "p_value"], alpha=alpha, method="holm"
+            )[1]
+    effects["significant_holm"] = effects["p_holm"] < alpha
+    return effects[list(EFFECT_COLUMNS)]
+
+
+def srm_check(
+    arm_counts: Mapping[str, int] | pd.Series,
+    expected_shares: Mapping[str, float] | None = None,
+    alpha: float = 0.001,
+) -> dict:
+    """Sample-ratio mismatch: chi-square test of the users per arm against the designed split (equal by default).
+
+    A hash split assigns users, so user counts (not sessions) are what the design fixes. `mismatch` flags
+    p < alpha; the customary SRM threshold is 0.001 because a real mismatch invalidates the whole test.
+    """
+    counts = pd.Series(dict(arm_counts), dtype=float)
+    if len(counts) < 2 or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(f"need non-negative counts for at least two arms, got {dict(arm_counts)}")
+    arms = list(counts.index)
+    if expected_shares is None:
+        shares = pd.Series(1.0 / len(arms), index=arms)
+    else:
+        shares = pd.Series(dict(expected_shares), dtype=float)
+        if set(shares.index) != set(arms) or (shares <= 0).any():
+            raise ValueError(f"expected shares must be positive and name exactly the arms {arms}")
+        shares = shares[arms] / shares.sum()
+    expected = shares * counts.sum()
+    statistic, p_value = stats.chisquare(counts.to_numpy(), expected.to_numpy())
+    return {
+        "arms": arms,
+        "counts": [int(count) for count in counts],
+        "expected": [float(value) for value in expected],
+        "chi2": float(statistic),
+        "dof": len(arms) - 1,
+        "p_value": float(p_value),
+        "alpha": alpha,
+        "mismatch": bool(p_value < alpha),
+    }
+
+
+def effects_table(effects: pd.DataFrame):
+    """The course's coloured table: green when significantly positive, red when significantly negative."""
+    table = effects.set_index(["treatment", "metric"])[list(COURSE_COLUMNS)]
+
+    def colour(row: pd.Series) -> list[str]:
+        if not row["significant"]:
+            return [""] * len(row)
+        shade = "#b7e1b0" if row["effect"] > 0 else "#f4b6b6"
+        return [f"background-color: {shade}"] * len(row)
+
+    return table.style.apply(colour, axis=1).format(
+        {"control_mean": "{:.4f}", "treatment_mean": "{:.4f}", "effect": "{:+.2f}%", "upper": "{:+.2f}%",
+         "lower": "{:+.2f}%"}
+    )
+
+
+def _clean(value, digits: int):
+    """A JSON-safe scalar: Python types, rounded floats, None instead of NaN/inf."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), digits) if math.isfinite(value) else None
+    return value
+
+
+def _effects_dict(effects: pd.DataFrame, digits: int) -> dict:
+    fields = [column for column in EFFECT_COLUMNS if column not in ("treatment", "metric")]
+    result: dict = {}
+    for row in effects.itertuples(index=False):
+        entry = row._asdict()
+        result.setdefault(entry["treatment"], {})[entry["metric"]] = {
+            field: _clean(entry[field], digits) for field in fields
+        }
+    return result
+
+
+def ab_metrics_json(
+    effects: pd.DataFrame,
+    *,
+    experiment: str,
+    metrics: pd.DataFrame | None = None,
+    srm: dict | None = None,
+    control: str = "C",
+    alpha: float = 0.05,
+    digits: int = 6,
+) -> dict:
+    """The content of metrics/ab.json: arms (users, sessions), SRM check and effects, latency left out.
+
+    Latency depends on the machine's load, so keeping it out (see `latency_metrics_json`) lets two runs of the
+    same seeded experiment produce byte-identical files. Keys keep a fixed order; floats are rounded; no NaN.
+    """
+    kept = effects[~effects["metric"].isin(LATENCY_METRICS)]
+    document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
+    if metrics is not None:
+        document["arms"] = {
+            arm: {"users": int((metrics["arm"] == arm).sum()),
+                  "sessions": int(metrics.loc[metrics["arm"] == arm, "sessions"].sum())}
+            for arm in arm_order(metrics["arm"], control)
+        }
+    if srm is not None:
+        document["srm"] = {key: _clean(value, digits) if not isinstance(value, list) else
+                           [_clean(item, digits) for item in value] for key, value in srm.items()}
+    document["effects"] = _effects_dict(kept, digits)
+    return document
+
+
+def latency_metrics_json(metrics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6) -> dict:
+    """The content of metrics/latency.json: per arm request latency (ms) and the latency effects."""
+    arms = {}
+    for arm in arm_order(metrics["arm"], control):
+        values = metrics[metrics["arm"] == arm]
+        arms[arm] = {
+            "requests": int(values["tracks"].sum()),
+            "mean_request_latency_ms": _clean(values["latency"].sum() / values["tracks"].sum(), digits),
+            "user_mean_request_latency_ms": _clean(values["mean_request_latency"].mean(), digits),
+        }
+    return {"arms": arms, "effects": _effects_dict(effects[effects["metric"].isin(LATENCY_METRICS)], digits)}
