@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import multiprocessing
 import random
 import re
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=3)
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk exists")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
     with tempfile.TemporaryDirectory(prefix="botify-bench-") as scratch_name:
         scratch = Path(scratch_name)
         make_world(scratch, args.tracks, seed=1)
@@ -214,6 +216,7 @@ def main() -> None:
         "rss_mb": round(rss_mb, 1),
         "peak_rss_mb": round(peak_mb, 1),
         "cpu_count": psutil.cpu_count(),
+        "load_average_before": round(load_before, 2),
     }, indent=2))
 
 

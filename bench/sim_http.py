@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per simulator process")
     parser.add_argument("--seed", type=int, default=31337)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
     with tempfile.TemporaryDirectory(prefix="botify-sim-bench-") as scratch_name:
         scratch = Path(scratch_name)
         world = scratch / "world"
@@ -94,6 +96,7 @@ def main() -> None:
         "sim_own_steps_per_s": round(summary["steps_per_second"], 1),
         "invalid_answers": summary["invalid_answers"],
         "mean_reward": round(summary["total"]["reward_mean"], 3),
+        "load_average_before": round(load_before, 2),
     }, indent=2))
 
 
