@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 URL_PATTERN = re.compile(r"serving at (http://\S+)")
+LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never route loopback via a proxy
 
 
 class ServiceFailed(RuntimeError):
@@ -64,7 +65,7 @@ def _wait_until_alive(process: subprocess.Popen, output: Path, timeout: float) -
             url = match.group(1) if match else None
         if url is not None:
             try:
-                with urllib.request.urlopen(f"{url}/", timeout=2) as response:
+                with LOOPBACK_OPENER.open(f"{url}/", timeout=2) as response:
                     if response.status == 200:
                         return url
             except (urllib.error.URLError, ConnectionError, TimeoutError):
