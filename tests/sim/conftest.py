@@ -49,6 +49,8 @@ class FakeRecommender:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else delayed ACKs stall every keep-alive answer by ~40 ms
+            wbufsize = 1 << 16  # headers and body leave in one write; the handler flushes after each request
 
             def log_message(self, *args):
                 pass
@@ -70,12 +72,16 @@ class FakeRecommender:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                except BrokenPipeError:  # the client gave up (timeout tests)
+                    pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self):
