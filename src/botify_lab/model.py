@@ -168,12 +168,17 @@ def _loss_function(loss: str):
     return F.mse_loss if loss == "mse" else F.l1_loss
 
 
+def _id_tensor(ids: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(ids, torch.Tensor):
+        return ids.to(torch.int64)
+    return torch.from_numpy(np.array(ids, dtype=np.int64))
+
+
 @torch.no_grad()
 def predict(model: ContextualModel, context: np.ndarray | torch.Tensor, track: np.ndarray | torch.Tensor) -> np.ndarray:
     """Predicted listen times for matching arrays of context and track ids."""
     model.eval()
-    context = torch.as_tensor(context, dtype=torch.int64)
-    track = torch.as_tensor(track, dtype=torch.int64)
+    context, track = _id_tensor(context), _id_tensor(track)
     chunks = [model(context[i:i + EVAL_BATCH], track[i:i + EVAL_BATCH]) for i in range(0, len(context), EVAL_BATCH)]
     return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.float32)
 

@@ -1,0 +1,134 @@
+"""The contextual model: it learns, it is deterministic for a seed, and it survives a save/load round trip."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import torch
+
+from botify_lab import model as contextual
+
+
+def planted_pairs(repeats: int = 40, n_tracks: int = 8, seed: int = 0) -> pd.DataFrame:
+    """16 distinct (context, track, time) facts repeated, so train, validation and test all hold them."""
+    rng = np.random.default_rng(seed)
+    contexts = rng.integers(n_tracks, size=16)
+    tracks = rng.integers(n_tracks, size=16)
+    times = np.round(rng.random(16), 2)
+    facts = pd.DataFrame({"context": contexts, "track": tracks, "time": times}).drop_duplicates(["context", "track"])
+    return pd.concat([facts] * repeats, ignore_index=True)
+
+
+FAST = dict(lr=0.05, batch_size=64, max_epochs=40, plateau_patience=3, early_stopping_patience=5, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("similarity", "loss", "extra"),
+    [("dot", "mse", {}), ("cosine", "mse", {}), ("mlp", "mse", {"mlp_sigmoid": True}), ("mlp", "mae", {}),
+     ("dot", "mae", {})],
+)
+def test_model_overfits_a_tiny_set(similarity, loss, extra):
+    result = contextual.train_contextual(
+        planted_pairs(), 8, embedding_dim=8, similarity=similarity, loss=loss, seed=1, **FAST, **extra
+    )
+    test = result.test
+    key = f"model_{loss}"
+    assert test[key] < 0.2 * test[f"train_mean_{loss}"], test
+    assert test["model_mse"] < test["random_mse"]
+    assert result.history[0]["val_loss"] > result.history[result.best_epoch - 1]["val_loss"]
+    count = len(planted_pairs())
+    assert result.sizes == {"pairs": count, "train": round(0.8 * count), "validation": round(0.1 * count),
+                            "test": count - round(0.8 * count) - round(0.1 * count)}
+
+
+def test_same_seed_gives_identical_weights_and_other_seeds_differ():
+    pairs = planted_pairs()
+    runs = [contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="mlp", seed=seed, **FAST)
+            for seed in (3, 3, 4)]
+    first, again, other = ([tensor.numpy() for tensor in run.model.state_dict().values()] for run in runs)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert runs[0].history == runs[1].history and runs[0].test == runs[1].test
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_weights_do_not_depend_on_thread_count_or_strict_mode():
+    pairs = planted_pairs()
+    settings = dict(embedding_dim=6, similarity="cosine", seed=5, **{**FAST, "max_epochs": 4})
+    reference = contextual.train_contextual(pairs, 8, num_threads=1, **settings).model.state_dict()
+    for options in ({"num_threads": 2}, {"num_threads": 1, "strict_determinism": True}):
+        state = contextual.train_contextual(pairs, 8, **options, **settings).model.state_dict()
+        assert all(torch.equal(reference[name], state[name]) for name in reference)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_plateau_lowers_the_rate_and_early_stopping_keeps_the_best_epoch():
+    rng = np.random.default_rng(2)
+    noise = pd.DataFrame({"context": rng.integers(50, size=400), "track": rng.integers(50, size=400),
+                          "time": rng.random(400)})
+    result = contextual.train_contextual(
+        noise, 50, embedding_dim=16, seed=0, lr=0.05, batch_size=32, max_epochs=60, plateau_patience=1,
+        early_stopping_patience=4, progress=False,
+    )
+    losses = [row["val_loss"] for row in result.history]
+    assert len(result.history) == result.best_epoch + 4 < 60
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert min(row["lr"] for row in result.history) < 0.05
+    rates = [row["lr"] for row in result.history]
+    assert rates == sorted(rates, reverse=True)
+    # The kept weights are the best epoch's: their validation loss is the minimum of the history.
+    generator = torch.Generator().manual_seed(0)
+    _, validation, _ = contextual.split_indices(400, (0.8, 0.1, 0.1), generator)
+    rows = noise.iloc[validation.numpy()]
+    predictions = contextual.predict(result.model, rows["context"].to_numpy(), rows["track"].to_numpy())
+    assert np.mean((predictions - rows["time"].to_numpy()) ** 2) == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_metrics_are_json_ready():
+    result = contextual.train_contextual(planted_pairs(), 8, embedding_dim=4, seed=0, **{**FAST, "max_epochs": 3})
+    document = orjson.loads(orjson.dumps(result.metrics()))
+    assert document["config"]["similarity"] == "dot" and document["settings"]["loss"] == "mse"
+    assert set(document["test"]) == {f"{name}_{loss}" for name in ("model", "random", "train_mean")
+                                     for loss in ("mse", "mae")}
+    assert [row["epoch"] for row in document["history"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "mlp"])
+def test_save_and_load_round_trip_without_pickle(tmp_path, similarity):
+    torch.manual_seed(0)
+    original = contextual.ContextualModel(contextual.ModelConfig(12, 5, similarity, mlp_hidden=7, mlp_sigmoid=True))
+    contextual.save_model(original, tmp_path / "model")
+    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == ["config.json", "weights.npz"]
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["similarity"] == similarity
+    with np.load(tmp_path / "model" / "weights.npz", allow_pickle=False) as weights:
+        assert weights["context.weight"].shape == (12, 5)
+    loaded = contextual.load_model(tmp_path / "model")
+    assert loaded.config == original.config
+    ids = np.arange(12)
+    assert np.array_equal(contextual.predict(original, ids, ids[::-1]), contextual.predict(loaded, ids, ids[::-1]))
+
+
+def test_load_refuses_weights_of_another_shape(tmp_path):
+    contextual.save_model(contextual.ContextualModel(contextual.ModelConfig(12, 5)), tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "embedding_dim": 6}))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        contextual.load_model(tmp_path / "model")
+
+
+def test_bad_arguments_are_refused():
+    pairs = planted_pairs()
+    with pytest.raises(ValueError, match="similarity"):
+        contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="lorentz", progress=False)
+    with pytest.raises(ValueError, match="loss"):
+        contextual.train_contextual(pairs, 8, embedding_dim=4, loss="huber", progress=False)
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 5\)"):
+        contextual.train_contextual(pairs, 5, embedding_dim=4, progress=False)
+    with pytest.raises(ValueError, match="splits"):
+        contextual.train_contextual(pairs, 8, embedding_dim=4, splits=(0.5, 0.5, 0.5), progress=False)
+    with pytest.raises(ValueError, match="too few"):
+        contextual.train_contextual(pairs.head(3), 8, embedding_dim=4, progress=False)
+    with pytest.raises(ValueError, match="missing"):
+        contextual.train_contextual(pairs.drop(columns="time"), 8, embedding_dim=4, progress=False)
