@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 from tqdm import tqdm
 
 from sim import rng
@@ -264,9 +263,11 @@ def _run_day_in_processes(world, agent, url, seed, day, episodes, user_rows, pro
 
 
 def _stats(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean and standard error, the latter as scipy.stats.sem computes it (ddof=1) without its 46 MB import."""
     if len(values) == 0:
         return None, None
-    return float(np.mean(values)), (float(stats.sem(values)) if len(values) > 1 else None)
+    sem = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+    return float(np.mean(values)), sem
 
 
 def _summarize(label: dict, part: DayPart) -> dict:

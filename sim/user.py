@@ -10,7 +10,6 @@ from collections import Counter
 
 import numpy as np
 import orjson
-from scipy.special import expit
 
 from sim import rng
 from sim.world import World
@@ -29,7 +28,8 @@ def listen_times(
 ) -> np.ndarray:
     """round(sigmoid((dot(emb[r], e) - bias) * sharpness) * gamma ** n, 2) for new (not repeated) tracks."""
     scores = np.multiply(embeddings[tracks], session_embeddings).sum(axis=1)
-    raw = expit((scores - consume_bias) * consume_sharpness)
+    with np.errstate(over="ignore"):  # exp overflow for very low scores gives 1/inf = 0.0, the right limit
+        raw = 1.0 / (1.0 + np.exp(-(scores - consume_bias) * consume_sharpness))
     discount = np.power(artist_discount_gamma, same_artist_playbacks)
     return np.round(raw * discount, 2)
 

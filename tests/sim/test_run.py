@@ -126,3 +126,14 @@ def test_console_recommender_prompts_until_a_valid_track_and_stops_at_end_of_inp
 
     with pytest.raises(SimulationStopped):
         ConsoleRecommender(world.describe_track, world.n_tracks, read_line=closed).recommend(3, 0, 1.0)
+
+
+def test_standard_error_is_scipys_sem(small_world):
+    from scipy import stats
+
+    from sim.run import DayPart, _summarize
+
+    part = DayPart(np.arange(4), np.array([1.0, 2.5, 3.25, 7.0]), np.array([5, 6, 9, 20]), np.zeros(4, int), None)
+    summary = _summarize({"day": 0}, part)
+    assert summary["reward_sem"] == pytest.approx(stats.sem(part.rewards), rel=1e-12)
+    assert summary["steps_sem"] == pytest.approx(stats.sem(part.steps), rel=1e-12)

@@ -106,3 +106,17 @@ def test_course_files_run_with_any_50000_row_embedding(upstream_world, tmp_path)
 def test_generator_rejects_unknown_knobs(tmp_path):
     with pytest.raises(TypeError, match="unknown world knobs"):
         generate_world(tmp_path, n_tracks=100, n_users=10, genre=3)
+
+
+def test_nearest_neighbours_are_exact_with_ties_to_the_smaller_id(small_world):
+    from sim.world import nearest_by_inner_product
+
+    world = load_world(small_world)
+    embeddings = world.embeddings.copy()
+    embeddings[[10, 20, 30]] = embeddings[5]  # exact ties
+    queries = np.array([5, 7, 1999, 0])
+    table = nearest_by_inner_product(embeddings, queries, 10, block=3)
+    scores = embeddings[queries] @ embeddings.T
+    expected = np.array([np.lexsort((np.arange(2000), -row))[:10] for row in scores])
+    np.testing.assert_array_equal(table, expected)
+    assert {5, 10, 20, 30} <= set(table[0][:4].tolist()) or scores[0][table[0][0]] > scores[0][5]
