@@ -141,7 +141,8 @@ def recommend_users(
             scores = torch.from_numpy(model.user_factors[rows]) @ track_factors.T + track_bias
             if seen is not None:
                 block = seen[(seen["row"] >= start) & (seen["row"] < start + len(scores))]
-                scores[block["row"].to_numpy() - start, block["track"].to_numpy()] = -torch.inf
+                rows_seen = torch.from_numpy(block["row"].to_numpy(dtype=np.int64, copy=True) - start)
+                scores[rows_seen, torch.from_numpy(block["track"].to_numpy(dtype=np.int64, copy=True))] = -torch.inf
             for user, tracks in zip(model.users[rows], top_k_columns(scores, n).tolist()):
                 recommendations[int(user)] = tracks
     return recommendations

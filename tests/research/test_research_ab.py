@@ -1,0 +1,182 @@
+"""Spec 7's A/B analysis: user metrics, the Welch interval checked by hand, Holm, SRM and the JSON/table outputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from scipy import stats
+
+from botify_lab import ab, logs
+
+from .research_helpers import event, write_log
+
+
+def metrics_frame(values_by_arm: dict[str, list[float]], metric: str = "mean_time_per_session") -> pd.DataFrame:
+    rows = [{"user": index, "arm": arm, metric: value}
+            for arm, values in values_by_arm.items() for index, value in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_user_metrics_follow_spec_7(tmp_path):
+    rows = []
+    for user, arm, sessions in ((1, "C", [[1.0, 0.5], [1.0]]), (2, "T1", [[1.0, 0.2, 0.3]])):
+        stamp = user * 100
+        for times in sessions:
+            for position, time in enumerate(times):
+                stamp += 1
+                message = "last" if position == len(times) - 1 else "next"
+                rows.append(event(message, stamp, user, position, time, latency=0.002,
+                                  experiments={"HW": arm}))
+    write_log(tmp_path / "log" / "data.json", rows)
+    metrics = ab.user_metrics(logs.sessionize(logs.read_log(tmp_path / "log")), "HW")
+    assert metrics.columns.tolist() == [
+        "user", "arm", "sessions", "time", "tracks", "latency", "mean_request_latency",
+        "mean_tracks_per_session", "mean_time_per_session"]
+    first, second = metrics.to_dict("records")
+    assert (first["user"], first["arm"], first["sessions"], first["tracks"]) == (1, "C", 2, 3)
+    assert first["time"] == pytest.approx(2.5)
+    assert first["latency"] == pytest.approx(6.0)
+    assert first["mean_request_latency"] == pytest.approx(2.0)
+    assert first["mean_tracks_per_session"] == pytest.approx(1.5)
+    assert first["mean_time_per_session"] == pytest.approx(1.25)
+    assert (second["arm"], second["sessions"], second["mean_time_per_session"]) == ("T1", 1, pytest.approx(1.5))
+    with pytest.raises(KeyError, match="OTHER"):
+        ab.user_metrics(logs.sessionize(logs.read_log(tmp_path / "log")), "OTHER")
+
+
+def test_welch_interval_matches_the_hand_computation():
+    treatment = np.array([1.0, 2.0, 3.0, 4.0])
+    control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    # By hand: means 2.5 and 6; variances 5/3 and 10; squared standard error 5/12 + 2 = 29/12.
+    standard_error = math.sqrt(29 / 12)
+    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0 ** 2 / 4)
+    assert dof == pytest.approx(5.52078, abs=1e-5)
+    half_width = stats.t.ppf(0.975, dof) * standard_error
+    effect, lower, upper, p_value = ab.welch_interval(treatment, control, alpha=0.05)
+    assert effect == pytest.approx(-3.5)
+    assert lower == pytest.approx(-3.5 - half_width, rel=1e-12)
+    assert upper == pytest.approx(-3.5 + half_width, rel=1e-12)
+    assert p_value == pytest.approx(2 * stats.t.sf(3.5 / standard_error, dof), rel=1e-12)
+    assert all(math.isnan(value) for value in ab.welch_interval(treatment, control[:1])[1:])
+
+
+def test_effects_are_percent_of_the_control_mean():
+    metrics = metrics_frame({"C": [2.0, 4.0, 6.0, 8.0, 10.0], "T1": [1.0, 2.0, 3.0, 4.0]})
+    effects = ab.ab_effects(metrics, metric_names=["mean_time_per_session"])
+    row = effects.iloc[0]
+    assert list(effects.columns) == list(ab.EFFECT_COLUMNS)
+    assert (row["treatment"], row["control_n"], row["treatment_n"]) == ("T1", 5, 4)
+    assert (row["control_mean"], row["treatment_mean"]) == (6.0, 2.5)
+    _, low, high, _ = ab.welch_interval(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0, 8.0, 10.0]))
+    assert row["effect"] == pytest.approx(-3.5 / 6 * 100)
+    assert (row["lower"], row["upper"]) == (pytest.approx(low / 6 * 100), pytest.approx(high / 6 * 100))
+    assert bool(row["significant"]) == (high < 0)
+    assert row["p_holm"] == row["p_value"]  # one treatment: nothing to adjust
+
+
+def test_course_interval_convention_reproduces_the_published_table():
+    """Spec 8's T1 TopPop(10) row: build ~900 users per arm with the published means and a spread that gives the
+    published interval width; the percent-of-control convention must then give 27.4% [19.0, 35.7]."""
+    control_mean, treatment_mean, n = 2.152, 2.742, 900
+    published_half_width = (35.744 - 19.005) / 2
+    assert (35.744 + 19.005) / 2 == pytest.approx(27.374, abs=1e-3)  # the published interval is symmetric
+    spread = published_half_width / 100 * control_mean / stats.t.ppf(0.975, 2 * n - 2) / math.sqrt(2 / n)
+    unit = np.linspace(-1, 1, n)
+    unit = (unit - unit.mean()) / unit.std(ddof=1)
+    metrics = metrics_frame({"C": control_mean + spread * unit, "T1": treatment_mean + spread * unit})
+    row = ab.ab_effects(metrics, metric_names=["mean_time_per_session"]).iloc[0]
+    assert row["effect"] == pytest.approx(27.416, abs=0.01)  # the published 27.374 used unrounded means
+    assert row["upper"] - row["effect"] == pytest.approx(published_half_width, rel=1e-6)
+    assert row["lower"] == pytest.approx(19.05, abs=0.05) and row["upper"] == pytest.approx(35.79, abs=0.05)
+    assert row["significant"]
+
+
+def test_holm_adjusts_across_treatments_per_metric():
+    rng = np.random.default_rng(0)
+    metrics = metrics_frame({
+        "C": rng.normal(1.0, 1.0, 60), "T1": rng.normal(1.5, 1.0, 60), "T2": rng.normal(1.1, 1.0, 60),
+        "T10": rng.normal(0.6, 1.0, 60),
+    })
+    effects = ab.ab_effects(metrics, metric_names=["mean_time_per_session"])
+    assert effects["treatment"].tolist() == ["T1", "T2", "T10"]
+    p = effects["p_value"].to_numpy()
+    order = np.argsort(p)
+    adjusted = np.minimum(1, np.maximum.accumulate(p[order] * (3 - np.arange(3))))
+    expected = np.empty(3)
+    expected[order] = adjusted
+    assert effects["p_holm"].to_numpy() == pytest.approx(expected)
+    assert (effects["significant_holm"] == (effects["p_holm"] < 0.05)).all()
+
+
+def test_control_must_exist_and_alpha_must_be_a_probability():
+    metrics = metrics_frame({"T1": [1.0, 2.0], "T2": [1.0, 3.0]})
+    with pytest.raises(ValueError, match="control arm 'C'"):
+        ab.ab_effects(metrics)
+    with pytest.raises(ValueError, match="alpha"):
+        ab.ab_effects(metrics, control="T1", alpha=1.5)
+    with pytest.raises(ValueError, match="no treatment"):
+        ab.ab_effects(metrics_frame({"C": [1.0, 2.0]}))
+
+
+def test_srm_check_against_a_hand_computed_chi_square():
+    balanced = ab.srm_check({"C": 1000, "T1": 1010})
+    assert not balanced["mismatch"]
+    skewed = ab.srm_check({"C": 1000, "T1": 1200})
+    assert skewed["chi2"] == pytest.approx(2 * 100 ** 2 / 1100)
+    assert skewed["p_value"] == pytest.approx(stats.chi2.sf(2 * 100 ** 2 / 1100, 1))
+    assert skewed["mismatch"] and skewed["dof"] == 1
+    designed = ab.srm_check({"C": 1000, "T1": 2000}, expected_shares={"C": 1, "T1": 2})
+    assert designed["chi2"] == pytest.approx(0.0) and not designed["mismatch"]
+    with pytest.raises(ValueError, match="exactly the arms"):
+        ab.srm_check({"C": 10, "T1": 10}, expected_shares={"C": 1})
+
+
+def sample_effects():
+    rng = np.random.default_rng(1)
+    frames = []
+    for arm, shift in (("C", 0.0), ("T1", 0.8), ("T2", -0.8), ("T3", 0.0)):
+        frame = pd.DataFrame({"user": range(40), "arm": arm})
+        for metric in ab.METRICS:
+            frame[metric] = rng.normal(5.0 + shift, 1.0, 40)
+        frames.append(frame)
+    metrics = pd.concat(frames, ignore_index=True)
+    metrics["tracks"] = 10
+    metrics["latency"] = metrics["mean_request_latency"] * 10
+    return metrics, ab.ab_effects(metrics)
+
+
+def test_course_table_is_coloured_by_sign_and_significance():
+    _, effects = sample_effects()
+    html = ab.effects_table(effects).to_html()
+    assert "#b7e1b0" in html and "#f4b6b6" in html
+    table = ab.effects_table(effects).data
+    assert list(table.columns) == list(ab.COURSE_COLUMNS)
+    assert table.loc[("T1", "mean_time_per_session"), "significant"]
+
+
+def test_ab_json_is_stable_rounded_and_free_of_nan():
+    metrics, effects = sample_effects()
+    single = metrics_frame({"C": [1.0, 2.0], "T1": [3.0]})  # one treatment user: no interval
+    single["sessions"] = 1
+    lonely = ab.ab_effects(single, metric_names=["mean_time_per_session"])
+    document = ab.ab_metrics_json(lonely, experiment="HW", metrics=single)
+    entry = document["effects"]["T1"]["mean_time_per_session"]
+    assert entry["lower"] is None and entry["upper"] is None and entry["effect"] == 100.0
+    srm = ab.srm_check(metrics.groupby("arm").size())
+    document = ab.ab_metrics_json(effects, experiment="HW", metrics=metrics, srm=srm, digits=4)
+    assert list(document) == ["experiment", "control", "alpha", "arms", "srm", "effects"]
+    assert list(document["arms"]) == ["C", "T1", "T2", "T3"]
+    assert list(document["effects"]) == ["T1", "T2", "T3"]
+    assert "mean_request_latency" not in document["effects"]["T1"]
+    assert list(document["effects"]["T1"]) == [m for m in ab.METRICS if m != "mean_request_latency"]
+    text = orjson.dumps(document)
+    assert b"NaN" not in text and b"Infinity" not in text
+    value = document["effects"]["T1"]["time"]["effect"]
+    assert value == round(value, 4)
+    assert text == orjson.dumps(ab.ab_metrics_json(effects, experiment="HW", metrics=metrics, srm=srm, digits=4))
+    latency = ab.latency_metrics_json(metrics, effects)
+    assert list(latency["effects"]["T2"]) == ["mean_request_latency"]
+    assert latency["arms"]["C"]["requests"] == 400
