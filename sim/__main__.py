@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, required=True, help="seed of the simulated traffic")
     run.add_argument("--days", type=int, default=1, help="days to run back to back")
     run.add_argument("--processes", type=int, default=1, help="worker processes (users are split between them)")
-    run.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections per process (http)")
+    run.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections per process (http)")
     run.add_argument("--summary", type=Path, help="write the summary as JSON here")
     run.add_argument("--trace", type=Path, help="write one JSON line per playback here")
     run.add_argument("--strict", action="store_true", help="stop at the first invalid answer")

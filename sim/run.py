@@ -152,9 +152,14 @@ class _UserScheduler:
             self._condition.notify_all()
 
 
+def _answers_in_batches(agent) -> bool:
+    """Lock-step needs a batch method and no per-session calls (it makes none)."""
+    return not isinstance(agent, str) and hasattr(agent, "recommend_batch") and not hasattr(agent, "end_session")
+
+
 def run_episodes(world, agent, url, seed, day, episodes, user_rows, *, strict, trace, connections, progress) -> DayPart:
     """One process's share of a day: lock-step for batch recommenders, threads for HTTP, else one by one."""
-    if agent == "random" or (not isinstance(agent, str) and hasattr(agent, "recommend_batch")):
+    if agent == "random" or _answers_in_batches(agent):
         batch_agent = make_agent(agent, world, url)
         parts = []
         for start in range(0, len(episodes), LOCKSTEP_CHUNK):
@@ -310,7 +315,7 @@ def simulate(
     trace_path=None,
     strict: bool = False,
     progress: bool = True,
-    connections: int = 8,
+    connections: int = 4,
     pause_between_days: bool = False,
 ) -> dict:
     """Run `days` x `episodes` sessions and return the summary (what `--summary` writes).
