@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -21,12 +22,39 @@ from sim.run import play_episode, simulate
 from sim.world import load_world
 
 
+def measure_http(world_dir: str, args) -> dict:
+    """Steps/s of `--agent http` against `python -m botify serve` (in-memory store, one waitress worker)."""
+    from botify.launch import served
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "config.yaml"
+        config.write_text(
+            f"catalog: {Path(world_dir).resolve() / 'tracks.json'}\nlog_dir: log\nstore: memory\nseed: 31337\n"
+            "experiments:\n  - name: BENCH\n    arms:\n      - recommender: random\n      - recommender: random\n"
+        )
+        with served(config) as url:
+            summary = simulate(world_dir, agent="http", url=url, episodes=args.http_episodes, seed=args.seed,
+                               processes=args.processes, connections=args.connections, progress=False)
+    return {
+        "episodes": args.http_episodes,
+        "processes": args.processes,
+        "connections_per_process": args.connections,
+        "steps": summary["total"]["steps"],
+        "steps_per_second": round(summary["steps_per_second"]),
+        "invalid_answers": summary["invalid_answers"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world", help="world folder (default: generate the default 50,000-track world)")
     parser.add_argument("--episodes", type=int, default=200_000)
     parser.add_argument("--scalar-episodes", type=int, default=5_000, help="episodes for the scalar-path figure")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--http-episodes", type=int, default=0,
+                        help="also measure the http agent against the real botify service (random arms) on loopback")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes for the http figure")
+    parser.add_argument("--connections", type=int, default=4, help="connections per process for the http figure")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -53,6 +81,7 @@ def main() -> None:
             for e in range(args.scalar_episodes)
         )
         scalar_seconds = time.perf_counter() - started
+        http = measure_http(world_dir, args) if args.http_episodes else None
 
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
@@ -69,6 +98,7 @@ def main() -> None:
         "mean_reward": round(summary["total"]["reward_mean"], 4),
         "mean_steps": round(summary["total"]["steps_mean"], 4),
         "peak_rss_mb": round(peak_kib / 1024, 1),
+        "http": http,
         "python": sys.version.split()[0],
     }, indent=2))
 
