@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue as queue_module
 import sys
 import threading
 import time as clock
@@ -52,7 +53,7 @@ class DayPart:
         episodes = np.concatenate([p.episodes for p in parts])
         order = np.argsort(episodes, kind="stable")
         trace = None
-        if parts and parts[0].trace is not None:
+        if parts and all(p.trace is not None for p in parts):
             flat = [line for p in parts for line in p.trace]
             trace = [flat[i] for i in order]
         return DayPart(
@@ -111,13 +112,13 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
     return session.reward, session.step, invalid, b"".join(lines) if trace else None
 
 
-def _part_from(episodes, outcomes) -> DayPart:
+def _part_from(episodes, outcomes, trace: bool) -> DayPart:
     return DayPart(
         np.asarray(episodes, dtype=np.int64),
         np.array([o[0] for o in outcomes], dtype=np.float64),
         np.array([o[1] for o in outcomes], dtype=np.int64),
         np.array([o[2] for o in outcomes], dtype=np.int64),
-        [o[3] for o in outcomes] if outcomes and outcomes[0][3] is not None else None,
+        [o[3] for o in outcomes] if trace else None,
     )
 
 
@@ -167,7 +168,7 @@ def run_episodes(world, agent, url, seed, day, episodes, user_rows, *, strict, t
             result = run_lockstep(world, batch_agent, seed, day, chunk, strict=strict, trace=trace)
             parts.append(DayPart(result.episodes, result.rewards, result.steps, result.invalid, result.trace))
             progress(len(chunk))
-        return DayPart.merge(parts) if parts else _part_from([], [])
+        return DayPart.merge(parts) if parts else _part_from([], [], trace)
     if agent == "http" and connections > 1:
         return _run_threaded(world, url, seed, day, episodes, user_rows, strict, trace, connections, progress)
     single = make_agent(agent, world, url)
@@ -179,7 +180,7 @@ def run_episodes(world, agent, url, seed, day, episodes, user_rows, *, strict, t
     finally:
         if hasattr(single, "close"):
             single.close()
-    return _part_from(episodes, outcomes)
+    return _part_from(episodes, outcomes, trace)
 
 
 def _run_threaded(world, url, seed, day, episodes, user_rows, strict, trace, connections, progress) -> DayPart:
@@ -210,7 +211,7 @@ def _run_threaded(world, url, seed, day, episodes, user_rows, strict, trace, con
         thread.join()
     if errors:
         raise errors[0]
-    return _part_from(episodes, [outcomes[e] for e in episodes.tolist()])
+    return _part_from(episodes, [outcomes[e] for e in episodes.tolist()], trace)
 
 
 _ERRORS = {"InvalidAnswer": InvalidAnswer, "ServiceUnavailable": ServiceUnavailable}
@@ -249,7 +250,7 @@ def _run_day_in_processes(world, agent, url, seed, day, episodes, user_rows, pro
         while len(parts) < processes:
             try:
                 message = queue.get(timeout=1.0)
-            except Exception:  # queue.Empty: check that no worker died silently
+            except queue_module.Empty:  # check that no worker died silently
                 if any(not w.is_alive() and w.exitcode not in (0, None) for w in workers):
                     raise RuntimeError("a simulation worker process died") from None
                 continue
@@ -365,7 +366,7 @@ def simulate(
             trace_file.close()
         if temporary_trace is not None and temporary_trace.exists():
             temporary_trace.unlink()
-    total = _summarize({}, DayPart.merge(day_parts) if day_parts else _part_from([], []))
+    total = _summarize({}, DayPart.merge(day_parts) if day_parts else _part_from([], [], False))
     return {
         "world": str(world.path) if world.path else None,
         "agent": agent if isinstance(agent, str) else type(agent).__name__,

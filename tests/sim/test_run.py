@@ -137,3 +137,9 @@ def test_standard_error_is_scipys_sem(small_world):
     summary = _summarize({"day": 0}, part)
     assert summary["reward_sem"] == pytest.approx(stats.sem(part.rewards), rel=1e-12)
     assert summary["steps_sem"] == pytest.approx(stats.sem(part.steps), rel=1e-12)
+
+
+def test_a_worker_with_no_episodes_keeps_the_trace_complete(small_world, tmp_path):
+    summary = simulate(small_world, agent="random", episodes=1, seed=3, processes=2, trace_path=tmp_path / "t.jsonl",
+                       progress=False)
+    assert len((tmp_path / "t.jsonl").read_bytes().splitlines()) == summary["total"]["steps"] + 1
