@@ -44,10 +44,8 @@ def run_lockstep(
     users = world.users
     n = len(episodes)
     keys, user_rows, interests = episode_starts(world, seed, day, episodes)
-    world.prepare_neighbours(interests)
-    rows, table = world._neighbour_rows, world._neighbour_table
     counts = users.interest_neighbours[user_rows]
-    first = table[rows[interests], rng.integer_array(keys, rng.FIRST_TRACK, 0, counts)]
+    first = world.neighbour_lists(interests)[np.arange(n), rng.integer_array(keys, rng.FIRST_TRACK, 0, counts)]
 
     user_ids = users.ids[user_rows]
     session_embeddings = world.embeddings[interests]

@@ -27,7 +27,6 @@ from sim.agents import (
     InvalidAnswer,
     RandomRecommender,
     ServiceUnavailable,
-    SimulationStopped,
     validate_answer,
 )
 from sim.engine import episode_starts, run_lockstep

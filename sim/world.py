@@ -12,6 +12,7 @@ liked more broadly: that is what lets TopPop beat Random, as in the course's pub
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,11 @@ class World:
         if self._neighbour_rows is None or self._neighbour_rows[interest] < 0:
             self.prepare_neighbours(np.array([interest]))
         return self._neighbour_table[self._neighbour_rows[interest], :count]
+
+    def neighbour_lists(self, interests: np.ndarray) -> np.ndarray:
+        """One row per given interest: its nearest tracks, best first (as wide as the largest interest_neighbours)."""
+        self.prepare_neighbours(interests)
+        return self._neighbour_table[self._neighbour_rows[interests]]
 
     def prepare_neighbours(self, interests: np.ndarray) -> None:
         """Compute the nearest-neighbour lists of these interest tracks (once each; a run prepares what it needs).
@@ -257,8 +263,6 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()

@@ -4,12 +4,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import orjson
 import pytest
 
 from sim.agents import HttpRecommender, InvalidAnswer, ServiceUnavailable
 from sim.run import simulate
-from sim.world import load_world
 
 from .conftest import write_world
 
