@@ -137,13 +137,15 @@ def srm_check(
 ) -> dict:
     """Sample-ratio mismatch: chi-square test of the users per arm against the designed split (equal by default).
 
+    Arms come back in natural order (C, T1, T2, ...) whatever order the counts arrive in, e.g. value_counts().
     A hash split assigns users, so user counts (not sessions) are what the design fixes. `mismatch` flags
     p < alpha; the customary SRM threshold is 0.001 because a real mismatch invalidates the whole test.
     """
     counts = pd.Series(dict(arm_counts), dtype=float)
     if len(counts) < 2 or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError(f"need non-negative counts for at least two arms, got {dict(arm_counts)}")
-    arms = list(counts.index)
+    arms = arm_order(counts.index)
+    counts = counts[arms]
     if expected_shares is None:
         shares = pd.Series(1.0 / len(arms), index=arms)
     else:

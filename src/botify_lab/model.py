@@ -41,6 +41,12 @@ class ModelConfig:
     init_std: float = 0.1
 
     def __post_init__(self) -> None:
+        for name in ("n_tracks", "embedding_dim", "mlp_hidden"):
+            if type(getattr(self, name)) is not int:
+                raise TypeError(f"{name} must be an int, got {getattr(self, name)!r}")
+        if type(self.mlp_sigmoid) is not bool:
+            # A papermill `-p mlp_sigmoid false` arrives as the truthy string "false".
+            raise TypeError(f"mlp_sigmoid must be a bool, got {self.mlp_sigmoid!r}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if self.n_tracks < 1 or self.embedding_dim < 1 or self.mlp_hidden < 1:

@@ -128,6 +128,8 @@ def test_srm_check_against_a_hand_computed_chi_square():
     assert skewed["chi2"] == pytest.approx(2 * 100 ** 2 / 1100)
     assert skewed["p_value"] == pytest.approx(stats.chi2.sf(2 * 100 ** 2 / 1100, 1))
     assert skewed["mismatch"] and skewed["dof"] == 1
+    reordered = ab.srm_check(pd.Series({"T2": 5, "C": 7, "T1": 6}))
+    assert (reordered["arms"], reordered["counts"]) == (["C", "T1", "T2"], [7, 6, 5])
     designed = ab.srm_check({"C": 1000, "T1": 2000}, expected_shares={"C": 1, "T1": 2})
     assert designed["chi2"] == pytest.approx(0.0) and not designed["mismatch"]
     with pytest.raises(ValueError, match="exactly the arms"):

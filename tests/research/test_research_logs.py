@@ -121,6 +121,18 @@ def test_sessionize_sorts_interleaved_users_by_time(tmp_path):
     assert sessions["time"].tolist() == pytest.approx([1.5, 1.75])
 
 
+def test_a_session_may_span_a_rotation(tmp_path):
+    folder = tmp_path / "log"
+    write_log(folder / "data.json.2", [event("next", 1, 1, 1, 1.0), event("next", 2, 1, 2, 0.5)])
+    write_log(folder / "data.json.1", [event("next", 3, 1, 3, 0.5), event("next", 3, 2, 8, 1.0)])
+    write_log(folder / "data.json", [event("last", 4, 1, 4, 0.25), event("last", 5, 2, 9, 0.5)])
+    events = logs.read_log(folder)
+    sessions = logs.sessionize(events)
+    assert sessions[["user", "tracks", "start"]].values.tolist() == [[1, 4, 1], [2, 2, 3]]
+    assert sessions["time"].tolist() == pytest.approx([2.25, 1.5])
+    assert logs.training_pairs(events)[["context", "track"]].values.tolist() == [[1, 2], [1, 3], [1, 4], [8, 9]]
+
+
 def test_sessionize_drops_or_keeps_a_trailing_unclosed_session(tmp_path):
     rows = [
         event("next", 1, 1, 1, 1.0),

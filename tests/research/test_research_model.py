@@ -130,5 +130,9 @@ def test_bad_arguments_are_refused():
         contextual.train_contextual(pairs, 8, embedding_dim=4, splits=(0.5, 0.5, 0.5), progress=False)
     with pytest.raises(ValueError, match="too few"):
         contextual.train_contextual(pairs.head(3), 8, embedding_dim=4, progress=False)
+    with pytest.raises(TypeError, match="mlp_sigmoid must be a bool"):
+        contextual.train_contextual(pairs, 8, embedding_dim=4, mlp_sigmoid="false", progress=False)
+    with pytest.raises(TypeError, match="embedding_dim must be an int"):
+        contextual.ModelConfig(8, 4.0)
     with pytest.raises(ValueError, match="missing"):
         contextual.train_contextual(pairs.drop(columns="time"), 8, embedding_dim=4, progress=False)
