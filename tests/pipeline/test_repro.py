@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from botify_lab.pipeline.report import EXTERNAL_REFERENCE
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -82,7 +83,8 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     index = (clone / "reports" / "html" / "index.html").read_text()
     assert "ab_analysis.html" in index and "train_ours.html" in index
     page = (clone / "reports" / "html" / "ab_analysis.html").read_text()
-    assert "cdn" not in page.lower() and "https://" not in page.split("<body", 1)[0]
+    assert "data:image/png;base64" in page
+    assert not EXTERNAL_REFERENCE.findall(page), "the report must not load anything from the network"
 
 
 def test_status_is_clean_and_world_untouched(tiny_clone):
