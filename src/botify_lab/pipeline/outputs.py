@@ -23,10 +23,3 @@ def atomic_output_dir(target: Path) -> Iterator[Path]:
         if scratch.exists():
             shutil.rmtree(scratch)
 
-
-def atomic_write_bytes(target: Path, payload: bytes) -> None:
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.partial")
-    scratch.write_bytes(payload)
-    scratch.replace(target)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
+from botify_lab.catalog import atomic_write_bytes
 from botify_lab.logs import read_log, top_tracks
-from botify_lab.pipeline.outputs import atomic_write_bytes
 
 
 def main(argv: list[str] | None = None) -> None:
