@@ -33,18 +33,24 @@ def _block_rows(n_tracks: int, width: int) -> int:
 def top_k_columns(scores: torch.Tensor, k: int) -> np.ndarray:
     """The k best columns per row, best first, ties to the smaller column id (torch.topk leaves tie order open).
 
-    Rows must hold at least k scores above -inf; set a score to -inf to exclude that column.
+    Rows must hold at least k finite scores; set a score to -inf to exclude that column. One topk of k+1 per row
+    settles almost every row; only rows whose k-th and (k+1)-th scores tie are re-ranked over all their columns.
     """
-    threshold = torch.topk(scores, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-    if not torch.isfinite(threshold).all():
+    width = min(k + 1, scores.shape[1])
+    values, indices = torch.topk(scores, width, dim=1, sorted=True)
+    if not torch.isfinite(values[:, :k]).all():
         raise ValueError("scores must be finite for at least k columns of every row (NaN weights?)")
-    rows, columns = torch.nonzero(scores >= threshold, as_tuple=True)
-    candidate_scores = scores[rows, columns].numpy()
-    rows, columns = rows.numpy(), columns.numpy()
-    ranked = np.lexsort((columns, -candidate_scores, rows))
-    rows, columns = rows[ranked], columns[ranked]
-    rank_in_row = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-    return columns[rank_in_row < k].reshape(len(scores), k)
+    values, indices = values.numpy(), indices.numpy()
+    best = np.empty((len(scores), k), dtype=np.int64)
+    tied = values[:, k] == values[:, k - 1] if width > k else np.zeros(len(scores), dtype=bool)
+    clear = np.flatnonzero(~tied)
+    order = np.lexsort((indices[clear, :k], -values[clear, :k]))
+    best[clear] = np.take_along_axis(indices[clear, :k], order, axis=1)
+    for row in np.flatnonzero(tied):
+        row_scores = scores[row].numpy()
+        candidates = np.flatnonzero(row_scores >= values[row, k - 1])
+        best[row] = candidates[np.lexsort((candidates, -row_scores[candidates]))][:k]
+    return best
 
 
 @torch.no_grad()

@@ -46,7 +46,10 @@ class ModelConfig:
                 raise TypeError(f"{name} must be an int, got {getattr(self, name)!r}")
         if type(self.mlp_sigmoid) is not bool:
             # A papermill `-p mlp_sigmoid false` arrives as the truthy string "false".
-            raise TypeError(f"mlp_sigmoid must be a bool, got {self.mlp_sigmoid!r}")
+            raise TypeError(
+                f"mlp_sigmoid must be a bool, got {self.mlp_sigmoid!r} (papermill reads `-p x false` as a string; "
+                "pass False/True or use -y)"
+            )
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if self.n_tracks < 1 or self.embedding_dim < 1 or self.mlp_hidden < 1:

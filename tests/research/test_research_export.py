@@ -115,3 +115,14 @@ def test_catalog_ids_must_be_dense(tmp_path):
 
 def test_coverage_counts_distinct_recommended_tracks():
     assert export.coverage(np.array([[1, 2], [2, 1], [1, 5]])) == 3
+
+
+def test_top_k_columns_orders_inner_and_boundary_ties_by_id():
+    scores = torch.tensor([[3.0, 5.0, 5.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0, 1.0], [0.0, -torch.inf, 2.0, 2.0, 1.0]])
+    assert export.top_k_columns(scores.clone(), 2).tolist() == [[1, 2], [0, 1], [2, 3]]
+    assert export.top_k_columns(scores.clone(), 3).tolist() == [[1, 2, 0], [0, 1, 2], [2, 3, 4]]
+    assert export.top_k_columns(scores[:2].clone(), 5).tolist() == [[1, 2, 0, 3, 4], [0, 1, 2, 4, 3]]
+    with pytest.raises(ValueError, match="finite"):
+        export.top_k_columns(scores.clone(), 5)
+    with pytest.raises(ValueError, match="finite"):
+        export.top_k_columns(torch.tensor([[0.0, float("nan"), 1.0]]), 1)
