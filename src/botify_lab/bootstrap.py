@@ -10,13 +10,13 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from botify_lab.pipeline.outputs import atomic_output_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR_NAME = "data"
@@ -68,19 +68,12 @@ def world_arguments(params: dict) -> dict:
 
 
 def generate_world_dir(params: dict, root: Path = REPO_ROOT) -> Path:
-    """Generate the world into a temp folder beside `data/`, then swap it in, so a failure leaves no half world."""
+    """Generate the world into a scratch folder that replaces `data/` only on success: never a half world."""
     from sim.world import generate_world
 
     target = root / DATA_DIR_NAME
-    staging = Path(tempfile.mkdtemp(prefix=".data-", dir=root))
-    try:
-        generate_world(staging, **world_arguments(params))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with atomic_output_dir(target) as scratch:
+        generate_world(scratch, **world_arguments(params))
     return target
 
 

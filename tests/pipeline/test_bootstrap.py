@@ -1,0 +1,57 @@
+"""The bootstrap regenerates a missing world, proves it is the one data.dvc records, and refuses any other."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from botify_lab import bootstrap
+
+TINY_WORLD = {"world": {"seed": 3, "tracks": 600, "users": 50, "dim": 8}}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git+DVC folder with a tiny world recorded in data.dvc by DVC itself."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_WORLD))
+    subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / ".site-cache")}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=tmp_path, check=True, env=env)
+    bootstrap.generate_world_dir(bootstrap.load_params(tmp_path), tmp_path)
+    subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", "data"], cwd=tmp_path, check=True, env=env)
+    return tmp_path
+
+
+def test_directory_hash_equals_dvcs_own(project):
+    assert bootstrap.dvc_dir_md5(project / "data") == bootstrap.recorded_world_md5(project)
+
+
+def test_missing_world_is_regenerated_and_verified(project, capsys):
+    original = {path.name: path.read_bytes() for path in (project / "data").iterdir()}
+    for path in (project / "data").iterdir():
+        path.unlink()
+    (project / "data").rmdir()
+    bootstrap.ensure_world(project)
+    assert {path.name: path.read_bytes() for path in (project / "data").iterdir()} == original
+    assert "verified against data.dvc" in capsys.readouterr().out
+
+
+def test_a_different_world_fails_loudly_and_leaves_data_dvc_alone(project):
+    recorded = (project / "data.dvc").read_text()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["world"]["seed"] = 4
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for path in (project / "data").iterdir():
+        path.unlink()
+    (project / "data").rmdir()
+    with pytest.raises(bootstrap.BootstrapError, match="make world"):
+        bootstrap.ensure_world(project)
+    assert (project / "data.dvc").read_text() == recorded
+
+
+def test_an_edited_world_is_refused(project):
+    with open(project / "data" / "users.json", "ab") as handle:
+        handle.write(b"\n")
+    with pytest.raises(bootstrap.BootstrapError, match="does not match data.dvc"):
+        bootstrap.ensure_world(project)
