@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv repro test world bench clean-venv
+.PHONY: venv repro test world bench repro-time clean-venv
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ world: venv
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+# How long the main job takes from nothing (a clone of HEAD), per stage; several minutes.
+repro-time: venv
+	bash bench/repro_time.sh
 
 clean-venv:
 	rm -rf $(VENV)
