@@ -19,7 +19,7 @@ METRICS = ("time", "sessions", "mean_request_latency", "mean_tracks_per_session"
 LATENCY_METRICS = ("mean_request_latency",)
 EFFECT_COLUMNS = (
     "treatment", "metric", "control_n", "treatment_n", "control_mean", "treatment_mean", "effect", "lower", "upper",
-    "significant", "p_value", "p_holm", "significant_holm",
+    "significant", "p_value", "p_holm", "significant_holm", "mde",
 )
 COURSE_COLUMNS = ("control_mean", "treatment_mean", "effect", "upper", "lower", "significant")
 
@@ -77,6 +77,27 @@ def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.
     return effect, float(interval.low), float(interval.high), float(result.pvalue)
 
 
+def minimum_detectable_effect(
+    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true difference of means this sample detects with the given power (two-sided Welch test).
+
+    (t_{1-alpha/2} + t_{power}) * SE, with the Welch standard error and Welch-Satterthwaite degrees of freedom:
+    it tells whether "not significant" means "no effect" or "too few users to tell".
+    """
+    treatment = np.asarray(treatment, dtype=float)
+    control = np.asarray(control, dtype=float)
+    if len(treatment) < 2 or len(control) < 2:
+        return math.nan
+    share_t = treatment.var(ddof=1) / len(treatment)
+    share_c = control.var(ddof=1) / len(control)
+    standard_error = math.sqrt(share_t + share_c)
+    if standard_error == 0:
+        return 0.0
+    dof = (share_t + share_c) ** 2 / (share_t**2 / (len(treatment) - 1) + share_c**2 / (len(control) - 1))
+    return float((stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * standard_error)
+
+
 def _percent(value: float, base: float) -> float:
     return 100.0 * value / base if base != 0 and math.isfinite(base) else math.nan
 
@@ -91,7 +112,8 @@ def ab_effects(
 
     Columns: treatment, metric, control_n, treatment_n (users), control_mean, treatment_mean, effect, lower,
     upper (percent of control_mean), significant (interval excludes 0), p_value, p_holm (Holm across the
-    treatments of one metric; equals p_value with one treatment), significant_holm (p_holm < alpha).
+    treatments of one metric; equals p_value with one treatment), significant_holm (p_holm < alpha), mde (the
+    minimum effect detectable with 80% power at this alpha, percent of control_mean).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -106,9 +128,8 @@ def ab_effects(
     for treatment in treatments:
         treatment_values = metrics[metrics["arm"] == treatment]
         for metric in metric_names:
-            difference, low, high, p_value = welch_interval(
-                treatment_values[metric].to_numpy(), control_values[metric].to_numpy(), alpha
-            )
+            treatment_sample, control_sample = treatment_values[metric].to_numpy(), control_values[metric].to_numpy()
+            difference, low, high, p_value = welch_interval(treatment_sample, control_sample, alpha)
             control_mean = float(control_values[metric].mean())
             lower, upper = _percent(low, control_mean), _percent(high, control_mean)
             rows.append({
@@ -117,6 +138,7 @@ def ab_effects(
                 "control_mean": control_mean, "treatment_mean": float(treatment_values[metric].mean()),
                 "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
                 "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
+                "mde": _percent(minimum_detectable_effect(treatment_sample, control_sample, alpha), control_mean),
             })
     effects = pd.DataFrame(rows)
     effects["p_holm"] = np.nan

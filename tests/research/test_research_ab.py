@@ -63,6 +63,18 @@ def test_welch_interval_matches_the_hand_computation():
     assert all(math.isnan(value) for value in ab.welch_interval(treatment, control[:1])[1:])
 
 
+def test_minimum_detectable_effect_by_hand():
+    treatment = np.array([1.0, 2.0, 3.0, 4.0])
+    control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0 ** 2 / 4)
+    expected = (stats.t.ppf(0.975, dof) + stats.t.ppf(0.8, dof)) * math.sqrt(29 / 12)
+    assert ab.minimum_detectable_effect(treatment, control) == pytest.approx(expected, rel=1e-12)
+    # Quadrupling the sample about halves the standard error, and the t quantiles shrink with the extra dof.
+    bigger = ab.minimum_detectable_effect(np.tile(treatment, 4), np.tile(control, 4))
+    assert 0.35 < bigger / expected < 0.5
+    assert math.isnan(ab.minimum_detectable_effect(treatment, control[:1]))
+
+
 def test_effects_are_percent_of_the_control_mean():
     metrics = metrics_frame({"C": [2.0, 4.0, 6.0, 8.0, 10.0], "T1": [1.0, 2.0, 3.0, 4.0]})
     effects = ab.ab_effects(metrics, metric_names=["mean_time_per_session"])
