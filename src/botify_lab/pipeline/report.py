@@ -34,7 +34,7 @@ def metric_rows(ab_metrics: dict) -> str:
             rows.append(
                 f"<tr><td>{html.escape(treatment)}</td><td>{html.escape(metric)}</td>"
                 f"<td>{values['effect']:+.2f}%</td><td>[{values['lower']:+.2f}%, {values['upper']:+.2f}%]</td>"
-                f"<td>{verdict}</td></tr>"
+                f"<td>{verdict}</td><td>{values['mde']:.2f}%</td></tr>"
             )
     return "\n".join(rows)
 
@@ -44,7 +44,8 @@ def build_index(pages: list[tuple[str, str]], ab_metrics: dict) -> str:
     table = metric_rows(ab_metrics)
     effects = (
         "<h2>A/B effects (percent of control)</h2><table border=1 cellpadding=4>"
-        "<tr><th>treatment</th><th>metric</th><th>effect</th><th>95% interval</th><th></th></tr>"
+        "<tr><th>treatment</th><th>metric</th><th>effect</th><th>interval</th><th></th>"
+        "<th>detectable with 80% power</th></tr>"
         f"{table}</table>"
         if table else ""
     )
