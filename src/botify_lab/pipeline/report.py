@@ -25,6 +25,13 @@ def notebook_to_html(notebook_path: Path) -> str:
     return body
 
 
+def percent(value, signed: bool = True) -> str:
+    """A percent for the index; n/a where the analysis had too few users to give a number (null in the JSON)."""
+    if value is None:
+        return "n/a"
+    return f"{value:+.2f}%" if signed else f"{value:.2f}%"
+
+
 def metric_rows(ab_metrics: dict) -> str:
     """One table row per treatment and metric of metrics/ab.json, so the index shows the answer at a glance."""
     rows = []
@@ -33,8 +40,9 @@ def metric_rows(ab_metrics: dict) -> str:
             verdict = "significant" if values.get("significant") else "not significant"
             rows.append(
                 f"<tr><td>{html.escape(treatment)}</td><td>{html.escape(metric)}</td>"
-                f"<td>{values['effect']:+.2f}%</td><td>[{values['lower']:+.2f}%, {values['upper']:+.2f}%]</td>"
-                f"<td>{verdict}</td><td>{values['mde']:.2f}%</td></tr>"
+                f"<td>{percent(values['effect'])}</td>"
+                f"<td>[{percent(values['lower'])}, {percent(values['upper'])}]</td>"
+                f"<td>{verdict}</td><td>{percent(values['mde'], signed=False)}</td></tr>"
             )
     return "\n".join(rows)
 
