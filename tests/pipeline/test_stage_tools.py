@@ -1,0 +1,67 @@
+"""The pieces every stage relies on: atomic outputs, the notebook runner, and the offline HTML report."""
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from botify_lab.pipeline.notebook import run_notebook
+from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.report import EXTERNAL_REFERENCE, build_index, main as report_main
+
+
+def write_notebook(path, *sources):
+    notebook = new_notebook(cells=[new_code_cell(source) for source in sources])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_atomic_output_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(target) as scratch:
+            (scratch / "new.txt").write_text("half")
+            raise RuntimeError("stage failed")
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+    assert (target / "old.txt").read_text() == "old"
+    with atomic_output_dir(target) as scratch:
+        (scratch / "new.txt").write_text("whole")
+    assert [path.name for path in target.iterdir()] == ["new.txt"]
+
+
+def test_notebook_runner_publishes_only_a_fully_executed_notebook(tmp_path):
+    source = write_notebook(tmp_path / "nb.ipynb", "fail = False", "assert not fail, 'asked to fail'\nprint('done')")
+    output = tmp_path / "executed" / "nb.ipynb"
+    assert run_notebook(source, output, ["-p", "fail", "True", "--no-progress-bar"]) != 0
+    assert not output.exists()
+    failed = tmp_path / "executed-failed" / "nb.ipynb"
+    assert "asked to fail" in failed.read_text()
+    assert run_notebook(source, output, ["--no-progress-bar"]) == 0
+    assert "done" in output.read_text()
+    assert not failed.exists()
+    assert [path.name for path in output.parent.iterdir()] == ["nb.ipynb"]
+
+
+def test_report_is_self_contained_with_an_index(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("ab_analysis", "train_x"):
+        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), new_code_cell("1 + 1")])
+        nbformat.write(notebook, notebooks / f"{name}.ipynb")
+    out = tmp_path / "html"
+    report_main([str(notebooks), "--out", str(out), "--ab-metrics", str(tmp_path / "missing.json")])
+    pages = sorted(path.name for path in out.iterdir())
+    assert pages == ["ab_analysis.html", "index.html", "train_x.html"]
+    index = (out / "index.html").read_text()
+    assert index.index("train_x.html") < index.index("ab_analysis.html")
+    for page in pages:
+        assert not EXTERNAL_REFERENCE.findall((out / page).read_text())
+
+
+def test_index_lists_effects_with_detectable_size():
+    ab = {"effects": {"T1": {"mean_time_per_session": {
+        "effect": 6.1, "lower": 2.0, "upper": 10.2, "significant": True, "mde": 5.8}}}}
+    index = build_index([("ab_analysis", "ab_analysis.html")], ab)
+    assert "+6.10%" in index and "[+2.00%, +10.20%]" in index and "5.80%" in index and ">significant<" in index
