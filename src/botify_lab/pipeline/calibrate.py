@@ -1,0 +1,167 @@
+"""Stage `calibrate`: the TOP_POP replication as the course ran it, through the real service over HTTP.
+
+Per seed: the service serves a day of Random traffic, the top-tracks list comes from that log (total listen time,
+as the `toppop` stage ranks it), then the service serves TOP_POP (C Random, T1 TopPop(10), T2 TopPop(100),
+T3 TopPop(1000)) to about the published number of sessions and the log is analysed per user (spec 7). The arm means,
+averaged over seeds, are set beside the published table (`botify_lab.calibration.compare`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from botify_lab import ab
+from botify_lab.calibration import (
+    CALIBRATED_METRICS,
+    EXPERIMENT,
+    TOP_POP_ARMS,
+    Verdict,
+    arm_means,
+    compare,
+    traffic_seeds,
+)
+from botify_lab.catalog import atomic_write_bytes
+from botify_lab.logs import read_log, sessionize, top_tracks
+from botify_lab.pipeline.service_run import serve_and_simulate, write_service_config
+
+RANDOM_DAY = "RANDOM_DAY"  # the service needs two arms per experiment; both serve Random
+
+
+def top_pop_arms(top_tracks_path: Path) -> list[dict]:
+    return [{"recommender": "random"} if k is None else {"recommender": "toppop", "path": str(top_tracks_path), "k": k}
+            for _, _, k in TOP_POP_ARMS]
+
+
+def replicate_over_http(world_dir: Path, out_dir: Path, seed: int, *, episodes: int, random_episodes: int,
+                        processes: int = 1) -> pd.DataFrame:
+    """One seed of the replication through the service; returns the TOP_POP user metrics (spec 7 step 3).
+
+    `out_dir` keeps both service configs, logs, summaries and the top-tracks list, so the run can be inspected.
+    """
+    out_dir = Path(out_dir)
+    catalog = Path(world_dir) / "tracks.json"
+    traffic_seed, experiment_seed = traffic_seeds(seed)
+    random_config = write_service_config(
+        out_dir / "random_day" / "service.yaml", catalog=catalog, log_dir=out_dir / "random_day" / "log",
+        seed=traffic_seed, experiments=[{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}],
+    )
+    serve_and_simulate(world_dir, random_config, episodes=random_episodes, seed=traffic_seed, processes=processes,
+                       summary_path=out_dir / "random_day" / "summary.json")
+    ranking = top_tracks(read_log(out_dir / "random_day" / "log"))
+    top_path = atomic_write_bytes(out_dir / "top_tracks.json", orjson.dumps(ranking))
+    experiment_config = write_service_config(
+        out_dir / "top_pop" / "service.yaml", catalog=catalog, log_dir=out_dir / "top_pop" / "log",
+        seed=experiment_seed, experiments=[{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}],
+    )
+    serve_and_simulate(world_dir, experiment_config, episodes=episodes, seed=experiment_seed, processes=processes,
+                       summary_path=out_dir / "top_pop" / "summary.json")
+    return ab.user_metrics(sessionize(read_log(out_dir / "top_pop" / "log")), EXPERIMENT)
+
+
+def arm_mean_intervals(user_metrics: pd.DataFrame, metrics: Sequence[str] = CALIBRATED_METRICS,
+                       alpha: float = 0.05) -> pd.DataFrame:
+    """Per arm and metric: the user-level mean with its t interval (one seed's uncertainty about the arm mean)."""
+    from scipy import stats
+
+    rows = []
+    for arm in ab.arm_order(user_metrics["arm"]):
+        values = user_metrics[user_metrics["arm"] == arm]
+        for metric in metrics:
+            column = values[metric].to_numpy(dtype=float)
+            half = (stats.t.ppf(1 - alpha / 2, len(column) - 1) * column.std(ddof=1) / math.sqrt(len(column))
+                    if len(column) > 1 else math.nan)
+            rows.append({"arm": arm, "metric": metric, "users": len(column), "mean": column.mean(),
+                         "lower": column.mean() - half, "upper": column.mean() + half})
+    return pd.DataFrame(rows)
+
+
+def _number(value, digits: int = 6):
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame) -> dict:
+    """metrics/calibration.json: per arm and metric the published and simulated means, ratio and tolerance verdict,
+    for the seed average and for every seed, with the spread across seeds."""
+    seeds = sorted(per_seed)
+    means = {seed: arm_means(per_seed[seed]) for seed in seeds}
+    overall = compare([means[seed] for seed in seeds], published)
+    by_seed = {seed: compare([means[seed]], published) for seed in seeds}
+    arms: dict = {}
+    for cell in overall.table.itertuples(index=False):
+        values = np.array([means[seed].loc[cell.arm, cell.metric] for seed in seeds], dtype=float)
+        entry = {
+            "recommender": cell.recommender,
+            "published": _number(cell.published),
+            "simulated": _number(cell.simulated),
+            "ratio": _number(cell.ratio),
+            "tolerance": cell.tolerance,
+            "within_tolerance": cell.within,
+            "seeds": {
+                str(seed): {
+                    "simulated": _number(value),
+                    "ratio": _number(value / cell.published),
+                    "within_tolerance": None if cell.tolerance is None else bool(
+                        by_seed[seed].table.set_index(["arm", "metric"]).loc[(cell.arm, cell.metric), "within"]),
+                }
+                for seed, value in zip(seeds, values)
+            },
+            "across_seeds": {
+                "mean": _number(values.mean()),
+                "std": _number(values.std(ddof=1)) if len(values) > 1 else None,
+                "min": _number(values.min()),
+                "max": _number(values.max()),
+            },
+        }
+        arms.setdefault(cell.arm, {})[cell.metric] = entry
+    return {
+        "experiment": EXPERIMENT,
+        "seeds": seeds,
+        "users": {str(seed): int(len(per_seed[seed])) for seed in seeds},
+        "sessions": {str(seed): int(per_seed[seed]["sessions"].sum()) for seed in seeds},
+        "ordered": overall.ordered,
+        "within_tolerance": overall.within,
+        "calibrated": overall.calibrated,
+        "worst_over_tolerance": _number(overall.worst),
+        "arms": arms,
+    }
+
+
+def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict):
+    """Published vs simulated per arm: the published mean with its tolerance band, each seed's arm mean with its
+    95% interval, and the seed average."""
+    import matplotlib.pyplot as plt
+
+    seeds = sorted(per_seed)
+    intervals = {seed: arm_mean_intervals(per_seed[seed]) for seed in seeds}
+    table = verdict.table.set_index(["arm", "metric"])
+    labels = {arm: f"{arm}\n{name}" for arm, name, _ in TOP_POP_ARMS}
+    figure, axes = plt.subplots(1, len(CALIBRATED_METRICS), figsize=(6 * len(CALIBRATED_METRICS), 4.2))
+    for axis, metric in zip(np.atleast_1d(axes), CALIBRATED_METRICS):
+        arms = [arm for arm, _, _ in TOP_POP_ARMS]
+        for position, arm in enumerate(arms):
+            cell = table.loc[(arm, metric)]
+            low, high = cell["published"] * (1 - cell["tolerance"]), cell["published"] * (1 + cell["tolerance"])
+            axis.fill_between([position - 0.35, position + 0.35], low, high, color="tab:green", alpha=0.18,
+                              label="published ± tolerance" if position == 0 else None)
+            axis.hlines(cell["published"], position - 0.35, position + 0.35, color="tab:green", linewidth=2,
+                        label="published" if position == 0 else None)
+            axis.hlines(cell["simulated"], position - 0.3, position + 0.3, color="black", linestyle="--",
+                        label="simulated, mean over seeds" if position == 0 else None)
+            for offset, seed in zip(np.linspace(-0.2, 0.2, len(seeds)), seeds):
+                row = intervals[seed].set_index(["arm", "metric"]).loc[(arm, metric)]
+                axis.errorbar(position + offset, row["mean"], yerr=[[row["mean"] - row["lower"]], [row["upper"] - row["mean"]]],
+                              fmt="o", color=f"C{seeds.index(seed)}", capsize=3,
+                              label=f"seed {seed} (95% interval)" if position == 0 else None)
+        axis.set_xticks(range(len(arms)), [labels[arm] for arm in arms])
+        axis.set(title=metric, ylabel=metric)
+        axis.grid(axis="y", alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8, loc="upper left")
+    figure.suptitle("TOP_POP: published (course) vs this world, through the service")
+    figure.tight_layout()
+    return figure
