@@ -38,7 +38,7 @@ def test_leaderboard_arms_and_summary(tmp_path):
 
     labels = {arm["name"]: arm["label"] for arm in arms}
     rng = np.random.default_rng(0)
-    rows = [{"user": user, "arm": arm, "sessions": 1, "time": level + rng.normal(0, 0.1), "tracks": 6 + user % 5,
+    rows = [{"user": user, "arm": arm, "sessions": 1 + user % 2, "time": level + rng.normal(0, 0.1), "tracks": 6 + user % 5,
              "latency": 1.0 + user % 3}
             for user, (arm, level) in enumerate([(a, lvl) for a, lvl in zip(labels, [2, 3, 4, 5, 6, 7]) for _ in range(30)])]
     metrics = pd.DataFrame(rows)
