@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv repro test world bench repro-time clean-venv
+.PHONY: venv repro test world calibrate bench repro-time clean-venv
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ test: venv
 
 world: venv
 	$(PY) -m botify_lab.bootstrap world
+
+# Search the world generator's knobs against the published TOP_POP table (in process, ~80 s); rewrites
+# metrics/calibration_search.csv, which the `calibrate` stage shows. Then `make world` to adopt new knobs.
+calibrate: venv
+	$(PY) -m botify_lab.pipeline.calibrate_search
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
