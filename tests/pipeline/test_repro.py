@@ -19,6 +19,9 @@ TINY = {
     "train": {"max_epochs": 4, "batch_size": 512},
     "models": {"contextual": {"embedding_dim": 4}, "ours": {"embedding_dim": 8}},
     "simulate": {"episodes": 300, "processes": 1},
+    "calibrate": {"seeds": 1, "episodes": 200, "random_episodes": 200, "processes": 1},
+    "indexed": {"epochs": 2, "factors": 8},
+    "leaderboard": {"episodes": 300, "processes": 1},
 }
 
 
@@ -78,7 +81,10 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     for name in ("contextual", "ours"):
         train = json.loads((clone / "metrics" / f"train_{name}.json").read_text())
         assert 0 < train["test"]["model_mse"] < train["test"]["random_mse"]
-    for figure in ("ab_effects.png", "ab_cumulative.png", "simulate.png", "train_ours.png"):
+    for name in ("calibration", "leaderboard"):
+        assert json.loads((clone / "metrics" / f"{name}.json").read_text())
+    for figure in ("ab_effects.png", "ab_cumulative.png", "simulate.png", "train_ours.png", "calibration.png",
+                   "leaderboard.png"):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000
     index = (clone / "reports" / "html" / "index.html").read_text()
     assert "ab_analysis.html" in index and "train_ours.html" in index
@@ -99,6 +105,6 @@ def test_param_change_reruns_only_dependent_stages(tiny_clone):
     clone, env, _ = tiny_clone
     output = dvc(clone, env, "exp", "run", "-S", "models.ours.similarity=dot")
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@ours", "export@ours", "simulate", "analyze", "report"}
+    assert ran == {"train@ours", "export@ours", "simulate", "analyze", "leaderboard", "report"}
     diff = dvc(clone, env, "params", "diff")
     assert "models.ours.similarity" in diff and "cosine" in diff and "dot" in diff
