@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (default 1: waitress; more: gunicorn gthread, needs a redis:// store)",
+        help="worker processes of the granian server (default 1; more need a redis:// store)",
     )
     return parser
 

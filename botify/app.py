@@ -56,12 +56,15 @@ def create_app(config: dict | str | Path) -> Flask:
         Experiment(experiment, [build_recommender(arm, catalog) for arm in experiment.arms])
         for experiment in settings.experiments
     )
+    store = open_store(settings.store)
     service = Service(
         config=settings,
         catalog=catalog,
         experiments=experiments,
-        store=open_store(settings.store),
-        event_log=EventLog(settings.log_dir, max_bytes=settings.log_max_bytes, backup_count=settings.log_backup_count),
+        store=store,
+        # Only a shared store can serve several workers, so only then do other processes write this log.
+        event_log=EventLog(settings.log_dir, max_bytes=settings.log_max_bytes, backup_count=settings.log_backup_count,
+                           shared_between_processes=store.shared_between_processes),
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

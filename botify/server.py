@@ -1,17 +1,107 @@
-"""Serving the app with production WSGI servers: waitress for one worker, gunicorn gthread workers for several."""
+"""Serving the app with granian (a Rust HTTP server) in one or several worker processes.
+
+granian's WSGI interface hands a request to a Python thread before its body has arrived and reads the body in
+that thread, with no timeout: one client that stops mid-body holds the thread for good (granian issue #728,
+"wontfix"). So the app is served over granian's native async interface (RSGI) instead: the event loop awaits
+the whole body (bounded by the app's MAX_CONTENT_LENGTH), then runs the Flask app on it in one go. A stalled
+client then costs one idle connection, not the worker; and with no thread hand-off a worker serves about twice
+the requests per second of granian's WSGI threads (measured on 2 cores: ~7,000 vs ~3,800 req/s).
+"""
 from __future__ import annotations
 
-import logging
+import io
+import multiprocessing
+import os
 import signal
 import sys
 from pathlib import Path
 
 from flask import Flask
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.log import LogLevels
+from granian.server import MPServer
 
 from . import create_app
 
-WAITRESS_THREADS = 4
-GUNICORN_THREADS = 4
+
+class FlaskOverRSGI:
+    """Run a Flask (WSGI) app as a granian RSGI app: buffer the request body, then call the app synchronously."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.max_body_bytes = app.config["MAX_CONTENT_LENGTH"]
+
+    async def __rsgi__(self, scope, protocol) -> None:
+        headers = scope.headers
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            # Refused by the app from the declared length alone (413), so the body is never read.
+            body, content_length = b"", declared
+        else:
+            # Without chunking hyper delivers exactly the declared length (checked above), or nothing.
+            body = await (self._read_chunked_body(protocol) if "transfer-encoding" in headers else protocol())
+            content_length = str(len(body))
+        status_line, response_headers, payload = self._call_app(self._environ(scope, body, content_length))
+        protocol.response_bytes(int(status_line[:3]), response_headers, payload)
+
+    async def _read_chunked_body(self, protocol) -> bytes:
+        """The body, or its first max+1 bytes: enough for the app to answer 413 without buffering the rest."""
+        received = bytearray()
+        async for chunk in protocol:
+            received += chunk
+            if len(received) > self.max_body_bytes:
+                break
+        return bytes(received)
+
+    @staticmethod
+    def _environ(scope, body: bytes, content_length: str) -> dict:
+        """The WSGI environ of a buffered request: de-chunked, so the app always knows (and checks) its length."""
+        server_host, _, server_port = scope.server.rpartition(":")
+        environ = {
+            "REQUEST_METHOD": scope.method,
+            "SCRIPT_NAME": "",
+            # granian has already percent-decoded the path as UTF-8; WSGI wants those bytes read as latin-1.
+            "PATH_INFO": scope.path.encode("utf-8").decode("latin-1"),
+            "QUERY_STRING": scope.query_string,
+            "SERVER_NAME": server_host,
+            "SERVER_PORT": server_port,
+            "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+            "REMOTE_ADDR": scope.client.rpartition(":")[0],
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.scheme,
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": content_length,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in scope.headers.items():
+            if name == "content-type":
+                environ["CONTENT_TYPE"] = value
+            elif name not in ("content-length", "transfer-encoding"):  # the body is buffered and de-chunked
+                key = "HTTP_" + name.upper().replace("-", "_")
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    def _call_app(self, environ: dict) -> tuple[str, list, bytes]:
+        started: list = []
+
+        def start_response(status: str, headers: list, exc_info=None) -> None:
+            started[:] = [status, headers]
+
+        chunks = self.app(environ, start_response)
+        try:
+            payload = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        return started[0], started[1], payload
+
+
+def _default_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class ServeError(RuntimeError):
@@ -31,7 +121,12 @@ def startup_line(app: Flask, url: str, workers: int) -> str:
 
 
 def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> None:
-    """Build the app once, start counting requests afresh, serve until SIGTERM/SIGINT, then close the log."""
+    """Build the app once, start counting requests afresh, fork the workers, serve until SIGTERM/SIGINT.
+
+    The main process binds the port and supervises; each forked worker serves the already-built app (its event
+    log reopens its files after the fork). On SIGTERM/SIGINT the workers finish the requests in flight and exit;
+    every log line is a single write, so none is partial.
+    """
     if workers < 1:
         raise ServeError("--workers must be at least 1")
     app = create_app(config_path)
@@ -42,64 +137,34 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000,
             "(with the in-memory store each worker would count requests on its own, breaking determinism)"
         )
     service.store.reset()
-    try:
-        if workers == 1:
-            _serve_waitress(app, host, port)
-        else:
-            _serve_gunicorn(app, host, port, workers)
-    finally:
-        service.close()
+    # Workers inherit the built app by fork (the default on Linux before Python 3.14; spawn would rebuild nothing).
+    multiprocessing.set_start_method("fork", force=True)
+    # A fork inherits granian's main-process handlers, which only flag the (child's copy of the) supervisor: a
+    # SIGTERM that reached a worker before it installed its own handlers was lost and its stop hung. Until then
+    # a worker has served nothing, so the default action (exit) loses nothing.
+    os.register_at_fork(after_in_child=_default_stop_signals)
+    server = MPServer(
+        "botify",  # a label only: the workers serve `app`, handed over by the loader below
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI,
+        workers=workers,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=LogLevels.warning,
+        loop=Loops.uvloop,
+    )
 
-
-def _raise_system_exit(signum, frame):
-    raise SystemExit(0)
-
-
-def _serve_waitress(app: Flask, host: str, port: int) -> None:
-    from waitress import create_server
-
-    # Under bursts waitress warns "Task queue depth is N" per request; that is load, not a fault.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = create_server(app, host=host, port=port, threads=WAITRESS_THREADS, max_request_body_size=1 << 20)
-    # waitress.run() treats SystemExit as a stop: it finishes the requests in flight, then returns.
-    signal.signal(signal.SIGTERM, _raise_system_exit)
-    signal.signal(signal.SIGINT, _raise_system_exit)
-    print(startup_line(app, f"http://{host}:{server.effective_port}", 1), flush=True)
-    server.run()
-    server.close()
-
-
-def _serve_gunicorn(app: Flask, host: str, port: int, workers: int) -> None:
-    from gunicorn.app.base import BaseApplication
-
-    def when_ready(arbiter) -> None:
-        bound_port = arbiter.LISTENERS[0].sock.getsockname()[1]
+    @server.on_startup
+    def announce() -> None:
+        # The listener is bound before the startup hooks run; its spec then holds the port the kernel picked.
+        bound_port = server._ssp.__getstate__()[1]
         print(startup_line(app, f"http://{host}:{bound_port}", workers), flush=True)
 
-    def worker_exit(arbiter, worker) -> None:
-        app.extensions["botify"].close()
-
-    class GunicornService(BaseApplication):
-        def load_config(self):
-            for key, value in {
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "worker_class": "gthread",
-                "threads": GUNICORN_THREADS,
-                "preload_app": True,
-                "graceful_timeout": 10,
-                "keepalive": 75,
-                "accesslog": None,
-                "loglevel": "warning",
-                "when_ready": when_ready,
-                "worker_exit": worker_exit,
-            }.items():
-                self.cfg.set(key, value)
-
-        def load(self):
-            return app
-
-    GunicornService().run()
+    try:
+        server.serve(target_loader=lambda _label: FlaskOverRSGI(app))
+    finally:
+        service.close()
 
 
 def main_serve(args) -> int:
