@@ -1,4 +1,7 @@
 """Every endpoint and every recommender, over real HTTP against `python -m botify serve`."""
+import socket
+from urllib.parse import urlparse
+
 import orjson
 import pytest
 import requests
@@ -108,6 +111,37 @@ def test_bad_requests_get_json_4xx_and_are_not_logged(top_pop_service, world, ev
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
     assert len(events(log_dir)) == before
     assert requests.post(f"{url}/next/2147483647", json={"track": 499, "time": 0}).status_code == 200
+
+
+def test_chunked_bodies_are_read_and_oversized_ones_get_413(top_pop_service, events):
+    url, log_dir = top_pop_service
+    before = len(events(log_dir))
+    small = requests.post(f"{url}/next/3", data=iter([b'{"track": 4, ', b'"time": 0.5}']))  # iterator: chunked
+    assert small.request.headers["Transfer-Encoding"] == "chunked" and small.status_code == 200
+    oversized = requests.post(f"{url}/next/3", data=iter([b'{"track": 4, "time": 0.5, "pad": "', b"x" * 100_000, b'"}']))
+    assert oversized.status_code == 413 and "error" in oversized.json()
+    assert [event["user"] for event in events(log_dir)[before:]] == [3]
+
+
+def test_a_client_stalled_mid_body_does_not_hold_up_others(top_pop_service, events):
+    """One worker serves everyone, so a body that never finishes arriving must not block it (slowloris)."""
+    url, log_dir = top_pop_service
+    address = urlparse(url)
+    before = len(events(log_dir))
+    stalled = []
+    for framing in (b"Content-Length: 40", b"Transfer-Encoding: chunked"):
+        sock = socket.create_connection((address.hostname, address.port))
+        sock.sendall(b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s\r\n\r\n" % framing
+                     + (b"5\r\n" if b"chunked" in framing else b"") + b'{"tra')
+        stalled.append(sock)
+    try:
+        with requests.Session() as session:
+            for _ in range(20):
+                assert session.post(f"{url}/next/10", json={"track": 1, "time": 0.5}, timeout=5).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert {event["user"] for event in events(log_dir)[before:]} == {10}
 
 
 def served_single_recommender(write_config, arm: dict):
