@@ -23,7 +23,7 @@ from sim.world import load_world
 
 
 def measure_http(world_dir: str, args) -> dict:
-    """Steps/s of `--agent http` against `python -m botify serve` (in-memory store, one waitress worker)."""
+    """Steps/s of `--agent http` against `python -m botify serve` (in-memory store, one granian worker)."""
     from botify.launch import served
 
     with tempfile.TemporaryDirectory() as scratch:
