@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
+
+from botify_lab.catalog import jsonl_rows
 
 LOG_NAME = "data.json"
 LOG_KEYS = ("message", "timestamp", "user", "track", "time", "latency", "recommendation", "experiments")
@@ -92,18 +93,11 @@ def read_log(log_dir: Path | str) -> pd.DataFrame:
     """
     rows: list[dict] = []
     for path in log_files(log_dir):
-        with open(path, "rb") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError as error:
-                    raise LogFormatError(f"{path}:{line_number}: not valid JSON ({error})") from None
-                problem = _row_problem(row)
-                if problem is not None:
-                    raise LogFormatError(f"{path}:{line_number}: {problem}")
-                rows.append(row)
+        for line_number, row in jsonl_rows(path, LogFormatError):
+            problem = _row_problem(row)
+            if problem is not None:
+                raise LogFormatError(f"{path}:{line_number}: {problem}")
+            rows.append(row)
     return _events_frame(rows)
 
 
