@@ -106,7 +106,7 @@ def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame)
                 str(seed): {
                     "simulated": _number(value),
                     "ratio": _number(value / cell.published),
-                    "within_tolerance": None if cell.tolerance is None else bool(
+                    "within_tolerance": None if pd.isna(cell.tolerance) else bool(
                         by_seed[seed].table.set_index(["arm", "metric"]).loc[(cell.arm, cell.metric), "within"]),
                 }
                 for seed, value in zip(seeds, values)
