@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR_NAME = "data"
@@ -25,11 +26,6 @@ WORLD_FILES = ("tracks.json", "users.json", "tracks.npy", "world.json")
 
 class BootstrapError(RuntimeError):
     """A problem the user must fix by hand; printed without a traceback."""
-
-
-def load_params(root: Path = REPO_ROOT) -> dict:
-    with open(root / "params.yaml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
 
 
 def dvc_dir_md5(directory: Path) -> str:
@@ -67,13 +63,13 @@ def world_arguments(params: dict) -> dict:
     return arguments
 
 
-def generate_world_dir(params: dict, root: Path = REPO_ROOT) -> Path:
-    """Generate the world into a scratch folder that replaces `data/` only on success: never a half world."""
+def generate_world_dir(root: Path = REPO_ROOT) -> Path:
+    """Generate the world of `params.yaml` into a scratch folder that replaces `data/` only on success."""
     from sim.world import generate_world
 
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
-        generate_world(scratch, **world_arguments(params))
+        generate_world(scratch, **world_arguments(load_params(root / "params.yaml")))
     return target
 
 
@@ -92,7 +88,7 @@ def ensure_world(root: Path = REPO_ROOT) -> Path:
             "Delete data/ to regenerate it, or run `make world` to record a new world on purpose."
         )
     print(f"[bootstrap] {data_dir} missing: regenerating the world from params.yaml", flush=True)
-    generate_world_dir(load_params(root), root)
+    generate_world_dir(root)
     found = dvc_dir_md5(data_dir)
     if found != expected:
         raise BootstrapError(
@@ -114,7 +110,7 @@ def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
 
 
 def command_world(root: Path = REPO_ROOT) -> None:
-    generate_world_dir(load_params(root), root)
+    generate_world_dir(root)
     dvc("add", "--quiet", DATA_DIR_NAME, root=root)
     print(f"[bootstrap] world written to data/ and recorded in data.dvc ({recorded_world_md5(root)}); "
           "commit data.dvc to make it the project's world", flush=True)

@@ -18,7 +18,7 @@ def project(tmp_path):
     subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / ".site-cache")}
     subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=tmp_path, check=True, env=env)
-    bootstrap.generate_world_dir(bootstrap.load_params(tmp_path), tmp_path)
+    bootstrap.generate_world_dir(tmp_path)
     subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", "data"], cwd=tmp_path, check=True, env=env)
     return tmp_path
 
