@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv repro test world calibrate bench repro-time clean-venv
+.PHONY: venv repro test test-quick world calibrate bench repro-time clean-venv
 
 venv: $(STAMP)
 
@@ -17,18 +17,22 @@ $(STAMP): requirements.txt pyproject.toml
 	@cat requirements.txt pyproject.toml | sha256sum > $(STAMP)
 
 repro: venv
-	$(PY) -m botify_lab.bootstrap repro
+	$(PY) -m botify_lab.pipeline.bootstrap repro
 
 test: venv
 	$(PY) -m pytest
 
+# The suite without the tests marked slow (the end-to-end pipeline runs), for quick local loops.
+test-quick: venv
+	$(PY) -m pytest -m "not slow"
+
 world: venv
-	$(PY) -m botify_lab.bootstrap world
+	$(PY) -m botify_lab.pipeline.bootstrap world
 
 # Search the world generator's knobs against the published TOP_POP table (in process, ~80 s); rewrites
 # metrics/calibration_search.csv, which the `calibrate` stage shows. Then `make world` to adopt new knobs.
 calibrate: venv
-	$(PY) -m botify_lab.pipeline.calibrate_search
+	$(PY) -m botify_lab.pipeline.world_search
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done

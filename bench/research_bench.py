@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from botify_lab import ab, collab, export, logs, model
+from botify_lab.research import ab, collab, export, logs, model
 
 ROTATE_EVERY = 100_000
 

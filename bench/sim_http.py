@@ -4,8 +4,8 @@ Prints one JSON object.
     .venv/bin/python bench/sim_http.py [--episodes 6000] [--processes 1] [--connections 8] [--tracks 50000]
 
 Builds a world with `python -m sim world`, serves the TOP_POP config (Random vs TopPop 10/100/1000) with one
-granian worker, runs `python -m sim run --agent http`, and counts the service's /next log lines. Target (issue 3):
->= 2,500 steps/s on 2 cores; the course's pair did 172 (316 with 2 processes).
+granian worker, runs `python -m sim run --agent http`, and counts the service's /next log lines. Target: >= 2,500
+steps/s on 2 cores; the course's pair did 172 (316 with 2 processes).
 """
 from __future__ import annotations
 
@@ -21,8 +21,15 @@ from pathlib import Path
 import orjson
 import psutil
 
-from botify.eventlog import read_events
 from botify.launch import served
+from botify_lab.formats import iter_json_lines, log_files
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def read_events(log_dir: Path) -> list[dict]:
+    """Every event of the service's log, in writing order."""
+    return [event for path in log_files(log_dir) for _, event in iter_json_lines(path)]
 
 
 def write_top_pop_config(folder: Path, world: Path) -> Path:
@@ -61,7 +68,8 @@ def main() -> None:
         scratch = Path(scratch_name)
         world = scratch / "world"
         subprocess.run([sys.executable, "-m", "sim", "world", "--out", str(world), "--seed", str(args.seed),
-                        "--tracks", str(args.tracks), "--users", str(args.users)], check=True, capture_output=True)
+                        "--tracks", str(args.tracks), "--users", str(args.users), "--params", str(PARAMS)],
+                       check=True, capture_output=True)
         config = write_top_pop_config(scratch, world)
         summary_path = scratch / "summary.json"
         with served(config) as url:

@@ -1,7 +1,8 @@
 """Simulator throughput in-process: random recommender, default world, one process. Prints one JSON object.
 
-The world is generated into a temporary folder with the default arguments (or read from --world). Simulation
-time excludes loading the world and preparing the interests' nearest neighbours, which are reported separately.
+The world is generated into a temporary folder from params.yaml's `world:` section (or read from --world).
+Simulation time excludes loading the world and preparing the interests' nearest neighbours, which are reported
+separately.
 """
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.engine import episode_starts
 from sim.agents import RandomRecommender
-from sim.run import play_episode, simulate
-from sim.world import load_world
+from sim.episodes import play_episode
+from sim.loader import load_world
+from sim.lockstep import episode_starts
+from sim.run import simulate
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def measure_http(world_dir: str, args) -> dict:
@@ -62,7 +66,8 @@ def main() -> None:
         world_dir = args.world or scratch
         if not args.world:  # in a child process, so the generator's memory does not count as the simulator's
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "sim", "world", "--out", scratch], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "sim", "world", "--out", scratch, "--params", str(PARAMS)],
+                           check=True, capture_output=True)
             generate_seconds = time.perf_counter() - started
         started = time.perf_counter()
         world = load_world(world_dir)

@@ -1,6 +1,8 @@
-"""The user simulator and its world generator.
+"""The user simulator and its world generator (`python -m sim world|run --help`).
 
-`sim.world` generates and loads worlds, `sim.user` is the course's user model, `sim.env` wraps it as a gymnasium
-environment, `sim.agents` holds the recommenders users talk to, and `sim.run.simulate` runs days of sessions
-(`python -m sim world|run --help`).
+The world: `sim.world` (the in-memory model), `sim.generator` (writes world folders), `sim.loader` (reads them).
+The user: `sim.user` (the course's user model, one session), `sim.rng` (counter-based draws), `sim.env` (a
+gymnasium environment). Running: `sim.agents` (the recommenders users talk to), `sim.episodes` (one episode at a
+time), `sim.lockstep` (many episodes as array operations), `sim.parallel` (threads and processes), `sim.summary`
+(statistics and the printed table) and `sim.run.simulate` (days of sessions, the entry point).
 """

@@ -6,9 +6,24 @@ import sys
 from pathlib import Path
 
 import orjson
+import yaml
 
-from sim.agents import InvalidAnswer, ServiceUnavailable, SimulationStopped
-from sim.world import KNOBS, WorldError, generate_world
+from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
+from sim.generator import KNOB_HELP, generate_world, knob_type
+from sim.world import WorldError
+
+# The world settings besides the structure knobs: params.yaml `world:` key (and flag) -> (type, help text).
+SIZE_FLAGS = {
+    "seed": (int, "seed of every random choice"),
+    "tracks": (int, "catalog size"),
+    "users": (int, "number of simulated users"),
+    "dim": (int, "dimension of the hidden track embeddings"),
+}
+WORLD_SETTINGS = {**SIZE_FLAGS, **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()}}
+
+
+class ParamsError(ValueError):
+    """The world's settings cannot be completed from the command line and the params file."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,16 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     world = commands.add_parser(
         "world",
         help="generate a world folder (tracks.json, users.json, tracks.npy, world.json)",
-        description="Generate a deterministic synthetic world: same arguments, byte-identical files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Generate a deterministic synthetic world: same settings, byte-identical files. Every setting "
+        "not given as a flag is read from the params file's `world:` section.",
     )
     world.add_argument("--out", required=True, type=Path, help="folder to write the world into")
-    world.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    world.add_argument("--tracks", type=int, default=50_000, help="catalog size")
-    world.add_argument("--users", type=int, default=10_000, help="number of simulated users")
-    world.add_argument("--dim", type=int, default=32, help="dimension of the hidden track embeddings")
-    for name, (default, text) in KNOBS.items():
-        world.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default, help=text)
+    world.add_argument("--params", type=Path, default=Path("params.yaml"),
+                       help="YAML file whose `world:` section holds the settings not given as flags "
+                            "(default: params.yaml in the current folder)")
+    for name, (kind, text) in WORLD_SETTINGS.items():
+        world.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=text)
 
     run = commands.add_parser(
         "run",
@@ -36,11 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run.add_argument("--world", required=True, type=Path, help="world folder")
-    run.add_argument("--agent", choices=("random", "http", "console"), default="random", help="the recommender")
+    run.add_argument("--agent", choices=AGENTS, default="random", help="the recommender")
     run.add_argument("--url", help="service URL for --agent http, e.g. http://127.0.0.1:5000")
     run.add_argument("--episodes", type=int, default=100, help="sessions per day")
     run.add_argument("--seed", type=int, required=True, help="seed of the simulated traffic")
     run.add_argument("--days", type=int, default=1, help="days to run back to back")
+    run.add_argument("--shard", help="I/N: play only the episodes of users whose row is I modulo N (0 <= I < N)")
     run.add_argument("--processes", type=int, default=1, help="worker processes (users are split between them)")
     run.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections per process (http)")
     run.add_argument("--summary", type=Path, help="write the summary as JSON here")
@@ -51,15 +66,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def world_settings(given: dict, params_path: Path) -> dict:
+    """Every world setting: the flags given, the rest from the params file's `world:` section."""
+    missing = [name for name in WORLD_SETTINGS if given.get(name) is None]
+    if not missing:
+        return dict(given)
+    if not params_path.is_file():
+        raise ParamsError(f"{params_path} not found, and these world settings were not given as flags: "
+                          f"{', '.join('--' + name.replace('_', '-') for name in missing)}")
+    try:
+        section = (yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}).get("world")
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{params_path}: not valid YAML ({error})") from None
+    if not isinstance(section, dict):
+        raise ParamsError(f"{params_path} has no `world:` section")
+    unknown = sorted(set(section) - set(WORLD_SETTINGS))
+    if unknown:
+        raise ParamsError(f"{params_path}: unknown world settings {unknown}; known: {list(WORLD_SETTINGS)}")
+    absent = [name for name in missing if name not in section]
+    if absent:
+        raise ParamsError(f"{params_path}: `world:` lacks {absent} and no flag gives them")
+    return {name: given[name] if given.get(name) is not None else section[name] for name in WORLD_SETTINGS}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "world":
-            knobs = {name: getattr(args, name) for name in KNOBS}
-            meta = generate_world(args.out, seed=args.seed, n_tracks=args.tracks, n_users=args.users, dim=args.dim, **knobs)
+            settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
+            meta = generate_world(args.out, seed=settings.pop("seed"), n_tracks=settings.pop("tracks"),
+                                  n_users=settings.pop("users"), dim=settings.pop("dim"), **settings)
             print(f"world written to {args.out} (content sha256 {meta['content_sha256']})")
             return 0
-        from sim.run import format_summary, simulate
+        from sim.run import parse_shard, simulate
+        from sim.summary import format_summary
 
         summary = simulate(
             args.world,
@@ -74,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             connections=args.connections,
             pause_between_days=args.pause_between_days,
+            shard=parse_shard(args.shard) if args.shard else None,
         )
     except (InvalidAnswer, ServiceUnavailable, SimulationStopped, WorldError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import http.client
 import sys
 import time as clock
-from typing import Callable, Protocol, TextIO
+from typing import Callable, TextIO
 from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
 
 from sim import rng
+from sim.world import World
+
+AGENTS = ("random", "http", "console")
 
 
 class InvalidAnswer(Exception):
@@ -30,10 +33,6 @@ class ServiceUnavailable(RuntimeError):
 
 class SimulationStopped(RuntimeError):
     """The person at the console ended the run."""
-
-
-class Recommender(Protocol):
-    def recommend(self, user: int, track: int, time: float) -> int: ...
 
 
 def validate_answer(answer: object, n_tracks: int) -> int:
@@ -162,3 +161,28 @@ class ConsoleRecommender:
 
     def end_session(self, user: int, track: int, time: float) -> None:
         print(f"user {user} left after [{self._describe(track)}] ({time:.2f})", file=self._out)
+
+
+def make_agent(agent, world: World, url: str | None):
+    """The recommender named by `agent` ("random", "http" with `url`, "console"), or `agent` itself when it is an
+    in-process recommender object."""
+    if agent == "random":
+        return RandomRecommender(world.n_tracks)
+    if agent == "http":
+        if not url:
+            raise ValueError("the http agent needs a URL (e.g. --url http://127.0.0.1:5000)")
+        return HttpRecommender(url)
+    if agent == "console":
+        return ConsoleRecommender(world.describe_track, world.n_tracks)
+    if isinstance(agent, str):
+        raise ValueError(f"unknown agent {agent!r}; choose one of {AGENTS} or pass a recommender object")
+    if not callable(getattr(agent, "recommend", None)):
+        raise TypeError("an in-process recommender needs a recommend(user, track, time) method")
+    return agent
+
+
+def answers_in_batches(agent) -> bool:
+    """Whether the lock-step engine can serve this agent: it needs a batch method and no per-session calls."""
+    if agent == "random":
+        return True
+    return not isinstance(agent, str) and hasattr(agent, "recommend_batch") and not hasattr(agent, "end_session")

@@ -1,4 +1,12 @@
-"""The course's simulated user and listening session (spec section 2), rule by rule.
+"""The course's simulated user and listening session, rule by rule.
+
+A session picks a user uniformly, one of their interests uniformly (its embedding `e` is the session's), and a first
+track uniformly among the interest's `interest_neighbours` nearest tracks by inner product; that track plays for 1.0.
+A recommended track r then plays for 0.0 if already played in the session, else for
+`round(sigmoid((dot(emb[r], e) - consume_bias) * consume_sharpness) * artist_discount_gamma ** n, 2)`, n being how
+many of the session's playbacks so far (the first track and repeats included) were by r's artist. After each
+playback a uniform draw u in [0, 1) above the time costs one unit of `session_budget`; the session ends when the
+budget reaches 0. A user's own value in users.json wins over the course's defaults (see `sim.loader`).
 
 Every random choice of a session comes from the counter-based draws of its episode key (`sim.rng`), so a session
 plays out the same wherever and whenever it runs. The listen-time arithmetic lives in one vectorized function used

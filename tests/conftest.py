@@ -4,10 +4,18 @@ import socket
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("BOTIFY_LAB_SHARED", REPO_ROOT.parent / "shared"))
 UPSTREAM_WORLD = SHARED_DIR / "upstream-world"
+
+
+def world_knobs(**overrides) -> dict:
+    """The world generator's structure knobs of params.yaml (seed and sizes left out), with some replaced."""
+    world = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["world"]
+    knobs = {name: value for name, value in world.items() if name not in ("seed", "tracks", "users", "dim")}
+    return {**knobs, **overrides}
 
 
 def free_port() -> int:

@@ -6,9 +6,10 @@ import sys
 import pytest
 import yaml
 
-from botify_lab import bootstrap
+from botify_lab.pipeline import world as bootstrap
+from tests.conftest import world_knobs
 
-TINY_WORLD = {"world": {"seed": 3, "tracks": 600, "users": 50, "dim": 8}}
+TINY_WORLD = {"world": {"seed": 3, "tracks": 600, "users": 50, "dim": 8, **world_knobs()}}
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_a_different_world_fails_loudly_and_leaves_data_dvc_alone(project):
     for path in (project / "data").iterdir():
         path.unlink()
     (project / "data").rmdir()
-    with pytest.raises(bootstrap.BootstrapError, match="make world"):
+    with pytest.raises(bootstrap.WorldMismatch, match="make world"):
         bootstrap.ensure_world(project)
     assert (project / "data.dvc").read_text() == recorded
 
@@ -53,5 +54,5 @@ def test_a_different_world_fails_loudly_and_leaves_data_dvc_alone(project):
 def test_an_edited_world_is_refused(project):
     with open(project / "data" / "users.json", "ab") as handle:
         handle.write(b"\n")
-    with pytest.raises(bootstrap.BootstrapError, match="does not match data.dvc"):
+    with pytest.raises(bootstrap.WorldMismatch, match="does not match data.dvc"):
         bootstrap.ensure_world(project)

@@ -1,5 +1,6 @@
 """End to end: a clone of the committed repo runs the real `dvc repro` with tiny sizes, then behaves like a DVC repo
-should (clean status, nothing to redo, a parameter change reruns only what depends on it)."""
+should (clean status, nothing to redo, a parameter change reruns only what depends on it). The clone adds a third
+model to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
 import json
 import os
 import subprocess
@@ -17,7 +18,12 @@ pytestmark = pytest.mark.slow
 TINY = {
     "collect": {"episodes": 300, "processes": 1},
     "train": {"max_epochs": 4, "batch_size": 512},
-    "models": {"contextual": {"embedding_dim": 4}, "ours": {"embedding_dim": 8}},
+    "models": {
+        "contextual": {"embedding_dim": 4},
+        "ours": {"embedding_dim": 8},
+        "added": {"label": "Added", "embedding_dim": 6, "similarity": "mlp", "loss": "mae", "mlp_hidden": 8,
+                  "mlp_sigmoid": True},
+    },
     "simulate": {"episodes": 300, "processes": 1},
     "calibrate": {"seeds": 1, "episodes": 200, "random_episodes": 200, "processes": 1},
     "indexed": {"epochs": 2, "factors": 8},
@@ -27,7 +33,7 @@ TINY = {
 
 def merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) else value
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
     return base
 
 
@@ -62,7 +68,7 @@ def tiny_clone(tmp_path_factory):
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
     }
-    output = run([sys.executable, "-m", "botify_lab.bootstrap", "repro"], clone, env)
+    output = run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], clone, env)
     return clone, env, output
 
 
@@ -78,11 +84,15 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     assert set(ab["effects"]) == {"T1"}
     effect = ab["effects"]["T1"]["mean_time_per_session"]
     assert effect["lower"] <= effect["effect"] <= effect["upper"]
-    for name in ("contextual", "ours"):
+    for name in ("contextual", "ours", "added"):
         train = json.loads((clone / "metrics" / f"train_{name}.json").read_text())
         assert 0 < train["test"]["model_mse"] < train["test"]["random_mse"]
-    for name in ("calibration", "leaderboard"):
-        assert json.loads((clone / "metrics" / f"{name}.json").read_text())
+    assert json.loads((clone / "metrics" / "export_added.json").read_text())["k"] == 10
+    assert json.loads((clone / "metrics" / "calibration.json").read_text())["arms"]["T2"]
+    leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
+    assert leaderboard["recommenders"] == {"C": "Random", "T1": "StickyArtist", "T2": "TopPop(100)", "T3": "Indexed",
+                                           "T4": "Contextual", "T5": "Ours", "T6": "Added"}
+    assert set(leaderboard["effects"]) == {"T1", "T2", "T3", "T4", "T5", "T6"}
     for figure in ("ab_effects.png", "ab_cumulative.png", "simulate.png", "train_ours.png", "calibration.png",
                    "leaderboard.png"):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000

@@ -51,7 +51,8 @@ def test_report_is_self_contained_with_an_index(tmp_path):
         notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), new_code_cell("1 + 1")])
         nbformat.write(notebook, notebooks / f"{name}.ipynb")
     out = tmp_path / "html"
-    report_main([str(notebooks), "--out", str(out), "--ab-metrics", str(tmp_path / "missing.json")])
+    report_main(["--notebooks", str(notebooks), "--out", str(out), "--metrics", str(tmp_path / "no-metrics"),
+                 "--params", str(tmp_path / "no-params.yaml")])
     pages = sorted(path.name for path in out.iterdir())
     assert pages == ["ab_analysis.html", "index.html", "train_x.html"]
     index = (out / "index.html").read_text()
@@ -60,8 +61,44 @@ def test_report_is_self_contained_with_an_index(tmp_path):
         assert not EXTERNAL_REFERENCE.findall((out / page).read_text())
 
 
-def test_index_lists_effects_with_detectable_size():
-    ab = {"effects": {"T1": {"mean_time_per_session": {
-        "effect": 6.1, "lower": 2.0, "upper": 10.2, "significant": True, "mde": 5.8}}}}
-    index = build_index([("ab_analysis", "ab_analysis.html")], ab)
+def test_index_is_the_studys_front_page(tmp_path):
+    ab = {"experiment": "HOMEWORK", "alpha": 0.05, "arms": {"C": {"users": 10, "sessions": 12}},
+          "effects": {"T1": {"mean_time_per_session": {
+              "control_mean": 2.0, "treatment_mean": 2.1, "effect": 6.1, "lower": 2.0, "upper": 10.2,
+              "significant": True, "mde": 5.8}}}}
+    latency = {"effects": {"T1": {"mean_request_latency": {"effect": 9.0, "lower": 4.0, "upper": 14.0,
+                                                          "significant": True, "mde": 3.0}}}}
+    params = {"simulate": {"control": "contextual", "treatment": "ours"},
+              "models": {"contextual": {"label": "Contextual", "similarity": "dot", "embedding_dim": 10, "loss": "mse"},
+                         "ours": {"label": "Ours", "similarity": "cosine", "embedding_dim": 128, "loss": "mse"}}}
+    board = {"recommenders": {"C": "Random", "T1": "StickyArtist"},
+             "arm_means": {"C": {"mean_time_per_session": 2.1}, "T1": {"mean_time_per_session": 3.1}},
+             "effects": {"T1": {"mean_time_per_session": {"effect": 47.0, "lower": 30.0, "upper": 60.0,
+                                                          "significant": True, "mde": 9.0}}}}
+    index = build_index([("ab_analysis", "ab_analysis.html")], ab, params=params, latency=latency, leaderboard=board,
+                        figures=tmp_path)
     assert "+6.10%" in index and "[+2.00%, +10.20%]" in index and "5.80%" in index and ">significant<" in index
+    assert "cosine similarity, dimension 128" in index and "StickyArtist" in index and "+47.00%" in index
+    time_row = index[index.index("mean_time_per_session</td>"):]
+    assert "#b7e1b0" in time_row[:300]  # a gain in time is green
+    latency_row = index[index.index("mean_request_latency</td>"):]
+    assert "#f4b6b6" in latency_row[:300]  # a rise in latency is red
+    assert "mean_time_per_session</dt>" in index  # the metrics are defined
+
+
+def test_notebook_runner_embeds_figures_hides_progress_and_reports_the_error_briefly(tmp_path, capfd):
+    source = write_notebook(
+        tmp_path / "nb.ipynb", "fail = False",
+        "import matplotlib.pyplot as plt\nfrom tqdm import tqdm\nfor _ in tqdm(range(3)):\n    pass\n"
+        "plt.plot([1, 2], [3, 4])",
+        "assert not fail, 'asked to fail'")
+    output = tmp_path / "executed" / "nb.ipynb"
+    assert run_notebook(source, output, []) == 0
+    executed = nbformat.read(output, as_version=4)
+    figure_cell = executed.cells[1]
+    assert any("image/png" in item.get("data", {}) for item in figure_cell.outputs), "figure not embedded"
+    assert not any(item.get("name") == "stderr" for item in figure_cell.outputs), "progress bar in the notebook"
+    capfd.readouterr()
+    assert run_notebook(source, output, ["-p", "fail", "True"]) != 0
+    error = capfd.readouterr().err
+    assert "AssertionError: asked to fail" in error and "click" not in error and len(error.splitlines()) < 25

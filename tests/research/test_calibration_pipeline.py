@@ -1,4 +1,4 @@
-"""Issue 5 stages' code: the TOP_POP replication through the real service, and the leaderboard's helpers."""
+"""The calibrate and leaderboard stages' code: TOP_POP through the real service, and the leaderboard's helpers."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,17 +6,19 @@ import orjson
 import pandas as pd
 import pytest
 
-from botify_lab import ab
+from botify_lab.research import ab
 from botify_lab.pipeline.calibrate import arm_mean_intervals, replicate_over_http
 from botify_lab.pipeline.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
-from sim.world import generate_world
+from sim.generator import generate_world
+from tests.conftest import world_knobs
 
 
 @pytest.mark.timeout(120)
 def test_replication_through_the_service(tmp_path):
     world = tmp_path / "world"
-    generate_world(world, seed=1, n_tracks=2000, n_users=150, dim=16)
-    metrics = replicate_over_http(world, tmp_path / "run", 7, episodes=120, random_episodes=60, processes=1)
+    generate_world(world, seed=1, n_tracks=2000, n_users=150, dim=16, **world_knobs())
+    metrics = replicate_over_http(world, tmp_path / "run", 7, episodes=120, random_episodes=60, processes=1,
+                                  connections=4)
 
     ranking = orjson.loads((tmp_path / "run" / "top_tracks.json").read_bytes())
     assert len(ranking) == len(set(ranking)) > 60  # every played track ranked once, most listened first
@@ -25,16 +27,17 @@ def test_replication_through_the_service(tmp_path):
     log_rows = [orjson.loads(line) for line in (tmp_path / "run" / "top_pop" / "log" / "data.json").open("rb")]
     served_t1 = {row["recommendation"] for row in log_rows if row["message"] == "next" and row["experiments"]["TOP_POP"] == "T1"}
     assert served_t1 and served_t1 <= top_ten  # T1 serves only the top 10 of the Random day's log
-    intervals = arm_mean_intervals(metrics)
+    intervals = arm_mean_intervals(metrics, ["mean_time_per_session", "mean_tracks_per_session"])
     assert ((intervals["lower"] <= intervals["mean"]) & (intervals["mean"] <= intervals["upper"])).all()
 
 
 def test_leaderboard_arms_and_summary(tmp_path):
-    arms = leaderboard_arms(top_tracks=tmp_path / "top.json", toppop_k=100, user_recs=tmp_path / "u.json",
-                            contextual=tmp_path / "c.json", ours=tmp_path / "o.json")
+    params = {"leaderboard": {"toppop_k": 100},
+              "models": {"contextual": {"label": "Contextual"}, "ours": {"label": "Ours"}}}
+    arms = leaderboard_arms(params)
     assert [arm["name"] for arm in arms] == ["C", "T1", "T2", "T3", "T4", "T5"]
     assert arms[0]["recommender"] == "random" and arms[2]["k"] == 100
-    assert all("label" not in arm for arm in service_arms(arms)) and service_arms(arms)[5]["path"].endswith("o.json")
+    assert all("label" not in arm for arm in service_arms(arms)) and service_arms(arms)[5]["path"].endswith("ours.json")
 
     labels = {arm["name"]: arm["label"] for arm in arms}
     rng = np.random.default_rng(0)

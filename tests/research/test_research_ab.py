@@ -1,4 +1,4 @@
-"""Spec 7's A/B analysis: user metrics, the Welch interval checked by hand, Holm, SRM and the JSON/table outputs."""
+"""The course's week-1 A/B analysis: user metrics, the Welch interval checked by hand, Holm, SRM and the outputs."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from botify_lab import ab, logs
+from botify_lab.research import ab, logs
 
 from .research_helpers import event, write_log
 
@@ -20,7 +20,7 @@ def metrics_frame(values_by_arm: dict[str, list[float]], metric: str = "mean_tim
     return pd.DataFrame(rows)
 
 
-def test_user_metrics_follow_spec_7(tmp_path):
+def test_user_metrics_follow_the_course_recipe(tmp_path):
     rows = []
     for user, arm, sessions in ((1, "C", [[1.0, 0.5], [1.0]]), (2, "T1", [[1.0, 0.2, 0.3]])):
         stamp = user * 100
@@ -90,7 +90,7 @@ def test_effects_are_percent_of_the_control_mean():
 
 
 def test_course_interval_convention_reproduces_the_published_table():
-    """Spec 8's T1 TopPop(10) row: build ~900 users per arm with the published means and a spread that gives the
+    """The published table's T1 TopPop(10) row: build ~900 users per arm with the published means and a spread that gives the
     published interval width; the percent-of-control convention must then give 27.4% [19.0, 35.7]."""
     control_mean, treatment_mean, n = 2.152, 2.742, 900
     published_half_width = (35.744 - 19.005) / 2
@@ -169,6 +169,18 @@ def test_course_table_is_coloured_by_sign_and_significance():
     table = ab.effects_table(effects).data
     assert list(table.columns) == list(ab.COURSE_COLUMNS)
     assert table.loc[("T1", "mean_time_per_session"), "significant"]
+
+
+def test_lower_latency_is_the_green_one():
+    assert ab.effect_colour("mean_request_latency", -12.0, True) == ab.GAIN_COLOUR
+    assert ab.effect_colour("mean_request_latency", 12.0, True) == ab.LOSS_COLOUR
+    assert ab.effect_colour("mean_time_per_session", 12.0, True) == ab.GAIN_COLOUR
+    assert ab.effect_colour("mean_time_per_session", 12.0, False) is None
+    _, effects = sample_effects()
+    styles = ab.effects_table(effects)._compute().ctx
+    table = ab.effects_table(effects).data
+    row = table.index.get_loc(("T2", "mean_request_latency"))  # T2 is lower on every metric, latency included
+    assert ("background-color", ab.GAIN_COLOUR) in styles[(row, 0)]
 
 
 def test_ab_json_is_stable_rounded_and_free_of_nan():

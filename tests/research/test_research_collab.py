@@ -1,4 +1,4 @@
-"""Issue 5's Indexed recommender: positives, a seeded BPR model that finds taste groups, and the JSONL it writes."""
+"""The Indexed recommender's model: positives, a seeded BPR model that finds taste groups, and the JSONL it writes."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from botify_lab import collab
+from botify_lab.research import collab
 
 from .research_helpers import event, write_log
 
@@ -28,7 +28,7 @@ def test_positive_interactions_keep_listens_above_the_threshold(tmp_path):
         event("last", 4, 1, 5, 0.9), event("last", 5, 2, 6, 0.95),
     ]
     write_log(tmp_path / "log" / "data.json", rows)
-    from botify_lab import logs
+    from botify_lab.research import logs
 
     positives = collab.positive_interactions(logs.read_log(tmp_path / "log"))
     assert positives.values.tolist() == [[1, 5, 2], [1, 7, 1], [2, 6, 1]]

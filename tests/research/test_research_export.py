@@ -6,8 +6,8 @@ import orjson
 import pytest
 import torch
 
-from botify_lab import export
-from botify_lab.model import ContextualModel, ModelConfig
+from botify_lab.research import export
+from botify_lab.research.model import ContextualModel, ModelConfig
 
 
 def model_with_tables(context: list[list[float]], track: list[list[float]], similarity: str) -> ContextualModel:
@@ -102,11 +102,11 @@ def test_write_track_recommendations_refuses_mismatched_input(tmp_path, catalog_
 
 
 def test_catalog_ids_must_be_dense(tmp_path):
-    from botify_lab.catalog import read_catalog
+    from botify_lab.research.catalog import read_catalog
 
     path = tmp_path / "tracks.json"
     path.write_bytes(b'{"artist": "a", "title": "t", "track": 0}\n{"artist": "a", "title": "u", "track": 2}\n')
-    with pytest.raises(ValueError, match="exactly 0..1"):
+    with pytest.raises(ValueError, match="id 1 is missing"):
         read_catalog(path)
     path.write_bytes(b'{"artist": "a", "title": "t"}\n')
     with pytest.raises(ValueError, match="tracks.json:1"):

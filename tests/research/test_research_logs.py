@@ -1,4 +1,4 @@
-"""Reading the rotated event log, sessionizing (spec 7), training pairs (spec 6) and popularity (spec 5)."""
+"""Reading the rotated event log, sessionizing, training pairs and track popularity, as the course built them."""
 from __future__ import annotations
 
 import orjson
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from .research_helpers import event, write_log
 
-from botify_lab import logs
+from botify_lab.research import logs
 
 
 def read_rows(tmp_path, rows):
@@ -47,7 +47,7 @@ def test_read_log_reads_rotated_files_without_a_current_file(tmp_path):
         (orjson.dumps(event("skip", 1, 1, 1, 1.0)), "message must be"),
         (orjson.dumps(event("next", 1, "7", 1, 1.0)), "user must be an integer"),
         (orjson.dumps(event("next", 1, 1, 1, "fast")), "time must be a finite number"),
-        (orjson.dumps(event("next", 1, 1, 1, 1.0, latency=-1.0)), "latency must be"),
+        (orjson.dumps(event("next", 1, 1, 1, 1.0, latency=float("inf"))), "latency must be"),
         (orjson.dumps(event("next", 1, 1, 1, 1.0, recommendation=None)), "needs an integer recommendation"),
         (orjson.dumps({**event("last", 1, 1, 1, 1.0), "recommendation": 3}), "recommendation null"),
         (orjson.dumps(event("next", 1, 1, 1, 1.0, experiments={"EXP": 1})), "experiments must map"),
@@ -204,3 +204,21 @@ def test_popularity_sums_listen_time_and_ranks_ties_by_id(tmp_path):
     assert logs.top_tracks(events) == [1, 3, 2, 4]
     assert logs.top_tracks(events, n=2) == [1, 3]
     assert all(type(track) is int for track in logs.top_tracks(events))
+
+
+def test_negative_latencies_are_kept_with_a_warning_that_counts_them(tmp_path):
+    """Students' committed course logs hold a few (a clock adjustment while serving, e.g. -0.0062 s)."""
+    rows = [event("next", 1, 1, 1, 1.0, latency=-0.0062), event("last", 2, 1, 2, 0.5, latency=-0.001),
+            event("next", 3, 2, 3, 1.0)]
+    with pytest.warns(UserWarning, match="2 events with a negative latency"):
+        events = read_rows(tmp_path, rows)
+    assert events["latency"].tolist() == [-0.0062, -0.001, 0.001]
+
+
+def test_a_gzipped_log_file_is_read_directly(tmp_path):
+    import gzip
+
+    path = tmp_path / "course.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in
+                                            [event("next", 1, 1, 1, 1.0), event("last", 2, 1, 2, 0.5)])))
+    assert logs.read_log(path)["message"].tolist() == ["next", "last"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from botify_lab import model as contextual
+from botify_lab.research import model as contextual
 
 
 def planted_pairs(repeats: int = 40, n_tracks: int = 8, seed: int = 0) -> pd.DataFrame:

@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import yaml
 
-from sim.world import generate_world
+from sim.generator import KNOBS, generate_world
 
-SMALL = dict(seed=1, n_tracks=2000, n_users=200, dim=16)
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+# The structure knobs of the default world (params.yaml), at a small size.
+DEFAULT_KNOBS = {name: value for name, value in yaml.safe_load(PARAMS.read_text())["world"].items()
+                 if name in KNOBS}
+SMALL = dict(seed=1, n_tracks=2000, n_users=200, dim=16, **DEFAULT_KNOBS)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,19 @@
-"""Runner: lock-step equals scalar, determinism across processes, invalid answers, --strict, the gymnasium env."""
+"""Runner: lock-step equals scalar, determinism across processes and shards, invalid answers, --strict, the
+gymnasium env."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from sim.agents import ConsoleRecommender, InvalidAnswer, RandomRecommender, SimulationStopped
-from sim.engine import run_lockstep
-from sim.env import ListeningEnv
-from sim.run import play_episode, simulate
-from sim.world import load_world
+from sim.env import make_env
+from sim.episodes import Outcomes, play_episode
+from sim.loader import load_world
+from sim.lockstep import run_lockstep
+from sim.run import parse_shard, simulate
+from sim.summary import summarize
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,6 @@ def test_trace_is_identical_for_any_process_count(world, small_world, tmp_path):
         simulate(world, agent=ArithmeticRecommender(world.n_tracks), episodes=80, seed=2, processes=processes,
                  trace_path=tmp_path / f"scalar-{processes}.jsonl", progress=False)
     assert (tmp_path / "scalar-1.jsonl").read_bytes() == (tmp_path / "scalar-2.jsonl").read_bytes()
-    import orjson
 
     lines = [orjson.loads(line) for line in traces[0].splitlines()]
     by_episode: dict[tuple, list] = {}
@@ -99,7 +102,7 @@ def test_same_seed_same_summary_other_seed_other(small_world):
 
 
 def test_gymnasium_environment_passes_check_env_and_replays_with_a_seed(world):
-    env = ListeningEnv(world)
+    env = make_env(world, 0)
     check_env(env, skip_render_check=True)
     runs = []
     for _ in range(2):
@@ -112,6 +115,45 @@ def test_gymnasium_environment_passes_check_env_and_replays_with_a_seed(world):
             assert not truncated and env.observation_space.contains(observation)
         runs.append(rewards)
     assert runs[0] == runs[1] and info["budget_left"] == 0
+
+
+def rewards_by_episode(trace: bytes) -> dict[int, list[float]]:
+    """Day 0's listen times per episode, the first track's 1.0 left out."""
+    rewards: dict[int, list[float]] = {}
+    for line in trace.splitlines():
+        row = orjson.loads(line)
+        if row["day"] == 0 and row["step"] > 0:
+            rewards.setdefault(row["episode"], []).append(row["time"])
+    return rewards
+
+
+def play_env(env, agent, episodes: int) -> list[list[float]]:
+    played = []
+    for _ in range(episodes):
+        observation, info = env.reset()
+        user = info["user_id"]
+        agent.start_session(user, info["key"]) if hasattr(agent, "start_session") else None
+        rewards, done = [], False
+        while not done:
+            action = agent.recommend(user, observation["track"], float(observation["time"][0]))
+            observation, reward, done, _, _ = env.step(action)
+            rewards.append(reward)
+        played.append(rewards)
+    return played
+
+
+@pytest.mark.parametrize("make_agent", [RandomRecommender, lambda n: ArithmeticRecommender(n)])
+def test_make_env_plays_the_episodes_of_simulate_with_the_same_seed(world, tmp_path, make_agent):
+    episodes = 120
+    simulate(world, agent=make_agent(world.n_tracks), episodes=episodes, seed=17, trace_path=tmp_path / "t.jsonl",
+             progress=False)
+    expected = rewards_by_episode((tmp_path / "t.jsonl").read_bytes())
+    env = make_env(world, 17)
+    assert play_env(env, make_agent(world.n_tracks), episodes) == [expected[e] for e in range(episodes)]
+    # reset(seed=s) switches to traffic seed s from its first episode.
+    assert play_env(env, make_agent(world.n_tracks), 1) != [expected[episodes - 1]]
+    env.reset(seed=17)
+    assert play_env(env, make_agent(world.n_tracks), 3) == [expected[e] for e in range(1, 4)]
 
 
 def test_console_recommender_prompts_until_a_valid_track_and_stops_at_end_of_input(world, capsys):
@@ -128,18 +170,72 @@ def test_console_recommender_prompts_until_a_valid_track_and_stops_at_end_of_inp
         ConsoleRecommender(world.describe_track, world.n_tracks, read_line=closed).recommend(3, 0, 1.0)
 
 
-def test_standard_error_is_scipys_sem(small_world):
+def test_standard_error_is_scipys_sem():
     from scipy import stats
 
-    from sim.run import DayPart, _summarize
-
-    part = DayPart(np.arange(4), np.array([1.0, 2.5, 3.25, 7.0]), np.array([5, 6, 9, 20]), np.zeros(4, int), None)
-    summary = _summarize({"day": 0}, part)
-    assert summary["reward_sem"] == pytest.approx(stats.sem(part.rewards), rel=1e-12)
-    assert summary["steps_sem"] == pytest.approx(stats.sem(part.steps), rel=1e-12)
+    outcomes = Outcomes(np.arange(4), np.arange(4), np.array([1.0, 2.5, 3.25, 7.0]), np.array([5, 6, 9, 20]),
+                        np.zeros(4, int), None)
+    summary = summarize({"day": 0}, outcomes)
+    assert summary["reward_sem"] == pytest.approx(stats.sem(outcomes.rewards), rel=1e-12)
+    assert summary["steps_sem"] == pytest.approx(stats.sem(outcomes.steps), rel=1e-12)
 
 
 def test_a_worker_with_no_episodes_keeps_the_trace_complete(small_world, tmp_path):
     summary = simulate(small_world, agent="random", episodes=1, seed=3, processes=2, trace_path=tmp_path / "t.jsonl",
                        progress=False)
     assert len((tmp_path / "t.jsonl").read_bytes().splitlines()) == summary["total"]["steps"] + 1
+
+
+class PerUserCounter:
+    """Deterministic with per-user state: the answer depends on how many requests this user made before, so any
+    change in the order of one user's sessions changes the traffic."""
+
+    def __init__(self, n_tracks):
+        self.n_tracks, self.requests = n_tracks, {}
+
+    def recommend(self, user, track, time):
+        self.requests[user] = self.requests.get(user, 0) + 1
+        return (track * 31 + user * 7 + self.requests[user]) % self.n_tracks
+
+    def end_session(self, user, track, time):
+        pass
+
+
+def step_key(line: bytes) -> tuple[int, int, int]:
+    row = orjson.loads(line)
+    return row["day"], row["episode"], row["step"]
+
+
+@pytest.mark.parametrize("agent", ["random", "per_user_counter"])
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_shards_together_play_exactly_the_full_run(world, tmp_path, agent, shards):
+    def run(name, shard=None, processes=1):
+        chosen = PerUserCounter(world.n_tracks) if agent == "per_user_counter" else agent
+        episodes = 150 if agent == "per_user_counter" else 400
+        summary = simulate(world, agent=chosen, episodes=episodes, days=2, seed=21, shard=shard, processes=processes,
+                           trace_path=tmp_path / name, progress=False)
+        return summary, (tmp_path / name).read_bytes()
+
+    full_summary, full = run("full.jsonl")
+    lines = []
+    for index in range(shards):
+        # Worker processes are forked per day, so only a stateless recommender can be spread over them.
+        processes = 2 if index == 0 and agent == "random" else 1
+        summary, trace = run(f"shard-{index}.jsonl", (index, shards), processes)
+        rows = [orjson.loads(line) for line in trace.splitlines()]
+        assert all(world.users.ids.tolist().index(row["user"]) % shards == index for row in rows)
+        assert [step_key(line) for line in trace.splitlines()] == sorted(step_key(line) for line in trace.splitlines())
+        assert summary["shard"] == [index, shards]
+        assert summary["total"]["steps"] + summary["total"]["episodes"] == len(rows)
+        lines += trace.splitlines(keepends=True)
+    assert b"".join(sorted(lines, key=step_key)) == full
+    assert full_summary["shard"] is None
+
+
+def test_shard_must_be_i_of_n(world):
+    assert parse_shard("2/3") == (2, 3)
+    for text in ("3/3", "-1/2", "1", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(text)
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        simulate(world, episodes=5, seed=1, shard=(2, 2), progress=False)

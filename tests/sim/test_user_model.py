@@ -1,4 +1,4 @@
-"""Each rule of the course's user model (spec section 2) against hand-computed numbers."""
+"""Each rule of the course's user model against hand-computed numbers."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 
 from sim import rng
 from sim.user import Session, draw_user
-from sim.world import load_world
+from sim.loader import load_world
 
 from .conftest import write_world
 

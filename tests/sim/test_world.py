@@ -8,10 +8,12 @@ import numpy as np
 import orjson
 import pytest
 
+from sim.generator import KNOBS, generate_world
+from sim.loader import load_world
 from sim.run import simulate
-from sim.world import DATA_FILES, WorldError, generate_world, load_world
+from sim.world import DATA_FILES, WorldError, nearest_by_inner_product
 
-from .conftest import SMALL
+from .conftest import DEFAULT_KNOBS, PARAMS, SMALL, write_world
 
 
 def test_same_arguments_give_byte_identical_files(tmp_path, small_world):
@@ -82,14 +84,24 @@ def test_loader_rejects_changed_missing_and_mismatched_files(tmp_path, small_wor
         load_world(tmp_path / "nowhere")
 
 
-def test_loader_rejects_bad_ids_and_interests(tmp_path):
-    from .conftest import write_world
-
-    write_world(tmp_path, ["a", "b"], [[1.0], [2.0]], [{"user": 0, "interests": [5]}])
-    with pytest.raises(WorldError, match="outside the catalog"):
+def test_loader_rejects_bad_ids_and_interests_naming_file_and_line(tmp_path):
+    one = {"interest_neighbours": 1}
+    write_world(tmp_path, ["a", "b"], [[1.0], [2.0]], [{"user": 0, "interests": [0], **one},
+                                                       {"user": 1, "interests": [5], **one}])
+    with pytest.raises(WorldError, match=r"users\.json:2: user 1 has interests outside the catalog"):
         load_world(tmp_path)
-    (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 3}\n{"artist": "b", "title": "u", "track": 1}\n')
-    with pytest.raises(WorldError, match="0..N-1"):
+    (tmp_path / "users.json").write_bytes(b'{"user": 0, "interests": [1], "interest_neighbours": 1}\n{"user": 1\n')
+    with pytest.raises(WorldError, match=r"users\.json:2: not valid JSON"):
+        load_world(tmp_path)
+    (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 3}\n'
+                                           b'{"artist": "b", "title": "u", "track": 1}\n')
+    with pytest.raises(WorldError, match=r"tracks\.json: track ids must be 0\.\.3; id 0 is missing"):
+        load_world(tmp_path)
+    (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 0}\n{"artist": "b", "track": 1}\n')
+    with pytest.raises(WorldError, match=r"tracks\.json:2: a catalog row needs string `artist` and `title`"):
+        load_world(tmp_path)
+    (tmp_path / "tracks.json").unlink()
+    with pytest.raises(WorldError, match="missing tracks.json"):
         load_world(tmp_path)
 
 
@@ -103,14 +115,33 @@ def test_course_files_run_with_any_50000_row_embedding(upstream_world, tmp_path)
     assert summary["total"]["episodes"] == 200 and summary["total"]["steps"] >= 200 * 5
 
 
-def test_generator_rejects_unknown_knobs(tmp_path):
-    with pytest.raises(TypeError, match="unknown world knobs"):
-        generate_world(tmp_path, n_tracks=100, n_users=10, genre=3)
+def test_generator_needs_every_knob_and_rejects_unknown_ones(tmp_path):
+    sizes = dict(seed=0, n_tracks=100, n_users=10, dim=4)
+    with pytest.raises(TypeError, match="unknown world knobs: \\['genre'\\]"):
+        generate_world(tmp_path, **sizes, **DEFAULT_KNOBS, genre=3)
+    partial = {name: value for name, value in DEFAULT_KNOBS.items() if name not in ("genres", "interests")}
+    with pytest.raises(TypeError, match="missing world knobs: \\['genres', 'interests'\\]"):
+        generate_world(tmp_path, **sizes, **partial)
+    with pytest.raises(ValueError, match="genres must be an integer"):
+        generate_world(tmp_path, **sizes, **{**DEFAULT_KNOBS, "genres": 2.5})
+    assert not (tmp_path / "world.json").exists()
+
+
+def test_params_world_section_lists_every_setting_in_world_json_order(tmp_path):
+    """world.json's `parameters` follow the knob table's order and types, whatever the caller's order or types."""
+    import yaml
+
+    section = yaml.safe_load(PARAMS.read_text())["world"]
+    assert list(section) == ["seed", "tracks", "users", "dim", *KNOBS]
+    shuffled = dict(reversed(list(DEFAULT_KNOBS.items())))
+    shuffled.update(artist_spread=1, genres=5.0)  # an int for a float knob, a float for an int knob
+    meta = generate_world(tmp_path, seed=0, n_tracks=300, n_users=20, dim=4, **shuffled)
+    assert list(meta["parameters"]) == ["seed", "n_tracks", "n_users", "dim", *KNOBS]
+    written = (tmp_path / "world.json").read_text()
+    assert '"artist_spread": 1.0,' in written and '"genres": 5,' in written
 
 
 def test_nearest_neighbours_are_exact_with_ties_to_the_smaller_id(small_world):
-    from sim.world import nearest_by_inner_product
-
     world = load_world(small_world)
     embeddings = world.embeddings.copy()
     embeddings[[10, 20, 30]] = embeddings[5]  # exact ties
@@ -121,3 +152,17 @@ def test_nearest_neighbours_are_exact_with_ties_to_the_smaller_id(small_world):
     np.testing.assert_array_equal(table, expected)
     tied = [t for t in table[0].tolist() if t in (5, 10, 20, 30)]
     assert tied == sorted(tied) and len(tied) == 4
+
+
+@pytest.mark.slow
+def test_the_default_world_from_params_yaml_is_the_one_data_dvc_records(tmp_path):
+    """`python -m sim world` with params.yaml's settings reproduces data/ byte for byte (DVC's directory hash)."""
+    import subprocess
+    import sys
+
+    from botify_lab.pipeline.world import dvc_dir_md5, recorded_world_md5
+
+    result = subprocess.run([sys.executable, "-m", "sim", "world", "--out", tmp_path / "data", "--params", PARAMS],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert dvc_dir_md5(tmp_path / "data") == recorded_world_md5(PARAMS.parent)

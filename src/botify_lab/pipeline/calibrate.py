@@ -1,33 +1,37 @@
-"""Stage `calibrate`: the TOP_POP replication as the course ran it, through the real service over HTTP.
+"""Stage `calibrate`: the course's TOP_POP experiment through the real service over HTTP, beside the published table.
 
 Per seed: the service serves a day of Random traffic, the top-tracks list comes from that log (total listen time,
 as the `toppop` stage ranks it), then the service serves TOP_POP (C Random, T1 TopPop(10), T2 TopPop(100),
-T3 TopPop(1000)) to about the published number of sessions and the log is analysed per user (spec 7). The arm means,
-averaged over seeds, are set beside the published table (`botify_lab.calibration.compare`).
+T3 TopPop(1000)) to about the published number of sessions and the log is analysed per user. The arm means,
+averaged over seeds, are set beside the published table (`botify_lab.research.published.compare`).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from botify_lab import ab
-from botify_lab.calibration import (
-    CALIBRATED_METRICS,
+from botify_lab.formats import atomic_write_bytes
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics
+from botify_lab.pipeline.top_pop_in_process import traffic_seeds
+from botify_lab.research import ab
+from botify_lab.research.logs import read_log, sessionize, top_tracks
+from botify_lab.research.published import (
     EXPERIMENT,
+    PUBLISHED_TABLE,
     TOP_POP_ARMS,
     Verdict,
     arm_means,
     compare,
-    traffic_seeds,
+    load_published,
 )
-from botify_lab.catalog import atomic_write_bytes
-from botify_lab.logs import read_log, sessionize, top_tracks
-from botify_lab.pipeline.service_run import serve_and_simulate, write_service_config
 
 RANDOM_DAY = "RANDOM_DAY"  # the service needs two arms per experiment; both serve Random
 
@@ -38,45 +42,32 @@ def top_pop_arms(top_tracks_path: Path) -> list[dict]:
 
 
 def replicate_over_http(world_dir: Path, out_dir: Path, seed: int, *, episodes: int, random_episodes: int,
-                        processes: int = 1) -> pd.DataFrame:
-    """One seed of the replication through the service; returns the TOP_POP user metrics (spec 7 step 3).
+                        processes: int, connections: int) -> pd.DataFrame:
+    """One seed of the replication through the service; returns the TOP_POP user metrics.
 
     `out_dir` keeps both service configs, logs, summaries and the top-tracks list, so the run can be inspected.
     """
     out_dir = Path(out_dir)
-    catalog = Path(world_dir) / "tracks.json"
     traffic_seed, experiment_seed = traffic_seeds(seed)
-    random_config = write_service_config(
-        out_dir / "random_day" / "service.yaml", catalog=catalog, log_dir=out_dir / "random_day" / "log",
-        seed=traffic_seed, experiments=[{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}],
-    )
-    serve_and_simulate(world_dir, random_config, episodes=random_episodes, seed=traffic_seed, processes=processes,
-                       summary_path=out_dir / "random_day" / "summary.json")
-    ranking = top_tracks(read_log(out_dir / "random_day" / "log"))
-    top_path = atomic_write_bytes(out_dir / "top_tracks.json", orjson.dumps(ranking))
-    experiment_config = write_service_config(
-        out_dir / "top_pop" / "service.yaml", catalog=catalog, log_dir=out_dir / "top_pop" / "log",
-        seed=experiment_seed, experiments=[{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}],
-    )
-    serve_and_simulate(world_dir, experiment_config, episodes=episodes, seed=experiment_seed, processes=processes,
-                       summary_path=out_dir / "top_pop" / "summary.json")
-    return ab.user_metrics(sessionize(read_log(out_dir / "top_pop" / "log")), EXPERIMENT)
+    random_day = Traffic(random_episodes, traffic_seed, processes=processes, connections=connections)
+    random_log = run_experiment(world_dir, [{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}],
+                                random_day, out_dir / "random_day")
+    top_path = atomic_write_bytes(out_dir / "top_tracks.json", orjson.dumps(top_tracks(read_log(random_log))))
+    experiment = Traffic(episodes, experiment_seed, processes=processes, connections=connections)
+    log = run_experiment(world_dir, [{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}], experiment,
+                         out_dir / "top_pop")
+    return ab.user_metrics(sessionize(read_log(log)), EXPERIMENT)
 
 
-def arm_mean_intervals(user_metrics: pd.DataFrame, metrics: Sequence[str] = CALIBRATED_METRICS,
-                       alpha: float = 0.05) -> pd.DataFrame:
+def arm_mean_intervals(user_metrics: pd.DataFrame, metrics: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
     """Per arm and metric: the user-level mean with its t interval (one seed's uncertainty about the arm mean)."""
-    from scipy import stats
-
     rows = []
     for arm in ab.arm_order(user_metrics["arm"]):
         values = user_metrics[user_metrics["arm"] == arm]
         for metric in metrics:
-            column = values[metric].to_numpy(dtype=float)
-            half = (stats.t.ppf(1 - alpha / 2, len(column) - 1) * column.std(ddof=1) / math.sqrt(len(column))
-                    if len(column) > 1 else math.nan)
-            rows.append({"arm": arm, "metric": metric, "users": len(column), "mean": column.mean(),
-                         "lower": column.mean() - half, "upper": column.mean() + half})
+            mean, lower, upper = ab.mean_interval(values[metric].to_numpy(dtype=float), alpha)
+            rows.append({"arm": arm, "metric": metric, "users": len(values), "mean": mean, "lower": lower,
+                         "upper": upper})
     return pd.DataFrame(rows)
 
 
@@ -85,13 +76,13 @@ def _number(value, digits: int = 6):
     return round(value, digits) if math.isfinite(value) else None
 
 
-def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame) -> dict:
+def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame, tolerances: dict[str, float]) -> dict:
     """metrics/calibration.json: per arm and metric the published and simulated means, ratio and tolerance verdict,
     for the seed average and for every seed, with the spread across seeds."""
     seeds = sorted(per_seed)
     means = {seed: arm_means(per_seed[seed]) for seed in seeds}
-    overall = compare([means[seed] for seed in seeds], published)
-    by_seed = {seed: compare([means[seed]], published) for seed in seeds}
+    overall = compare([means[seed] for seed in seeds], published, tolerances)
+    by_seed = {seed: compare([means[seed]], published, tolerances) for seed in seeds}
     arms: dict = {}
     for cell in overall.table.itertuples(index=False):
         values = np.array([means[seed].loc[cell.arm, cell.metric] for seed in seeds], dtype=float)
@@ -132,17 +123,19 @@ def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame)
     }
 
 
-def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict):
+def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict, alpha: float = 0.05):
     """Published vs simulated per arm: the published mean with its tolerance band, each seed's arm mean with its
     95% interval, and the seed average."""
     import matplotlib.pyplot as plt
 
     seeds = sorted(per_seed)
-    intervals = {seed: arm_mean_intervals(per_seed[seed]) for seed in seeds}
+    calibrated = sorted(verdict.table.loc[verdict.table["tolerance"].notna(), "metric"].unique(),
+                        key=list(verdict.table["metric"]).index)
+    intervals = {seed: arm_mean_intervals(per_seed[seed], calibrated, alpha) for seed in seeds}
     table = verdict.table.set_index(["arm", "metric"])
     labels = {arm: f"{arm}\n{name}" for arm, name, _ in TOP_POP_ARMS}
-    figure, axes = plt.subplots(1, len(CALIBRATED_METRICS), figsize=(6 * len(CALIBRATED_METRICS), 4.2))
-    for axis, metric in zip(np.atleast_1d(axes), CALIBRATED_METRICS):
+    figure, axes = plt.subplots(1, len(calibrated), figsize=(6 * len(calibrated), 4.2))
+    for axis, metric in zip(np.atleast_1d(axes), calibrated):
         arms = [arm for arm, _, _ in TOP_POP_ARMS]
         for position, arm in enumerate(arms):
             cell = table.loc[(arm, metric)]
@@ -165,3 +158,32 @@ def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict):
     figure.suptitle("TOP_POP: published (course) vs this world, through the service")
     figure.tight_layout()
     return figure
+
+
+@dataclass
+class Calibration:
+    seeds: list[int]
+    per_seed: dict[int, pd.DataFrame]
+    published: pd.DataFrame
+    verdict: Verdict
+    document: dict
+
+
+def calibrate(params: dict) -> Calibration:
+    """Every seed of `calibrate:` through the service (build/calibrate/seed_<s>), then metrics/calibration.json."""
+    settings = params["calibrate"]
+    seeds = [int(params["seed"]) + offset for offset in range(int(settings["seeds"]))]
+    tolerances = {metric: float(value) for metric, value in settings["tolerances"].items()}
+    with atomic_output_dir(layout.CALIBRATE) as scratch:
+        per_seed = {
+            seed: replicate_over_http(layout.WORLD, scratch / f"seed_{seed}", seed, episodes=int(settings["episodes"]),
+                                      random_episodes=int(settings["random_episodes"]),
+                                      processes=int(settings["processes"]),
+                                      connections=int(params["http"]["connections"]))
+            for seed in seeds
+        }
+    published = load_published(PUBLISHED_TABLE)
+    document = calibration_json(per_seed, published, tolerances)
+    write_metrics("calibration", document)
+    verdict = compare([arm_means(per_seed[seed]) for seed in seeds], published, tolerances)
+    return Calibration(seeds, per_seed, published, verdict, document)

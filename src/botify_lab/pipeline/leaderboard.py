@@ -1,38 +1,39 @@
-"""Stages `indexed` and `leaderboard`: the course's reference table of all its recommenders in one A/B experiment.
+"""Stage `leaderboard`: the course's reference table, every recommender in one A/B experiment (notebooks/leaderboard.ipynb).
 
-`indexed` trains the collaborative model (botify_lab.collab, the course's LightFM step) on the collected log's
-positive interactions (time > 0.8) and writes each user's top tracks for the service's Indexed recommender.
-The `leaderboard` notebook serves one experiment with Random as control and every other recommender as a
-treatment, and analyses it as spec 7.
+Random is the control; the treatments are StickyArtist, TopPop(`leaderboard.toppop_k`) (top tracks of the collected
+log), Indexed (the `indexed` stage's per-user lists) and the Contextual recommender on every model of `models:`, in
+the order params.yaml lists them, each labelled with its `label`. The real service serves it to seeded simulated
+traffic; the analysis is the course's week-1 table.
 """
 from __future__ import annotations
 
-import argparse
-import math
-from pathlib import Path
+from dataclasses import dataclass
 
-import orjson
 import pandas as pd
 
-from botify_lab import ab
-from botify_lab.catalog import atomic_write_bytes, read_catalog
-from botify_lab.collab import POSITIVE_TIME, positive_interactions, recommend_users, train_bpr, write_user_recommendations
-from botify_lab.logs import read_log
-from botify_lab.pipeline.params import load_params
+from botify_lab.formats import arm_name
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics
+from botify_lab.pipeline.params import model_names
+from botify_lab.research import ab
+from botify_lab.research.logs import read_log, sessionize
 
 LEADERBOARD_METRICS = ("mean_time_per_session", "mean_tracks_per_session", "time", "sessions")
 
 
-def leaderboard_arms(*, top_tracks: Path, toppop_k: int, user_recs: Path, contextual: Path, ours: Path) -> list[dict]:
-    """The experiment's arms in order (C Random, then the treatments), each with the course's label."""
-    return [
-        {"name": "C", "label": "Random", "recommender": "random"},
-        {"name": "T1", "label": "StickyArtist", "recommender": "sticky_artist"},
-        {"name": "T2", "label": f"TopPop({toppop_k})", "recommender": "toppop", "path": str(top_tracks), "k": toppop_k},
-        {"name": "T3", "label": "Indexed", "recommender": "indexed", "path": str(user_recs)},
-        {"name": "T4", "label": "Contextual", "recommender": "contextual", "path": str(contextual)},
-        {"name": "T5", "label": "Ours", "recommender": "contextual", "path": str(ours)},
+def leaderboard_arms(params: dict) -> list[dict]:
+    """The experiment's arms in order (C Random, then the treatments), each with a `label` for tables."""
+    k = int(params["leaderboard"]["toppop_k"])
+    arms = [
+        {"label": "Random", "recommender": "random"},
+        {"label": "StickyArtist", "recommender": "sticky_artist"},
+        {"label": f"TopPop({k})", "recommender": "toppop", "path": str(layout.TOP_TRACKS), "k": k},
+        {"label": "Indexed", "recommender": "indexed", "path": str(layout.USER_RECS)},
     ]
+    arms += [{"label": params["models"][name]["label"], "recommender": "contextual", "path": str(layout.recs_file(name))}
+             for name in model_names(params)]
+    return [{"name": arm_name(position), **arm} for position, arm in enumerate(arms)]
 
 
 def service_arms(arms: list[dict]) -> list[dict]:
@@ -64,22 +65,21 @@ def leaderboard_json(user_metrics: pd.DataFrame, effects: pd.DataFrame, *, exper
     return document
 
 
-def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels: dict[str, str]):
-    """Left: mean_time_per_session per arm with its 95% interval; right: each treatment's effect vs Random."""
+def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels: dict[str, str], alpha: float = 0.05):
+    """Left: mean_time_per_session per arm with its interval; right: each treatment's effect vs Random."""
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     metric = "mean_time_per_session"
     arms = ab.arm_order(user_metrics["arm"])
     means, halves = [], []
     for arm in arms:
-        values = user_metrics.loc[user_metrics["arm"] == arm, metric].to_numpy(dtype=float)
-        means.append(values.mean())
-        halves.append(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+        mean, _, upper = ab.mean_interval(user_metrics.loc[user_metrics["arm"] == arm, metric], alpha)
+        means.append(mean)
+        halves.append(upper - mean)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     names = [f"{arm}\n{labels.get(arm, arm)}" for arm in arms]
     left.bar(names, means, yerr=halves, capsize=4, color=[f"C{i}" for i in range(len(arms))])
-    left.set(title=f"{metric} per arm (95% interval)", ylabel=metric)
+    left.set(title=f"{metric} per arm ({100 * (1 - alpha):.0f}% interval)", ylabel=metric)
     rows = effects[effects["metric"] == metric].set_index("treatment").loc[arms[1:]]
     colours = ["tab:green" if row.significant and row.effect > 0 else "tab:red" if row.significant else "tab:gray"
                for row in rows.itertuples()]
@@ -87,47 +87,32 @@ def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels
                xerr=[rows["effect"] - rows["lower"], rows["upper"] - rows["effect"]], capsize=4)
     right.axvline(0, color="black", linewidth=0.8)
     right.invert_yaxis()
-    right.set(title=f"effect on {metric} vs Random (%, Welch 95%)", xlabel="percent of control")
+    right.set(title=f"effect on {metric} vs Random (%, Welch {100 * (1 - alpha):.0f}%)", xlabel="percent of control")
     figure.tight_layout()
     return figure
 
 
-def train_indexed(log_dir: Path, catalog_path: Path, out_dir: Path, settings: dict, seed: int) -> dict:
-    """Train the collaborative model on the log's positives and write `user_recs.json` and `train.json`."""
-    events = read_log(log_dir)
-    interactions = positive_interactions(events, POSITIVE_TIME)
-    n_tracks = len(read_catalog(catalog_path))
-    model = train_bpr(interactions, n_tracks, factors=int(settings["factors"]), epochs=int(settings["epochs"]),
-                      lr=float(settings["lr"]), regularization=float(settings["regularization"]),
-                      batch_size=int(settings["batch_size"]), seed=seed, progress=False)
-    recommendations = recommend_users(model, int(settings["top"]))
-    write_user_recommendations(recommendations, Path(out_dir) / "user_recs.json")
-    report = {
-        "positive_pairs": int(len(interactions)),
-        "users": int(len(model.users)),
-        "tracks_per_user": int(settings["top"]),
-        "final_loss": round(model.history[-1]["loss"], 6),
-        "history": [{"epoch": row["epoch"], "loss": round(row["loss"], 6)} for row in model.history],
-    }
-    atomic_write_bytes(Path(out_dir) / "train.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    return report
+@dataclass
+class Leaderboard:
+    labels: dict[str, str]
+    metrics: pd.DataFrame
+    effects: pd.DataFrame
+    srm: dict
+    document: dict
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Stage `indexed`: per-user lists from a BPR model of the log.")
-    parser.add_argument("--params", default="params.yaml", type=Path)
-    parser.add_argument("--log", default="build/collect/log", type=Path)
-    parser.add_argument("--catalog", default="data/tracks.json", type=Path)
-    parser.add_argument("--out", default="build/indexed", type=Path)
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    from botify_lab.pipeline.outputs import atomic_output_dir
-
-    with atomic_output_dir(args.out) as scratch:
-        report = train_indexed(args.log, args.catalog, scratch, params["indexed"], int(params["seed"]))
-    print(f"indexed: {report['users']} users, {report['positive_pairs']} positive pairs, "
-          f"final BPR loss {report['final_loss']}")
-
-
-if __name__ == "__main__":
-    main()
+def run_leaderboard(params: dict) -> Leaderboard:
+    """Serve the experiment (build/leaderboard), analyse it and write metrics/leaderboard.json."""
+    settings, alpha = params["leaderboard"], float(params["ab"]["alpha"])
+    arms = leaderboard_arms(params)
+    labels = {arm["name"]: arm["label"] for arm in arms}
+    experiment = {"name": settings["experiment"], "arms": service_arms(arms)}
+    with atomic_output_dir(layout.LEADERBOARD) as scratch:
+        run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
+    metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD / "log")), settings["experiment"])
+    effects = ab.ab_effects(metrics, alpha=alpha, power=float(params["ab"]["power"]))
+    srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params["ab"]["srm_alpha"]))
+    document = leaderboard_json(metrics, effects, experiment=settings["experiment"], labels=labels, srm=srm,
+                                alpha=alpha)
+    write_metrics("leaderboard", document)
+    return Leaderboard(labels, metrics, effects, srm, document)

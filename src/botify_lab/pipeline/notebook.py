@@ -1,7 +1,9 @@
 """Run a notebook with papermill so that its executed copy appears only when every cell succeeded.
 
 papermill writes the output notebook even when a cell fails; a DVC stage must not leave that behind as if it were
-its output. The failed copy is kept in `<output folder>-failed/` for debugging, outside the stage's outputs.
+its output. The failed copy is kept in `<output folder>-failed/` for debugging, outside the stage's outputs. The
+run is quiet: progress bars are off inside the kernel (they would fill the report pages), figures are embedded
+inline, and papermill's own chatter is dropped; on failure the error itself is printed, not 80 lines of frames.
 """
 from __future__ import annotations
 
@@ -10,30 +12,51 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Lines papermill and the kernel print on every run, which nobody can act on.
+NOISE = (
+    "Input Notebook:",
+    "Output Notebook:",
+    "Executing notebook with kernel",
+    "Kernel is running over TCP without encryption",
+    "Black is not installed",
+)
+
+
+def error_summary(stderr: str) -> str:
+    """The part of papermill's stderr that explains a failure: the cell's exception, without the CLI's frames."""
+    marker = "papermill.exceptions.PapermillExecutionError:"
+    if marker in stderr:
+        return stderr[stderr.index(marker) + len(marker):].strip()
+    return "\n".join(line for line in stderr.splitlines() if not any(noise in line for noise in NOISE)).strip()
+
 
 def run_notebook(source: Path, output: Path, papermill_args: list[str]) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
     failed = output.parent.with_name(f"{output.parent.name}-failed") / output.name
-    env = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1", "MPLBACKEND": "Agg"}
-    command = [sys.executable, "-m", "papermill", str(source), str(partial), "-k", "python3", *papermill_args]
-    returncode = subprocess.run(command, env=env).returncode
-    if returncode == 0:
+    env = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env.pop("MPLBACKEND", None)  # the kernel's inline backend embeds every figure in the notebook
+    command = [sys.executable, "-m", "papermill", str(source), str(partial), "-k", "python3", "--no-progress-bar",
+               *papermill_args]
+    completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if completed.returncode == 0:
         partial.replace(output)
         failed.unlink(missing_ok=True)
-    else:
-        output.unlink(missing_ok=True)
-        if partial.exists():
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            partial.replace(failed)
-            print(f"notebook failed; the executed copy is kept at {failed}", file=sys.stderr)
-    return returncode
+        return 0
+    output.unlink(missing_ok=True)
+    print(f"{source} failed:\n{error_summary(completed.stderr)}", file=sys.stderr)
+    if partial.exists():
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        partial.replace(failed)
+        print(f"the executed copy is kept at {failed}", file=sys.stderr)
+    return completed.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] in {"-h", "--help"}:
-        print("usage: python -m botify_lab.pipeline.notebook SOURCE.ipynb OUTPUT.ipynb [papermill options, e.g. -p name value]")
+        print("usage: python -m botify_lab.pipeline.notebook SOURCE.ipynb OUTPUT.ipynb [papermill options, e.g. "
+              "-p model_name ours]\n\nRuns the notebook with papermill; OUTPUT appears only when every cell ran.")
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
     return run_notebook(Path(argv[0]), Path(argv[1]), argv[2:])
 

@@ -1,11 +1,246 @@
-"""Reading params.yaml: configuration flows from it, never from edited code."""
+"""Reading and checking params.yaml: configuration flows from it, never from edited code.
+
+Stages run from the repository root (DVC runs every command there), so the default path is `params.yaml` in the
+current folder; notebooks read their section through `load_params` too, so a value has exactly one home. Every key
+is checked against one schema (types, allowed values, ranges) before any stage does work: the pipeline's first
+stage, `params`, runs `python -m botify_lab.pipeline.params`, and every other stage depends on it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
+from botify_lab.pipeline import layout
 
-def load_params(path: Path | str = "params.yaml") -> dict:
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path | str = PARAMS_FILE, *, check: bool = True) -> dict:
+    """params.yaml as a dict, checked against the schema below (ParamsError lists every problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run stages from the repository root (where params.yaml is)")
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        params = yaml.safe_load(handle)
+    if check:
+        check_params(params, str(path))
+    return params
+
+
+def model_names(params: dict) -> list[str]:
+    """The contextual models of `models:`, in the order params.yaml lists them."""
+    return list(params["models"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The schema: every key, its type, allowed values and range, checked before any stage does work.
+
+from typing import Annotated, Literal  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator  # noqa: E402
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_]+$")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class WorldParams(Section):
+    seed: NonNegativeInt
+    tracks: PositiveInt
+    users: PositiveInt
+    dim: PositiveInt
+    genres: PositiveInt
+    styles_per_genre: PositiveInt
+    tracks_per_artist: Annotated[float, Field(ge=1)]
+    artist_size_sigma: NonNegativeFloat
+    genre_zipf: NonNegativeFloat
+    genre_spread: NonNegativeFloat
+    style_spread: NonNegativeFloat
+    artist_spread: NonNegativeFloat
+    track_spread: NonNegativeFloat
+    artist_popularity_sigma: NonNegativeFloat
+    track_popularity_sigma: NonNegativeFloat
+    popularity_alignment: float
+    interests: PositiveInt
+
+
+class TrafficParams(Section):
+    episodes: PositiveInt
+    processes: Annotated[int, Field(ge=1, le=64)]
+
+
+class CollectParams(TrafficParams):
+    experiment: Name
+    recommenders: Annotated[list[Literal["random", "sticky_artist"]], Field(min_length=2)]
+    days: PositiveInt
+
+
+class ModelParams(Section):
+    label: Annotated[str, Field(min_length=1)]
+    embedding_dim: PositiveInt
+    similarity: Literal["dot", "cosine", "mlp"]
+    loss: Literal["mse", "mae"]
+    mlp_hidden: PositiveInt
+    mlp_sigmoid: bool
+
+
+class TrainParams(Section):
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    batch_size: PositiveInt
+    max_epochs: PositiveInt
+    plateau_patience: NonNegativeInt
+    early_stopping_patience: PositiveInt
+    splits: Annotated[list[Share], Field(min_length=3, max_length=3)]
+    init_std: PositiveFloat
+
+    @model_validator(mode="after")
+    def shares_sum_to_one(self):
+        if abs(sum(self.splits) - 1.0) > 1e-9:
+            raise ValueError(f"train.splits must sum to 1, got {self.splits} (sum {sum(self.splits)})")
+        return self
+
+
+class ExportParams(Section):
+    k: PositiveInt
+
+
+class SimulateParams(TrafficParams):
+    experiment: Name
+    control: Name
+    treatment: Name
+    days: PositiveInt
+
+
+class AbParams(Section):
+    alpha: Share
+    power: Share
+    srm_alpha: Share
+
+
+class HttpParams(Section):
+    connections: Annotated[int, Field(ge=1, le=256)]
+
+
+class WorldSearchParams(Section):
+    seeds: PositiveInt
+    episodes: PositiveInt
+    random_episodes: PositiveInt
+    previous: dict[str, float]
+    sweeps: dict[str, list[float]]
+    grid: dict[str, list[float]]
+
+
+class CalibrateParams(Section):
+    seeds: PositiveInt
+    episodes: PositiveInt
+    random_episodes: PositiveInt
+    processes: Annotated[int, Field(ge=1, le=64)]
+    tolerances: dict[Literal["mean_time_per_session", "mean_tracks_per_session", "time", "sessions"], Share]
+
+
+class IndexedParams(Section):
+    positive_time: Annotated[float, Field(ge=0, lt=1)]
+    factors: PositiveInt
+    epochs: PositiveInt
+    lr: PositiveFloat
+    regularization: NonNegativeFloat
+    batch_size: PositiveInt
+    top: PositiveInt
+
+
+class LeaderboardParams(TrafficParams):
+    experiment: Name
+    toppop_k: PositiveInt
+
+
+class Params(Section):
+    seed: NonNegativeInt
+    world: WorldParams
+    collect: CollectParams
+    models: Annotated[dict[Name, ModelParams], Field(min_length=1)]
+    train: TrainParams
+    export: ExportParams
+    simulate: SimulateParams
+    ab: AbParams
+    http: HttpParams
+    calibrate_search: WorldSearchParams
+    calibrate: CalibrateParams
+    indexed: IndexedParams
+    leaderboard: LeaderboardParams
+
+    @model_validator(mode="after")
+    def names_exist(self):
+        for role in ("control", "treatment"):
+            name = getattr(self.simulate, role)
+            if name not in self.models:
+                raise ValueError(f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})")
+        if self.simulate.control == self.simulate.treatment:
+            raise ValueError("simulate.control and simulate.treatment must be different models")
+        knobs = set(WorldParams.model_fields) - {"seed", "tracks", "users", "dim"}
+        search = self.calibrate_search
+        for group, names in (("previous", search.previous), ("sweeps", search.sweeps), ("grid", search.grid)):
+            unknown = sorted(set(names) - knobs)
+            if unknown:
+                raise ValueError(f"calibrate_search.{group} names unknown world knobs {unknown}")
+        if self.export.k >= self.world.tracks:
+            raise ValueError(f"export.k = {self.export.k}: must be below world.tracks ({self.world.tracks})")
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml breaks its schema; one line per problem, each naming the key, the value and what is allowed."""
+
+
+def _problem_line(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (a typo?)"
+    if error["type"] == "value_error":
+        return message
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def check_params(params: object, source: str = str(PARAMS_FILE), schema: type[BaseModel] = Params) -> BaseModel:
+    """Validate parsed params (the whole file, or one section with its schema); ParamsError lists every problem."""
+    try:
+        return schema.model_validate(params)
+    except ValidationError as error:
+        prefix = "" if schema is Params else next(name for name, field in Params.model_fields.items()
+                                                  if field.annotation is schema) + "."
+        lines = [f"{source}: {prefix}{_problem_line(problem)}" for problem in error.errors(include_url=False)]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m botify_lab.pipeline.params",
+                                     description="Check params.yaml against the pipeline's schema.")
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path)
+    parser.add_argument("--stamp", default=layout.PARAMS_CHECKED, type=Path, help="file written when the check passes")
+    args = parser.parse_args(argv)
+    try:
+        load_params(args.params)
+    except (ParamsError, FileNotFoundError, yaml.YAMLError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    args.stamp.parent.mkdir(parents=True, exist_ok=True)
+    args.stamp.write_text("params.yaml follows the schema\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

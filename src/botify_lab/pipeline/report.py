@@ -1,7 +1,8 @@
-"""Stage `report`: the executed notebooks as self-contained HTML pages (no CDN links) with an index page."""
+"""Stage `report`: the executed notebooks as self-contained HTML pages (no CDN links) and the study's front page."""
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import re
 from pathlib import Path
@@ -10,7 +11,10 @@ import nbformat
 import orjson
 from nbconvert import HTMLExporter
 
+from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.params import PARAMS_FILE, load_params
+from botify_lab.research.ab import GAIN_COLOUR, LOSS_COLOUR, effect_colour
 
 TEMPLATE = Path(__file__).with_name("templates") / "offline.html.j2"
 EXTERNAL_REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']\s*(?:https?:)?//""", re.IGNORECASE)
@@ -32,59 +36,184 @@ def percent(value, signed: bool = True) -> str:
     return f"{value:+.2f}%" if signed else f"{value:.2f}%"
 
 
-def metric_rows(ab_metrics: dict) -> str:
-    """One table row per treatment and metric of metrics/ab.json, so the index shows the answer at a glance."""
+def number(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _read_json(path: Path) -> dict:
+    return orjson.loads(path.read_bytes()) if path.is_file() else {}
+
+
+def _figure(path: Path, alt: str) -> str:
+    """A PNG inlined as base64, so the page loads nothing from elsewhere."""
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _effect_cells(metric: str, values: dict) -> str:
+    shade = effect_colour(metric, values.get("effect") or 0.0, bool(values.get("significant")))
+    style = f' style="background-color: {shade}"' if shade else ""
+    verdict = "significant" if values.get("significant") else "not significant"
+    return (f"<td{style}>{percent(values.get('effect'))}</td>"
+            f"<td{style}>[{percent(values.get('lower'))}, {percent(values.get('upper'))}]</td>"
+            f"<td>{verdict}</td><td>{percent(values.get('mde'), signed=False)}</td>")
+
+
+def metric_rows(ab_metrics: dict, latency: dict | None = None) -> str:
+    """One row per treatment and metric of metrics/ab.json (and latency.json), coloured as the course did."""
     rows = []
-    for treatment, metrics in ab_metrics.get("effects", {}).items():
+    effects = {treatment: dict(metrics) for treatment, metrics in ab_metrics.get("effects", {}).items()}
+    for treatment, metrics in (latency or {}).get("effects", {}).items():
+        effects.setdefault(treatment, {}).update(metrics)
+    for treatment, metrics in effects.items():
         for metric, values in metrics.items():
-            verdict = "significant" if values.get("significant") else "not significant"
             rows.append(
                 f"<tr><td>{html.escape(treatment)}</td><td>{html.escape(metric)}</td>"
-                f"<td>{percent(values['effect'])}</td>"
-                f"<td>[{percent(values['lower'])}, {percent(values['upper'])}]</td>"
-                f"<td>{verdict}</td><td>{percent(values['mde'], signed=False)}</td></tr>"
+                f"<td>{number(values.get('control_mean'), 4)}</td><td>{number(values.get('treatment_mean'), 4)}</td>"
+                f"{_effect_cells(metric, values)}</tr>"
             )
     return "\n".join(rows)
 
 
-def build_index(pages: list[tuple[str, str]], ab_metrics: dict) -> str:
-    links = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(title)}</a></li>' for title, href in pages)
-    table = metric_rows(ab_metrics)
-    effects = (
-        "<h2>A/B effects (percent of control)</h2><table border=1 cellpadding=4>"
-        "<tr><th>treatment</th><th>metric</th><th>effect</th><th>interval</th><th></th>"
-        "<th>detectable with 80% power</th></tr>"
-        f"{table}</table>"
-        if table else ""
+def _model_description(name: str, model: dict) -> str:
+    return (f"<b>{html.escape(model.get('label', name))}</b> (<code>models.{html.escape(name)}</code>: "
+            f"{html.escape(str(model.get('similarity')))} similarity, dimension {model.get('embedding_dim')}, "
+            f"{html.escape(str(model.get('loss', '')).upper())} loss)")
+
+
+def _homework_section(params: dict, ab_metrics: dict, latency: dict, figures: Path) -> str:
+    if not ab_metrics:
+        return ""
+    simulate, models = params.get("simulate", {}), params.get("models", {})
+    arms = ab_metrics.get("arms", {})
+    who = {"C": simulate.get("control"), "T1": simulate.get("treatment")}
+    arm_items = "".join(
+        f"<li><b>{arm}</b> ({'control' if arm == 'C' else 'treatment'}): the Contextual recommender serving the "
+        f"neighbours of {_model_description(who[arm], models.get(who[arm], {}))}; "
+        f"{arms.get(arm, {}).get('users', 0):,} users, {arms.get(arm, {}).get('sessions', 0):,} sessions</li>"
+        for arm in ("C", "T1") if who.get(arm)
     )
+    srm = ab_metrics.get("srm", {})
+    srm_text = (f"Sample-ratio check: p = {srm['p_value']:.3f} "
+                f"({'a MISMATCH: the split is broken, do not trust the effects' if srm.get('mismatch') else 'the split is as designed'})."
+                if srm else "")
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>botify-lab reports</title></head><body>"
-        "<h1>botify-lab: pipeline reports</h1>"
-        f"{effects}<h2>Notebooks</h2><ul>{links}</ul></body></html>\n"
+        f"<h2>The homework A/B test ({html.escape(str(ab_metrics.get('experiment', '')))})</h2>"
+        f"<p>Can the homework's model beat the course's Contextual model on time per session? Both arms are served "
+        f"by the real service to the same seeded simulated traffic; each user's arm is fixed by a hash.</p>"
+        f"<ul>{arm_items}</ul><p>{srm_text}</p>"
+        "<table><tr><th>arm</th><th>metric</th><th>control mean</th><th>treatment mean</th><th>effect</th>"
+        f"<th>{100 * (1 - ab_metrics.get('alpha', 0.05)):.0f}% Welch interval</th><th></th>"
+        "<th>detectable with 80% power</th></tr>"
+        f"{metric_rows(ab_metrics, latency)}</table>"
+        f"{_figure(figures / 'ab_effects.png', 'effects with their intervals')}"
+    )
+
+
+def _leaderboard_section(board: dict, figures: Path) -> str:
+    if not board:
+        return ""
+    labels = board.get("recommenders", {})
+    rows = []
+    for arm, means in board.get("arm_means", {}).items():
+        values = board.get("effects", {}).get(arm, {}).get("mean_time_per_session")
+        effect = _effect_cells("mean_time_per_session", values) if values else "<td></td><td></td><td>control</td><td></td>"
+        rows.append(f"<tr><td>{arm}</td><td>{html.escape(labels.get(arm, arm))}</td>"
+                    f"<td>{number(means.get('mean_time_per_session'))}</td>"
+                    f"<td>{number(means.get('mean_tracks_per_session'))}</td>{effect}</tr>")
+    return (
+        "<h2>The course's leaderboard</h2>"
+        "<p>Every recommender in one experiment, Random as the control, effects on mean time per session.</p>"
+        "<table><tr><th>arm</th><th>recommender</th><th>time per session</th><th>tracks per session</th>"
+        "<th>effect vs Random</th><th>interval</th><th></th><th>detectable</th></tr>"
+        f"{''.join(rows)}</table>{_figure(figures / 'leaderboard.png', 'leaderboard')}"
+    )
+
+
+def _calibration_section(calibration: dict) -> str:
+    if not calibration:
+        return ""
+    rows = []
+    for arm, metrics in calibration.get("arms", {}).items():
+        for metric, cell in metrics.items():
+            if cell.get("tolerance") is None:
+                continue
+            ok = cell.get("within_tolerance")
+            shade = GAIN_COLOUR if ok else LOSS_COLOUR
+            rows.append(f"<tr><td>{arm} {html.escape(cell.get('recommender', ''))}</td><td>{metric}</td>"
+                        f"<td>{number(cell.get('published'))}</td><td>{number(cell.get('simulated'))}</td>"
+                        f"<td style='background-color: {shade}'>{number(cell.get('ratio'))} "
+                        f"(±{100 * cell['tolerance']:.0f}% allowed)</td></tr>")
+    verdict = "within tolerance and in the published order" if calibration.get("calibrated") else "NOT calibrated"
+    return (
+        "<h2>Is this world the course's? The published TOP_POP table</h2>"
+        f"<p>The course's week-1 experiment replayed through the service over {len(calibration.get('seeds', []))} "
+        f"seeds: {verdict}.</p>"
+        "<table><tr><th>arm</th><th>metric</th><th>published</th><th>simulated</th><th>ratio</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+DEFINITIONS = """<h2>Metrics</h2><dl>
+<dt>mean_time_per_session</dt><dd>per user, total listen time (each track's heard share, 0..1, summed) over their
+sessions, divided by the number of sessions; the arm's value is the mean over its users. The homework's target.</dd>
+<dt>mean_tracks_per_session</dt><dd>per user, log rows (tracks played) per session, averaged over users.</dd>
+<dt>time, sessions</dt><dd>per user totals, averaged over users.</dd>
+<dt>mean_request_latency</dt><dd>per user, milliseconds the service spent per request (lower is better).</dd>
+<dt>effect, interval</dt><dd>treatment mean minus control mean in percent of the control mean, with Welch's t
+interval; green: significantly better, red: significantly worse. "Detectable" is the smallest effect this many
+users would find with 80% power.</dd></dl>"""
+
+STYLE = """<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td:first-child,td:nth-child(2),th{text-align:left}img{max-width:100%}</style>"""
+
+
+def build_index(pages: list[tuple[str, str]], ab_metrics: dict, *, params: dict | None = None,
+                latency: dict | None = None, leaderboard: dict | None = None, calibration: dict | None = None,
+                figures: Path = layout.FIGURES) -> str:
+    """The study's front page: what was compared, the answers with their colours and figures, links to the rest."""
+    links = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(title)}</a></li>' for title, href in pages)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>botify-lab: the study</title>{STYLE}</head><body>"
+        "<h1>botify-lab: the study</h1>"
+        "<p>Simulated users listened to the botify service; models learned from its event log; A/B tests served them "
+        "back to seeded traffic. Every number below was regenerated by <code>make repro</code>.</p>"
+        f"{_homework_section(params or {}, ab_metrics, latency or {}, figures)}"
+        f"{_leaderboard_section(leaderboard or {}, figures)}"
+        f"{_calibration_section(calibration or {})}"
+        f"{DEFINITIONS}<h2>Notebooks</h2><ul>{links}</ul></body></html>\n"
     )
 
 
 def page_order(notebook: Path) -> tuple[int, str]:
-    """Pages in the order the pipeline runs: training, export, simulation, analysis."""
-    stages = ("train", "export", "simulate", "ab_analysis")
+    """Pages in the order the pipeline runs: training, export, simulation, analysis, then the rest."""
+    stages = ("train", "export", "simulate", "ab_analysis", "calibration", "leaderboard")
     rank = next((i for i, stage in enumerate(stages) if notebook.stem.startswith(stage)), len(stages))
     return rank, notebook.stem
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", type=Path, help="folder of executed notebooks to render")
-    parser.add_argument("--ab-metrics", type=Path, default=Path("metrics/ab.json"))
-    parser.add_argument("--out", type=Path, default=Path("reports/html"))
+    parser.add_argument("--notebooks", type=Path, default=layout.NOTEBOOKS, help="folder of executed notebooks")
+    parser.add_argument("--out", type=Path, default=layout.REPORT)
+    parser.add_argument("--metrics", type=Path, default=layout.METRICS, help="folder of the metrics files")
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
-    ab_metrics = orjson.loads(args.ab_metrics.read_bytes()) if args.ab_metrics.exists() else {}
+    params = load_params(args.params) if args.params.is_file() else {}
     with atomic_output_dir(args.out) as scratch:
         pages = []
         for notebook in sorted(args.notebooks.glob("*.ipynb"), key=page_order):
             page = f"{notebook.stem}.html"
             (scratch / page).write_text(notebook_to_html(notebook), encoding="utf-8")
             pages.append((notebook.stem, page))
-        (scratch / "index.html").write_text(build_index(pages, ab_metrics), encoding="utf-8")
+        index = build_index(pages, _read_json(args.metrics / "ab.json"), params=params,
+                            latency=_read_json(args.metrics / "latency.json"),
+                            leaderboard=_read_json(args.metrics / "leaderboard.json"),
+                            calibration=_read_json(args.metrics / "calibration.json"))
+        (scratch / "index.html").write_text(index, encoding="utf-8")
     print(f"report: {len(pages)} pages and index.html in {args.out}")
 
 

@@ -1,30 +1,25 @@
 """Lock-step engine: thousands of sessions advance one recommendation at a time as numpy array operations.
 
-A Python loop per step tops out near 100k steps/s; the in-process random recommender can answer a whole batch at
-once, so here every rule of `sim.user.Session` is applied to arrays instead. The draws are the same counter-based
-ones and the listen time is the same function, so each episode's outcome is bit-identical to the scalar path
-(tests/sim checks this episode by episode, trace line by trace line).
+A Python loop per step tops out near 100k steps/s; a recommender with a `recommend_batch` method (the in-process
+random recommender, for one) answers a whole batch at once, so here every rule of `sim.user.Session` is applied to
+arrays instead. The draws are the same counter-based ones and the listen time is the same function, so each
+episode's outcome is bit-identical to `sim.episodes.play_episode` (tests/sim checks this episode by episode, trace
+line by trace line).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from sim import rng
 from sim.agents import InvalidAnswer
+from sim.episodes import Outcomes
 from sim.user import FIRST_TRACK_TIME, listen_times, trace_line
 from sim.world import World
 
-
-@dataclass
-class BatchResult:
-    episodes: np.ndarray
-    users: np.ndarray
-    rewards: np.ndarray
-    steps: np.ndarray
-    invalid: np.ndarray
-    trace: list[bytes] | None  # per episode, its trace lines in step order
+# Episodes advanced together: large enough to amortise numpy's per-call cost, small enough to bound memory.
+CHUNK = 8192
 
 
 def episode_starts(world: World, seed: int, day: int, episodes: np.ndarray):
@@ -40,7 +35,8 @@ def episode_starts(world: World, seed: int, day: int, episodes: np.ndarray):
 
 def run_lockstep(
     world: World, agent, seed: int, day: int, episodes: np.ndarray, *, strict: bool = False, trace: bool = False
-) -> BatchResult:
+) -> Outcomes:
+    """Play these episodes of `day` together against `agent.recommend_batch`."""
     users = world.users
     n = len(episodes)
     keys, user_rows, interests = episode_starts(world, seed, day, episodes)
@@ -114,7 +110,18 @@ def run_lockstep(
         active = active[budget[active] > 0]
 
     trace_lines = _trace_lines(log, day, episodes, user_ids, interests) if trace else None
-    return BatchResult(episodes, user_ids, reward, steps, invalid, trace_lines)
+    return Outcomes(np.asarray(episodes, dtype=np.int64), user_ids, reward, steps, invalid, trace_lines)
+
+
+def run_lockstep_in_chunks(world: World, agent, seed: int, day: int, episodes: np.ndarray, *, strict: bool,
+                           trace: bool, progress: Callable[[int], object]) -> Outcomes:
+    """`run_lockstep` over `CHUNK` episodes at a time, reporting progress after each chunk."""
+    parts = []
+    for start in range(0, len(episodes), CHUNK):
+        chunk = episodes[start : start + CHUNK]
+        parts.append(run_lockstep(world, agent, seed, day, chunk, strict=strict, trace=trace))
+        progress(len(chunk))
+    return Outcomes.merge(parts, trace)
 
 
 def _trace_lines(log, day, episodes, user_ids, interests) -> list[bytes]:

@@ -4,7 +4,7 @@ For a track t (as a session's first track, i.e. its context row), every catalog 
 similarity and the best k become t's recommendations. The scoring runs in blocks of contexts so a 50,000-track
 catalog never needs the full 50,000 x 50,000 score matrix in memory.
 
-Self rule: a track is never its own neighbour. Spec 2 gives a track already played in the session a listen time
+Self rule: a track is never its own neighbour. The simulated user gives a track already played in the session a listen time
 of 0, and the Contextual recommender is asked right after the user heard t, so recommending t itself is always a
 wasted turn (the course's dot export did not exclude it, which only wasted some of its 10 slots).
 
@@ -19,8 +19,9 @@ import orjson
 import torch
 from torch.nn import functional as F
 
-from botify_lab.catalog import atomic_write_bytes, read_catalog
-from botify_lab.model import ContextualModel, torch_setup
+from botify_lab.formats import atomic_write_bytes
+from botify_lab.research.catalog import read_catalog
+from botify_lab.research.model import ContextualModel, torch_setup
 
 SCORE_BLOCK_BYTES = 256 * 1024 * 1024
 
@@ -138,3 +139,10 @@ def write_track_recommendations(catalog_path: Path | str, neighbours: np.ndarray
 def coverage(neighbours: np.ndarray) -> int:
     """How many distinct tracks appear in any recommendation list (the course's catalog-coverage view)."""
     return int(np.unique(np.asarray(neighbours)).size)
+
+
+def same_artist_share(neighbours: np.ndarray, track_artists: np.ndarray) -> float:
+    """Share of recommendation slots filled by a track of the same artist as the list's own track."""
+    neighbours = np.asarray(neighbours)
+    track_artists = np.asarray(track_artists)
+    return float((track_artists[neighbours] == track_artists[:, None]).mean())

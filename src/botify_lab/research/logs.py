@@ -1,104 +1,59 @@
-"""The service's event log as tables: rows, sessions (spec 7), training pairs (spec 6) and track popularity (spec 5).
+"""The service's event log as tables: rows, sessions, training pairs and track popularity, as the course built them.
 
 Everything is vectorised (numpy/pandas) after one orjson pass over the lines, so a log of a few hundred thousand
 events loads and sessionizes in a few seconds.
 """
 from __future__ import annotations
 
-import math
-import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from botify_lab.catalog import jsonl_rows
+from botify_lab.formats import LOG_FILE_NAME, event_problem, iter_json_lines, log_files
 
-LOG_NAME = "data.json"
-LOG_KEYS = ("message", "timestamp", "user", "track", "time", "latency", "recommendation", "experiments")
-MESSAGES = ("next", "last")
 SESSION_FIELDS = ("user", "session", "start", "tracks", "time", "latency", "closed")
-_ROTATED = re.compile(re.escape(LOG_NAME) + r"\.(\d+)")
-_KEY_SET = frozenset(LOG_KEYS)
 
 
 class LogFormatError(ValueError):
     """A log line that does not follow the event-log schema; the message names the file and line."""
 
 
-def log_files(log_dir: Path | str) -> list[Path]:
-    """The log's files oldest first: `data.json.K` ... `data.json.1`, then `data.json` (RotatingFileHandler naming)."""
+def event_log_files(log_dir: Path | str) -> list[Path]:
+    """The log's files in writing order: a folder's rotated files, or one file given directly (gzipped or not)."""
     log_dir = Path(log_dir)
+    if log_dir.is_file():
+        return [log_dir]
     if not log_dir.is_dir():
         raise FileNotFoundError(f"event-log folder not found: {log_dir}")
-    rotated = []
-    for path in log_dir.iterdir():
-        match = _ROTATED.fullmatch(path.name)
-        if match and path.is_file():
-            rotated.append((int(match.group(1)), path))
-    files = [path for _, path in sorted(rotated, reverse=True)]
-    current = log_dir / LOG_NAME
-    if current.is_file():
-        files.append(current)
+    files = log_files(log_dir)
     if not files:
-        raise FileNotFoundError(f"no {LOG_NAME} or {LOG_NAME}.N files in {log_dir}")
+        raise FileNotFoundError(f"no {LOG_FILE_NAME} or {LOG_FILE_NAME}.N files in {log_dir}")
     return files
 
 
-def _is_int(value) -> bool:
-    return type(value) is int
-
-
-def _is_number(value) -> bool:
-    return (type(value) is int or type(value) is float) and math.isfinite(value)
-
-
-def _row_problem(row) -> str | None:
-    """Why a parsed line is not an event, or None when it is one."""
-    if type(row) is not dict:
-        return "not a JSON object"
-    if row.keys() != _KEY_SET:
-        missing = sorted(_KEY_SET - row.keys())
-        extra = sorted(row.keys() - _KEY_SET)
-        return f"keys differ from the schema (missing {missing}, unexpected {extra})"
-    message = row["message"]
-    if message not in MESSAGES:
-        return f"message must be 'next' or 'last', got {message!r}"
-    for key in ("timestamp", "user", "track"):
-        if not _is_int(row[key]):
-            return f"{key} must be an integer, got {row[key]!r}"
-    if not _is_number(row["time"]):
-        return f"time must be a finite number, got {row['time']!r}"
-    if not _is_number(row["latency"]) or row["latency"] < 0:
-        return f"latency must be a finite number >= 0, got {row['latency']!r}"
-    recommendation = row["recommendation"]
-    if message == "next" and not _is_int(recommendation):
-        return f"a 'next' row needs an integer recommendation, got {recommendation!r}"
-    if message == "last" and recommendation is not None:
-        return f"a 'last' row has recommendation null, got {recommendation!r}"
-    experiments = row["experiments"]
-    if type(experiments) is not dict or not all(
-        type(name) is str and type(arm) is str for name, arm in experiments.items()
-    ):
-        return f"experiments must map experiment names to arm names, got {experiments!r}"
-    return None
-
-
 def read_log(log_dir: Path | str) -> pd.DataFrame:
-    """All events of a log folder in the log's own order, with an explicit `order` column (0, 1, ...).
+    """All events of a log folder (or of one log file) in the log's own order, with an `order` column (0, 1, ...).
 
     Columns: order, message, timestamp (ms), user, track, time, latency (s), recommendation (nullable Int64),
     experiments (dict per row). Blank lines are skipped; any other malformed line raises LogFormatError naming
-    file:line, so nothing is silently dropped.
+    file:line, so nothing is silently dropped. Gzipped files (`data.json.gz`, `x.jsonl.gz`) are read as they are.
+    Negative latencies (the course's own logs hold a few, from clock adjustments) are kept, with a warning.
     """
     rows: list[dict] = []
-    for path in log_files(log_dir):
-        for line_number, row in jsonl_rows(path, LogFormatError):
-            problem = _row_problem(row)
+    for path in event_log_files(log_dir):
+        for line_number, row in iter_json_lines(path, LogFormatError):
+            problem = event_problem(row)
             if problem is not None:
                 raise LogFormatError(f"{path}:{line_number}: {problem}")
             rows.append(row)
-    return _events_frame(rows)
+    events = _events_frame(rows)
+    negative = int((events["latency"] < 0).sum())
+    if negative:
+        warnings.warn(f"{log_dir}: {negative} events with a negative latency (a clock adjustment while serving); "
+                      "kept as logged", stacklevel=2)
+    return events
 
 
 def _events_frame(rows: list[dict]) -> pd.DataFrame:
@@ -156,7 +111,7 @@ def _session_starts(users: np.ndarray, is_last: np.ndarray) -> np.ndarray:
 
 
 def sessionize(events: pd.DataFrame, *, include_unclosed: bool = False) -> pd.DataFrame:
-    """Spec 7 sessions: per user in time order, rows accumulate until a "last" row closes the session.
+    """The course's sessions: per user in time order, rows accumulate until a "last" row closes the session.
 
     One row per session: user, one arm column per experiment in the log (named after the experiment, taken
     from the session's first row), session (0-based index within the user), start (first timestamp, ms),
@@ -204,7 +159,7 @@ def sessionize(events: pd.DataFrame, *, include_unclosed: bool = False) -> pd.Da
 
 
 def training_pairs(events: pd.DataFrame) -> pd.DataFrame:
-    """Spec 6 examples: per session, (session's first track, this track, this track's listen time) for every row
+    """The contextual model's examples: per session, (session's first track, this track, this track's listen time) for every row
     after the first.
 
     A row's `track` is the track just listened to with its `time`; a session's first row carries the first track
@@ -230,7 +185,7 @@ def training_pairs(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def track_popularity(events: pd.DataFrame) -> pd.Series:
-    """Spec 5 popularity: total listen time per logged track (every row's track with its time), indexed by track."""
+    """TopPop's popularity: total listen time per logged track (every row's track with its time), indexed by track."""
     popularity = events.groupby("track", sort=True)["time"].sum()
     popularity.name = "popularity"
     return popularity

@@ -1,4 +1,4 @@
-"""The contextual model of spec 6 and the homework's variants, trained with plain torch (no Lightning).
+"""The course's week-4 contextual model and the homework's variants, trained with plain torch (no Lightning).
 
 Two embedding tables sized to the catalog: "context" (a session's first track) and "track" (the track listened
 to). The predicted listen time is their similarity: `dot` (the course's), `cosine` (the homework's) or `mlp`
@@ -104,6 +104,7 @@ class TrainingResult:
     test: dict = field(default_factory=dict)
     best_epoch: int = 0
     sizes: dict = field(default_factory=dict)
+    test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of the pairs held out
 
     def metrics(self, digits: int = 6) -> dict:
         """JSON-able summary for metrics/train_<model>.json: floats rounded so reruns compare byte for byte."""
@@ -219,7 +220,7 @@ def train_contextual(
     strict_determinism: bool = False,
     progress: bool = True,
 ) -> TrainingResult:
-    """Fit the model on (context, track, time) pairs as the course's week-4 seminar did (spec 6).
+    """Fit the model on (context, track, time) pairs as the course's week-4 seminar did.
 
     Adam with weight decay, learning rate reduced on a validation-loss plateau, early stopping on validation
     loss; the best epoch's weights are kept. Test metrics compare the model with a uniform random guess in
@@ -274,7 +275,7 @@ def train_contextual(
         model.load_state_dict(best_state)
         test_metrics = _test_metrics(model, context[test_idx], track[test_idx], target[test_idx], train[2], generator)
     sizes = {"pairs": len(target), "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)}
-    return TrainingResult(model, settings, history, test_metrics, best_epoch, sizes)
+    return TrainingResult(model, settings, history, test_metrics, best_epoch, sizes, test_idx.numpy())
 
 
 def _test_metrics(model, context, track, target, train_target, generator) -> dict:

@@ -1,4 +1,4 @@
-"""Issue 5's Indexed recommender: personal track lists from a collaborative model of the collected log.
+"""The Indexed recommender's model: personal track lists from a collaborative model of the collected log.
 
 The course trained LightFM on positive interactions (listen time > 0.8). Here a small torch BPR model
 (implicit-feedback matrix factorisation: user and track factors plus a track bias, trained so a user's positive
@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from botify_lab.catalog import atomic_write_bytes
-from botify_lab.export import top_k_columns
-from botify_lab.model import torch_setup
+from botify_lab.formats import atomic_write_bytes
+from botify_lab.research.export import top_k_columns
+from botify_lab.research.model import torch_setup
 
 POSITIVE_TIME = 0.8
 USER_BLOCK = 512

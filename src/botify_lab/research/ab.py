@@ -1,4 +1,7 @@
-"""The course's A/B analysis (spec 7): user-level metrics, Welch intervals per treatment, plus SRM and Holm checks.
+"""The course's A/B analysis: user-level metrics, Welch intervals per treatment, plus SRM and Holm checks.
+
+The course's week-1 recipe: sessionize the log per user, sum each user's sessions per arm, take per-user means
+(time and tracks per session, latency per request), and compare each treatment arm with control C.
 
 Effects and their bounds are reported in percent of the control mean, as the course's week-1 table did. The
 interval is Welch's t interval with Welch-Satterthwaite degrees of freedom (scipy), `significant` when it excludes
@@ -17,11 +20,16 @@ from statsmodels.stats.multitest import multipletests
 
 METRICS = ("time", "sessions", "mean_request_latency", "mean_tracks_per_session", "mean_time_per_session")
 LATENCY_METRICS = ("mean_request_latency",)
+LOWER_IS_BETTER = frozenset(LATENCY_METRICS)  # a rise in latency is a loss, so it is coloured red
 EFFECT_COLUMNS = (
     "treatment", "metric", "control_n", "treatment_n", "control_mean", "treatment_mean", "effect", "lower", "upper",
     "significant", "p_value", "p_holm", "significant_holm", "mde",
 )
 COURSE_COLUMNS = ("control_mean", "treatment_mean", "effect", "upper", "lower", "significant")
+# The power at which the minimum detectable effect is reported, and the customary sample-ratio-mismatch threshold
+# (a real mismatch invalidates the whole test, so it is strict); params.yaml `ab:` passes both in the pipeline.
+DEFAULT_POWER = 0.8
+DEFAULT_SRM_ALPHA = 0.001
 
 
 def arm_order(arms, control: str = "C") -> list[str]:
@@ -30,7 +38,7 @@ def arm_order(arms, control: str = "C") -> list[str]:
 
 
 def user_metrics(sessions: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """Spec 7 step 3: one row per (user, arm) with sums over their sessions and the per-session/per-request means.
+    """One row per (user, arm) with sums over their sessions and the per-session/per-request means.
 
     Columns: user, arm, sessions, time, tracks, latency (ms), mean_request_latency (ms per request),
     mean_tracks_per_session, mean_time_per_session. Sessions logged without the experiment are left out.
@@ -54,7 +62,7 @@ def user_metrics(sessions: pd.DataFrame, experiment: str) -> pd.DataFrame:
 
 
 def arm_statistics(metrics: pd.DataFrame, metric_names: Sequence[str] = METRICS, control: str = "C") -> pd.DataFrame:
-    """Spec 7 step 4: per arm and metric, the count, mean and variance (ddof 1) of the user-level values."""
+    """Per arm and metric, the count, mean and variance (ddof 1) of the user-level values."""
     rows = []
     for arm in arm_order(metrics["arm"], control):
         values = metrics[metrics["arm"] == arm]
@@ -63,6 +71,16 @@ def arm_statistics(metrics: pd.DataFrame, metric_names: Sequence[str] = METRICS,
             rows.append({"arm": arm, "metric": metric, "count": len(column), "mean": column.mean(),
                          "variance": column.var(ddof=1)})
     return pd.DataFrame(rows)
+
+
+def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean, lower, upper): the t interval of one sample's mean (NaN bounds with fewer than 2 values)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean()) if len(values) else math.nan
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(1 - alpha / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
 
 
 def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -78,7 +96,7 @@ def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.
 
 
 def minimum_detectable_effect(
-    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05, power: float = 0.8
+    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05, power: float = DEFAULT_POWER
 ) -> float:
     """The smallest true difference of means this sample detects with the given power (two-sided Welch test).
 
@@ -107,13 +125,14 @@ def ab_effects(
     control: str = "C",
     alpha: float = 0.05,
     metric_names: Sequence[str] = METRICS,
+    power: float = DEFAULT_POWER,
 ) -> pd.DataFrame:
-    """Spec 7 step 5: per treatment and metric, the effect vs control with its Welch interval, in percent.
+    """Per treatment and metric, the effect vs control with its Welch interval, in percent.
 
     Columns: treatment, metric, control_n, treatment_n (users), control_mean, treatment_mean, effect, lower,
     upper (percent of control_mean), significant (interval excludes 0), p_value, p_holm (Holm across the
     treatments of one metric; equals p_value with one treatment), significant_holm (p_holm < alpha), mde (the
-    minimum effect detectable with 80% power at this alpha, percent of control_mean).
+    minimum effect detectable with the given power at this alpha, percent of control_mean).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -138,7 +157,7 @@ def ab_effects(
                 "control_mean": control_mean, "treatment_mean": float(treatment_values[metric].mean()),
                 "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
                 "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
-                "mde": _percent(minimum_detectable_effect(treatment_sample, control_sample, alpha), control_mean),
+                "mde": _percent(minimum_detectable_effect(treatment_sample, control_sample, alpha, power), control_mean),
             })
     effects = pd.DataFrame(rows)
     effects["p_holm"] = np.nan
@@ -155,7 +174,7 @@ def ab_effects(
 def srm_check(
     arm_counts: Mapping[str, int] | pd.Series,
     expected_shares: Mapping[str, float] | None = None,
-    alpha: float = 0.001,
+    alpha: float = DEFAULT_SRM_ALPHA,
 ) -> dict:
     """Sample-ratio mismatch: chi-square test of the users per arm against the designed split (equal by default).
 
@@ -189,15 +208,24 @@ def srm_check(
     }
 
 
+GAIN_COLOUR, LOSS_COLOUR = "#b7e1b0", "#f4b6b6"
+
+
+def effect_colour(metric: str, effect: float, significant: bool) -> str | None:
+    """The course's colours: green for a significant gain, red for a significant loss (lower latency is a gain)."""
+    if not significant:
+        return None
+    gain = effect < 0 if metric in LOWER_IS_BETTER else effect > 0
+    return GAIN_COLOUR if gain else LOSS_COLOUR
+
+
 def effects_table(effects: pd.DataFrame):
-    """The course's coloured table: green when significantly positive, red when significantly negative."""
+    """The course's coloured table: green when significantly better, red when significantly worse."""
     table = effects.set_index(["treatment", "metric"])[list(COURSE_COLUMNS)]
 
     def colour(row: pd.Series) -> list[str]:
-        if not row["significant"]:
-            return [""] * len(row)
-        shade = "#b7e1b0" if row["effect"] > 0 else "#f4b6b6"
-        return [f"background-color: {shade}"] * len(row)
+        shade = effect_colour(row.name[1], row["effect"], row["significant"])
+        return [f"background-color: {shade}" if shade else ""] * len(row)
 
     return table.style.apply(colour, axis=1).format(
         {"control_mean": "{:.4f}", "treatment_mean": "{:.4f}", "effect": "{:+.2f}%", "upper": "{:+.2f}%",

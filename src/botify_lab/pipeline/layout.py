@@ -1,0 +1,43 @@
+"""Where every stage reads and writes: the one home of the pipeline's paths (dvc.yaml names the same paths, and
+`tests/pipeline/test_layout.py` checks that the two agree). Paths are relative to the repository root."""
+from __future__ import annotations
+
+from pathlib import Path
+
+WORLD = Path("data")
+CATALOG = WORLD / "tracks.json"
+BUILD = Path("build")
+PARAMS_CHECKED = BUILD / "params.checked"
+NOTEBOOKS = BUILD / "notebooks"
+COLLECT = BUILD / "collect"
+COLLECT_LOG = COLLECT / "log"
+TOP_TRACKS = BUILD / "toppop" / "top_tracks.json"
+MODELS = BUILD / "models"
+RECS = BUILD / "recs"
+SIMULATE = BUILD / "simulate"
+SIMULATE_LOG = SIMULATE / "log"
+CALIBRATE = BUILD / "calibrate"
+INDEXED = BUILD / "indexed"
+USER_RECS = INDEXED / "user_recs.json"
+LEADERBOARD = BUILD / "leaderboard"
+METRICS = Path("metrics")
+WORLD_SEARCH_TABLE = METRICS / "calibration_search.csv"
+FIGURES = Path("reports") / "figures"
+REPORT = Path("reports") / "html"
+
+
+def model_dir(name: str) -> Path:
+    return MODELS / name
+
+
+def recs_file(name: str) -> Path:
+    """The track-recommendations file a model's export writes for the Contextual recommender."""
+    return RECS / f"{name}.json"
+
+
+def metrics_file(name: str) -> Path:
+    return METRICS / f"{name}.json"
+
+
+def figure_file(name: str) -> Path:
+    return FIGURES / f"{name}.png"

@@ -1,0 +1,58 @@
+"""Stage `train@<model>`: the course's week-4 contextual model fitted on the collected log (notebooks/train.ipynb).
+
+The model's section of `models:` (embedding_dim, similarity, loss, mlp settings) plus the shared `train:`
+optimisation settings and the seed define the run; it reads only the event log and the public catalog.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_metrics
+from botify_lab.research.catalog import read_catalog
+from botify_lab.research.logs import read_log, training_pairs
+from botify_lab.research.model import TrainingResult, predict, save_model, train_contextual
+
+MODEL_KEYS = ("embedding_dim", "similarity", "loss", "mlp_hidden", "mlp_sigmoid")
+
+
+@dataclass
+class TrainedModel:
+    name: str
+    events: int
+    catalog_size: int
+    pairs: pd.DataFrame
+    result: TrainingResult
+    test_pairs: pd.DataFrame
+    test_predictions: np.ndarray
+
+
+def train_settings(name: str, params: dict) -> dict:
+    """Keyword arguments of `train_contextual` for model `name`, all from params.yaml."""
+    if name not in params["models"]:
+        raise KeyError(f"no model {name!r} in params.yaml `models:` (have {sorted(params['models'])})")
+    model, train = params["models"][name], params["train"]
+    return {
+        **{key: model[key] for key in MODEL_KEYS},
+        "lr": train["lr"], "weight_decay": train["weight_decay"], "batch_size": train["batch_size"],
+        "max_epochs": train["max_epochs"], "plateau_patience": train["plateau_patience"],
+        "early_stopping_patience": train["early_stopping_patience"], "splits": tuple(train["splits"]),
+        "init_std": train["init_std"], "seed": params["seed"],
+    }
+
+
+def train_model(name: str, params: dict) -> TrainedModel:
+    """Train model `name` on the collected log; write build/models/<name> and metrics/train_<name>.json."""
+    catalog = read_catalog(layout.CATALOG)
+    events = read_log(layout.COLLECT_LOG)
+    pairs = training_pairs(events)
+    result = train_contextual(pairs, len(catalog), **train_settings(name, params), progress=show_progress())
+    with atomic_output_dir(layout.model_dir(name)) as scratch:
+        save_model(result.model, scratch)
+    write_metrics(f"train_{name}", {"model": name, **result.metrics()}, sort_keys=True)
+    test_pairs = pairs.iloc[result.test_index]
+    predictions = predict(result.model, test_pairs["context"].to_numpy(), test_pairs["track"].to_numpy())
+    return TrainedModel(name, len(events), len(catalog), pairs, result, test_pairs, predictions)

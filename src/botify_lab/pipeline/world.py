@@ -1,0 +1,99 @@
+"""The simulator's world in the pipeline: generated from params.yaml's `world:` section and checked against data.dvc.
+
+A fresh clone has no DVC remote, so `data/` (versioned by `data.dvc`) cannot be pulled. The world generator is
+deterministic, so the world is regenerated from `params.yaml` and must hash to what `data.dvc` records: a mismatch
+fails loudly instead of letting DVC silently re-commit a different world.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.params import WorldParams, check_params, load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DATA_DIR_NAME = layout.WORLD.name
+WORLD_FILES = ("tracks.json", "users.json", "tracks.npy", "world.json")
+
+
+class WorldMismatch(RuntimeError):
+    """data/ is not the world data.dvc records; the message says what to do."""
+
+
+def dvc_dir_md5(directory: Path) -> str:
+    """The `md5: <hash>.dir` DVC 3 records for a directory: md5 of the sorted JSON list of (relpath, md5) entries."""
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        entries.append({"md5": digest.hexdigest(), "relpath": path.relative_to(directory).as_posix()})
+    entries.sort(key=lambda entry: entry["relpath"].split("/"))
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def recorded_world_md5(root: Path = REPO_ROOT) -> str | None:
+    dvc_file = root / "data.dvc"
+    if not dvc_file.exists():
+        return None
+    with open(dvc_file, encoding="utf-8") as handle:
+        outs = yaml.safe_load(handle)["outs"]
+    return next(out["md5"] for out in outs if out["path"] == DATA_DIR_NAME)
+
+
+def world_arguments(params: dict) -> dict:
+    """`params.yaml`'s `world:` section as keyword arguments of the world generator (every knob is there)."""
+    world = dict(params["world"])
+    arguments = {
+        "seed": world.pop("seed"),
+        "n_tracks": world.pop("tracks"),
+        "n_users": world.pop("users"),
+        "dim": world.pop("dim"),
+    }
+    arguments.update(world)
+    return arguments
+
+
+def generate_world_dir(root: Path = REPO_ROOT) -> Path:
+    """Generate the world of `params.yaml` into a scratch folder that replaces `data/` only on success."""
+    from sim.generator import generate_world
+
+    target = root / DATA_DIR_NAME
+    with atomic_output_dir(target) as scratch:
+        params = load_params(root / "params.yaml", check=False)
+        check_params(params.get("world"), "params.yaml", WorldParams)
+        generate_world(scratch, **world_arguments(params))
+    return target
+
+
+def ensure_world(root: Path = REPO_ROOT) -> Path:
+    """Make `data/` exist and match `data.dvc`, regenerating it when missing."""
+    data_dir = root / DATA_DIR_NAME
+    expected = recorded_world_md5(root)
+    if expected is None:
+        raise WorldMismatch("data.dvc is missing: run `make world` to generate the world and record it")
+    complete = all((data_dir / name).is_file() for name in WORLD_FILES)
+    if complete and dvc_dir_md5(data_dir) == expected:
+        return data_dir
+    if complete:
+        raise WorldMismatch(
+            f"{data_dir} does not match data.dvc (expected {expected}, found {dvc_dir_md5(data_dir)}). "
+            "Delete data/ to regenerate it, or run `make world` to record a new world on purpose."
+        )
+    print(f"[bootstrap] {data_dir} missing: regenerating the world from params.yaml", flush=True)
+    generate_world_dir(root)
+    found = dvc_dir_md5(data_dir)
+    if found != expected:
+        raise WorldMismatch(
+            f"the regenerated world hashes to {found}, but data.dvc records {expected}. The generator or the "
+            "world: parameters changed since data.dvc was written; run `make world` to record the new world "
+            "on purpose (and commit data.dvc), or restore the generator."
+        )
+    print(f"[bootstrap] world regenerated and verified against data.dvc ({expected})", flush=True)
+    return data_dir

@@ -1,0 +1,65 @@
+"""dvc.yaml agrees with the code: every module a stage runs is a dependency, and its paths are the layout's."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from botify_lab.pipeline import layout
+from tests.architecture.import_graph import closure, module_file, notebook_imports
+from tests.conftest import REPO_ROOT
+
+STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+RUNNER = "botify_lab.pipeline.notebook"
+
+
+def stage_body(stage: dict) -> dict:
+    return stage["do"] if "foreach" in stage else stage
+
+
+def entry_modules(command: str) -> set[str]:
+    """What a stage command executes: a `python -m` module, or the notebook the runner executes."""
+    module = re.match(r"python -m (\S+)", command).group(1)
+    if module != RUNNER:
+        return {module}
+    notebook = re.search(r"(notebooks/\S+\.ipynb)", command).group(1)
+    return notebook_imports(REPO_ROOT / notebook)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_module_a_stage_runs_is_a_dependency(name):
+    body = stage_body(STAGES[name])
+    deps = set(body["deps"])
+    needed = set()
+    for module in closure(entry_modules(body["cmd"])):
+        path = module_file(module)
+        if module.split(".")[0] in ("botify", "sim"):
+            needed.add(module.split(".")[0])  # the service and the simulator are dependencies as whole folders
+        elif path.name != "__init__.py":
+            needed.add(path.relative_to(REPO_ROOT).as_posix())
+    assert needed <= deps, f"stage {name} runs {sorted(needed - deps)} but does not depend on them"
+    unused = {dep for dep in deps if dep.startswith("src/") and dep.endswith(".py")} - needed
+    assert not unused, f"stage {name} depends on modules it never runs: {sorted(unused)}"
+
+
+def declared_paths() -> set[str]:
+    paths = set()
+    for stage in STAGES.values():
+        body = stage_body(stage)
+        for group in ("deps", "outs", "metrics"):
+            for entry in body.get(group, []):
+                paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def test_layout_paths_are_the_ones_dvc_yaml_declares():
+    declared = declared_paths()
+    for name in ("WORLD", "CATALOG", "COLLECT", "COLLECT_LOG", "TOP_TRACKS", "SIMULATE", "SIMULATE_LOG", "CALIBRATE",
+                 "INDEXED", "LEADERBOARD", "REPORT", "WORLD_SEARCH_TABLE"):
+        assert getattr(layout, name).as_posix() in declared, f"layout.{name} is not in dvc.yaml"
+    key = "${key}"
+    assert layout.model_dir(key).as_posix() in declared and layout.recs_file(key).as_posix() in declared
+    assert layout.metrics_file(f"train_{key}").as_posix() in declared
+    for figure in ("simulate", "ab_effects", "ab_cumulative", "calibration", "leaderboard", f"train_{key}"):
+        assert layout.figure_file(figure).as_posix() in declared

@@ -1,0 +1,60 @@
+"""params.yaml is checked against one schema before any stage works: one line per problem, naming the key, the
+value and what is allowed, and no traceback."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from botify_lab.pipeline.params import ParamsError, check_params, load_params
+from tests.conftest import REPO_ROOT
+
+PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def problems(edit) -> list[str]:
+    params = copy.deepcopy(PARAMS)
+    edit(params)
+    with pytest.raises(ParamsError) as error:
+        check_params(params)
+    return str(error.value).splitlines()
+
+
+def test_the_committed_params_follow_the_schema():
+    assert load_params(REPO_ROOT / "params.yaml") == PARAMS
+
+
+def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed():
+    def edit(params):
+        params["models"]["ours"]["similarity"] = "cosin"
+        params["ab"]["alpha"] = yaml.safe_load("alpha: 0,05")["alpha"]
+        params["world"]["genre_sprad"] = 1.0
+        params["collect"]["episodes"] = 0
+
+    lines = problems(edit)
+    assert len(lines) == 4
+    assert "params.yaml: models.ours.similarity = 'cosin': Input should be 'dot', 'cosine' or 'mlp'" in lines
+    assert any(line.startswith("params.yaml: ab.alpha = ") for line in lines)
+    assert "params.yaml: world.genre_sprad: unknown key (a typo?)" in lines
+    assert "params.yaml: collect.episodes = 0: Input should be greater than or equal to 1" in lines
+
+
+def test_cross_checks_name_the_models():
+    lines = problems(lambda params: params["simulate"].update(treatment="nobody"))
+    assert lines == ["params.yaml: simulate.treatment = 'nobody': must name a model of `models:` (contextual, ours)"]
+    assert problems(lambda params: params["train"].update(splits=[0.8, 0.1, 0.2]))[0].startswith(
+        "params.yaml: train.splits must sum to 1")
+
+
+def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):
+    params = copy.deepcopy(PARAMS)
+    params["models"]["ours"]["loss"] = "huber"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    completed = subprocess.run([sys.executable, "-m", "botify_lab.pipeline.params", "--params", str(path),
+                                "--stamp", str(tmp_path / "checked")], capture_output=True, text=True)
+    assert completed.returncode == 2 and not (tmp_path / "checked").exists()
+    assert completed.stderr.strip() == f"{path}: models.ours.loss = 'huber': Input should be 'mse' or 'mae'"

@@ -1,0 +1,45 @@
+"""The course's own event logs, as students committed them, read and analysed as they are.
+
+They hold what our own logs never do (gzip, experiments the students added, other arm names), and the published
+table of one of them is reproduced to the third decimal.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from botify_lab.research import ab
+from botify_lab.research.logs import experiment_names, read_log, sessionize
+from tests.conftest import SHARED_DIR
+
+REAL_LOGS = SHARED_DIR / "real-logs"
+LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def real_logs_present():
+    if not LOG_FILES:
+        if os.environ.get("CI"):
+            pytest.fail(f"the course's logs are missing from {REAL_LOGS}")
+        pytest.skip(f"the course's logs are not beside the repo ({REAL_LOGS})")
+
+
+@pytest.mark.parametrize("path", LOG_FILES, ids=[path.name.split(".")[0] for path in LOG_FILES])
+def test_every_course_log_reads_and_sessionizes(path):
+    events = read_log(path)
+    assert len(events) > 900 and events["order"].is_monotonic_increasing
+    sessions = sessionize(events)
+    assert sessions["tracks"].sum() <= len(events) and (sessions["tracks"] >= 1).all()
+    for experiment in experiment_names(events):
+        metrics = ab.user_metrics(sessions, experiment)
+        assert metrics["sessions"].sum() > 0
+
+
+def test_the_published_table_of_a_course_log_is_reproduced():
+    events = read_log(REAL_LOGS / "Panamec1__data1.jsonl.gz")
+    metrics = ab.user_metrics(sessionize(events), "RECOMMENDERS")
+    means = metrics.groupby("arm")["mean_time_per_session"].mean().round(3).to_dict()
+    assert means == {"C": 2.046, "T1": 4.875, "T2": 2.347, "T3": 4.589}
+    effects = ab.ab_effects(metrics).set_index(["treatment", "metric"])
+    assert effects.loc[("T1", "mean_time_per_session"), "significant"]
