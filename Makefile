@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv repro test test-quick world calibrate bench repro-time clean-venv
+.PHONY: venv repro test test-quick world calibrate bench repro-time compare clean-venv
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ bench: venv
 # How long the main job takes from nothing (a clone of HEAD), per stage; several minutes.
 repro-time: venv
 	bash bench/repro_time.sh
+
+# The experiments beside the workspace: the params that differ and the headline metrics, as a Markdown table.
+compare:
+	@test -x $(VENV)/bin/dvc || { echo "no .venv yet: run \`make repro\` first" >&2; exit 2; }
+	@$(VENV)/bin/dvc exp show --md --only-changed --drop 'Created|State|Executor'
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,7 +17,7 @@ import json, os, re, subprocess, sys, time
 
 start = time.monotonic()
 marks = []
-process = subprocess.Popen([sys.executable, "-m", "botify_lab.bootstrap", "repro"], stdout=subprocess.PIPE,
+process = subprocess.Popen([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, errors="replace")
 for line in process.stdout:
     match = re.match(r"Running stage '([^']+)'", line)

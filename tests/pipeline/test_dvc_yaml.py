@@ -47,7 +47,7 @@ def declared_paths() -> set[str]:
     paths = set()
     for stage in STAGES.values():
         body = stage_body(stage)
-        for group in ("deps", "outs", "metrics"):
+        for group in ("deps", "outs", "metrics", "plots"):
             for entry in body.get(group, []):
                 paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)
     return paths
@@ -56,10 +56,12 @@ def declared_paths() -> set[str]:
 def test_layout_paths_are_the_ones_dvc_yaml_declares():
     declared = declared_paths()
     for name in ("WORLD", "CATALOG", "COLLECT", "COLLECT_LOG", "TOP_TRACKS", "SIMULATE", "SIMULATE_LOG", "CALIBRATE",
-                 "INDEXED", "LEADERBOARD", "REPORT", "WORLD_SEARCH_TABLE"):
+                 "INDEXED", "LEADERBOARD", "REPORT", "WORLD_SEARCH_TABLE", "ANALYSIS", "PARAMS_CHECKED"):
         assert getattr(layout, name).as_posix() in declared, f"layout.{name} is not in dvc.yaml"
     key = "${key}"
     assert layout.model_dir(key).as_posix() in declared and layout.recs_file(key).as_posix() in declared
     assert layout.metrics_file(f"train_{key}").as_posix() in declared
+    for plot in (f"train_{key}", "ab_effects", "leaderboard"):
+        assert layout.plot_file(plot).as_posix() in declared
     for figure in ("simulate", "ab_effects", "ab_cumulative", "calibration", "leaderboard", f"train_{key}"):
         assert layout.figure_file(figure).as_posix() in declared

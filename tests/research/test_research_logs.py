@@ -222,3 +222,14 @@ def test_a_gzipped_log_file_is_read_directly(tmp_path):
     path.write_bytes(gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in
                                             [event("next", 1, 1, 1, 1.0), event("last", 2, 1, 2, 0.5)])))
     assert logs.read_log(path)["message"].tolist() == ["next", "last"]
+
+
+def test_top_tracks_do_not_depend_on_the_order_of_the_log(tmp_path):
+    """Two processes interleave a log differently on every run; equal totals must tie whatever the float sums say.
+
+    0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ in the last bit, so without care the two tracks below would swap
+    places when the log's order does."""
+    rows = [event("next", 1, 1, 7, 0.1), event("next", 2, 1, 3, 0.3), event("next", 3, 1, 7, 0.2),
+            event("next", 4, 1, 3, 0.2), event("next", 5, 1, 7, 0.3), event("next", 6, 1, 3, 0.1)]
+    assert logs.top_tracks(pd.DataFrame(rows)) == [3, 7]  # a tie: the smaller id first
+    assert logs.top_tracks(pd.DataFrame(rows[::-1])) == [3, 7]

@@ -1,7 +1,8 @@
 """Stage `analyze`: the course's week-1 analysis of the homework A/B log (notebooks/ab_analysis.ipynb).
 
-Writes metrics/ab.json (effects with Welch intervals, SRM check, Holm, detectable effect) and metrics/latency.json
-(latency apart, since it depends on the machine's load).
+Writes metrics/ab.json (the headline: effects on time and tracks per session with their Welch intervals and
+detectable effect, the SRM verdict), plots/ab_effects.csv, and build/analysis/ (the full table with p-values and
+Holm, and latency.json: latency depends on the machine's load, so it stays out of git and out of the metrics).
 """
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.outputs import write_metrics
-from botify_lab.research.ab import ab_effects, ab_metrics_json, latency_metrics_json, srm_check, user_metrics
+from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
+from botify_lab.research.ab import (
+    ab_effects,
+    ab_metrics_json,
+    effect_rows,
+    headline,
+    latency_metrics_json,
+    srm_check,
+    user_metrics,
+)
 from botify_lab.research.logs import read_log, sessionize
 
 
@@ -40,7 +49,11 @@ def analyze(params: dict) -> AbAnalysis:
     settings = params["ab"]
     analysis = analyze_log(layout.SIMULATE_LOG, params["simulate"]["experiment"], alpha=settings["alpha"],
                            power=settings["power"], srm_alpha=settings["srm_alpha"])
-    write_metrics("ab", ab_metrics_json(analysis.effects, experiment=analysis.experiment, metrics=analysis.metrics,
-                                        srm=analysis.srm, alpha=analysis.alpha))
-    write_metrics("latency", latency_metrics_json(analysis.metrics, analysis.effects))
+    document = ab_metrics_json(analysis.effects, experiment=analysis.experiment, metrics=analysis.metrics,
+                               srm=analysis.srm, alpha=analysis.alpha)
+    with atomic_output_dir(layout.ANALYSIS) as scratch:
+        write_json(scratch / "ab.json", document)
+        write_json(scratch / "latency.json", latency_metrics_json(analysis.metrics, analysis.effects))
+    write_metrics("ab", headline(document))
+    write_plot("ab_effects", effect_rows(document))
     return analysis

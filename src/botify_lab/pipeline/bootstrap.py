@@ -22,13 +22,48 @@ class BootstrapError(RuntimeError):
     """A problem the user must fix by hand; printed without a traceback."""
 
 
+# DVC's closing hints (stage dvc.lock with git, turn on auto-staging, push to a remote): this project commits
+# dvc.lock by hand and has no remote by default, so they are noise on every run.
+DVC_HINTS = (b"To track the changes with git, run:", b"git add ", b"To enable auto staging, run:",
+             b"dvc config core.autostage true", b"Use `dvc push` to send your updates to remote storage.")
+
+
+def pass_through_without_hints(source: int, out) -> None:
+    """Copy DVC's output from a file descriptor to `out`, less its hints and the blank lines that framed them.
+
+    Progress bars (redrawn with a carriage return) pass at once; a blank line is held back only until the next line
+    shows whether it framed a hint.
+    """
+    pending: list[bytes] = []
+    partial = b""
+    while chunk := os.read(source, 65536):
+        partial += chunk
+        *lines, partial = partial.split(b"\n")
+        for line in lines:
+            if line.strip().startswith(DVC_HINTS):
+                pending = []
+            elif not line.strip():
+                pending.append(line)
+            else:
+                out.write(b"".join(blank + b"\n" for blank in pending) + line + b"\n")
+                pending = []
+        if b"\r" in partial:
+            out.write(partial)
+            partial = b""
+        out.flush()
+    out.write(partial)
+    out.flush()
+
+
 def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
-    """Run DVC from this venv with analytics off; its exit code becomes ours."""
+    """Run DVC from this venv with analytics off, its output without the hints; its exit code becomes ours."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "SHELL": "/bin/bash"}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    completed = subprocess.run([sys.executable, "-m", "dvc", *arguments], cwd=root, env=env)
-    if completed.returncode != 0:
-        raise BootstrapError(f"`dvc {' '.join(arguments)}` failed with exit code {completed.returncode}")
+    process = subprocess.Popen([sys.executable, "-m", "dvc", *arguments], cwd=root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pass_through_without_hints(process.stdout.fileno(), sys.stdout.buffer)
+    if process.wait() != 0:
+        raise BootstrapError(f"`dvc {' '.join(arguments)}` failed with exit code {process.returncode}")
 
 
 def command_world(root: Path = REPO_ROOT) -> None:

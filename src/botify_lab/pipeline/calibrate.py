@@ -19,7 +19,7 @@ import pandas as pd
 from botify_lab.formats import atomic_write_bytes
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics
+from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics
 from botify_lab.pipeline.top_pop_in_process import traffic_seeds
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize, top_tracks
@@ -160,6 +160,19 @@ def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict, alph
     return figure
 
 
+def calibration_headline(document: dict) -> dict:
+    """metrics/calibration.json: the verdict and, per arm and calibrated metric, published vs simulated (the per-seed
+    numbers and the reported-only metrics stay in build/calibrate/calibration.json)."""
+    short = {key: document[key] for key in ("experiment", "seeds", "ordered", "within_tolerance", "calibrated",
+                                            "worst_over_tolerance")}
+    short["arms"] = {
+        arm: {metric: {key: cell[key] for key in ("published", "simulated", "ratio", "within_tolerance")}
+              for metric, cell in metrics.items() if cell["tolerance"] is not None}
+        for arm, metrics in document["arms"].items()
+    }
+    return short
+
+
 @dataclass
 class Calibration:
     seeds: list[int]
@@ -184,6 +197,7 @@ def calibrate(params: dict) -> Calibration:
         }
     published = load_published(PUBLISHED_TABLE)
     document = calibration_json(per_seed, published, tolerances)
-    write_metrics("calibration", document)
+    write_json(layout.CALIBRATE / "calibration.json", document)
+    write_metrics("calibration", calibration_headline(document))
     verdict = compare([arm_means(per_seed[seed]) for seed in seeds], published, tolerances)
     return Calibration(seeds, per_seed, published, verdict, document)

@@ -16,11 +16,13 @@ MODELS = BUILD / "models"
 RECS = BUILD / "recs"
 SIMULATE = BUILD / "simulate"
 SIMULATE_LOG = SIMULATE / "log"
+ANALYSIS = BUILD / "analysis"  # the full A/B table and the latency figures (machine-dependent, kept out of git)
 CALIBRATE = BUILD / "calibrate"
 INDEXED = BUILD / "indexed"
 USER_RECS = INDEXED / "user_recs.json"
 LEADERBOARD = BUILD / "leaderboard"
 METRICS = Path("metrics")
+PLOTS = Path("plots")  # small CSV tables DVC draws with `dvc plots show/diff`
 WORLD_SEARCH_TABLE = METRICS / "calibration_search.csv"
 FIGURES = Path("reports") / "figures"
 REPORT = Path("reports") / "html"
@@ -41,3 +43,7 @@ def metrics_file(name: str) -> Path:
 
 def figure_file(name: str) -> Path:
     return FIGURES / f"{name}.png"
+
+
+def plot_file(name: str) -> Path:
+    return PLOTS / f"{name}.csv"

@@ -14,7 +14,7 @@ import pandas as pd
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics
+from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
 from botify_lab.pipeline.params import model_names
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize
@@ -114,5 +114,30 @@ def run_leaderboard(params: dict) -> Leaderboard:
     srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params["ab"]["srm_alpha"]))
     document = leaderboard_json(metrics, effects, experiment=settings["experiment"], labels=labels, srm=srm,
                                 alpha=alpha)
-    write_metrics("leaderboard", document)
+    write_json(layout.LEADERBOARD / "leaderboard.json", document)
+    write_metrics("leaderboard", leaderboard_headline(document))
+    write_plot("leaderboard", leaderboard_rows(document))
     return Leaderboard(labels, metrics, effects, srm, document)
+
+
+def leaderboard_headline(document: dict) -> dict:
+    """metrics/leaderboard.json: per arm its recommender, mean time and tracks per session, and the effect on time
+    per session vs Random with its interval (the full table stays in build/leaderboard/leaderboard.json)."""
+    short = ab.headline(document, metrics=("mean_time_per_session",),
+                        fields=("effect", "lower", "upper", "significant"))
+    return {key: short[key] for key in ("experiment", "control", "alpha", "recommenders", "ranking", "srm")} | {
+        "arm_means": {arm: {metric: means[metric] for metric in ("mean_time_per_session", "mean_tracks_per_session")}
+                      for arm, means in document["arm_means"].items()},
+        "effects": short["effects"],
+    }
+
+
+def leaderboard_rows(document: dict) -> pd.DataFrame:
+    """One row per arm, best first: a DVC plot of the ranking."""
+    effects = document["effects"]
+    return pd.DataFrame([
+        {"arm": arm, "recommender": document["recommenders"][arm],
+         "mean_time_per_session": document["arm_means"][arm]["mean_time_per_session"],
+         "effect": effects[arm]["mean_time_per_session"]["effect"] if arm in effects else 0.0}
+        for arm in sorted(document["arm_means"], key=lambda arm: -document["arm_means"][arm]["mean_time_per_session"])
+    ])

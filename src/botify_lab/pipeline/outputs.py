@@ -47,6 +47,11 @@ def write_metrics(name: str, document: dict, *, sort_keys: bool = False) -> Path
     return write_json(layout.metrics_file(name), document, sort_keys=sort_keys)
 
 
+def write_plot(name: str, table) -> Path:
+    """plots/<name>.csv: the data of a DVC plot (a pandas frame), floats as the caller rounded them."""
+    return atomic_write_bytes(layout.plot_file(name), table.to_csv(index=False, lineterminator="\n").encode())
+
+
 def save_figure(figure, name: str) -> Path:
     """reports/figures/<name>.png, without a timestamp or software tag, so a rerun writes the same bytes."""
     path = layout.figure_file(name)

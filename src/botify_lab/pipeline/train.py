@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_metrics
+from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json, write_metrics, write_plot
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_log, training_pairs
 from botify_lab.research.model import TrainingResult, predict, save_model, train_contextual
@@ -45,14 +45,20 @@ def train_settings(name: str, params: dict) -> dict:
 
 
 def train_model(name: str, params: dict) -> TrainedModel:
-    """Train model `name` on the collected log; write build/models/<name> and metrics/train_<name>.json."""
+    """Train model `name` on the collected log.
+
+    Writes the weights and the full training record (settings, every epoch) to build/models/<name>, the headline
+    numbers to metrics/train_<name>.json and the loss curves to plots/train_<name>.csv.
+    """
     catalog = read_catalog(layout.CATALOG)
     events = read_log(layout.COLLECT_LOG)
     pairs = training_pairs(events)
     result = train_contextual(pairs, len(catalog), **train_settings(name, params), progress=show_progress())
     with atomic_output_dir(layout.model_dir(name)) as scratch:
         save_model(result.model, scratch)
-    write_metrics(f"train_{name}", {"model": name, **result.metrics()}, sort_keys=True)
+        write_json(scratch / "training.json", {"model": name, **result.metrics()}, sort_keys=True)
+    write_metrics(f"train_{name}", {"model": name, **result.headline()}, sort_keys=True)
+    write_plot(f"train_{name}", pd.DataFrame(result.metrics()["history"]))
     test_pairs = pairs.iloc[result.test_index]
     predictions = predict(result.model, test_pairs["context"].to_numpy(), test_pairs["track"].to_numpy())
     return TrainedModel(name, len(events), len(catalog), pairs, result, test_pairs, predictions)

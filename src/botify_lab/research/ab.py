@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
 METRICS = ("time", "sessions", "mean_request_latency", "mean_tracks_per_session", "mean_time_per_session")
@@ -285,6 +285,37 @@ def ab_metrics_json(
     return document
 
 
+HEADLINE_METRICS = ("mean_time_per_session", "mean_tracks_per_session")
+HEADLINE_FIELDS = ("control_mean", "treatment_mean", "effect", "lower", "upper", "significant", "mde")
+
+
+def headline(document: dict, metrics: Sequence[str] = HEADLINE_METRICS,
+             fields: Sequence[str] = HEADLINE_FIELDS) -> dict:
+    """The few numbers of an A/B document (from `ab_metrics_json`) worth a column in `dvc exp show`.
+
+    The full document (every metric, p-values, user counts, the SRM counts) stays beside it as a detail file.
+    """
+    short = {key: value for key, value in document.items() if key not in ("srm", "effects")}
+    if "srm" in document:
+        short["srm"] = {"p_value": document["srm"]["p_value"], "mismatch": document["srm"]["mismatch"]}
+    short["effects"] = {
+        treatment: {metric: {field: values[field] for field in fields}
+                    for metric, values in by_metric.items() if metric in metrics}
+        for treatment, by_metric in document["effects"].items()
+    }
+    return short
+
+
+def effect_rows(document: dict, metrics: Sequence[str] = HEADLINE_METRICS) -> pd.DataFrame:
+    """One row per treatment and metric (effect with its interval, percent of control): a DVC plot's data."""
+    return pd.DataFrame([
+        {"treatment": treatment, "metric": metric, "label": f"{treatment} {metric}", "effect": values["effect"],
+         "lower": values["lower"], "upper": values["upper"], "significant": values["significant"]}
+        for treatment, by_metric in document["effects"].items()
+        for metric, values in by_metric.items() if metric in metrics
+    ])
+
+
 def latency_metrics_json(metrics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6) -> dict:
     """The content of metrics/latency.json: per arm request latency (ms) and the latency effects."""
     arms = {}
@@ -294,5 +325,151 @@ def latency_metrics_json(metrics: pd.DataFrame, effects: pd.DataFrame, *, contro
             "requests": int(values["tracks"].sum()),
             "mean_request_latency_ms": _clean(values["latency"].sum() / values["tracks"].sum(), digits),
             "user_mean_request_latency_ms": _clean(values["mean_request_latency"].mean(), digits),
+        }
+    return {"arms": arms, "effects": _effects_dict(effects[effects["metric"].isin(LATENCY_METRICS)], digits)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same table from per-arm aggregates (count, mean, variance), so an engine that keeps the users elsewhere
+# (Spark) sends only a few numbers per arm to the driver, and both engines finish with this one code path.
+
+STATISTICS_COLUMNS = ("arm", "metric", "count", "mean", "variance")
+TOTALS_COLUMNS = ("arm", "users", "sessions", "tracks", "latency")
+
+
+def welch_from_statistics(
+    treatment_mean: float, treatment_variance: float, treatment_n: int,
+    control_mean: float, control_variance: float, control_n: int, alpha: float = 0.05, power: float = DEFAULT_POWER,
+) -> tuple[float, float, float, float, float]:
+    """(difference of means, lower, upper, two-sided p, minimum detectable difference) from each arm's count, mean
+    and variance (ddof 1): what `welch_interval` and `minimum_detectable_effect` give on the raw samples.
+
+    Welch's t with Welch-Satterthwaite degrees of freedom (scipy's `ttest_ind_from_stats`); the interval is
+    scipy's `TtestResult.confidence_interval` computed the same way (t quantile x standard error + difference).
+    NaNs when an arm has fewer than 2 users, as on raw samples.
+    """
+    difference = treatment_mean - control_mean if treatment_n and control_n else math.nan
+    if treatment_n < 2 or control_n < 2:
+        return difference, math.nan, math.nan, math.nan, math.nan
+    result = stats.ttest_ind_from_stats(
+        treatment_mean, math.sqrt(treatment_variance), treatment_n,
+        control_mean, math.sqrt(control_variance), control_n, equal_var=False,
+    )
+    share_t = treatment_variance / treatment_n
+    share_c = control_variance / control_n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dof = np.float64(share_t + share_c) ** 2 / (share_t**2 / (treatment_n - 1) + share_c**2 / (control_n - 1))
+    dof_for_interval = 1.0 if np.isnan(dof) else float(dof)  # scipy's convention when both variances are 0
+    standard_error = math.sqrt(share_t + share_c)
+    low_t, high_t = special.stdtrit(dof_for_interval, np.array([alpha / 2, 1 - alpha / 2]))
+    low = float(low_t * standard_error + difference)
+    high = float(high_t * standard_error + difference)
+    if standard_error == 0:
+        mde = 0.0
+    else:
+        mde = float((stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * standard_error)
+    return float(difference), low, high, float(result.pvalue), mde
+
+
+def ab_effects_from_statistics(
+    statistics: pd.DataFrame,
+    control: str = "C",
+    alpha: float = 0.05,
+    metric_names: Sequence[str] = METRICS,
+    power: float = DEFAULT_POWER,
+) -> pd.DataFrame:
+    """`ab_effects` from per-arm aggregates: rows of (arm, metric, count, mean, variance) as `arm_statistics` gives.
+
+    Same columns, same order of rows, same Holm step; equal to `ab_effects` on the users' rows up to floating
+    point (the tests hold it to 1e-12 relative).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    arms = arm_order(statistics["arm"], control)
+    if control not in arms:
+        raise ValueError(f"control arm {control!r} not among the arms {arms}")
+    treatments = [arm for arm in arms if arm != control]
+    if not treatments:
+        raise ValueError(f"no treatment arm besides the control {control!r}")
+    table = statistics.set_index(["arm", "metric"])
+    rows = []
+    for treatment in treatments:
+        for metric in metric_names:
+            c, t = table.loc[(control, metric)], table.loc[(treatment, metric)]
+            control_n, treatment_n = int(c["count"]), int(t["count"])
+            control_mean, treatment_mean = float(c["mean"]), float(t["mean"])
+            difference, low, high, p_value, mde = welch_from_statistics(
+                treatment_mean, float(t["variance"]), treatment_n, control_mean, float(c["variance"]), control_n,
+                alpha, power,
+            )
+            lower, upper = _percent(low, control_mean), _percent(high, control_mean)
+            rows.append({
+                "treatment": treatment, "metric": metric, "control_n": control_n, "treatment_n": treatment_n,
+                "control_mean": control_mean, "treatment_mean": treatment_mean,
+                "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
+                "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
+                "mde": _percent(mde, control_mean),
+            })
+    effects = pd.DataFrame(rows)
+    effects["p_holm"] = np.nan
+    for metric in metric_names:
+        rows_of_metric = (effects["metric"] == metric) & effects["p_value"].notna()
+        if rows_of_metric.any():
+            effects.loc[rows_of_metric, "p_holm"] = multipletests(
+                effects.loc[rows_of_metric, "p_value"], alpha=alpha, method="holm"
+            )[1]
+    effects["significant_holm"] = effects["p_holm"] < alpha
+    return effects[list(EFFECT_COLUMNS)]
+
+
+def arm_totals(metrics: pd.DataFrame, control: str = "C") -> pd.DataFrame:
+    """Per arm: users, and the sums of sessions, tracks (requests) and latency (ms) over its users."""
+    rows = []
+    for arm in arm_order(metrics["arm"], control):
+        values = metrics[metrics["arm"] == arm]
+        rows.append({"arm": arm, "users": len(values), "sessions": int(values["sessions"].sum()),
+                     "tracks": int(values["tracks"].sum()), "latency": float(values["latency"].sum())})
+    return pd.DataFrame(rows, columns=list(TOTALS_COLUMNS))
+
+
+def ab_metrics_json_from_totals(
+    effects: pd.DataFrame,
+    *,
+    experiment: str,
+    totals: pd.DataFrame | None = None,
+    srm: dict | None = None,
+    control: str = "C",
+    alpha: float = 0.05,
+    digits: int = 6,
+) -> dict:
+    """`ab_metrics_json` with the arms' users and sessions taken from `arm_totals`-shaped rows (no user rows)."""
+    kept = effects[~effects["metric"].isin(LATENCY_METRICS)]
+    document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
+    if totals is not None:
+        by_arm = totals.set_index("arm")
+        document["arms"] = {
+            arm: {"users": int(by_arm.loc[arm, "users"]), "sessions": int(by_arm.loc[arm, "sessions"])}
+            for arm in arm_order(by_arm.index, control)
+        }
+    if srm is not None:
+        document["srm"] = {key: _clean(value, digits) if not isinstance(value, list) else
+                           [_clean(item, digits) for item in value] for key, value in srm.items()}
+    document["effects"] = _effects_dict(kept, digits)
+    return document
+
+
+def latency_metrics_json_from_totals(
+    totals: pd.DataFrame, statistics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6
+) -> dict:
+    """`latency_metrics_json` from `arm_totals` and `arm_statistics`-shaped rows (no user rows)."""
+    by_arm = totals.set_index("arm")
+    user_means = statistics[statistics["metric"] == "mean_request_latency"].set_index("arm")["mean"]
+    arms = {}
+    for arm in arm_order(by_arm.index, control):
+        requests = int(by_arm.loc[arm, "tracks"])
+        arms[arm] = {
+            "requests": requests,
+            "mean_request_latency_ms": _clean(float(by_arm.loc[arm, "latency"]) / requests, digits),
+            "user_mean_request_latency_ms": _clean(float(user_means[arm]), digits),
         }
     return {"arms": arms, "effects": _effects_dict(effects[effects["metric"].isin(LATENCY_METRICS)], digits)}

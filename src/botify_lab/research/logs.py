@@ -185,8 +185,13 @@ def training_pairs(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def track_popularity(events: pd.DataFrame) -> pd.Series:
-    """TopPop's popularity: total listen time per logged track (every row's track with its time), indexed by track."""
-    popularity = events.groupby("track", sort=True)["time"].sum()
+    """TopPop's popularity: total listen time per logged track (every row's track with its time), indexed by track.
+
+    A float sum depends on the order of its terms, and a log written by several processes interleaves rows
+    differently on every run; listen times have two decimals, so the sums are rounded to 6 decimals, which makes
+    them (and the ranking's ties) the same whatever the order.
+    """
+    popularity = events.groupby("track", sort=True)["time"].sum().round(6)
     popularity.name = "popularity"
     return popularity
 

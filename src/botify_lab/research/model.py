@@ -121,6 +121,11 @@ class TrainingResult:
             ],
         }
 
+    def headline(self, digits: int = 6) -> dict:
+        """The numbers worth a column in `dvc exp show`: the split sizes, the best epoch and the test errors."""
+        full = self.metrics(digits)
+        return {key: full[key] for key in ("sizes", "best_epoch", "epochs", "test")}
+
 
 @contextlib.contextmanager
 def torch_setup(num_threads: int | None = 1, strict_determinism: bool = False) -> Iterator[None]:
