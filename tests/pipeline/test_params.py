@@ -58,3 +58,18 @@ def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):
                                 "--stamp", str(tmp_path / "checked")], capture_output=True, text=True)
     assert completed.returncode == 2 and not (tmp_path / "checked").exists()
     assert completed.stderr.strip() == f"{path}: models.ours.loss = 'huber': Input should be 'mse' or 'mae'"
+
+
+def test_dvc_exp_run_set_rewrites_only_the_value(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml through ruamel: the file is kept in the style it writes, so
+    a set changes that one line, and every comment survives."""
+    from dvc.utils.serialize import modify_yaml
+
+    path = tmp_path / "params.yaml"
+    original = (REPO_ROOT / "params.yaml").read_text()
+    path.write_text(original)
+    with modify_yaml(path) as params:
+        params["models"]["ours"]["similarity"] = "dot"
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
+    assert changed == [("    similarity: cosine", "    similarity: dot")]
+    assert len(path.read_text().splitlines()) == len(original.splitlines())

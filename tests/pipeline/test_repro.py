@@ -3,6 +3,7 @@ should (clean status, nothing to redo, a parameter change reruns only what depen
 model to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,10 +112,67 @@ def test_status_is_clean_and_world_untouched(tiny_clone):
     assert "Running stage" not in second
 
 
-def test_param_change_reruns_only_dependent_stages(tiny_clone):
+def readme_block(heading: str) -> str:
+    """The first bash block under a README heading, as a user would paste it."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index(f"\n## {heading}\n"):]
+    return section[section.index("```bash\n") + len("```bash\n"):section.index("\n```", section.index("```bash"))]
+
+
+def run_readme_block(clone, env, heading: str) -> str:
+    """Run the README's commands verbatim in the clone, with its .venv being this venv and nothing else on PATH."""
+    venv = clone / ".venv"
+    if not venv.exists():
+        venv.symlink_to(Path(sys.executable).parents[1])
+    plain = {**env, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    return run(["bash", "-e", "-c", readme_block(heading)], clone, plain, timeout=900)
+
+
+def test_readme_experiment_commands_work_as_written(tiny_clone):
     clone, env, _ = tiny_clone
-    output = dvc(clone, env, "exp", "run", "-S", "models.ours.similarity=dot")
+    output = run_readme_block(clone, env, "Experiments: change a parameter and compare")
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@ours", "export@ours", "simulate", "analyze", "leaderboard", "report"}
-    diff = dvc(clone, env, "params", "diff")
-    assert "models.ours.similarity" in diff and "cosine" in diff and "dot" in diff
+    assert ran == {"params", "train@ours", "export@ours", "simulate", "analyze", "leaderboard", "report"}
+    assert "models.ours.similarity" in output and "cosine" in output and "dot" in output  # dvc params diff
+    table = [line for line in output.splitlines() if line.startswith("| ")]
+    assert table and "models.ours.similarity" in table[0] and "metrics/ab.json:" in table[0]  # make compare
+    assert len(table[0].split("|")) < 60, "make compare should show only what changed"
+
+
+def test_the_course_workflow_by_hand(tiny_clone):
+    clone, env, _ = tiny_clone
+    output = run_readme_block(clone, env, "The course's workflow by hand")
+    assert "serving at http://127.0.0.1:5000" in output
+    assert re.search(r"TOP_POP: [\d,]+ events", output)
+    for arm in ("T1", "T2", "T3"):
+        assert re.search(rf"^{arm} +mean_time_per_session", output, re.MULTILINE), output
+    assert (clone / "log" / "top_pop.png").stat().st_size > 5000
+
+
+def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
+    """Every page renders offline with its figures inline and without stderr blocks; the front page says what was
+    compared and shows the tables and figures."""
+    import base64
+    import io
+    import re
+
+    from matplotlib import image
+    from tests.pipeline.browser import render
+
+    clone, _, _ = tiny_clone
+    pages = sorted((clone / "reports" / "html").glob("*.html"))
+    assert len(pages) >= 10
+    for page in pages:
+        dom, requests = render(page, screenshot=tmp_path / f"{page.stem}.png" if page.stem == "index" else None)
+        assert requests == [], f"{page.name} requested {requests}"
+        assert "application/vnd.jupyter.stderr" not in dom, f"{page.name} shows a stderr block"
+        figures = re.findall(r'src="data:image/png;base64,([^"]+)"', dom)
+        if page.stem.startswith(("train_", "ab_analysis", "simulate", "calibration", "leaderboard", "index")):
+            assert figures, f"{page.name} has no figure"
+        for data in figures:
+            assert image.imread(io.BytesIO(base64.b64decode(data)), format="png").shape[0] > 50
+    index = (clone / "reports" / "html" / "index.html").read_text()
+    for text in ("The homework A/B test", "cosine similarity", "The course's leaderboard", "TOP_POP", "Metrics",
+                 "train_ours.html"):
+        assert text in index
+    assert (tmp_path / "index.png").stat().st_size > 20_000
