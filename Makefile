@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv repro test test-quick world calibrate bench repro-time compare clean-venv
+.PHONY: venv java repro test test-quick world calibrate bench repro-time compare clean-venv
 
 venv: $(STAMP)
 
@@ -16,10 +16,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@cat requirements.txt pyproject.toml | sha256sum > $(STAMP)
 
-repro: venv
+# Java for the Spark analysis engine (PySpark needs a JVM); installed with apt when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+java:
+	@command -v java >/dev/null 2>&1 || { echo "java missing: installing openjdk-17-jre-headless (Spark)"; \
+	  $(SUDO) mkdir -p /usr/share/man/man1 && $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
+repro: venv java
 	$(PY) -m botify_lab.pipeline.bootstrap repro
 
-test: venv
+test: venv java
 	$(PY) -m pytest
 
 # The suite without the tests marked slow (the end-to-end pipeline runs), for quick local loops.
@@ -29,10 +36,11 @@ test-quick: venv
 world: venv
 	$(PY) -m botify_lab.pipeline.bootstrap world
 
-# Search the world generator's knobs against the published TOP_POP table (in process, ~80 s); rewrites
-# metrics/calibration_search.csv, which the `calibrate` stage shows. Then `make world` to adopt new knobs.
+# Search the world generator's knobs against the course's real logs and the published TOP_POP table (in process,
+# 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. Then set the best knobs in params.yaml `world:`
+# and `make world` to adopt them.
 calibrate: venv
-	$(PY) -m botify_lab.pipeline.world_search
+	$(PY) -m botify_lab.pipeline.fidelity_search
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done

@@ -4,7 +4,7 @@
     .venv/bin/python bench/service_throughput.py [--seconds 10] [--connections 16] [--tracks 50000]
 
 Load comes from wrk when it is on PATH (apt install wrk), else from a raw-socket keep-alive Python client running
-in separate processes. Targets (issue 3): startup < 1 s, >= 3,000 req/s, p99 < 5 ms, RSS < 100 MB. The service
+in separate processes. Targets: startup < 1 s, >= 3,000 req/s, p99 < 5 ms, RSS < 100 MB. The service
 is granian's supervisor plus one forked worker: rss_mb/peak_rss_mb are the worker's, service_pss_mb both together.
 """
 from __future__ import annotations

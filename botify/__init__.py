@@ -1,4 +1,8 @@
-"""The botify recommender service: a Flask app built from a config of experiments, logging every event."""
-from .app import create_app
+"""The botify recommender service: a Flask app built from a config of experiments, logging every event.
 
-__all__ = ["create_app"]
+`create_app(config)` gives the HTTP app; `Service.open(config)` the same service without HTTP (see botify.service).
+"""
+from .app import create_app
+from .service import Service
+
+__all__ = ["Service", "create_app"]

@@ -1,4 +1,5 @@
-"""Command line: `python -m botify serve --config FILE [--host 127.0.0.1] [--port 5000] [--workers N]`."""
+"""Command line: `python -m botify serve --config FILE [--host 127.0.0.1] [--port 5000] [--workers N]
+[--reset-counters]`. Exit code 2 with one line on stderr for anything that stops it starting."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,10 @@ import sys
 
 import redis
 
-from .catalog import DataFileError
+from botify_lab.formats import FormatError
+
 from .config import ConfigError
+from .eventlog import LogDirError
 from .server import main_serve
 
 
@@ -20,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve GET /, GET /track/<id>, GET /experiments, POST /next/<user>, POST /last/<user> for the "
             "experiments of a YAML config, logging every accepted /next and /last to <log_dir>/data.json. "
-            "Prints one startup line naming the URL; stops cleanly on SIGTERM or SIGINT."
+            "Prints one startup line naming the URL; stops cleanly on SIGTERM or SIGINT. One service per port and "
+            "per log folder; a worker that dies is replaced."
         ),
     )
     serve.add_argument("--config", required=True, help="YAML config (paths inside resolve against its folder)")
@@ -32,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes of the granian server (default 1; more need a redis:// store)",
     )
+    serve.add_argument(
+        "--reset-counters",
+        action="store_true",
+        help=(
+            "count every user's requests from zero (by default the counters continue when the log folder already "
+            "holds events, and start from zero for a new or empty one)"
+        ),
+    )
     return parser
 
 
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return main_serve(args)
-    except (ConfigError, DataFileError, redis.exceptions.ConnectionError) as error:
+    except (ConfigError, FormatError, LogDirError, redis.exceptions.RedisError) as error:
         print(f"botify: {error}", file=sys.stderr)
         return 2
 

@@ -1,29 +1,26 @@
-"""The track catalog and the data files recommenders read, parsed once at startup with orjson."""
+"""The track catalog and the data files recommenders read, parsed once at startup.
+
+The catalog file's format and its reader are the project's shared ones (`botify_lab.formats`); a bad file raises
+`DataFileError` (a `FormatError`) naming the file and line.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import orjson
+from botify_lab.formats import FormatError, iter_json_lines, read_catalog_rows
+
+__all__ = ["Catalog", "DataFileError", "iter_data_lines", "load_catalog"]
 
 
-class DataFileError(ValueError):
+class DataFileError(FormatError):
     """A catalog or recommender file the service cannot trust; names the file and line."""
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object) for every non-blank line of a JSON Lines file."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataFileError(f"cannot read {path}: {error}") from error
-    for number, line in enumerate(data.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield number, orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                raise DataFileError(f"{path}:{number}: not JSON ({error})") from error
+def iter_data_lines(path: Path):
+    """(line number, parsed value) of a JSON Lines data file; a bad line raises DataFileError."""
+    return iter_json_lines(path, DataFileError)
 
 
 @dataclass(frozen=True)
@@ -49,27 +46,9 @@ class Catalog:
 
 
 def load_catalog(path: Path) -> Catalog:
-    rows: list[dict | None] = []
+    rows = read_catalog_rows(path, DataFileError)
     artist_index: dict[str, int] = {}
-    artist_of_track: list[int] = []
-    for number, row in iter_json_lines(path):
-        if not isinstance(row, dict) or type(row.get("track")) is not int or not isinstance(row.get("artist"), str):
-            raise DataFileError(f"{path}:{number}: expected {{\"artist\": str, \"title\": str, \"track\": int}}")
-        track = row["track"]
-        if track < 0:
-            raise DataFileError(f"{path}:{number}: negative track id {track}")
-        if track >= len(rows):
-            missing = track + 1 - len(rows)
-            rows.extend([None] * missing)
-            artist_of_track.extend([-1] * missing)
-        if rows[track] is not None:
-            raise DataFileError(f"{path}:{number}: duplicate track id {track}")
-        rows[track] = row
-        artist_of_track[track] = artist_index.setdefault(row["artist"], len(artist_index))
-    if not rows:
-        raise DataFileError(f"{path}: empty catalog")
-    if None in rows:
-        raise DataFileError(f"{path}: track ids must be 0..{len(rows) - 1}; id {rows.index(None)} is missing")
+    artist_of_track = [artist_index.setdefault(row["artist"], len(artist_index)) for row in rows]
     tracks_by_artist: list[list[int]] = [[] for _ in artist_index]
     for track, artist in enumerate(artist_of_track):
         tracks_by_artist[artist].append(track)

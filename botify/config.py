@@ -4,14 +4,16 @@ Validated up front so a typo in a config fails at startup with a message naming 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from botify_lab.formats import arm_name
 
-RECOMMENDERS_NEEDING_A_FILE = {"toppop", "indexed", "contextual"}
-RECOMMENDER_NAMES = {"random", "sticky_artist"} | RECOMMENDERS_NEEDING_A_FILE
+from .recommenders import RECOMMENDERS
+
 DEFAULT_LOG_MAX_BYTES = 50_000_000
 DEFAULT_LOG_BACKUP_COUNT = 1000
 TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "log_max_bytes", "log_backup_count", "experiments"}
@@ -29,11 +31,11 @@ class ArmConfig:
     path: Path | None = None
     k: int | None = None
 
-    def describe(self) -> dict[str, Any]:
-        """What this arm serves, for GET /experiments."""
+    def describe(self, base_dir: Path | None = None) -> dict[str, Any]:
+        """What this arm serves, for GET /experiments; the data path relative to `base_dir` (the config's folder)."""
         description: dict[str, Any] = {"name": self.name, "recommender": self.recommender}
         if self.path is not None:
-            description["path"] = str(self.path)
+            description["path"] = str(self.path) if base_dir is None else os.path.relpath(self.path, base_dir)
         if self.k is not None:
             description["k"] = self.k
         return description
@@ -54,6 +56,7 @@ class BotifyConfig:
     log_max_bytes: int
     log_backup_count: int
     experiments: tuple[ExperimentConfig, ...]
+    base_dir: Path  # the config file's folder (the cwd for a dict): relative paths resolved against it
 
 
 def load_config(source: dict | str | Path) -> BotifyConfig:
@@ -99,6 +102,7 @@ def parse_config(raw: dict, base_dir: Path) -> BotifyConfig:
             raw.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT), "log_backup_count", minimum=1
         ),
         experiments=parsed,
+        base_dir=base_dir,
     )
 
 
@@ -124,19 +128,21 @@ def _parse_arm(raw: Any, position: int, where: str, base_dir: Path) -> ArmConfig
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(ARM_KEYS)}")
     recommender = raw.get("recommender")
-    if recommender not in RECOMMENDER_NAMES:
-        raise ConfigError(f"{where}.recommender must be one of {sorted(RECOMMENDER_NAMES)}, got {recommender!r}")
+    kind = RECOMMENDERS.get(recommender) if isinstance(recommender, str) else None
+    if kind is None:
+        raise ConfigError(f"{where}.recommender must be one of {sorted(RECOMMENDERS)}, got {recommender!r}")
     path = None
-    if recommender in RECOMMENDERS_NEEDING_A_FILE:
+    if kind.needs_path:
         path = _resolve(_require_str(raw.get("path"), f"{where}.path"), base_dir)
     elif "path" in raw:
         raise ConfigError(f"{where}: recommender {recommender} takes no `path`")
     k = None
-    if recommender == "toppop":
+    if kind.takes_k:
         k = _require_int(raw.get("k"), f"{where}.k", minimum=1)
     elif "k" in raw:
-        raise ConfigError(f"{where}: only toppop takes `k`")
-    name = raw.get("name", "C" if position == 0 else f"T{position}")
+        takers = sorted(name for name, other in RECOMMENDERS.items() if other.takes_k)
+        raise ConfigError(f"{where}: `k` is only for {', '.join(takers)}")
+    name = raw.get("name", arm_name(position))
     return ArmConfig(name=_require_str(name, f"{where}.name"), recommender=recommender, path=path, k=k)
 
 

@@ -1,19 +1,13 @@
-"""A/B assignment exactly as the course (spec 4), on current mmh3 (which wants an unsigned seed)."""
+"""A/B assignment as the course did it, through the project's shared definition (`botify_lab.formats`)."""
 from __future__ import annotations
 
-import mmh3
+from pathlib import Path
+
+from botify_lab.formats import assign_arm, experiment_seed
 
 from .config import ExperimentConfig
 
-
-def experiment_seed(experiment_name: str) -> int:
-    """The course hashed the name with signed mmh3 3.0; as a seed that is the same 32 bits read unsigned."""
-    return mmh3.hash(experiment_name, signed=False)
-
-
-def assign_arm(experiment_name: str, arm_count: int, user: int) -> int:
-    """Index of the user's arm: murmur3(str(user), seed=unsigned murmur3(name)) mod k, both unsigned."""
-    return mmh3.hash(str(user), seed=experiment_seed(experiment_name), signed=False) % arm_count
+__all__ = ["Experiment", "assign_arm", "experiment_seed"]
 
 
 class Experiment:
@@ -27,7 +21,9 @@ class Experiment:
         self._seed = experiment_seed(config.name)  # hashed once, not per request
 
     def arm_index(self, user: int) -> int:
-        return mmh3.hash(str(user), seed=self._seed, signed=False) % len(self.arm_names)
+        return assign_arm(self.name, len(self.arm_names), user, seed=self._seed)
 
-    def describe(self, serving: bool) -> dict:
-        return {"name": self.name, "serves_next": serving, "arms": [arm.describe() for arm in self.config.arms]}
+    def describe(self, serving: bool, base_dir: Path | None = None) -> dict:
+        """The experiment for GET /experiments; data paths relative to `base_dir` when given."""
+        return {"name": self.name, "serves_next": serving,
+                "arms": [arm.describe(base_dir) for arm in self.config.arms]}

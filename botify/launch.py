@@ -23,13 +23,18 @@ class ServiceFailed(RuntimeError):
 
 @contextlib.contextmanager
 def served(
-    config_path: str | Path, *, workers: int = 1, port: int = 0, startup_timeout: float = 30.0
+    config_path: str | Path, *, workers: int = 1, port: int = 0, startup_timeout: float = 30.0,
+    reset_counters: bool = False, output: str | Path | None = None,
 ) -> Iterator[str]:
-    """Yield the base URL ("http://127.0.0.1:PORT") of `python -m botify serve` once GET / answers."""
+    """Yield the base URL ("http://127.0.0.1:PORT") of `python -m botify serve` once GET / answers.
+
+    The service's stdout and stderr go to `output` when given (kept after the service stops), else to a
+    temporary file shown in the error when it fails to start.
+    """
     command = [sys.executable, "-m", "botify", "serve", "--config", str(config_path), "--port", str(port),
-               "--workers", str(workers)]
+               "--workers", str(workers)] + (["--reset-counters"] if reset_counters else [])
     with tempfile.TemporaryDirectory(prefix="botify-") as scratch:
-        output_path = Path(scratch) / "output.txt"
+        output_path = Path(output) if output is not None else Path(scratch) / "output.txt"
         with output_path.open("wb") as output:
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:

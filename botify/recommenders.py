@@ -1,13 +1,20 @@
-"""The course's recommenders (spec 5). Each picks with a caller-supplied uniform draw, so the service decides
-where randomness comes from (a hash of seed, user, request count and request) and the choice is reproducible."""
+"""The course's recommenders and the one registry of them (`RECOMMENDERS`) that config checks and the service use.
+
+Each recommender picks with a caller-supplied uniform draw, so the service decides where randomness comes from (a
+hash of seed, user, request count and request) and the choice is reproducible.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import orjson
 
-from .catalog import Catalog, DataFileError, iter_json_lines
-from .config import ArmConfig
+from .catalog import Catalog, DataFileError, iter_data_lines
+
+if TYPE_CHECKING:
+    from .config import ArmConfig
 
 
 class Random:
@@ -54,7 +61,7 @@ class Indexed:
 
     def __init__(self, catalog: Catalog, path: Path):
         self.tracks_by_user: dict[int, tuple[int, ...]] = {}
-        for number, row in iter_json_lines(path):
+        for number, row in iter_data_lines(path):
             where = f"{path}:{number}"
             if not isinstance(row, dict) or type(row.get("user")) is not int:
                 raise DataFileError(f"{where}: expected {{\"user\": int, \"tracks\": [int, ...]}}")
@@ -74,7 +81,7 @@ class Contextual:
     def __init__(self, catalog: Catalog, path: Path):
         size = len(catalog)
         self.neighbours: list[tuple[int, ...]] = [()] * size
-        for number, row in iter_json_lines(path):
+        for number, row in iter_data_lines(path):
             where = f"{path}:{number}"
             if not isinstance(row, dict) or type(row.get("track")) is not int or not 0 <= row["track"] < size:
                 raise DataFileError(f"{where}: expected a catalog row with a track id in 0..{size - 1}")
@@ -88,15 +95,30 @@ class Contextual:
         return neighbours[draw % len(neighbours)]
 
 
+@dataclass(frozen=True)
+class RecommenderKind:
+    """How a config arm names a recommender: its class, and whether it reads a data `path` and takes `k`."""
+
+    factory: Callable[..., object]
+    needs_path: bool = False
+    takes_k: bool = False
+
+
+RECOMMENDERS: dict[str, RecommenderKind] = {
+    "random": RecommenderKind(Random),
+    "sticky_artist": RecommenderKind(StickyArtist),
+    "toppop": RecommenderKind(TopPop, needs_path=True, takes_k=True),
+    "indexed": RecommenderKind(Indexed, needs_path=True),
+    "contextual": RecommenderKind(Contextual, needs_path=True),
+}
+
+
 def build_recommender(arm: ArmConfig, catalog: Catalog):
-    if arm.recommender == "random":
-        return Random(catalog)
-    if arm.recommender == "toppop":
-        return TopPop(catalog, arm.path, arm.k)
-    if arm.recommender == "sticky_artist":
-        return StickyArtist(catalog)
-    if arm.recommender == "indexed":
-        return Indexed(catalog, arm.path)
-    if arm.recommender == "contextual":
-        return Contextual(catalog, arm.path)
-    raise ValueError(f"unknown recommender {arm.recommender!r}")
+    """The recommender a (validated) arm names, built from the registry."""
+    kind = RECOMMENDERS[arm.recommender]
+    arguments = [catalog]
+    if kind.needs_path:
+        arguments.append(arm.path)
+    if kind.takes_k:
+        arguments.append(arm.k)
+    return kind.factory(*arguments)

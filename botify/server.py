@@ -1,56 +1,130 @@
 """Serving the app with granian (a Rust HTTP server) in one or several worker processes.
 
 granian's WSGI interface hands a request to a Python thread before its body has arrived and reads the body in
-that thread, with no timeout: one client that stops mid-body holds the thread for good (granian issue #728,
-"wontfix"). So the app is served over granian's native async interface (RSGI) instead: the event loop awaits
+that thread, with no timeout: one client that stops mid-body holds the thread for good (granian's GitHub issue
+#728, "wontfix"). So the app is served over granian's native async interface (RSGI) instead: the event loop awaits
 the whole body (bounded by the app's MAX_CONTENT_LENGTH), then runs the Flask app on it in one go. A stalled
 client then costs one idle connection, not the worker. Measured on 2 cores, one worker, 16 kept-alive
 connections: ~5,600-6,300 req/s this way; granian's WSGI threads did ~3,800 (2-4 threads, fighting over the
 GIL) or ~7,000 (1 thread, which one stalled client stops); waitress did ~2,100.
+
+What the server adds to the app, so slow or failing parts cannot take the service down:
+
+- Every request body must arrive within BODY_TIMEOUT_SECONDS (and headers within HEADER_TIMEOUT_SECONDS), else
+  the connection gets a 408 and is closed; each worker handles at most `backpressure` requests at a time (more
+  wait in the listen backlog), so slow clients cost bounded memory and cannot hold a worker for long.
+- With a Redis store, /next (the only call that talks to Redis) runs in a small thread pool off the event loop:
+  a stalled Redis delays only the /next calls waiting on it (each at most the store's timeout), never GET / or
+  /last.
+- A worker that dies (even by SIGKILL) is replaced by granian's supervisor at once; one that dies again within
+  5.5 s of its replacement stops the service (a crash loop).
+- One service per port and per log folder: a lock file per address (its pid inside) plus a plain bind of the port
+  first, since granian's workers bind with SO_REUSEPORT, which would let a second service share the port; the log
+  folder's lock is taken by the Service itself.
 """
 from __future__ import annotations
 
+import asyncio
+import errno
+import fcntl
 import io
 import multiprocessing
 import os
+import resource
 import signal
+import socket
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flask import Flask
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.rsgi import ProtocolClosed
 from granian.server import MPServer
 
 from . import create_app
+from .app import json_response
 
 
 WORKER_STOP_SECONDS = 3
+BODY_TIMEOUT_SECONDS = 5.0
+HEADER_TIMEOUT_SECONDS = 5.0
+LISTEN_BACKLOG = 2048
+STORE_THREADS = 8
+MAX_OPEN_FILES = 65536
+RESERVED_FILES = 128  # log files, locks, Redis connections, the catalog and data files being read
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (at most MAX_OPEN_FILES); returns it.
+
+    Every connection costs a descriptor: a worker at its limit cannot accept, and then no probe gets in.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
 
 
 class FlaskOverRSGI:
     """Run a Flask (WSGI) app as a granian RSGI app: buffer the request body, then call the app synchronously."""
 
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, *, body_timeout: float = BODY_TIMEOUT_SECONDS):
         self.app = app
+        self.service = app.extensions["botify"]
         self.max_body_bytes = app.config["MAX_CONTENT_LENGTH"]
+        self.body_timeout = body_timeout
+        # Only a remote store can block; the in-memory one answers at once, so /next then runs inline (faster).
+        self.offload_next = self.service.store.shared_between_processes
+        self._executor: ThreadPoolExecutor | None = None
+        self._timeout_response = self._flatten(json_response(
+            {"error": f"request body not received within {body_timeout:g} s"}, 408))
+
+    def __rsgi_init__(self, loop) -> None:
+        """In each worker (threads do not survive the fork): the pool that runs /next when it may block."""
+        if self.offload_next:
+            self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="botify-next")
+
+    def __rsgi_del__(self, loop) -> None:
+        """A worker's clean stop: save what must survive a restart (the memory store's counters)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.service.close()
 
     async def __rsgi__(self, scope, protocol) -> None:
         headers = scope.headers
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared.isdigit() and (len(declared) > 9 or int(declared) > self.max_body_bytes):
             # Refused by the app from the declared length alone (413), so the body is never read.
             body, content_length = b"", declared
         else:
             try:
                 # Without chunking hyper delivers exactly the declared length (checked above), or nothing.
-                body = await (self._read_chunked_body(protocol) if "transfer-encoding" in headers else protocol())
+                reading = self._read_chunked_body(protocol) if "transfer-encoding" in headers else protocol()
+                body = await asyncio.wait_for(reading, self.body_timeout)
             except ProtocolClosed:
                 return  # the client left before its body arrived: nothing to answer, nothing to log
+            except asyncio.TimeoutError:
+                status, response_headers, payload = self._timeout_response
+                protocol.response_bytes(status, response_headers + [("connection", "close")], payload)
+                return
             content_length = str(len(body))
-        status_line, response_headers, payload = self._call_app(self._environ(scope, body, content_length))
+        environ = self._environ(scope, body, content_length)
+        if self._executor is not None and scope.path.startswith("/next/"):
+            loop = asyncio.get_running_loop()
+            status_line, response_headers, payload = await loop.run_in_executor(self._executor, self._call_app, environ)
+        else:
+            status_line, response_headers, payload = self._call_app(environ)
         protocol.response_bytes(int(status_line[:3]), response_headers, payload)
+
+    @staticmethod
+    def _flatten(response) -> tuple[int, list, bytes]:
+        return response.status_code, list(response.headers.items()), response.get_data()
 
     async def _read_chunked_body(self, protocol) -> bytes:
         """The body, or its first max+1 bytes: enough for the app to answer 413 without buffering the rest."""
@@ -93,6 +167,7 @@ class FlaskOverRSGI:
         return environ
 
     def _call_app(self, environ: dict) -> tuple[str, list, bytes]:
+        """Run the Flask app on a buffered request: (status line, headers, body)."""
         started: list = []
 
         def start_response(status: str, headers: list, exc_info=None) -> None:
@@ -116,6 +191,67 @@ class ServeError(RuntimeError):
     """A service that cannot start as asked (for example several workers without a shared store)."""
 
 
+def claim_port(host: str, port: int) -> tuple[int, int]:
+    """(port, lock descriptor): a lock file per address held for the service's life, and a port nobody uses.
+
+    granian's workers bind with SO_REUSEPORT, so a second service could share a port in use; the lock file refuses
+    a second botify (naming its pid), and a plain bind refuses a port any other process listens on. Port 0 is
+    resolved to a free port here.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as error:
+        raise ServeError(f"cannot serve on {host}:{port}: {error}") from None
+    if port == 0:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+                port = probe.getsockname()[1]
+        except OSError as error:
+            raise ServeError(f"cannot serve on {host}: {error.strerror or error}") from None
+        address = (address[0], port, *address[2:])
+    lock_path = Path(tempfile.gettempdir()) / f"botify-port-{host.replace('/', '_')}-{port}.lock"
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise ServeError(f"cannot serve on {host}:{port}: cannot open {lock_path}: {error.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ServeError(
+                f"cannot serve on {host}:{port}: another botify service (pid {owner}) serves there"
+            ) from None
+        try:
+            if os.stat(lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous owner removed the file as we locked it: lock the new one
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no conflict
+            probe.bind(address)
+    except OSError as error:
+        release_port(host, port, fd)
+        reason = "in use by another process" if error.errno == errno.EADDRINUSE else error.strerror
+        raise ServeError(f"cannot serve on {host}:{port}: {reason}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return port, fd
+
+
+def release_port(host: str, port: int, fd: int) -> None:
+    """Remove the address's lock file (still holding the lock, so no newcomer is fooled), then release it."""
+    try:
+        os.unlink(Path(tempfile.gettempdir()) / f"botify-port-{host.replace('/', '_')}-{port}.lock")
+    except OSError:
+        pass
+    os.close(fd)
+
+
 def startup_line(app: Flask, url: str, workers: int) -> str:
     service = app.extensions["botify"]
     experiments = "; ".join(
@@ -123,28 +259,41 @@ def startup_line(app: Flask, url: str, workers: int) -> str:
         for experiment in service.experiments
     )
     return (
-        f"botify: {len(service.catalog)} tracks, experiments {experiments}, store {service.config.store}, "
-        f"log {service.config.log_dir}, {workers} worker(s), serving at {url}"
+        f"botify: {len(service.catalog)} tracks, experiments {experiments}, store {service.config.store} "
+        f"({service.counters}), log {service.config.log_dir}, {workers} worker(s), serving at {url}"
     )
 
 
-def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> None:
-    """Build the app once, start counting requests afresh, fork the workers, serve until SIGTERM/SIGINT.
+def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
+          reset_counters: bool = False) -> None:
+    """Claim the port and the log folder, build the app once, fork the workers, serve until SIGTERM/SIGINT.
 
-    The main process binds the port and supervises; each forked worker serves the already-built app (its event
-    log reopens its files after the fork). On SIGTERM/SIGINT the workers finish the requests in flight and exit;
-    every log line is a single write, so none is partial.
+    The main process supervises (replacing a worker that dies); each forked worker serves the already-built app
+    (its event log reopens its files after the fork). On SIGTERM/SIGINT the workers finish the requests in
+    flight, save the memory store's counters and exit; every log line is a single write, so none is partial.
     """
     if workers < 1:
         raise ServeError("--workers must be at least 1")
-    app = create_app(config_path)
+    port, port_lock = claim_port(host, port)
+    try:
+        app = create_app(config_path, reset_counters=reset_counters)
+    except BaseException:
+        release_port(host, port, port_lock)
+        raise
     service = app.extensions["botify"]
-    if workers > 1 and not service.store.shared_between_processes:
-        raise ServeError(
-            "several workers need a shared store: set `store: redis://127.0.0.1:6379/0` in the config "
-            "(with the in-memory store each worker would count requests on its own, breaking determinism)"
-        )
-    service.store.reset()
+    try:
+        if workers > 1 and not service.store.shared_between_processes:
+            raise ServeError(
+                "several workers need a shared store: set `store: redis://127.0.0.1:6379/0` in the config "
+                "(with the in-memory store each worker would count requests on its own, breaking determinism)"
+            )
+        _serve_app(app, host, port, workers)
+    finally:
+        service.close()
+        release_port(host, port, port_lock)
+
+
+def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
     # Workers inherit the built app by fork (the default on Linux before Python 3.14; the loader below hands over
     # an object in memory, which a spawned process could not receive).
     multiprocessing.set_start_method("fork", force=True)
@@ -152,6 +301,10 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000,
     # SIGTERM that reached a worker before it installed its own handlers was lost and its stop hung. Until then
     # a worker has served nothing, so the default action (exit) loses nothing.
     os.register_at_fork(after_in_child=_default_stop_signals)
+    # At most this many requests at a time per worker (more connections wait in the listen backlog), kept below
+    # the descriptor limit so a worker never runs out of descriptors for the requests it has accepted.
+    open_files = raise_open_file_limit()
+    backpressure = max(64, min(LISTEN_BACKLOG, open_files - RESERVED_FILES))
     server = MPServer(
         "botify",  # a label only: the workers serve `app`, handed over by the loader below
         address=host,
@@ -159,30 +312,30 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000,
         interface=Interfaces.RSGI,
         workers=workers,
         http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=int(HEADER_TIMEOUT_SECONDS * 1000)),
         websockets=False,
+        backlog=LISTEN_BACKLOG,
+        backpressure=backpressure,
         log_level=LogLevels.warning,
         loop=Loops.asyncio,  # uvloop measured ~8% more req/s; not worth another dependency at these figures
         # A worker finishes its requests in flight within milliseconds of SIGTERM; one that has not stopped after
         # this many seconds missed the signal (it can arrive while the worker is still starting) and is killed,
         # which loses nothing: each log line is a single write.
         workers_kill_timeout=WORKER_STOP_SECONDS,
+        respawn_failed_workers=True,
     )
 
     @server.on_startup
     def announce() -> None:
-        # The listener is bound before the startup hooks run; its spec then holds the port the kernel picked.
-        bound_port = server._ssp.__getstate__()[1]
-        print(startup_line(app, f"http://{host}:{bound_port}", workers), flush=True)
+        print(startup_line(app, f"http://{host}:{port}", workers), flush=True)
 
-    try:
-        server.serve(target_loader=lambda _label: FlaskOverRSGI(app))
-    finally:
-        service.close()
+    server.serve(target_loader=lambda _label: FlaskOverRSGI(app))
 
 
 def main_serve(args) -> int:
     try:
-        serve(args.config, host=args.host, port=args.port, workers=args.workers)
+        serve(args.config, host=args.host, port=args.port, workers=args.workers,
+              reset_counters=getattr(args, "reset_counters", False))
     except ServeError as error:
         print(f"botify: {error}", file=sys.stderr)
         return 2

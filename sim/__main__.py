@@ -9,7 +9,7 @@ import orjson
 import yaml
 
 from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
-from sim.generator import KNOB_HELP, generate_world, knob_type
+from sim.generator import KNOB_HELP, course_world, generate_world, knob_type
 from sim.world import WorldError
 
 # The world settings besides the structure knobs: params.yaml `world:` key (and flag) -> (type, help text).
@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         "not given as a flag is read from the params file's `world:` section.",
     )
     world.add_argument("--out", required=True, type=Path, help="folder to write the world into")
+    world.add_argument("--course-catalog", type=Path, metavar="DIR",
+                       help="build the course's own world instead: DIR holds the course's tracks.json and users.json "
+                            "(copied as they are); the hidden embeddings come from the generator's knobs "
+                            "(--tracks, --users and the artist-size knobs are then taken from the catalog)")
     world.add_argument("--params", type=Path, default=Path("params.yaml"),
                        help="YAML file whose `world:` section holds the settings not given as flags "
                             "(default: params.yaml in the current folder)")
@@ -94,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "world":
             settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
+            if args.course_catalog is not None:
+                for name in ("tracks", "users"):
+                    settings.pop(name)
+                meta = course_world(args.course_catalog, args.out, seed=settings.pop("seed"),
+                                    dim=settings.pop("dim"), **settings)
+                print(f"course world written to {args.out} ({meta['parameters']['n_tracks']} tracks, "
+                      f"{meta['parameters']['n_users']} users; content sha256 {meta['content_sha256']})")
+                return 0
             meta = generate_world(args.out, seed=settings.pop("seed"), n_tracks=settings.pop("tracks"),
                                   n_users=settings.pop("users"), dim=settings.pop("dim"), **settings)
             print(f"world written to {args.out} (content sha256 {meta['content_sha256']})")

@@ -1,10 +1,14 @@
 """Generating a world folder: a plausible music catalog, its hidden embeddings and the simulated users.
 
-The generator builds the structure a music catalog has, so that the course's recommenders behave as they did:
-genres split into styles, artists belong to a style and have skewed catalog sizes, an artist's tracks sit close to
-the artist, artists close to their style. Track popularity is strongly skewed (artist popularity times track
-popularity, both lognormal) and popular tracks lean towards one shared "mainstream" direction, so popular tracks are
-liked more broadly: that is what lets TopPop beat Random, as in the course's published A/B test.
+The generator builds the structure a music catalog has, so that the course's recommenders behave as they did in
+the course's real world (fitted to its real event logs, `botify_lab.pipeline.fidelity_search`): genres split into
+styles, artists belong to a style and have the course catalog's skewed sizes (most artists have one track, a few
+dozens), an artist's tracks sit close together far from the origin (so a listener who likes one track of an artist
+loves the others: StickyArtist saturates), and a random track scores widely around the listener's bias (listening
+is all-or-nothing). Track popularity is skewed (artist popularity times track popularity, both lognormal); popular
+tracks lean towards one shared "mainstream" direction and the rest lean away from it, and interests follow
+popularity, so popular tracks are liked more broadly: that is what lets TopPop beat Random, as in the course's
+published A/B test. `course_world` puts the same embeddings under the course's own catalog and users.
 
 Every knob must be given: their values live in `params.yaml`'s `world:` section (`python -m sim world` reads it),
 and this module only knows what each knob means.
@@ -32,8 +36,10 @@ GENERATOR_NAME = "sim.world.generate_world"
 KNOB_HELP: dict[str, str] = {
     "genres": "number of genres",
     "styles_per_genre": "styles inside each genre",
-    "tracks_per_artist": "mean catalog size of an artist (the course had 11,464 artists for 50,000 tracks)",
-    "artist_size_sigma": "lognormal sigma of artist catalog-size weights (larger = more skewed)",
+    "artist_size_mu": "an artist's catalog size is ceil(lognormal(mu, sigma)) up to artist_size_max: its mu "
+                      "(fitted to the course catalog: median 1 track, 90th percentile 11, max 80)",
+    "artist_size_sigma": "lognormal sigma of an artist's catalog size (larger = more skewed)",
+    "artist_size_max": "largest catalog of an artist (the lognormal is truncated there)",
     "genre_zipf": "Zipf exponent of genre sizes",
     "genre_spread": "norm scale of genre centres",
     "style_spread": "norm scale of a style's offset from its genre",
@@ -42,10 +48,15 @@ KNOB_HELP: dict[str, str] = {
     "artist_popularity_sigma": "lognormal sigma of artist popularity",
     "track_popularity_sigma": "lognormal sigma of a track's popularity within its artist",
     "popularity_alignment": "shift along the shared mainstream direction per standard deviation of log popularity",
-    "interests": "interests per user, drawn with probability proportional to track popularity",
+    "popularity_offset": "standardized log popularity at which a track has no mainstream shift: less popular tracks "
+                         "lean away from the mainstream that popular tracks (and so most interests) lean into",
+    "interests": "interests per user, drawn with probability proportional to track popularity ** "
+                 "interest_popularity_exponent",
+    "interest_popularity_exponent": "how strongly interests follow popularity (1 = proportional, 0 = uniform; fitted "
+                                    "to how often the course's users share an interest)",
 }
 KNOBS: tuple[str, ...] = tuple(KNOB_HELP)
-INTEGER_KNOBS = frozenset({"genres", "styles_per_genre", "interests"})
+INTEGER_KNOBS = frozenset({"genres", "styles_per_genre", "interests", "artist_size_max"})
 
 
 def knob_type(name: str) -> type:
@@ -132,10 +143,33 @@ def _titles(rng: np.random.Generator, count: int) -> list[str]:
     return titles
 
 
-def _artist_sizes(rng: np.random.Generator, n_tracks: int, n_artists: int, sigma: float) -> np.ndarray:
-    """Every artist has at least one track; the rest are spread by lognormal weights (a heavy-tailed catalog)."""
-    weights = rng.lognormal(0.0, sigma, size=n_artists)
-    return 1 + rng.multinomial(n_tracks - n_artists, weights / weights.sum())
+def artist_size_pmf(mu: float, sigma: float, largest: int) -> np.ndarray:
+    """P(size = 1..largest) of ceil(X), X ~ lognormal(mu, sigma), truncated at `largest` and renormalised."""
+    from math import erf, log, sqrt
+
+    edges = np.array([0.5 * (1.0 + erf((log(k) - mu) / (sigma * sqrt(2.0)))) if sigma > 0 else float(log(k) >= mu)
+                      for k in range(1, largest + 1)])
+    pmf = np.diff(np.r_[0.0, edges])
+    if pmf.sum() <= 0:
+        pmf = np.zeros(largest)
+        pmf[-1] = 1.0
+    return pmf / pmf.sum()
+
+
+def _artist_sizes(rng: np.random.Generator, n_tracks: int, mu: float, sigma: float, largest: int) -> np.ndarray:
+    """Artists' catalog sizes drawn one by one from the truncated ceil-lognormal until they hold every track (the
+    last artist gets what is left), so the number of artists follows from the size distribution."""
+    pmf = artist_size_pmf(mu, sigma, largest)
+    mean = float((np.arange(1, largest + 1) * pmf).sum())
+    sizes = np.zeros(0, dtype=np.int64)
+    while sizes.sum() < n_tracks:
+        more = int(max(16, 1.2 * (n_tracks - sizes.sum()) / mean))
+        sizes = np.concatenate([sizes, 1 + rng.choice(largest, size=more, p=pmf)])
+    total = np.cumsum(sizes)
+    count = int(np.searchsorted(total, n_tracks) + 1)
+    sizes = sizes[:count].copy()
+    sizes[-1] -= int(total[count - 1] - n_tracks)
+    return sizes
 
 
 def _directions(rng: np.random.Generator, count: int, dim: int, scale: float) -> np.ndarray:
@@ -166,69 +200,106 @@ def content_hash(file_hashes: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{name}:{file_hashes[name]}\n" for name in DATA_FILES).encode()).hexdigest()
 
 
-def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -> dict:
-    """Write a world into `out_dir` and return the content of its `world.json`; every knob of `KNOBS` is required.
-
-    Same arguments give byte-identical files. Each file is written to a temporary name and renamed into place, and
-    `world.json` (holding the data files' hashes) comes last, so a failure never leaves a world that looks complete.
-    """
+def _checked(seed, n_tracks, n_users, dim, knobs: dict) -> tuple[int, int, int, int, dict]:
     settings = knob_settings(knobs)
     seed, n_tracks, n_users, dim = int(seed), int(n_tracks), int(n_users), int(dim)
     if n_tracks < 1 or n_users < 1 or dim < 1 or seed < 0:
         raise ValueError("n_tracks, n_users and dim must be positive and seed non-negative")
     if settings["genres"] < 1 or settings["styles_per_genre"] < 1 or settings["interests"] < 1:
         raise ValueError("genres, styles_per_genre and interests must be at least 1")
-    if settings["tracks_per_artist"] < 1:
-        raise ValueError("tracks_per_artist must be at least 1")
+    if settings["artist_size_max"] < 1 or settings["artist_size_sigma"] < 0:
+        raise ValueError("artist_size_max must be at least 1 and artist_size_sigma non-negative")
+    return seed, n_tracks, n_users, dim, settings
+
+
+def _artist_styles(rng: np.random.Generator, n_artists: int, settings: dict) -> np.ndarray:
+    """Each artist's style: a genre (Zipf sizes), then one of its styles uniformly."""
+    n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
+    genre_weights = 1.0 / np.arange(1, n_genres + 1) ** settings["genre_zipf"]
+    artist_genre = rng.choice(n_genres, size=n_artists, p=genre_weights / genre_weights.sum())
+    return artist_genre * per_genre + rng.integers(0, per_genre, size=n_artists)
+
+
+def _log_popularity(rng: np.random.Generator, track_artist: np.ndarray, n_artists: int, settings: dict) -> np.ndarray:
+    """Log popularity of each track: artist popularity times track popularity, both lognormal."""
+    artist_popularity = rng.lognormal(0.0, settings["artist_popularity_sigma"], size=n_artists)
+    track_popularity = rng.lognormal(0.0, settings["track_popularity_sigma"], size=len(track_artist))
+    return np.log(artist_popularity[track_artist] * track_popularity)
+
+
+def _embeddings(rng: np.random.Generator, track_artist: np.ndarray, artist_style: np.ndarray,
+                log_popularity: np.ndarray, dim: int, settings: dict) -> np.ndarray:
+    """Nested neighbourhoods (genre, style, artist, track) plus a popularity lean along one mainstream direction."""
+    n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
+    spread = log_popularity.std()
+    standardized = (log_popularity - log_popularity.mean()) / (spread if spread > 0 else 1.0)
+    genre_centres = _directions(rng, n_genres, dim, settings["genre_spread"])
+    style_centres = np.repeat(genre_centres, per_genre, axis=0) + _directions(
+        rng, n_genres * per_genre, dim, settings["style_spread"]
+    )
+    artist_centres = style_centres[artist_style] + _directions(rng, len(artist_style), dim, settings["artist_spread"])
+    mainstream = rng.standard_normal(dim)
+    mainstream /= np.linalg.norm(mainstream)
+    return (
+        artist_centres[track_artist]
+        + _directions(rng, len(track_artist), dim, settings["track_spread"])
+        + settings["popularity_alignment"] * (standardized - settings["popularity_offset"])[:, None]
+        * mainstream[None, :]
+    ).astype(np.float32)
+
+
+def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -> dict:
+    """The world's numbers without its files: embeddings, artist per track, artist sizes, popularity, the users.
+
+    `generate_world` writes exactly these (plus names and titles); the knob search uses them in memory.
+    """
+    seed, n_tracks, n_users, dim, settings = _checked(seed, n_tracks, n_users, dim, knobs)
 
     def child(part: int) -> np.random.Generator:
         return np.random.default_rng([seed, part])
 
     # Structure: genres -> styles -> artists (skewed sizes) -> tracks, ids shuffled so artists are not contiguous.
     structure = child(_STRUCTURE)
-    n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
-    n_artists = int(min(n_tracks, max(1, round(n_tracks / settings["tracks_per_artist"]))))
-    sizes = _artist_sizes(structure, n_tracks, n_artists, settings["artist_size_sigma"])
-    genre_weights = 1.0 / np.arange(1, n_genres + 1) ** settings["genre_zipf"]
-    artist_genre = structure.choice(n_genres, size=n_artists, p=genre_weights / genre_weights.sum())
-    artist_style = artist_genre * per_genre + structure.integers(0, per_genre, size=n_artists)
-    track_artist = structure.permutation(np.repeat(np.arange(n_artists), sizes))
-
-    # Popularity: artist times track, both lognormal.
-    popularity_rng = child(_POPULARITY)
-    artist_popularity = popularity_rng.lognormal(0.0, settings["artist_popularity_sigma"], size=n_artists)
-    track_popularity = popularity_rng.lognormal(0.0, settings["track_popularity_sigma"], size=n_tracks)
-    log_popularity = np.log(artist_popularity[track_artist] * track_popularity)
+    sizes = _artist_sizes(structure, n_tracks, settings["artist_size_mu"], settings["artist_size_sigma"],
+                          settings["artist_size_max"])
+    artist_style = _artist_styles(structure, len(sizes), settings)
+    track_artist = structure.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    log_popularity = _log_popularity(child(_POPULARITY), track_artist, len(sizes), settings)
     popularity = np.exp(log_popularity - log_popularity.max())
     popularity /= popularity.sum()
-    spread = log_popularity.std()
-    standardized = (log_popularity - log_popularity.mean()) / (spread if spread > 0 else 1.0)
-
-    # Embeddings: nested neighbourhoods plus a popularity lean along one mainstream direction.
-    embedding_rng = child(_EMBEDDING)
-    genre_centres = _directions(embedding_rng, n_genres, dim, settings["genre_spread"])
-    style_centres = np.repeat(genre_centres, per_genre, axis=0) + _directions(
-        embedding_rng, n_genres * per_genre, dim, settings["style_spread"]
-    )
-    artist_centres = style_centres[artist_style] + _directions(embedding_rng, n_artists, dim, settings["artist_spread"])
-    mainstream = embedding_rng.standard_normal(dim)
-    mainstream /= np.linalg.norm(mainstream)
-    embeddings = (
-        artist_centres[track_artist]
-        + _directions(embedding_rng, n_tracks, dim, settings["track_spread"])
-        + settings["popularity_alignment"] * standardized[:, None] * mainstream[None, :]
-    ).astype(np.float32)
-
-    names_rng = child(_NAMES)
-    artist_names = _artist_names(names_rng, n_artists)
-    titles = _titles(names_rng, n_tracks)
+    embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
+    n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
 
     users_rng = child(_USERS)
-    interests = _draw_interests(users_rng, popularity, n_users, settings["interests"])
+    interest_weights = np.exp(settings["interest_popularity_exponent"] * (log_popularity - log_popularity.max()))
+    interests = _draw_interests(users_rng, interest_weights / interest_weights.sum(), n_users, settings["interests"])
     consume_bias = users_rng.uniform(0.0, 10.0, size=n_users)
     sharpness_base = users_rng.uniform(1.0, 2.0, size=n_users)
     sharpness_sign = users_rng.choice(np.array([-1.0, 1.0]), size=n_users)
     consume_sharpness = sharpness_base**sharpness_sign
+
+    return {
+        "embeddings": embeddings, "track_artist": track_artist, "sizes": sizes, "popularity": popularity,
+        "interests": interests, "consume_bias": consume_bias, "consume_sharpness": consume_sharpness,
+        "n_styles": n_genres * per_genre,
+    }
+
+
+def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -> dict:
+    """Write a world into `out_dir` and return the content of its `world.json`; every knob of `KNOBS` is required.
+
+    Same arguments give byte-identical files. Each file is written to a temporary name and renamed into place, and
+    `world.json` (holding the data files' hashes) comes last, so a failure never leaves a world that looks complete.
+    """
+    seed, n_tracks, n_users, dim, settings = _checked(seed, n_tracks, n_users, dim, knobs)
+    arrays = world_arrays(seed=seed, n_tracks=n_tracks, n_users=n_users, dim=dim, **settings)
+    embeddings, track_artist, sizes = arrays["embeddings"], arrays["track_artist"], arrays["sizes"]
+    popularity, interests = arrays["popularity"], arrays["interests"]
+    consume_bias, consume_sharpness = arrays["consume_bias"], arrays["consume_sharpness"]
+    n_artists = len(sizes)
+    names_rng = np.random.default_rng([seed, _NAMES])
+    artist_names = _artist_names(names_rng, n_artists)
+    titles = _titles(names_rng, n_tracks)
 
     tracks_json = b"".join(
         orjson.dumps(dict(zip(CATALOG_KEYS, (artist_names[track_artist[i]], titles[i], i)))) + b"\n"
@@ -261,10 +332,111 @@ def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_us
         "parameters": {"seed": seed, "n_tracks": n_tracks, "n_users": n_users, "dim": dim, **settings},
         "stats": {
             "artists": n_artists,
-            "styles": n_genres * per_genre,
+            "styles": arrays["n_styles"],
             "largest_artist_tracks": int(sizes.max()),
             "top_1pct_popularity_share": float(np.sort(popularity)[::-1][: max(1, n_tracks // 100)].sum()),
         },
+        "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
+    }
+    meta["content_sha256"] = content_hash(meta["files"])
+    atomic_write_bytes(out / "world.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
+    return meta
+
+
+COURSE_GENERATOR_NAME = "sim.generator.course_world"
+_TOP_CLASS = 4  # interest counts from here up form one class, ordered by count
+
+
+def _match_interest_counts(rng: np.random.Generator, drawn: np.ndarray, counts: np.ndarray, n_users: int,
+                           per_user: int, settings: dict) -> np.ndarray:
+    """Log popularity for a catalog whose interest counts are given: as the generator couples them.
+
+    The generator draws interests with weights popularity ** interest_popularity_exponent. Drawing synthetic users
+    that way over the drawn popularity gives the generator's joint law of (interest count, popularity); each track
+    of the catalog then takes a popularity from the synthetic tracks held as an interest as often (quantile matching
+    within each count class; the top class is ordered by count), so the course's interests are as mainstream as
+    generated interests would be.
+    """
+    weights = np.exp(settings["interest_popularity_exponent"] * (drawn - drawn.max()))
+    synthetic = np.bincount(_draw_interests(rng, weights / weights.sum(), n_users, per_user).ravel(),
+                            minlength=len(drawn))
+    result = np.empty_like(drawn)
+    for k in range(_TOP_CLASS + 1):
+        mine = np.flatnonzero(counts == k) if k < _TOP_CLASS else np.flatnonzero(counts >= k)
+        if len(mine) == 0:
+            continue
+        pool = drawn[synthetic == k] if k < _TOP_CLASS else drawn[synthetic >= k]
+        if len(pool) == 0:
+            pool = drawn
+        if k < _TOP_CLASS:
+            mine = rng.permutation(mine)
+            pool_sorted = np.sort(pool)
+        else:  # most-held first, ties in a random order; the pool by synthetic count then popularity
+            mine = mine[np.lexsort((rng.random(len(mine)), -counts[mine]))]
+            held = synthetic[synthetic >= k]
+            pool_sorted = pool[np.lexsort((-pool, -held))][::-1]
+        quantiles = (np.arange(len(mine)) + 0.5) / len(mine)
+        values = pool_sorted[np.minimum((quantiles * len(pool_sorted)).astype(np.int64), len(pool_sorted) - 1)]
+        result[mine] = values[::-1] if k >= _TOP_CLASS else values[rng.permutation(len(values))]
+    return result
+
+
+def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int, dim: int,
+                 **knobs) -> dict:
+    """The course's world rebuilt: its own `tracks.json` and `users.json` (copied byte for byte from
+    `catalog_dir`) with hidden embeddings from the fitted generator, so the course's track ids, artists and users
+    play as they did. Returns world.json's content.
+
+    The catalog fixes which tracks share an artist; artists get styles, popularity and embeddings as in
+    `generate_world` (the artist-size knobs are not used: the catalog has its own sizes). The course's users keep
+    their interests, consume_bias and consume_sharpness; since the generator's interests follow popularity, a track's
+    popularity rank follows how many course users hold it as an interest (ties keep the generator's own order).
+    """
+    settings = knob_settings(knobs)
+    seed, dim = int(seed), int(dim)
+    if dim < 1 or seed < 0:
+        raise ValueError("dim must be positive and seed non-negative")
+    source = Path(catalog_dir)
+    for name in ("tracks.json", "users.json"):
+        if not (source / name).is_file():
+            raise ValueError(f"{source / name} not found: the course catalog folder needs tracks.json and users.json")
+    tracks_bytes = (source / "tracks.json").read_bytes()
+    users_bytes = (source / "users.json").read_bytes()
+    rows = [orjson.loads(line) for line in tracks_bytes.splitlines() if line.strip()]
+    if [row.get("track") for row in rows] != list(range(len(rows))):
+        raise ValueError(f"{source / 'tracks.json'}: track ids must be 0..N-1 in order")
+    names: dict[str, int] = {}
+    track_artist = np.array([names.setdefault(row["artist"], len(names)) for row in rows], dtype=np.int64)
+    users = [orjson.loads(line) for line in users_bytes.splitlines() if line.strip()]
+    counts = np.zeros(len(rows), dtype=np.int64)
+    for user in users:
+        interests = np.asarray(user["interests"], dtype=np.int64)
+        if len(interests) and (interests.min() < 0 or interests.max() >= len(rows)):
+            raise ValueError(f"user {user.get('user')} has an interest outside the catalog")
+        np.add.at(counts, interests, 1)
+
+    def child(part: int) -> np.random.Generator:
+        return np.random.default_rng([seed, part])
+
+    artist_style = _artist_styles(child(_STRUCTURE), len(names), settings)
+    drawn = _log_popularity(child(_POPULARITY), track_artist, len(names), settings)
+    log_popularity = _match_interest_counts(child(_USERS), drawn, counts, len(users),
+                                            max(1, round(counts.sum() / max(1, len(users)))), settings)
+    embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
+
+    payloads = {"tracks.json": tracks_bytes, "users.json": users_bytes, "tracks.npy": _npy_bytes(embeddings)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "world.json").exists():
+        (out / "world.json").unlink()
+    for name, payload in payloads.items():
+        atomic_write_bytes(out / name, payload)
+    meta = {
+        "format": FORMAT_VERSION,
+        "generator": COURSE_GENERATOR_NAME,
+        "parameters": {"seed": seed, "n_tracks": len(rows), "n_users": len(users), "dim": dim, **settings},
+        "stats": {"artists": len(names), "largest_artist_tracks": int(np.bincount(track_artist).max()),
+                  "interest_tracks": int((counts > 0).sum())},
         "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
     }
     meta["content_sha256"] = content_hash(meta["files"])

@@ -1,6 +1,7 @@
 """A small world written per test session (no simulator needed), config writers, and a private redis-server."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -11,8 +12,10 @@ import orjson
 import pytest
 import redis
 import yaml
+from botify_lab.formats import EVENT_KEYS as SCHEMA_KEYS
+from botify_lab.formats import iter_json_lines, log_files
 
-EVENT_KEYS = ["message", "timestamp", "user", "track", "time", "latency", "recommendation", "experiments"]
+EVENT_KEYS = list(SCHEMA_KEYS)
 
 
 def free_loopback_port() -> int:
@@ -90,6 +93,66 @@ def write_config(world, tmp_path):
     return write
 
 
+class RedisServer:
+    """A private redis-server on a loopback port (no persistence) that a test may pause, kill and restart."""
+
+    def __init__(self, executable: str, port: int):
+        self.executable = executable
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        try:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.025)
+            pytest.fail("redis-server did not start")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+def redis_executable() -> str:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required on CI")
+        pytest.skip("redis-server not installed")
+    return executable
+
+
+@pytest.fixture
+def own_redis():
+    """A function-scoped RedisServer, always stopped at the end."""
+    server = RedisServer(redis_executable(), free_loopback_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """A private redis-server on a free loopback port with no persistence; skipped when missing, except on CI."""
@@ -122,10 +185,19 @@ def redis_url():
         process.wait(10)
 
 
+def read_events(log_dir: Path) -> list[dict]:
+    """Every logged event in writing order; a torn (partial) line anywhere fails the test."""
+    logged = []
+    for path in log_files(log_dir):
+        data = path.read_bytes()
+        assert not data or data.endswith(b"\n"), f"{path} ends with a partial line"
+        logged.extend(row for _, row in iter_json_lines(path))
+    return logged
+
+
 @pytest.fixture
 def events():
-    """Read a log folder, checking every line has exactly the spec's keys in order."""
-    from botify.eventlog import read_events
+    """Read a log folder, checking every line has exactly the schema's keys in order."""
 
     def read(log_dir: Path) -> list[dict]:
         logged = read_events(log_dir)
@@ -134,3 +206,20 @@ def events():
         return logged
 
     return read
+
+
+@pytest.fixture
+def open_app():
+    """create_app for the Flask test client; every app's Service is closed (its log folder released) at the end."""
+    from botify import create_app
+
+    apps = []
+
+    def make(config, **options):
+        app = create_app(config, **options)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["botify"].close()

@@ -1,4 +1,5 @@
-"""Every endpoint and every recommender, over real HTTP against `python -m botify serve`."""
+"""Every endpoint and every recommender through the app's test client, and what only the real server does
+(HTTP framing, chunked and stalled bodies) over real HTTP against `python -m botify serve`."""
 import socket
 from urllib.parse import urlparse
 
@@ -6,12 +7,11 @@ import orjson
 import pytest
 import requests
 
+from botify import create_app
 from botify.launch import served
 
 
-@pytest.fixture(scope="module")
-def top_pop_service(world, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("api")
+def write_api_config(world, folder):
     config = folder / "botify.yaml"
     config.write_text(
         orjson.dumps(
@@ -26,39 +26,78 @@ def top_pop_service(world, tmp_path_factory):
             }
         ).decode()  # JSON is YAML
     )
-    with served(config) as url:
+    return config
+
+
+class ClientSession:
+    """The test client behind the few `requests`-like calls these tests make (post/get on paths)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def get(self, path: str):
+        return Answer(self.client.get(path))
+
+    def post(self, path: str, json=None, data=None):
+        return Answer(self.client.post(path, json=json, data=data))
+
+
+class Answer:
+    def __init__(self, response):
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self._response = response
+
+    def json(self):
+        return self._response.get_json()
+
+
+@pytest.fixture(scope="module")
+def top_pop_app(world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api_app")
+    app = create_app(write_api_config(world, folder))
+    try:
+        yield ClientSession(app.test_client()), folder / "log"
+    finally:
+        app.extensions["botify"].close()
+
+
+@pytest.fixture(scope="module")
+def top_pop_service(world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    with served(write_api_config(world, folder)) as url:
         yield url, folder / "log"
 
 
-def test_alive(top_pop_service):
+def test_alive_over_http(top_pop_service):
     url, _ = top_pop_service
     answer = requests.get(f"{url}/")
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
     assert answer.json()["status"] == "alive"
 
 
-def test_track_rows_and_unknown_ids(top_pop_service, world):
-    url, _ = top_pop_service
-    assert requests.get(f"{url}/track/42").json() == {"artist": world.artist_of(42), "title": "title 42", "track": 42}
+def test_track_rows_and_unknown_ids(top_pop_app, world):
+    client, _ = top_pop_app
+    assert client.get("/track/42").json() == {"artist": world.artist_of(42), "title": "title 42", "track": 42}
     for missing in (world.n_tracks, -1, "abc", 10**30):
-        answer = requests.get(f"{url}/track/{missing}")
+        answer = client.get(f"/track/{missing}")
         assert answer.status_code == 404 and "error" in answer.json()
 
 
-def test_experiments_lists_arms_and_what_serves(top_pop_service):
-    url, _ = top_pop_service
-    experiments = requests.get(f"{url}/experiments").json()["experiments"]
+def test_experiments_lists_arms_and_what_serves(top_pop_app):
+    client, _ = top_pop_app
+    experiments = client.get("/experiments").json()["experiments"]
     assert [(e["name"], e["serves_next"]) for e in experiments] == [("TOP_POP", True), ("SHADOW", False)]
     assert [(arm["name"], arm["recommender"], arm.get("k")) for arm in experiments[0]["arms"]] == [
         ("C", "random", None), ("T1", "toppop", 1), ("T2", "toppop", 3), ("T3", "toppop", 6)
     ]
 
 
-def test_next_and_last_answer_and_log_one_line_each(top_pop_service, world, events):
-    url, log_dir = top_pop_service
+def test_next_and_last_answer_and_log_one_line_each(top_pop_app, world, events):
+    client, log_dir = top_pop_app
     before = len(events(log_dir))
-    next_answer = requests.post(f"{url}/next/5533", json={"track": 9, "time": 0.25})
-    last_answer = requests.post(f"{url}/last/5533", json={"track": 9, "time": 1})
+    next_answer = client.post("/next/5533", json={"track": 9, "time": 0.25})
+    last_answer = client.post("/last/5533", json={"track": 9, "time": 1})
     assert next_answer.status_code == 200 and last_answer.status_code == 200
     recommended = next_answer.json()["track"]
     assert next_answer.json() == {"user": 5533, "track": recommended} and 0 <= recommended < world.n_tracks
@@ -72,20 +111,20 @@ def test_next_and_last_answer_and_log_one_line_each(top_pop_service, world, even
     assert set(next_event["experiments"]) == {"TOP_POP", "SHADOW"}
 
 
-def test_assignment_vectors_reach_the_log_and_choose_the_recommender(top_pop_service, world, events):
-    """Spec 4's published vectors: TOP_POP with 4 arms puts user 5533 in C and user 7121 in T3."""
-    url, log_dir = top_pop_service
+def test_assignment_vectors_reach_the_log_and_choose_the_recommender(top_pop_app, world, events):
+    """The course's published assignment vectors: TOP_POP with 4 arms puts user 5533 in C and user 7121 in T3."""
+    client, log_dir = top_pop_app
     before = len(events(log_dir))
-    recommendations = {requests.post(f"{url}/next/7121", json={"track": 0, "time": 1.0}).json()["track"] for _ in range(30)}
-    requests.post(f"{url}/next/5533", json={"track": 0, "time": 1.0})
+    recommendations = {client.post("/next/7121", json={"track": 0, "time": 1.0}).json()["track"] for _ in range(30)}
+    client.post("/next/5533", json={"track": 0, "time": 1.0})
     events = events(log_dir)[before:]
     assert {event["experiments"]["TOP_POP"] for event in events if event["user"] == 7121} == {"T3"}
     assert {event["experiments"]["TOP_POP"] for event in events if event["user"] == 5533} == {"C"}
     assert recommendations <= set(world.top_tracks[:6]) and len(recommendations) > 1
 
 
-def test_bad_requests_get_json_4xx_and_are_not_logged(top_pop_service, world, events):
-    url, log_dir = top_pop_service
+def test_bad_requests_get_json_4xx_and_are_not_logged(top_pop_app, world, events):
+    client, log_dir = top_pop_app
     before = len(events(log_dir))
     bodies = [
         b"not json", b"[1, 2]", b"null", b'"text"', b"{}", b'{"track": 1}', b'{"time": 0.5}',
@@ -97,20 +136,30 @@ def test_bad_requests_get_json_4xx_and_are_not_logged(top_pop_service, world, ev
     ]
     for endpoint in ("next", "last"):
         for body in bodies:
-            answer = requests.post(f"{url}/{endpoint}/1", data=body)
+            answer = client.post(f"/{endpoint}/1", data=body)
             assert answer.status_code == 400, body
             assert isinstance(answer.json()["error"], str)
         for user in ("-1", "2147483648", "1e3", "abc", "%D9%A3", "1_0"):
-            answer = requests.post(f"{url}/{endpoint}/{user}", json={"track": 1, "time": 0.5})
+            answer = client.post(f"/{endpoint}/{user}", json={"track": 1, "time": 0.5})
             assert answer.status_code == 400 and "error" in answer.json(), user
-    oversized = requests.post(f"{url}/next/1", data=b'{"track": 1, "time": 0.5, "pad": "' + b"x" * 100_000 + b'"}')
+    oversized = client.post("/next/1", data=b'{"track": 1, "time": 0.5, "pad": "' + b"x" * 100_000 + b'"}')
     assert oversized.status_code == 413 and "error" in oversized.json()
-    unknown = requests.get(f"{url}/no/such/route")
+    unknown = client.get("/no/such/route")
     assert unknown.status_code == 404 and "error" in unknown.json()
-    wrong_method = requests.get(f"{url}/next/1")
+    wrong_method = client.get("/next/1")
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
     assert len(events(log_dir)) == before
-    assert requests.post(f"{url}/next/2147483647", json={"track": 499, "time": 0}).status_code == 200
+    assert client.post("/next/2147483647", json={"track": 499, "time": 0}).status_code == 200
+
+
+def test_user_paths_are_decoded_and_checked_over_http(top_pop_service):
+    """granian percent-decodes the path; a non-ASCII digit user is still refused, a long digit run gets 400/404."""
+    url, _ = top_pop_service
+    with requests.Session() as session:
+        for user in ("%D9%A3", "1" * 5000, "%2F1"):
+            answer = session.post(f"{url}/next/{user}", json={"track": 1, "time": 0.5})
+            assert answer.status_code in (400, 404) and "error" in answer.json(), user
+        assert session.get(f"{url}/track/{'7' * 4301}").status_code == 404
 
 
 def test_chunked_bodies_are_read_and_oversized_ones_get_413(top_pop_service, events):
@@ -144,45 +193,49 @@ def test_a_client_stalled_mid_body_does_not_hold_up_others(top_pop_service, even
     assert {event["user"] for event in events(log_dir)[before:]} == {10}
 
 
-def served_single_recommender(write_config, arm: dict):
-    """A config whose only experiment gives every user the same recommender."""
-    return served(write_config([{"name": "ONLY", "arms": [arm, {**arm, "name": "T1"}]}]))
+@pytest.fixture
+def single_recommender(write_config, open_app):
+    """A test client for a config whose only experiment gives every user the same recommender."""
+
+    def client_for(arm: dict):
+        return open_app(write_config([{"name": "ONLY", "arms": [arm, {**arm, "name": "T1"}]}])).test_client()
+
+    return client_for
 
 
-def recommendations_for(url: str, user: int, track: int, count: int = 40) -> list[int]:
-    with requests.Session() as session:
-        return [session.post(f"{url}/next/{user}", json={"track": track, "time": 0.5}).json()["track"] for _ in range(count)]
+def recommendations_for(client, user: int, track: int, count: int = 40) -> list[int]:
+    return [client.post(f"/next/{user}", json={"track": track, "time": 0.5}).get_json()["track"] for _ in range(count)]
 
 
-def test_random_recommender_spreads_over_the_catalog(write_config, world):
-    with served_single_recommender(write_config, {"recommender": "random"}) as url:
-        recommendations = recommendations_for(url, 1, 0, count=200)
+def test_random_recommender_spreads_over_the_catalog(single_recommender, world):
+    client = single_recommender({"recommender": "random"})
+    recommendations = recommendations_for(client, 1, 0, count=200)
     assert all(0 <= track < world.n_tracks for track in recommendations)
     assert len(set(recommendations)) > 150
 
 
-def test_toppop_stays_within_the_k_most_popular(write_config, world):
-    with served_single_recommender(write_config, {"recommender": "toppop", "path": str(world.path / "top_tracks.json"), "k": 3}) as url:
-        assert set(recommendations_for(url, 1, 0)) == set(world.top_tracks[:3])
+def test_toppop_stays_within_the_k_most_popular(single_recommender, world):
+    client = single_recommender({"recommender": "toppop", "path": str(world.path / "top_tracks.json"), "k": 3})
+    assert set(recommendations_for(client, 1, 0)) == set(world.top_tracks[:3])
 
 
-def test_sticky_artist_keeps_the_last_tracks_artist(write_config, world):
-    with served_single_recommender(write_config, {"recommender": "sticky_artist"}) as url:
-        recommendations = recommendations_for(url, 1, 17)
+def test_sticky_artist_keeps_the_last_tracks_artist(single_recommender, world):
+    client = single_recommender({"recommender": "sticky_artist"})
+    recommendations = recommendations_for(client, 1, 17)
     assert {world.artist_of(track) for track in recommendations} == {world.artist_of(17)}
     assert len(set(recommendations)) > 3
 
 
-def test_indexed_uses_the_users_list_and_falls_back_to_random(write_config, world):
-    with served_single_recommender(write_config, {"recommender": "indexed", "path": str(world.path / "user_recs.json")}) as url:
-        assert set(recommendations_for(url, 5, 0)) == set(world.indexed_users[5])
-        assert set(recommendations_for(url, 6, 0)) == set(world.indexed_users[6])
-        assert len(set(recommendations_for(url, 77, 0))) > 20
+def test_indexed_uses_the_users_list_and_falls_back_to_random(single_recommender, world):
+    client = single_recommender({"recommender": "indexed", "path": str(world.path / "user_recs.json")})
+    assert set(recommendations_for(client, 5, 0)) == set(world.indexed_users[5])
+    assert set(recommendations_for(client, 6, 0)) == set(world.indexed_users[6])
+    assert len(set(recommendations_for(client, 77, 0))) > 20
 
 
-def test_contextual_uses_the_last_tracks_neighbours_and_falls_back_to_random(write_config, world):
-    with served_single_recommender(write_config, {"recommender": "contextual", "path": str(world.path / "recs.json")}) as url:
-        assert set(recommendations_for(url, 1, 0)) == set(world.context_neighbours[0])
-        assert set(recommendations_for(url, 1, 1)) == set(world.context_neighbours[1])
-        assert len(set(recommendations_for(url, 1, 2))) > 20  # empty list
-        assert len(set(recommendations_for(url, 1, 3))) > 20  # no row at all
+def test_contextual_uses_the_last_tracks_neighbours_and_falls_back_to_random(single_recommender, world):
+    client = single_recommender({"recommender": "contextual", "path": str(world.path / "recs.json")})
+    assert set(recommendations_for(client, 1, 0)) == set(world.context_neighbours[0])
+    assert set(recommendations_for(client, 1, 1)) == set(world.context_neighbours[1])
+    assert len(set(recommendations_for(client, 1, 2))) > 20  # empty list
+    assert len(set(recommendations_for(client, 1, 3))) > 20  # no row at all

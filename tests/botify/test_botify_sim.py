@@ -8,10 +8,15 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from botify.eventlog import read_events
+from botify_lab.formats import iter_json_lines, log_files
+
 from botify.launch import served
 
 EPISODES = 60
+
+
+def read_events(log_dir):
+    return [row for path in log_files(log_dir) for _, row in iter_json_lines(path)]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "collect": {"episodes": 300, "processes": 1},
+    "collect": {"episodes": 1500, "processes": 1},
     "train": {"max_epochs": 4, "batch_size": 512},
     "models": {
         "contextual": {"embedding_dim": 4},
@@ -27,7 +27,9 @@ TINY = {
     },
     "simulate": {"episodes": 300, "processes": 1},
     "calibrate": {"seeds": 1, "episodes": 200, "random_episodes": 200, "processes": 1},
-    "indexed": {"epochs": 2, "factors": 8},
+    "indexed": {"trials": 2, "min_user_positives": 1, "min_track_positives": 1},
+    "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 200}, {"gamma": 0.8, "episodes": 200}],
+                 "processes": 1, "top_pop_seeds": 1, "top_pop_episodes": 200, "reference_episodes": 200},
     "leaderboard": {"episodes": 300, "processes": 1},
 }
 
@@ -91,9 +93,12 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     assert json.loads((clone / "metrics" / "export_added.json").read_text())["k"] == 10
     assert json.loads((clone / "metrics" / "calibration.json").read_text())["arms"]["T2"]
     leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
-    assert leaderboard["recommenders"] == {"C": "Random", "T1": "StickyArtist", "T2": "TopPop(100)", "T3": "Indexed",
-                                           "T4": "Contextual", "T5": "Ours", "T6": "Added"}
-    assert set(leaderboard["effects"]) == {"T1", "T2", "T3", "T4", "T5", "T6"}
+    assert list(leaderboard["recommenders"].values()) == [
+        "Random", "StickyArtist", "TopPop(100)", "User-based", "Collaborative (Indexed)", "Contextual", "Diverse i2i",
+        "Ours", "Added", "Reference: true neighbours"]
+    assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 10)}
+    fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
+    assert fidelity["checks"] > 50 and "training_data" in fidelity
     for figure in ("ab_effects.png", "ab_cumulative.png", "simulate.png", "train_ours.png", "calibration.png",
                    "leaderboard.png"):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000

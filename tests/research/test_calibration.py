@@ -1,4 +1,4 @@
-"""The in-process TOP_POP replication, its comparison with the published table, and the world-search helpers."""
+"""The in-process TOP_POP replication and its comparison with the published table."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,6 @@ import pytest
 from botify_lab.formats import assign_arm
 from botify_lab.pipeline import top_pop_in_process as in_process
 from botify_lab.pipeline.calibrate import calibration_json
-from botify_lab.pipeline.world_search import best_candidate, candidates
 from botify_lab.research import ab, published as calibration
 from botify_lab.research.logs import sessionize
 from sim.lockstep import run_lockstep
@@ -159,14 +158,3 @@ def test_calibration_json_reports_each_seed_and_the_spread(published):
     assert document["arms"]["C"]["time"]["within_tolerance"] is None  # reported, not calibrated
     assert all(seed["within_tolerance"] is None for seed in document["arms"]["C"]["time"]["seeds"].values())
     orjson.dumps(document)  # JSON-safe
-
-
-def test_search_candidates_are_ordered_and_unique():
-    search = {"previous": {"a": 1}, "sweeps": {"b": [1, 2]}, "grid": {"a": [1, 2], "b": [1]}}
-    found = candidates(search)
-    assert found[0] == ("previous defaults", {"a": 1})
-    assert [overrides for _, overrides in found] == [{"a": 1}, {"b": 1}, {"b": 2}, {"a": 1, "b": 1}, {"a": 2, "b": 1}]
-    table = pd.DataFrame({"calibrated": [False, True, True], "worst": [0.1, 0.5, 0.3]})
-    assert best_candidate(table).name == 2
-    with pytest.raises(RuntimeError, match="no candidate"):
-        best_candidate(table.assign(calibrated=False))

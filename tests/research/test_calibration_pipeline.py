@@ -32,10 +32,15 @@ def test_replication_through_the_service(tmp_path):
 
 
 def test_leaderboard_arms_and_summary(tmp_path):
-    params = {"leaderboard": {"toppop_k": 100},
+    params = {"leaderboard": {"toppop_k": 100}, "simulate": {"control": "contextual"},
               "models": {"contextual": {"label": "Contextual"}, "ours": {"label": "Ours"}}}
-    arms = leaderboard_arms(params)
-    assert [arm["name"] for arm in arms] == ["C", "T1", "T2", "T3", "T4", "T5"]
+    full = leaderboard_arms(params, tmp_path / "reference.json")
+    assert [arm["label"] for arm in full] == ["Random", "StickyArtist", "TopPop(100)", "User-based",
+                                              "Collaborative (Indexed)", "Contextual", "Diverse i2i", "Ours",
+                                              "Reference: true neighbours"]
+    assert [arm["name"] for arm in full] == ["C"] + [f"T{i}" for i in range(1, 9)]
+    arms = [full[i] for i in (0, 1, 2, 4, 5, 7)]  # six arms for the summary below
+    arms = [{**arm, "name": name} for arm, name in zip(arms, ["C", "T1", "T2", "T3", "T4", "T5"])]
     assert arms[0]["recommender"] == "random" and arms[2]["k"] == 100
     assert all("label" not in arm for arm in service_arms(arms)) and service_arms(arms)[5]["path"].endswith("ours.json")
 

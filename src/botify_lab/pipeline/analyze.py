@@ -45,15 +45,28 @@ def analyze_log(log_dir, experiment: str, *, alpha: float, power: float, srm_alp
     return AbAnalysis(experiment, alpha, events, sessions, metrics, effects, srm)
 
 
-def analyze(params: dict) -> AbAnalysis:
-    settings = params["ab"]
-    analysis = analyze_log(layout.SIMULATE_LOG, params["simulate"]["experiment"], alpha=settings["alpha"],
-                           power=settings["power"], srm_alpha=settings["srm_alpha"])
-    document = ab_metrics_json(analysis.effects, experiment=analysis.experiment, metrics=analysis.metrics,
-                               srm=analysis.srm, alpha=analysis.alpha)
+def analyze(params: dict):
+    """The homework A/B log through the engine of `analysis.engine`; writes the metrics, the plot and the details.
+
+    pandas returns an `AbAnalysis` (events, sessions and user metrics in memory); Spark returns only per-arm numbers
+    (`botify_lab.research.spark`), finished by the same statistics code, so metrics/ab.json is the same.
+    """
+    settings, experiment = params["ab"], params["simulate"]["experiment"]
+    if params["analysis"]["engine"] == "spark":
+        from botify_lab.research.spark import analyze_log_spark
+
+        analysis = analyze_log_spark(layout.SIMULATE_LOG, experiment, alpha=settings["alpha"], power=settings["power"],
+                                     srm_alpha=settings["srm_alpha"], master=params["spark"]["master"])
+        document, latency = analysis.ab_json(), analysis.latency_json()
+    else:
+        analysis = analyze_log(layout.SIMULATE_LOG, experiment, alpha=settings["alpha"], power=settings["power"],
+                               srm_alpha=settings["srm_alpha"])
+        document = ab_metrics_json(analysis.effects, experiment=analysis.experiment, metrics=analysis.metrics,
+                                   srm=analysis.srm, alpha=analysis.alpha)
+        latency = latency_metrics_json(analysis.metrics, analysis.effects)
     with atomic_output_dir(layout.ANALYSIS) as scratch:
         write_json(scratch / "ab.json", document)
-        write_json(scratch / "latency.json", latency_metrics_json(analysis.metrics, analysis.effects))
+        write_json(scratch / "latency.json", latency)
     write_metrics("ab", headline(document))
     write_plot("ab_effects", effect_rows(document))
     return analysis

@@ -11,6 +11,7 @@ Every candidate lands in `metrics/fidelity_search.csv` with its knobs, its key s
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import itertools
 import json
@@ -21,11 +22,21 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from botify_lab.pipeline import layout
 from botify_lab.research import fidelity as F
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
 
-REAL_STATS = Path(__file__).resolve().parents[3].parent / "shared" / "real-logs" / "stats.json"
-SEARCH_TABLE = Path("metrics") / "fidelity_search.csv"
+# The real logs' statistics (measured from the course's committed logs, which this project does not redistribute):
+# the course's shared folder beside the repository, or the file named by BOTIFY_LAB_REAL_STATS.
+SHARED_REAL_STATS = Path(__file__).resolve().parents[3].parent / "shared" / "real-logs" / "stats.json"
+
+
+def default_real_stats() -> Path:
+    return Path(os.environ.get("BOTIFY_LAB_REAL_STATS", SHARED_REAL_STATS))
+
+
+REAL_STATS = default_real_stats()
+SEARCH_TABLE = layout.WORLD_SEARCH_TABLE
 # StickyArtist at gamma 0.8, the course's published tables (no raw log of it is public): range and 2023 anchor.
 STICKY_08 = {"mean_time_per_session": 3.138, "mean_tracks_per_session": 8.137}
 STICKY_08_RANGE = {"mean_time_per_session": (3.07, 3.26), "mean_tracks_per_session": (7.92, 8.40)}
@@ -36,7 +47,11 @@ def group_name(kind: str, gamma: float) -> str:
     return f"{kind} gamma={gamma:g}"
 
 
-def load_real_stats(path: Path | str = REAL_STATS) -> dict:
+def load_real_stats(path: Path | str | None = None) -> dict:
+    path = Path(default_real_stats() if path is None else path)
+    if not path.is_file():
+        raise FileNotFoundError(f"the real logs' statistics are not at {path}: put the course's shared folder beside "
+                                "the repository (shared/real-logs/stats.json) or set BOTIFY_LAB_REAL_STATS")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -231,6 +246,17 @@ def search_worlds(base: dict, search: dict, real: dict, published: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
+KNOB_COLUMNS = ("dim", "genres", "styles_per_genre", "artist_size_mu", "artist_size_sigma", "artist_size_max",
+                "genre_zipf", "genre_spread", "style_spread", "artist_spread", "track_spread",
+                "artist_popularity_sigma", "track_popularity_sigma", "popularity_alignment", "popularity_offset",
+                "interests", "interest_popularity_exponent")
+
+
+def best_candidate(table: pd.DataFrame) -> pd.Series:
+    """Fewest failed checks, then the smallest worst distance (the first of equals)."""
+    return table.sort_values(["failed", "worst"], kind="stable").iloc[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     from botify_lab.pipeline.params import load_params
     from botify_lab.pipeline.world import world_arguments
@@ -238,16 +264,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", type=Path)
     parser.add_argument("--published", default=PUBLISHED_TABLE, type=Path)
-    parser.add_argument("--real-stats", default=REAL_STATS, type=Path)
+    parser.add_argument("--real-stats", default=None, type=Path)
     parser.add_argument("--out", default=SEARCH_TABLE, type=Path)
+    parser.add_argument("--no-check", action="store_true", help="skip params.yaml's schema check")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check=not args.no_check)
     search = params["fidelity_search"]
     table = search_worlds(world_arguments(params), search, load_real_stats(args.real_stats),
                           load_published(args.published), out=args.out)
-    best = table.loc[table["score"].idxmin()]
+    best = best_candidate(table)
     print(table[["family", "failed", "worst", "worst_check", "score"]].to_string())
-    print(f"\nbest candidate: {best['family']} (failed {best['failed']}, worst {best['worst']})")
+    print(f"\nbest candidate: {best['family']} (failed {best['failed']}, worst check at {best['worst']} of its "
+          f"tolerance): {best[[name for name in KNOB_COLUMNS if name in best.index]].to_dict()}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """Stage `leaderboard`: the course's reference table, every recommender in one A/B experiment (notebooks/leaderboard.ipynb).
 
-Random is the control; the treatments are StickyArtist, TopPop(`leaderboard.toppop_k`) (top tracks of the collected
-log), Indexed (the `indexed` stage's per-user lists) and the Contextual recommender on every model of `models:`, in
-the order params.yaml lists them, each labelled with its `label`. The real service serves it to seeded simulated
+Random is the control; the treatments are the course's 2023 reference table arm for arm (see `leaderboard_arms`)
+plus every model of `models:`, each labelled with its `label`, and the true-neighbour reference of what the world
+allows. The real service serves it to seeded simulated
 traffic; the analysis is the course's week-1 table.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
 from botify_lab.pipeline.params import model_names
 from botify_lab.research import ab
@@ -22,17 +24,29 @@ from botify_lab.research.logs import read_log, sessionize
 LEADERBOARD_METRICS = ("mean_time_per_session", "mean_tracks_per_session", "time", "sessions")
 
 
-def leaderboard_arms(params: dict) -> list[dict]:
-    """The experiment's arms in order (C Random, then the treatments), each with a `label` for tables."""
+def leaderboard_arms(params: dict, reference: Path | None = None) -> list[dict]:
+    """The experiment's arms in order (C Random, then the treatments), each with a `label` for tables.
+
+    The course's 2023 table arm for arm: Random, StickyArtist, TopPop(k), the user-based baseline and the tuned
+    collaborative model (both Indexed), then the Contextual recommender on every model of `models:`, the diverse
+    item-to-item lists right after the course's own model, and, when a file is given, the true-neighbour reference
+    computed from the hidden world (labelled as a reference: no model could learn it).
+    """
     k = int(params["leaderboard"]["toppop_k"])
     arms = [
         {"label": "Random", "recommender": "random"},
         {"label": "StickyArtist", "recommender": "sticky_artist"},
         {"label": f"TopPop({k})", "recommender": "toppop", "path": str(layout.TOP_TRACKS), "k": k},
-        {"label": "Indexed", "recommender": "indexed", "path": str(layout.USER_RECS)},
+        {"label": "User-based", "recommender": "indexed", "path": str(layout.USER_BASED_RECS)},
+        {"label": "Collaborative (Indexed)", "recommender": "indexed", "path": str(layout.USER_RECS)},
     ]
-    arms += [{"label": params["models"][name]["label"], "recommender": "contextual", "path": str(layout.recs_file(name))}
-             for name in model_names(params)]
+    for name in model_names(params):
+        arms.append({"label": params["models"][name]["label"], "recommender": "contextual",
+                     "path": str(layout.recs_file(name))})
+        if name == params["simulate"]["control"]:
+            arms.append({"label": "Diverse i2i", "recommender": "contextual", "path": str(layout.I2I_RECS)})
+    if reference is not None:
+        arms.append({"label": REFERENCE_LABEL, "recommender": "contextual", "path": str(reference)})
     return [{"name": arm_name(position), **arm} for position, arm in enumerate(arms)]
 
 
@@ -104,10 +118,12 @@ class Leaderboard:
 def run_leaderboard(params: dict) -> Leaderboard:
     """Serve the experiment (build/leaderboard), analyse it and write metrics/leaderboard.json."""
     settings, alpha = params["leaderboard"], float(params["ab"]["alpha"])
-    arms = leaderboard_arms(params)
-    labels = {arm["name"]: arm["label"] for arm in arms}
-    experiment = {"name": settings["experiment"], "arms": service_arms(arms)}
     with atomic_output_dir(layout.LEADERBOARD) as scratch:
+        reference = write_reference_recommendations(layout.WORLD, scratch / "reference_true_neighbours.json")
+        arms = leaderboard_arms(params, layout.LEADERBOARD / reference.name)
+        labels = {arm["name"]: arm["label"] for arm in arms}
+        experiment = {"name": settings["experiment"],
+                      "arms": service_arms(leaderboard_arms(params, reference))}
         run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
     metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD / "log")), settings["experiment"])
     effects = ab.ab_effects(metrics, alpha=alpha, power=float(params["ab"]["power"]))

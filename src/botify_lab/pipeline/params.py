@@ -59,8 +59,9 @@ class WorldParams(Section):
     dim: PositiveInt
     genres: PositiveInt
     styles_per_genre: PositiveInt
-    tracks_per_artist: Annotated[float, Field(ge=1)]
+    artist_size_mu: float
     artist_size_sigma: NonNegativeFloat
+    artist_size_max: PositiveInt
     genre_zipf: NonNegativeFloat
     genre_spread: NonNegativeFloat
     style_spread: NonNegativeFloat
@@ -69,7 +70,9 @@ class WorldParams(Section):
     artist_popularity_sigma: NonNegativeFloat
     track_popularity_sigma: NonNegativeFloat
     popularity_alignment: float
+    popularity_offset: float
     interests: PositiveInt
+    interest_popularity_exponent: NonNegativeFloat
 
 
 class TrafficParams(Section):
@@ -130,15 +133,6 @@ class HttpParams(Section):
     connections: Annotated[int, Field(ge=1, le=256)]
 
 
-class WorldSearchParams(Section):
-    seeds: PositiveInt
-    episodes: PositiveInt
-    random_episodes: PositiveInt
-    previous: dict[str, float]
-    sweeps: dict[str, list[float]]
-    grid: dict[str, list[float]]
-
-
 class CalibrateParams(Section):
     seeds: PositiveInt
     episodes: PositiveInt
@@ -149,12 +143,60 @@ class CalibrateParams(Section):
 
 class IndexedParams(Section):
     positive_time: Annotated[float, Field(ge=0, lt=1)]
-    factors: PositiveInt
-    epochs: PositiveInt
-    lr: PositiveFloat
-    regularization: NonNegativeFloat
-    batch_size: PositiveInt
+    min_user_positives: PositiveInt
+    min_track_positives: PositiveInt
+    test_share: Share
+    algorithm: Literal["als", "bpr"]
+    trials: PositiveInt
+    k: PositiveInt
     top: PositiveInt
+    user_based_neighbours: PositiveInt
+
+
+class ToppopOfflineParams(Section):
+    positive_time: Annotated[float, Field(ge=0, lt=1)]
+    train_share: Share
+    ks: Annotated[list[PositiveInt], Field(min_length=1)]
+    k: PositiveInt
+
+
+class DiverseI2IParams(Section):
+    k: PositiveInt
+    per_artist: PositiveInt
+
+
+class FidelityGamma(Section):
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    episodes: PositiveInt
+
+
+class FidelityParams(Section):
+    seeds: PositiveInt
+    gammas: Annotated[list[FidelityGamma], Field(min_length=1)]
+    processes: Annotated[int, Field(ge=1, le=64)]
+    top_pop_seeds: PositiveInt
+    top_pop_episodes: PositiveInt
+    reference_episodes: NonNegativeInt
+    tolerances: dict[Literal["mean_time_per_session", "mean_tracks_per_session", "hist", "hist_1.0",
+                             "saturation_share", "position", "session_length"], PositiveFloat]
+
+
+class FidelitySearchParams(Section):
+    seeds: PositiveInt
+    episodes: PositiveInt
+    top_pop_seeds: PositiveInt
+    top_pop_episodes: PositiveInt
+    points: dict[str, dict[str, float]]
+    sweeps: dict[str, list[float]]
+    grid: dict[str, list[float]]
+
+
+class AnalysisParams(Section):
+    engine: Literal["pandas", "spark"]
+
+
+class SparkParams(Section):
+    master: Annotated[str, Field(min_length=1)]
 
 
 class LeaderboardParams(TrafficParams):
@@ -172,10 +214,15 @@ class Params(Section):
     simulate: SimulateParams
     ab: AbParams
     http: HttpParams
-    calibrate_search: WorldSearchParams
     calibrate: CalibrateParams
     indexed: IndexedParams
+    toppop_offline: ToppopOfflineParams
+    diverse_i2i: DiverseI2IParams
     leaderboard: LeaderboardParams
+    fidelity: FidelityParams
+    fidelity_search: FidelitySearchParams
+    analysis: AnalysisParams
+    spark: SparkParams
 
     @model_validator(mode="after")
     def names_exist(self):
@@ -186,11 +233,12 @@ class Params(Section):
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"seed", "tracks", "users", "dim"}
-        search = self.calibrate_search
-        for group, names in (("previous", search.previous), ("sweeps", search.sweeps), ("grid", search.grid)):
+        search = self.fidelity_search
+        groups = [(f"points.{name}", point) for name, point in search.points.items()]
+        for group, names in groups + [("sweeps", search.sweeps), ("grid", search.grid)]:
             unknown = sorted(set(names) - knobs)
             if unknown:
-                raise ValueError(f"calibrate_search.{group} names unknown world knobs {unknown}")
+                raise ValueError(f"fidelity_search.{group} names unknown world knobs {unknown}")
         if self.export.k >= self.world.tracks:
             raise ValueError(f"export.k = {self.export.k}: must be below world.tracks ({self.world.tracks})")
         return self

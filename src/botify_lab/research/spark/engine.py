@@ -34,6 +34,7 @@ from botify_lab.research.logs import SESSION_FIELDS, LogFormatError, event_log_f
 ORDER_COLUMNS = ("_file", "_block", "_row")
 TIME_ORDER = ("timestamp", *ORDER_COLUMNS)
 _ROTATED_LOG = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d+)")
+POPULARITY_DECIMALS = 6  # as `logs.track_popularity` rounds
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -97,12 +98,16 @@ def log_file_uris(spark, log_path) -> list[str]:
 def read_log(spark, log_path, *, validate: bool = True):
     """All events of a log as a DataFrame: the event columns plus the order columns `_file`, `_block`, `_row`.
 
+    `log_path` is a folder, a file or a URI, or a list of them read one after the other (e.g. the logs of the
+    simulator's shards: each holds whole users, so how the shards are ordered changes no session).
+
     Sorting by ORDER_COLUMNS gives the log's own order (the pandas `order` column). With `validate`, one pass
     checks every row against the event schema and raises LogFormatError naming the file and a bad row.
     """
     from pyspark.sql import functions as F
 
-    uris = log_file_uris(spark, log_path)
+    paths = list(log_path) if isinstance(log_path, (list, tuple)) else [log_path]
+    uris = [uri for path in paths for uri in log_file_uris(spark, path)]
     frames = []
     for rank, uri in enumerate(uris):
         frame = (spark.read.schema(event_schema()).option("mode", "FAILFAST")
@@ -136,7 +141,14 @@ def _problems(events):
 
 
 def _validate(events, uris: list[str]) -> None:
-    bad = _problems(events).limit(1).collect()
+    try:
+        problems = _problems(events)
+        bad = problems.limit(1).collect() if problems.count() else []  # one pass over a good log
+    except Exception as problem:  # a line that is not JSON or a value of the wrong type (FAILFAST)
+        if "MALFORMED_RECORD" not in str(problem):
+            raise
+        raise LogFormatError(f"{', '.join(uris)}: a line is not a JSON event of the schema "
+                             f"({str(problem).splitlines()[0]})") from None
     if bad:
         row = bad[0].asDict()
         file = uris[row.pop("_file")]
@@ -276,11 +288,12 @@ def training_pairs(events, *, ordered: bool = True):
 
 
 def track_popularity(events):
-    """TopPop's popularity per track (track, popularity), bit for bit as pandas computes it.
+    """TopPop's popularity per track (track, popularity), bit for bit as `logs.track_popularity` computes it.
 
-    pandas sums a group with Kahan compensation in the frame's (log) order; the same recurrence runs here over each
-    track's listens sorted by the log's order, so equal popularities stay equal and `top_tracks` breaks the same
-    ties (a plain Spark sum adds in any order and can differ in the last bit).
+    pandas sums a group with Kahan compensation in the frame's (log) order, then rounds to POPULARITY_DECIMALS
+    (numpy: rint(x * 10**d) / 10**d); the same recurrence runs here over each track's listens sorted by the log's
+    order, and the same rounding, so `top_tracks` breaks ties the same way (a plain Spark sum adds in any order,
+    and Spark's `round` rounds half up).
     """
     from pyspark.sql import functions as F
 
@@ -292,8 +305,10 @@ def track_popularity(events):
         return F.struct(total.alias("s"), ((total - acc["s"]) - y).alias("c"))
 
     start = F.struct(F.lit(0.0).alias("s"), F.lit(0.0).alias("c"))
+    scale = float(10 ** POPULARITY_DECIMALS)
+    total = F.aggregate("listens", start, kahan)["s"]
     return (events.groupBy("track").agg(listens.alias("listens"))
-            .select("track", F.aggregate("listens", start, kahan)["s"].alias("popularity")))
+            .select("track", (F.rint(total * scale) / scale).alias("popularity")))
 
 
 def top_tracks(events, n: int | None = None) -> list[int]:

@@ -34,14 +34,18 @@ def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "botify-lab",
                           "openjdk-17-jre-headless)")
     from pyspark.sql import SparkSession
 
+    # Python workers run this interpreter (the venv, where the project is installed) unless told otherwise;
+    # PySpark reads the variable, not the `spark.pyspark.python` setting, when the driver is plain Python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
     settings: dict[str, object] = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}",
-        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
     }
     if master.startswith("local"):
         settings["spark.sql.shuffle.partitions"] = "8"

@@ -1,0 +1,178 @@
+"""The recommender service without any transport: what a request does, and the one log line it writes.
+
+The HTTP app (`botify.app`) is a thin layer over this; a caller in the same process (the simulator, a notebook)
+can drive the same object and get the same log, line for line:
+
+    from botify.service import Service
+
+    service = Service.open("botify.yaml")        # a config path or dict; takes the log folder's lock
+    try:
+        track = service.next_track(user=5533, track=9, time=0.25)   # logs one "next" line, returns the track id
+        service.last_track(user=5533, track=track, time=1.0)        # logs one "last" line
+    finally:
+        service.close()                              # saves the memory store's counters, releases the folder
+
+`next_track` and `last_track` check their arguments (`BadRequest`: user an int in 0..2**31-1, track an id of the
+catalog, time a number in [0, 1]), write exactly one line, and raise `ServiceUnavailable` (answered 503 over HTTP)
+when the counter store or the log cannot take the event, in which case nothing is logged. `started` is the
+`time.perf_counter()` at which the request arrived (the HTTP layer passes it, so `latency` covers input parsing as
+the course measured it); by default the call's own start.
+
+Log lines follow the project's event schema (`botify_lab.formats.event`): message, timestamp (ms since epoch),
+user, track, time, latency (seconds), recommendation (null on "last"), experiments (experiment name -> the user's
+arm, for every experiment). The first experiment of the config serves /next; the others are only logged.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mmh3
+from botify_lab.formats import event
+
+from .catalog import Catalog, load_catalog
+from .config import BotifyConfig, load_config
+from .eventlog import EventLog, FolderLock, LogUnavailable
+from .experiments import Experiment
+from .recommenders import build_recommender
+from .store import StoreUnavailable, open_store
+
+MAX_USER_ID = 2**31 - 1
+_clock = time.perf_counter
+
+__all__ = ["BadRequest", "MAX_USER_ID", "Service", "ServiceUnavailable"]
+
+
+class BadRequest(ValueError):
+    """Input the service rejects (400 over HTTP); never logged as an event."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """The counter store or the event log cannot take this event (503 over HTTP); nothing was logged."""
+
+
+@dataclass
+class Service:
+    """Everything a request needs, built once (also what `serve` reports and closes)."""
+
+    config: BotifyConfig
+    catalog: Catalog
+    experiments: tuple[Experiment, ...]
+    store: object
+    event_log: EventLog
+    folder_lock: FolderLock | None = None
+    counters: str = ""  # how the request counters started, for the startup line
+
+    @classmethod
+    def open(cls, config: dict | str | Path | BotifyConfig, *, reset_counters: bool = False) -> "Service":
+        """Build the service from a config; lock its log folder; continue or zero the request counters.
+
+        The counters continue when the log folder already holds events (a restart) and start from zero when it is
+        new or empty, or when `reset_counters` is set.
+        """
+        settings = config if isinstance(config, BotifyConfig) else load_config(config)
+        catalog = load_catalog(settings.catalog)
+        experiments = tuple(
+            Experiment(experiment, [build_recommender(arm, catalog) for arm in experiment.arms])
+            for experiment in settings.experiments
+        )
+        store = open_store(settings.store, settings.log_dir)
+        event_log = folder_lock = None
+        try:
+            # Only a shared store can serve several workers, so only then do other processes write this log.
+            event_log = EventLog(settings.log_dir, max_bytes=settings.log_max_bytes,
+                                 backup_count=settings.log_backup_count,
+                                 shared_between_processes=store.shared_between_processes)
+            folder_lock = FolderLock(settings.log_dir)
+        except BaseException:
+            if event_log is not None:
+                event_log.close()
+            store.close()
+            raise
+        service = cls(settings, catalog, experiments, store, event_log, folder_lock)
+        try:
+            service.counters = store.start(fresh=reset_counters or not event_log.has_events())
+        except BaseException:
+            service.close()
+            raise
+        return service
+
+    def __post_init__(self) -> None:
+        self._serving = self.experiments[0]
+        self._seed = self.config.seed
+        self._catalog_size = len(self.catalog)
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+
+    def alive(self) -> dict:
+        return {"status": "alive", "message": f"botify serving {self._catalog_size} tracks"}
+
+    def track_row(self, track_id: str | int) -> dict | None:
+        """The catalog row of an id given as text or int, or None for anything that is not a catalog id."""
+        if isinstance(track_id, str):
+            # Compare lengths before converting: int() of a huge digit string is slow or refused.
+            if not (track_id.isascii() and track_id.isdigit()):
+                return None
+            if len(track_id.lstrip("0")) > len(str(self._catalog_size)):
+                return None
+            track_id = int(track_id)
+        if type(track_id) is not int or not 0 <= track_id < self._catalog_size:
+            return None
+        return self.catalog.rows[track_id]
+
+    def describe_experiments(self) -> dict:
+        """Every experiment and its arms; data paths relative to the config's folder."""
+        return {"experiments": [experiment.describe(experiment is self._serving, self.config.base_dir)
+                                for experiment in self.experiments]}
+
+    def arms_of(self, user: int) -> dict[str, str]:
+        return {experiment.name: experiment.arm_names[experiment.arm_index(user)] for experiment in self.experiments}
+
+    # -- events ---------------------------------------------------------------------------------------------------
+
+    def next_track(self, user: int, track: int, time: float, *, started: float | None = None) -> int:
+        """The recommended track after `track` listened for `time`; logs one "next" line."""
+        if started is None:
+            started = _clock()
+        listen_time = self._check(user, track, time)
+        try:
+            request_number = self.store.next_request_number(user)
+        except StoreUnavailable as error:
+            raise ServiceUnavailable(str(error)) from None
+        draw = mmh3.hash128(f"{self._seed}:{user}:{request_number}:{track}:{listen_time!r}", signed=False)
+        serving = self._serving
+        recommendation = serving.recommenders[serving.arm_index(user)].recommend(user, track, draw)
+        self._log("next", user, track, listen_time, started, recommendation)
+        return recommendation
+
+    def last_track(self, user: int, track: int, time: float, *, started: float | None = None) -> None:
+        """The session's last track and its listen time; logs one "last" line."""
+        if started is None:
+            started = _clock()
+        listen_time = self._check(user, track, time)
+        self._log("last", user, track, listen_time, started, None)
+
+    def _check(self, user, track, listen_time) -> float:
+        if type(user) is not int or not 0 <= user <= MAX_USER_ID:
+            raise BadRequest(f"user must be an integer in 0..{MAX_USER_ID}")
+        if type(track) is not int or not 0 <= track < self._catalog_size:
+            raise BadRequest(f"track must be an integer id in 0..{self._catalog_size - 1}")
+        if type(listen_time) not in (int, float) or not (0.0 <= listen_time <= 1.0):  # NaN fails the comparison
+            raise BadRequest("time must be a number in [0, 1]")
+        return float(listen_time)
+
+    def _log(self, message: str, user: int, track: int, listen_time: float, started: float, recommendation) -> None:
+        """One log line; latency covers the request up to here, as the course measured it."""
+        try:
+            self.event_log.write(event(message, time.time_ns() // 1_000_000, user, track, listen_time,
+                                       _clock() - started, recommendation, self.arms_of(user)))
+        except LogUnavailable as error:
+            raise ServiceUnavailable(f"event log unavailable, the event was not recorded: {error}") from None
+
+    def close(self) -> None:
+        """Save what must survive a restart (memory counters) and release the log folder. Safe to call twice."""
+        self.store.close()
+        self.event_log.close()
+        if self.folder_lock is not None:
+            self.folder_lock.release()

@@ -1,0 +1,237 @@
+"""Stage `fidelity`: does the world react like the course's real one to the recommenders its real logs record?
+
+Per gamma (0.9 and 0.8, the course's artist_discount_gamma before and after 2022) a copy of the world's users with
+`artist_discount_gamma` set is served, through the real service and HTTP simulator (`run_experiment`), an
+experiment C = Random, T1 = StickyArtist, over several seeds at about the real logs' sizes. The event logs become
+the statistics of `../shared/real-logs/stats.json` (`botify_lab.research.fidelity`), set beside the real ones with
+the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
+published table and the TOP_POP experiment (in process, `top_pop_in_process`) against the published TOP_POP table.
+The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
+from botify_lab.pipeline.fidelity_search import (GROUPS, STICKY_08, STICKY_08_RANGE, default_real_stats,
+                                                 fidelity_checks, group_name, load_real_stats)
+from botify_lab.research import fidelity as F
+from botify_lab.research.catalog import read_catalog
+from botify_lab.research.logs import read_log, training_pairs
+from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
+
+EXPERIMENT = "FIDELITY"
+ARMS = {"C": ("Random", "random"), "T1": ("StickyArtist", "sticky_artist")}
+METRICS_FILE = layout.metrics_file("fidelity")
+STATISTICS_FILE = layout.FIDELITY / "statistics.json"
+
+
+def gamma_world(world_dir: Path, gamma: float, out_dir: Path) -> Path:
+    """A world folder like `world_dir` whose every user has `artist_discount_gamma = gamma` (users.json rewritten,
+    the catalog and embeddings linked or copied; no world.json, so nothing claims the generated world's hash)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("tracks.json", "tracks.npy"):
+        target = out_dir / name
+        if target.exists():
+            target.unlink()
+        try:
+            os.link(Path(world_dir) / name, target)
+        except OSError:
+            shutil.copyfile(Path(world_dir) / name, target)
+    lines = []
+    with open(Path(world_dir) / "users.json", "rb") as handle:
+        for line in handle:
+            if line.strip():
+                row = orjson.loads(line)
+                row["artist_discount_gamma"] = float(gamma)
+                lines.append(orjson.dumps(row))
+    (out_dir / "users.json").write_bytes(b"\n".join(lines) + b"\n")
+    return out_dir
+
+
+def reference_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> dict:
+    """C Random vs T1 the true-neighbour reference at gamma 0.8, one seed: user-level means per arm."""
+    from botify_lab.research import ab
+    from botify_lab.research.logs import sessionize
+
+    settings = params["fidelity"]
+    world = gamma_world(world_dir, 0.8, scratch / "world-reference")
+    experiment = {"name": "REFERENCE", "arms": [{"recommender": "random"},
+                                                {"recommender": "contextual", "path": str(recs)}]}
+    traffic = Traffic(episodes=int(settings["reference_episodes"]), seed=int(params["seed"]),
+                      processes=int(settings["processes"]), connections=int(params["http"]["connections"]))
+    log = run_experiment(world, [experiment], traffic, scratch / "run-reference")
+    metrics = ab.user_metrics(sessionize(read_log(log)), "REFERENCE")
+    means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
+    labels = {"C": "Random", "T1": REFERENCE_LABEL}
+    return {labels[arm]: {key: round(float(value), 4) for key, value in row.items()}
+            for arm, row in means.iterrows()}
+
+
+@dataclass
+class FidelityRun:
+    checks: list  # F.Check
+    simulated: dict  # group -> per-seed statistics
+    real: dict  # stats.json
+    top_pop: list  # per-seed arm means (DataFrames)
+    training: dict | None
+    reference: dict | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return F.checks_table(self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.table["passed"].all())
+
+
+def simulate_groups(params: dict, world_dir: Path, scratch: Path) -> dict[str, list[dict]]:
+    """Serve C Random / T1 StickyArtist at each gamma over the seeds; per group the statistics of each seed."""
+    settings = params["fidelity"]
+    artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
+    seeds = [int(params["seed"]) + i for i in range(int(settings["seeds"]))]
+    found: dict[str, list[dict]] = {}
+    experiment = {"name": EXPERIMENT, "arms": [{"recommender": recommender} for _, recommender in ARMS.values()]}
+    for entry in settings["gammas"]:
+        gamma, episodes = float(entry["gamma"]), int(entry["episodes"])
+        world = gamma_world(world_dir, gamma, scratch / f"world-gamma-{gamma:g}")
+        for seed in seeds:
+            traffic = Traffic(episodes=episodes, seed=seed, processes=int(settings["processes"]),
+                              connections=int(params["http"]["connections"]))
+            log = run_experiment(world, [experiment], traffic, scratch / f"run-gamma-{gamma:g}-seed-{seed}")
+            events = read_log(log)
+            for arm, (kind, _) in ARMS.items():
+                rows = F.playback_rows(events, EXPERIMENT, arm, source=f"seed {seed}")
+                found.setdefault(group_name(kind, gamma), []).append(
+                    F.statistics(rows, track_artist=artist, gamma=gamma))
+    return found
+
+
+def top_pop(params: dict, world_dir: Path) -> list[pd.DataFrame]:
+    from botify_lab.pipeline.top_pop_in_process import replicate_top_pop
+    from sim.loader import load_world
+
+    settings = params["fidelity"]
+    world = load_world(world_dir, verify=False)
+    seeds = [int(params["seed"]) + i for i in range(int(settings["top_pop_seeds"]))]
+    episodes = int(settings["top_pop_episodes"])
+    return [arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=episodes)) for seed in seeds]
+
+
+def training_summary(log_dir: Path, params: dict) -> dict | None:
+    """Variance and baseline MSEs of the collected log's (first track, track, time) pairs, beside the course's."""
+    if not Path(log_dir).exists():
+        return None
+    pairs = training_pairs(read_log(log_dir))
+    return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params["seed"]),
+                                   splits=params["train"]["splits"])
+
+
+def run(params: dict, world_dir: Path = layout.WORLD, *, real_stats: Path | None = None,
+        published: Path = PUBLISHED_TABLE, collect_log: Path = layout.COLLECT_LOG) -> FidelityRun:
+    settings = params["fidelity"]
+    real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
+    reference = None
+    with tempfile.TemporaryDirectory(prefix="fidelity-") as folder:
+        simulated = simulate_groups(params, Path(world_dir), Path(folder))
+        if int(settings.get("reference_episodes", 0)):
+            recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
+            reference = reference_run(params, Path(world_dir), Path(folder), recs)
+    means = top_pop(params, Path(world_dir)) if int(settings.get("top_pop_seeds", 0)) else []
+    checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
+    return FidelityRun(checks, simulated, real, means, training_summary(collect_log, params), reference)
+
+
+def metrics_json(result: FidelityRun) -> dict:
+    table = result.table
+    return {
+        "passed": result.passed,
+        "failed": int((~table["passed"]).sum()),
+        "checks": len(table),
+        "worst": {"distance": round(float(table["distance"].max()), 4),
+                  "check": " | ".join(table.loc[table["distance"].idxmax(), ["group", "statistic"]])},
+        "table": [{key: (round(value, 4) if isinstance(value, float) else value) for key, value in row.items()}
+                  for row in table.to_dict(orient="records")],
+        "sticky_artist_gamma_0.8_published": {"anchor": STICKY_08, "range": STICKY_08_RANGE},
+        "training_data": result.training,
+        "reference_true_neighbours": result.reference,
+    }
+
+
+def write_outputs(result: FidelityRun, metrics_path: Path = METRICS_FILE,
+                  statistics_path: Path = STATISTICS_FILE) -> dict:
+    metrics = metrics_json(result)
+    for path, payload in ((metrics_path, metrics), (statistics_path, result.simulated)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+                                            | orjson.OPT_NON_STR_KEYS) + b"\n")
+    return metrics
+
+
+# ---- figures ----------------------------------------------------------------------------------------------------
+
+
+def fidelity_figure(result: FidelityRun, kind: str):
+    """Real vs simulated for one recommender type: the listen-time histogram and the mean time by position."""
+    import matplotlib.pyplot as plt
+
+    groups = [(gamma, group_name(kind, gamma)) for k, gamma in GROUPS if k == kind]
+    figure, axes = plt.subplots(len(groups), 2, figsize=(12, 3.6 * len(groups)), squeeze=False)
+    labels = [label for label, *_ in F.HIST_BINS]
+    x = np.arange(len(labels))
+    for row, (gamma, name) in enumerate(groups):
+        real = result.real["types"].get(kind, {}).get(f"gamma={gamma:g}")
+        per_seed = result.simulated.get(name, [])
+        hist = np.array([[s["listen_time_hist"][label] for label in labels] for s in per_seed])
+        ax = axes[row, 0]
+        if real is not None:
+            ax.bar(x - 0.2, [real["listen_time_hist"][label] for label in labels], 0.4, label="real logs")
+        ax.bar(x + 0.2, hist.mean(axis=0), 0.4, yerr=hist.std(axis=0), label="simulated (seed mean, sd)")
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{name}: listen time of recommended tracks")
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        positions = list(range(2, 11))
+        curve = np.array([[s["mean_time_at_position"][str(p)] for p in positions] for s in per_seed])
+        if real is not None:
+            ax.plot(positions, [real["mean_time_at_position"][str(p)] for p in positions], "o-", label="real logs")
+        else:
+            anchor = STICKY_08["mean_time_per_session"]
+            ax.set_title(f"(published: {anchor} time per session)")
+        ax.errorbar(positions, curve.mean(axis=0), yerr=curve.std(axis=0), fmt="s--", label="simulated")
+        ax.set_xlabel("position in session")
+        ax.set_ylabel("mean listen time")
+        ax.set_title(f"{name}: mean time by position")
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def main(argv: list[str] | None = None) -> None:
+    from botify_lab.pipeline.params import load_params
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--world", default=layout.WORLD, type=Path)
+    args = parser.parse_args(argv)
+    result = run(load_params(args.params), args.world)
+    metrics = write_outputs(result)
+    print(result.table[["group", "statistic", "real", "simulated", "seed_sd", "passed"]].to_string())
+    print(f"\nfidelity: {metrics['checks'] - metrics['failed']}/{metrics['checks']} checks pass")
+
+
+if __name__ == "__main__":
+    main()

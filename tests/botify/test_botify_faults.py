@@ -1,0 +1,398 @@
+"""Faults a trusted service must survive, each reproduced: huge ids, a full disk, a log folder that turns
+unusable, a planted symlink, a killed worker, a second instance, lost or stalled Redis, slow clients.
+
+Real servers bind 127.0.0.1 only; Redis is a private redis-server on a free loopback port; every loop is bounded.
+"""
+import errno
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import orjson
+import psutil
+import pytest
+import requests
+
+import botify.eventlog
+from botify.launch import served
+from botify.server import BODY_TIMEOUT_SECONDS
+
+
+
+def run_botify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "botify", *args], capture_output=True, text=True, timeout=60)
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def log_lines(log_dir: Path) -> list[bytes]:
+    """Every line of data.json; fails on a torn (partial) last line."""
+    data = (log_dir / "data.json").read_bytes()
+    assert not data or data.endswith(b"\n"), data[-200:]
+    lines = data.splitlines()
+    for line in lines:
+        orjson.loads(line)
+    return lines
+
+
+def post(session, url: str, message: str, user: int, track: int = 1, timeout: float = 5):
+    return session.post(f"{url}/{message}/{user}", json={"track": track, "time": 0.5}, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Malformed requests of any size: 4xx, never 5xx
+
+
+def malformed_requests(seed: int, count: int):
+    """(method, path, body) triples: huge and odd ids, odd users, odd bodies, odd paths (seeded, reproducible)."""
+    rng = random.Random(seed)
+    digits = lambda n: "".join(rng.choices("0123456789", k=n))  # noqa: E731
+    odd_text = lambda n: "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(128, 0x2FFF)])) for _ in range(n))  # noqa: E731
+    sizes = [1, 3, 10, 11, 20, 300, 4300, 4301, 5000]
+    for _ in range(count):
+        kind = rng.randrange(6)
+        if kind == 0:
+            yield rng.choice(["GET", "HEAD"]), f"/track/{digits(rng.choice(sizes))}", b""
+        elif kind == 1:
+            yield "GET", f"/track/{rng.choice(['-', '+', ' ', '0x', '', '1e'])}{digits(rng.choice(sizes))}", b""
+        elif kind == 2:
+            user = rng.choice([digits(rng.choice(sizes)), "-" + digits(3), odd_text(rng.randrange(1, 12)), "1.5"])
+            body = b'{"track": 1, "time": 0.5}'
+            yield "POST", f"/{rng.choice(['next', 'last'])}/{quote(user, safe='')}", body
+        elif kind == 3:
+            track = rng.choice([digits(rng.choice(sizes)), "-" + digits(4300), "1" + "0" * 400 + ".5", "1e400",
+                                "NaN", '"1"', "[1]", "{}", "true", "null"])
+            listen = rng.choice(["0.5", "1" + "0" * 5000, "-0", "1e-400", "2", "[]", '"0.5"', "Infinity"])
+            body = rng.choice([b'{"track": %s, "time": %s}' % (track.encode(), listen.encode()),
+                               b"[" * rng.choice([10, 2000, 4000]), rng.randbytes(rng.randrange(0, 100)),
+                               b'{"track": 1, "time": 0.5' + b" " * rng.randrange(5000), b"\xff" * 10])
+            yield "POST", f"/{rng.choice(['next', 'last'])}/{digits(rng.randrange(1, 6))}", body
+        elif kind == 4:
+            path = "/" + quote(odd_text(rng.randrange(0, 40)), safe="/").lstrip("/")  # "//x" would name a host
+            yield rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]), path, b"{}"
+        else:
+            yield rng.choice(["PUT", "DELETE", "GET"]), rng.choice(["/next/1", "/last/1", "/experiments/x", "/track/"]), b""
+
+
+def test_fuzz_10000_malformed_requests_get_4xx_never_5xx(write_config, world, open_app, events, tmp_path):
+    client = open_app(write_config([world.top_pop_experiment()])).test_client()
+    statuses = {}
+    for method, path, body in malformed_requests(seed=13, count=10_000):
+        answer = client.open(path, method=method, data=body)
+        assert answer.status_code < 500, (method, path[:80], body[:80], answer.status_code, answer.data[:200])
+        if method not in ("HEAD", "OPTIONS"):  # empty bodies (OPTIONS lists the allowed methods)
+            assert answer.mimetype == "application/json", (method, path[:80], answer.status_code, answer.data[:200])
+        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+    assert sum(statuses.values()) == 10_000 and statuses.get(404, 0) > 1000
+    accepted = statuses.get(200, 0)
+    huge = client.get("/track/" + "9" * 4301)
+    assert huge.status_code == 404 and "error" in huge.get_json()
+    assert client.get("/track/00042").get_json()["track"] == 42
+    assert len(events(tmp_path / "log")) <= accepted
+
+
+def test_malformed_requests_over_http_get_4xx_never_5xx(write_config, world):
+    with served(write_config([world.top_pop_experiment()])) as url, requests.Session() as session:
+        assert session.get(f"{url}/track/{'9' * 4301}", timeout=5).status_code == 404
+        for method, path, body in malformed_requests(seed=14, count=600):
+            answer = session.request(method, url + path, data=body, timeout=5)
+            assert answer.status_code < 500, (method, path[:80], body[:80], answer.status_code)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. A full disk: no torn line, a 503, reported once
+
+
+def test_a_failed_write_is_cut_back_and_answers_503_reported_once(write_config, world, open_app, monkeypatch, capsys,
+                                                                    tmp_path):
+    app = open_app(write_config([world.top_pop_experiment()], log_max_bytes=0))
+    client, log = app.test_client(), app.extensions["botify"].event_log
+    assert client.post("/next/1", json={"track": 1, "time": 0.5}).status_code == 200
+    real_write = os.write
+    calls = []
+
+    def half_then_enospc(fd, data):
+        """The disk fills mid-line: the first write lands half the line, the next one fails."""
+        if fd != log._fd:
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) % 2:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_enospc)
+    for user in range(20):
+        answer = client.post(f"/{'next' if user % 2 else 'last'}/{user}", json={"track": 1, "time": 0.5})
+        assert answer.status_code == 503
+        assert "not recorded" in answer.get_json()["error"] and "No space left" in answer.get_json()["error"]
+        assert len(log_lines(tmp_path / "log")) == 1
+    monkeypatch.setattr(os, "write", real_write)
+    assert client.post("/next/2", json={"track": 1, "time": 0.5}).status_code == 200
+    assert len(log_lines(tmp_path / "log")) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("cannot write the event log") == 1 and stderr.count("writable again") == 1
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 KB tmpfs (needs root and mount rights; skipped cleanly without them)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_a_really_full_disk_leaves_complete_lines_and_the_service_up(write_config, world, small_tmpfs, tmp_path):
+    log_dir = small_tmpfs / "log"
+    config = write_config([world.top_pop_experiment()], log_dir=str(log_dir), log_max_bytes=0)
+    output = tmp_path / "output.txt"
+    ok = refused = 0
+    with served(config, output=output) as url, requests.Session() as session:
+        for step in range(3000):  # 64 KB hold about 300 lines
+            answer = post(session, url, "next" if step % 3 else "last", step % 50)
+            assert answer.status_code in (200, 503)
+            if answer.status_code == 200:
+                ok += 1
+            else:
+                refused += 1
+                assert "No space left" in answer.json()["error"]
+                if refused >= 200:
+                    break
+        assert session.get(f"{url}/", timeout=5).status_code == 200
+    assert refused >= 200 and ok > 50
+    assert len(log_lines(log_dir)) == ok
+    assert output.read_text().count("cannot write the event log") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Rotation that fails, old files dropped, an unusable folder, symlinks
+
+
+def test_a_failing_rotation_keeps_appending_and_warns_once(write_config, world, open_app, monkeypatch, capsys,
+                                                             tmp_path):
+    log_dir = tmp_path / "log"
+    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=1000)).test_client()
+    real_replace = os.replace
+
+    def refuse_in_log_dir(source, target, *args, **kwargs):
+        if Path(source).parent == log_dir:
+            raise PermissionError(errno.EACCES, "Permission denied", str(source))
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse_in_log_dir)
+    monkeypatch.setattr(botify.eventlog, "ROTATION_RETRY_SECONDS", 0.0)  # retry at every write: still warned once
+    for user in range(30):
+        assert client.post(f"/next/{user}", json={"track": 1, "time": 0.5}).status_code == 200
+    assert len(log_lines(log_dir)) == 30 and (log_dir / "data.json").stat().st_size > 1000
+    assert not (log_dir / "data.json.1").exists()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert client.post("/next/99", json={"track": 1, "time": 0.5}).status_code == 200
+    assert (log_dir / "data.json.1").exists()
+    stderr = capsys.readouterr().err
+    assert stderr.count("cannot rotate the event log") == 1 and stderr.count("rotates again") == 1
+
+
+def test_a_rotation_that_drops_the_oldest_file_says_so(write_config, world, open_app, capsys, tmp_path):
+    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=500, log_backup_count=2)).test_client()
+    for user in range(20):
+        assert client.post(f"/last/{user}", json={"track": 1, "time": 0.5}).status_code == 200
+    assert sorted(path.name for path in (tmp_path / "log").glob("data.json*")) == ["data.json", "data.json.1",
+                                                                                    "data.json.2"]
+    assert "rotation drops" in capsys.readouterr().err
+
+
+def test_an_unusable_log_folder_is_one_clear_line_and_exit_2(write_config, world, tmp_path):
+    (tmp_path / "not_a_folder").write_text("x")
+    config = write_config([world.top_pop_experiment()], log_dir="not_a_folder/log")
+    assert_one_clear_line(run_botify("serve", "--config", str(config), "--port", "0"), "log folder", "unusable")
+
+
+def test_a_symlink_planted_in_the_log_folder_is_never_written_through(write_config, world, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "data.json").symlink_to(victim)
+    config = write_config([world.top_pop_experiment()])
+    assert_one_clear_line(run_botify("serve", "--config", str(config), "--port", "0"), "symlink")
+    assert victim.read_text() == "precious\n"
+
+
+def test_experiments_show_data_paths_relative_to_the_config(write_config, world, open_app, tmp_path):
+    client = open_app(write_config([world.top_pop_experiment()])).test_client()
+    arms = client.get("/experiments").get_json()["experiments"][0]["arms"]
+    paths = [arm["path"] for arm in arms if "path" in arm]
+    assert paths and not any(os.path.isabs(path) for path in paths)
+    assert all((tmp_path / path).resolve() == world.path / "top_tracks.json" for path in paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Supervision: a killed worker is replaced within a second
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_killed_with_sigkill_is_replaced_within_a_second(write_config, world, request, workers):
+    store = request.getfixturevalue("redis_url") if workers > 1 else "memory"
+    with served(write_config([world.top_pop_experiment()], store=store), workers=workers) as url:
+        supervisor = psutil.Process().children()[-1]
+        before = supervisor.children()
+        assert len(before) == workers
+        victim = before[0]
+        victim.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        victim.wait(5)
+        replaced = None
+        while time.monotonic() - killed < 3 and replaced is None:
+            alive = [child for child in supervisor.children() if child.pid != victim.pid]
+            if len(alive) == workers:
+                try:
+                    if requests.get(f"{url}/", timeout=0.5).status_code == 200:
+                        replaced = time.monotonic() - killed
+                except requests.RequestException:
+                    pass
+            time.sleep(0.01)
+        assert replaced is not None and replaced < 1.0, replaced
+        with requests.Session() as session:
+            assert all(post(session, url, "next", user).status_code == 200 for user in range(50))
+        assert supervisor.is_running()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. One instance per port and per log folder
+
+
+def test_a_second_service_cannot_share_the_port_or_the_log_folder(write_config, world, tmp_path):
+    experiment = world.top_pop_experiment()
+    first = write_config([experiment], name="first.yaml", log_dir="first")
+    with served(first) as url:
+        owner = psutil.Process().children()[-1].pid
+        port = str(urlparse(url).port)
+        same_port = write_config([experiment], name="second.yaml", log_dir="second")
+        assert_one_clear_line(run_botify("serve", "--config", str(same_port), "--port", port),
+                              f"another botify service (pid {owner})")
+        assert_one_clear_line(run_botify("serve", "--config", str(first), "--port", "0"),
+                              "in use by another botify service", f"pid {owner}")
+        with requests.Session() as session:
+            assert all(post(session, url, "next", user).status_code == 200 for user in range(20))
+    with socket.socket() as listener:  # any other process on the port
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = str(listener.getsockname()[1])
+        assert_one_clear_line(run_botify("serve", "--config", str(first), "--port", taken), "in use by another process")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6-7. Redis: a reset is reported, a stalled or dead Redis gives fast 503s and blocks nothing else
+
+
+def test_a_redis_that_loses_the_counters_is_reported_never_silent(own_redis, write_config, world, tmp_path):
+    config = write_config([world.top_pop_experiment()], store=own_redis.url)
+    output = tmp_path / "output.txt"
+    with served(config, output=output) as url, requests.Session() as session:
+        assert all(post(session, url, "next", user).status_code == 200 for user in range(10))
+        own_redis.stop()
+        own_redis.start()  # no persistence: the counters are gone
+        statuses = []
+        for _ in range(40):
+            statuses.append(post(session, url, "next", 3).status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.1)
+        assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+        assert all(post(session, url, "next", user).status_code == 200 for user in range(10))
+    assert output.read_text().count("lost the request counters") == 1
+    own_redis.stop()
+    own_redis.start()
+    with served(config, output=output):
+        pass
+    assert "holds no request counters" in output.read_text()
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_stalled_or_dead_redis_gives_fast_503s_and_blocks_nothing_else(own_redis, write_config, world):
+    config = write_config([world.top_pop_experiment()], store=own_redis.url)
+    with served(config) as url, requests.Session() as session, ThreadPoolExecutor(6) as pool:
+        assert post(session, url, "next", 1).status_code == 200
+        own_redis.pause()
+        try:
+            stalled = [pool.submit(timed, lambda user=user: post(requests, url, "next", user)) for user in range(6)]
+            for _ in range(5):
+                probe, probe_time = timed(lambda: session.get(f"{url}/", timeout=5))
+                last, last_time = timed(lambda: post(session, url, "last", 9))
+                assert probe.status_code == 200 and last.status_code == 200
+                assert probe_time < 0.4 and last_time < 0.4, (probe_time, last_time)  # a blocked loop: ~0.5 s
+            for future in stalled:
+                answer, elapsed = future.result()
+                assert answer.status_code == 503 and "store unavailable" in answer.json()["error"]
+                assert elapsed < 1.5, elapsed
+        finally:
+            own_redis.resume()
+        recover(session, url)
+        own_redis.stop()
+        answer, elapsed = timed(lambda: post(session, url, "next", 2))
+        assert answer.status_code == 503 and elapsed < 1.0
+        assert session.get(f"{url}/", timeout=5).status_code == 200
+        own_redis.start()
+        recover(session, url)
+
+
+def recover(session, url: str) -> None:
+    """The service answers /next again by itself within 3 s."""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if post(session, url, "next", 5).status_code == 200:
+            return
+        time.sleep(0.05)
+    pytest.fail("the service did not recover within 3 s")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. Slow clients
+
+
+def test_slow_body_clients_cannot_starve_health_probes(write_config, world):
+    with served(write_config([world.top_pop_experiment()])) as url:
+        address = urlparse(url)
+        slow = []
+        try:
+            for _ in range(300):
+                sock = socket.create_connection((address.hostname, address.port), timeout=5)
+                sock.sendall(b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 40\r\n\r\n{\"tra")
+                slow.append(sock)
+            with requests.Session() as session:
+                for _ in range(5):
+                    probe, elapsed = timed(lambda: session.get(f"{url}/", timeout=5))
+                    assert probe.status_code == 200 and elapsed < 1.0, elapsed
+                    answer, elapsed = timed(lambda: post(session, url, "next", 1))
+                    assert answer.status_code == 200 and elapsed < 1.0, elapsed
+            slow[0].settimeout(BODY_TIMEOUT_SECONDS + 5)
+            assert slow[0].recv(100).startswith(b"HTTP/1.1 408")  # the body-read timeout answered it
+        finally:
+            for sock in slow:
+                sock.close()

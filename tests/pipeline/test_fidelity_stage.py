@@ -1,0 +1,127 @@
+"""The fidelity stage: Random and StickyArtist served through the real service at each gamma, the statistics of
+the logs beside the real ones; and the in-process engine of the knob search agrees with the service."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import orjson
+import pytest
+
+from botify_lab.pipeline import fidelity, fidelity_search, reference
+from botify_lab.research import fidelity as F
+from sim.generator import generate_world, world_arrays
+from sim.loader import load_world
+from tests.conftest import SHARED_DIR
+from tests.sim.test_generator_fidelity import fitted_knobs
+
+REAL_STATS = SHARED_DIR / "real-logs" / "stats.json"
+SIZES = dict(seed=1, n_tracks=3000, n_users=300, dim=16)
+
+
+@pytest.fixture(scope="module")
+def real_stats_path():
+    if not REAL_STATS.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{REAL_STATS} is missing")
+        pytest.skip(f"the course's real-log statistics are not beside the repo ({REAL_STATS})")
+    return REAL_STATS
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fidelity-world")
+    generate_world(folder, **SIZES, **fitted_knobs())
+    return folder
+
+
+def test_gamma_world_sets_every_users_gamma(world, tmp_path):
+    copy = fidelity.gamma_world(world, 0.9, tmp_path / "g")
+    users = [orjson.loads(line) for line in (copy / "users.json").open("rb")]
+    assert len(users) == SIZES["n_users"] and {u["artist_discount_gamma"] for u in users} == {0.9}
+    loaded = load_world(copy)
+    assert np.all(loaded.users.artist_discount_gamma == 0.9)
+    assert (copy / "tracks.npy").read_bytes() == (world / "tracks.npy").read_bytes()
+
+
+@pytest.mark.timeout(180)
+def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
+    params = {
+        "seed": 5,
+        "http": {"connections": 2},
+        "train": {"splits": [0.8, 0.1, 0.1]},
+        "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 120}, {"gamma": 0.8, "episodes": 80}],
+                     "processes": 1,
+                     "top_pop_seeds": 1, "top_pop_episodes": 200, "reference_episodes": 80},
+    }
+    result = fidelity.run(params, world, real_stats=real_stats_path, collect_log=tmp_path / "absent")
+    table = result.table
+    assert set(table["group"]) >= {"Random gamma=0.9", "Random gamma=0.8", "StickyArtist gamma=0.9",
+                                   "StickyArtist gamma=0.8 (published)", "TOP_POP T2 TopPop(100)"}
+    for name in ("Random gamma=0.9", "StickyArtist gamma=0.8"):
+        assert len(result.simulated[name]) == 1
+    sticky = result.simulated["StickyArtist gamma=0.9"][0]
+    assert sticky["share_same_artist_as_previous"] == 1.0  # StickyArtist served what it should, through the service
+    assert result.simulated["Random gamma=0.9"][0]["share_same_artist_as_previous"] < 0.2
+    # gamma is in force: no fresh same-artist track above gamma ** n
+    assert sticky["listen_time_hist"]["1.0"] == 0.0 and sticky["listen_time_hist"]["(0.9,1.0)"] == 0.0
+    metrics = fidelity.write_outputs(result, tmp_path / "fidelity.json", tmp_path / "statistics.json")
+    assert metrics["checks"] == len(table) and metrics["training_data"] is None
+    assert set(metrics["reference_true_neighbours"]) == {"Random", reference.REFERENCE_LABEL}
+    assert json.loads((tmp_path / "fidelity.json").read_text())["failed"] == metrics["failed"]
+    figure = fidelity.fidelity_figure(result, "StickyArtist")
+    assert len(figure.axes) == 4
+
+
+def test_in_process_engine_matches_the_world_loader(world):
+    """The search's in-memory world plays like the world folder: same statistics for the same episodes."""
+    arrays = world_arrays(**SIZES, **fitted_knobs())
+    in_memory = fidelity_search.world_from_arrays(arrays, gamma=0.9)
+    from_files = fidelity_search.with_gamma(load_world(world, verify=False), 0.9)
+    sticky = fidelity_search.StickyArtistBatch(in_memory.track_artist)
+    a = fidelity_search.play_rows(in_memory, sticky, 3, 200)
+    b = fidelity_search.play_rows(from_files, fidelity_search.StickyArtistBatch(from_files.track_artist), 3, 200)
+    assert a[["session", "position", "time"]].equals(b[["session", "position", "time"]])
+    stats = F.statistics(a, track_artist=in_memory.track_artist, gamma=0.9)
+    assert stats["share_same_artist_as_previous"] == 1.0 and stats["sessions"] == 200
+
+
+def test_true_neighbours_are_the_nearest_other_tracks():
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((300, 6))
+    table = reference.true_neighbours(embeddings, 10)
+    scores = embeddings @ embeddings.T
+    np.fill_diagonal(scores, -np.inf)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert table.shape == (300, 10) and (table != np.arange(300)[:, None]).all()
+    assert np.array_equal(np.sort(table, axis=1), np.sort(expected, axis=1))
+
+
+def test_training_summary_of_a_log(tmp_path):
+    from tests.research.research_helpers import event, write_log
+
+    rows = []
+    for user in range(40):
+        times = [1.0, 0.0, 1.0, 0.5, 0.0]
+        for i, time in enumerate(times):
+            last = i == len(times) - 1
+            rows.append(event("last" if last else "next", 1000 * user + i, user, user * 10 + i, time,
+                              recommendation=None if last else user * 10 + i + 1))
+    log = write_log(tmp_path / "log" / "data.json", rows)
+    summary = fidelity.training_summary(log.parent, {"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}})
+    assert summary["pairs"] == 160 and summary["variance"] == pytest.approx(np.var([0.0, 1.0, 0.5, 0.0]))
+    assert summary["course"]["variance"] == 0.17
+
+
+def test_search_candidates_and_best():
+    import pandas as pd
+
+    search = {"points": {"old": {"track_spread": 0.5}}, "sweeps": {"genre_spread": [1.0, 1.9]},
+              "grid": {"artist_spread": [3.5, 4.1], "track_spread": [0.5, 1.9]}}
+    found = fidelity_search.candidates(search)
+    assert found[0] == ("base", {}) and found[1] == ("point old", {"track_spread": 0.5})
+    assert len(found) == 1 + 1 + 2 + 4
+    assert len(fidelity_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
+    table = pd.DataFrame({"family": ["a", "b", "c"], "failed": [1, 0, 0], "worst": [0.5, 0.9, 0.8]})
+    assert fidelity_search.best_candidate(table)["family"] == "c"
