@@ -109,10 +109,11 @@ def test_toppop_offline_scores_the_random_arm_halves(stage_root):
 
 
 def test_offline_table_meets_the_calibration_effects():
-    calibration = {"arms": {
-        "C": {"mean_time_per_session": {"recommender": "Random", "simulated": 2.0, "published": 2.152}},
-        "T1": {"mean_time_per_session": {"recommender": "TopPop(5)", "simulated": 3.0, "published": 2.742}},
+    calibration = {"arms": {  # metrics/calibration.json's headline: arms of the course's TOP_POP experiment
+        "C": {"mean_time_per_session": {"simulated": 2.0, "published": 2.152}},
+        "T1": {"mean_time_per_session": {"simulated": 3.0, "published": 2.742}},
     }}
     online = toppop_offline.online_effects(calibration)
+    assert online.loc[0, "recommender"] == "TopPop(10)"
     assert online.loc[0, "online_effect"] == pytest.approx(50.0)
     assert online.loc[0, "published_effect"] == pytest.approx(100 * (2.742 / 2.152 - 1))

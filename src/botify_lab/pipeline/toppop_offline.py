@@ -23,6 +23,7 @@ from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import write_metrics, write_plot
 from botify_lab.research.logs import arms, read_log, top_tracks, track_popularity
 from botify_lab.research.offline import ranking_metrics, shuffled_metrics
+from botify_lab.research.published import TOP_POP_ARMS
 
 METRICS_NAME = "toppop_offline"
 FIGURE_NAME = "toppop_popularity"
@@ -68,14 +69,15 @@ def offline_table(ranking: list[int], relevant: dict[int, set[int]], ks: list[in
 def online_effects(calibration: dict, metric: str = "mean_time_per_session") -> pd.DataFrame:
     """Per TopPop arm of metrics/calibration.json: simulated and published mean, effect vs Random (% of control)."""
     arms_ = calibration["arms"]
-    control = next(arm for arm in arms_ if arms_[arm][metric]["recommender"] == "Random")
+    names = {arm: name for arm, name, _ in TOP_POP_ARMS}
+    control = next(arm for arm in arms_ if names.get(arm) == "Random")
     rows = []
     for arm, metrics in arms_.items():
         row = metrics[metric]
         if arm == control:
             continue
         rows.append({
-            "recommender": row["recommender"], "arm": arm,
+            "recommender": names[arm], "arm": arm,
             f"online_{metric}": row["simulated"], f"published_{metric}": row["published"],
             "online_effect": 100.0 * (row["simulated"] / arms_[control][metric]["simulated"] - 1.0),
             "published_effect": 100.0 * (row["published"] / arms_[control][metric]["published"] - 1.0),

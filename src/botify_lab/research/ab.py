@@ -159,7 +159,11 @@ def ab_effects(
                 "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
                 "mde": _percent(minimum_detectable_effect(treatment_sample, control_sample, alpha, power), control_mean),
             })
-    effects = pd.DataFrame(rows)
+    return with_holm(pd.DataFrame(rows), metric_names, alpha)
+
+
+def with_holm(effects: pd.DataFrame, metric_names: Sequence[str], alpha: float) -> pd.DataFrame:
+    """Add the Holm-adjusted p-values (per metric, across treatments) and their verdict; the columns in order."""
     effects["p_holm"] = np.nan
     for metric in metric_names:
         rows_of_metric = (effects["metric"] == metric) & effects["p_value"].notna()
@@ -410,16 +414,7 @@ def ab_effects_from_statistics(
                 "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
                 "mde": _percent(mde, control_mean),
             })
-    effects = pd.DataFrame(rows)
-    effects["p_holm"] = np.nan
-    for metric in metric_names:
-        rows_of_metric = (effects["metric"] == metric) & effects["p_value"].notna()
-        if rows_of_metric.any():
-            effects.loc[rows_of_metric, "p_holm"] = multipletests(
-                effects.loc[rows_of_metric, "p_value"], alpha=alpha, method="holm"
-            )[1]
-    effects["significant_holm"] = effects["p_holm"] < alpha
-    return effects[list(EFFECT_COLUMNS)]
+    return with_holm(pd.DataFrame(rows), metric_names, alpha)
 
 
 def arm_totals(metrics: pd.DataFrame, control: str = "C") -> pd.DataFrame:
