@@ -173,8 +173,13 @@ def metrics_json(result: FidelityRun) -> dict:
 
 def write_outputs(result: FidelityRun, metrics_path: Path = METRICS_FILE,
                   statistics_path: Path = STATISTICS_FILE) -> dict:
+    """metrics/fidelity.json holds the verdict, the worst check, the training data and the reference; the table of
+    every check (a column each in `dvc exp show` otherwise) goes beside the simulated statistics in build/fidelity."""
     metrics = metrics_json(result)
-    for path, payload in ((metrics_path, metrics), (statistics_path, result.simulated)):
+    headline = {key: value for key, value in metrics.items() if key != "table"}
+    checks_path = Path(statistics_path).with_name("checks.json")
+    for path, payload in ((metrics_path, headline), (statistics_path, result.simulated),
+                          (checks_path, metrics["table"])):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
                                             | orjson.OPT_NON_STR_KEYS) + b"\n")

@@ -34,7 +34,9 @@ def run_notebook(source: Path, output: Path, papermill_args: list[str]) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     failed = output.parent.with_name(f"{output.parent.name}-failed") / output.name
-    env = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    # tqdm.auto (imported by optuna and others) warns that it cannot draw notebook widgets: bars are off anyway.
+    env = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+           "PYTHONWARNINGS": "ignore:IProgress not found"}
     env.pop("MPLBACKEND", None)  # the kernel's inline backend embeds every figure in the notebook
     command = [sys.executable, "-m", "papermill", str(source), str(partial), "-k", "python3", "--no-progress-bar",
                *papermill_args]

@@ -11,6 +11,7 @@ multiple comparison; `significant` itself stays the course's unadjusted verdict.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -90,7 +91,10 @@ def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.
     effect = treatment.mean() - control.mean() if len(treatment) and len(control) else math.nan
     if len(treatment) < 2 or len(control) < 2:
         return effect, math.nan, math.nan, math.nan
-    result = stats.ttest_ind(treatment, control, equal_var=False)
+    with warnings.catch_warnings():
+        # scipy warns when an arm's values are (nearly) all equal; the interval is still right, and tiny arms say so
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        result = stats.ttest_ind(treatment, control, equal_var=False)
     interval = result.confidence_interval(confidence_level=1 - alpha)
     return effect, float(interval.low), float(interval.high), float(result.pvalue)
 

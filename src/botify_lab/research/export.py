@@ -97,7 +97,7 @@ def top_k_neighbours(
     Large matrix products dominate here, so torch's own thread count is the default; the result does not
     depend on it, nor on `block_rows`.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n_tracks = model.config.n_tracks
     limit = n_tracks - 1 if exclude_self else n_tracks

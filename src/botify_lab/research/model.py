@@ -231,7 +231,7 @@ def train_contextual(
     loss; the best epoch's weights are kept. Test metrics compare the model with a uniform random guess in
     [0, 1) and with always predicting the train mean (MSE and MAE of each).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     config = ModelConfig(n_tracks, embedding_dim, similarity, mlp_hidden, mlp_sigmoid, init_std)
     loss_fn = _loss_function(loss)
