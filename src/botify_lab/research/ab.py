@@ -278,18 +278,26 @@ def ab_metrics_json(
     Latency depends on the machine's load, so keeping it out (see `latency_metrics_json`) lets two runs of the
     same seeded experiment produce byte-identical files. Keys keep a fixed order; floats are rounded; no NaN.
     """
-    kept = effects[~effects["metric"].isin(LATENCY_METRICS)]
-    document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
+    arms = None
     if metrics is not None:
-        document["arms"] = {
+        arms = {
             arm: {"users": int((metrics["arm"] == arm).sum()),
                   "sessions": int(metrics.loc[metrics["arm"] == arm, "sessions"].sum())}
             for arm in arm_order(metrics["arm"], control)
         }
+    return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
+
+
+def _ab_document(effects: pd.DataFrame, experiment: str, arms: dict | None, srm: dict | None, control: str,
+                 alpha: float, digits: int) -> dict:
+    """metrics/ab.json's layout, whichever engine counted the arms' users and sessions."""
+    document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
+    if arms is not None:
+        document["arms"] = arms
     if srm is not None:
         document["srm"] = {key: _clean(value, digits) if not isinstance(value, list) else
                            [_clean(item, digits) for item in value] for key, value in srm.items()}
-    document["effects"] = _effects_dict(kept, digits)
+    document["effects"] = _effects_dict(effects[~effects["metric"].isin(LATENCY_METRICS)], digits)
     return document
 
 
@@ -442,19 +450,12 @@ def ab_metrics_json_from_totals(
     digits: int = 6,
 ) -> dict:
     """`ab_metrics_json` with the arms' users and sessions taken from `arm_totals`-shaped rows (no user rows)."""
-    kept = effects[~effects["metric"].isin(LATENCY_METRICS)]
-    document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
+    arms = None
     if totals is not None:
         by_arm = totals.set_index("arm")
-        document["arms"] = {
-            arm: {"users": int(by_arm.loc[arm, "users"]), "sessions": int(by_arm.loc[arm, "sessions"])}
-            for arm in arm_order(by_arm.index, control)
-        }
-    if srm is not None:
-        document["srm"] = {key: _clean(value, digits) if not isinstance(value, list) else
-                           [_clean(item, digits) for item in value] for key, value in srm.items()}
-    document["effects"] = _effects_dict(kept, digits)
-    return document
+        arms = {arm: {"users": int(by_arm.loc[arm, "users"]), "sessions": int(by_arm.loc[arm, "sessions"])}
+                for arm in arm_order(by_arm.index, control)}
+    return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
 
 
 def latency_metrics_json_from_totals(
