@@ -187,3 +187,31 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
                  "train_ours.html"):
         assert text in index
     assert (tmp_path / "index.png").stat().st_size > 20_000
+
+
+def assert_same_numbers(left, right, path="") -> None:
+    """Equal structure and strings; floats equal to 1e-9 relative (Spark sums in another order than pandas)."""
+    if isinstance(left, dict):
+        assert isinstance(right, dict) and left.keys() == right.keys(), f"{path}: keys differ"
+        for key in left:
+            assert_same_numbers(left[key], right[key], f"{path}.{key}")
+    elif isinstance(left, list):
+        assert isinstance(right, list) and len(left) == len(right), f"{path}: lengths differ"
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_same_numbers(a, b, f"{path}[{index}]")
+    elif isinstance(left, float) or isinstance(right, float):
+        assert right == pytest.approx(left, rel=1e-9, abs=1e-12), f"{path}: {left} != {right}"
+    else:
+        assert left == right, f"{path}: {left!r} != {right!r}"
+
+
+def test_spark_engine_experiment_gives_the_same_metrics(tiny_clone):
+    """`dvc exp run -S analysis.engine=spark` reruns only the analysis, on Spark, and lands on the same numbers."""
+    clone, env, _ = tiny_clone
+    before = {path: json.loads((clone / path).read_text()) for path in ("metrics/ab.json", "build/analysis/ab.json")}
+    output = dvc(clone, env, "exp", "run", "-S", "analysis.engine=spark")
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert "analyze" in ran and ran <= {"params", "analyze", "report"}, ran
+    assert yaml.safe_load((clone / "params.yaml").read_text())["analysis"]["engine"] == "spark"
+    for path, document in before.items():
+        assert_same_numbers(document, json.loads((clone / path).read_text()), path)
