@@ -9,6 +9,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("BOTIFY_LAB_SHARED", REPO_ROOT.parent / "shared"))
 UPSTREAM_WORLD = SHARED_DIR / "upstream-world"
+REAL_LOGS = SHARED_DIR / "real-logs"
+REAL_LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 
 
 def world_knobs(**overrides) -> dict:
@@ -36,3 +38,13 @@ def upstream_world() -> Path:
     if not (UPSTREAM_WORLD / "tracks.json").is_file():
         pytest.skip(f"course files not found under {UPSTREAM_WORLD}")
     return UPSTREAM_WORLD
+
+
+@pytest.fixture(scope="session")
+def real_logs_present() -> list[Path]:
+    """The course's raw event logs; skipped without ../shared, but CI must have them."""
+    if not REAL_LOG_FILES:
+        if os.environ.get("CI"):
+            pytest.fail(f"the course's logs are missing from {REAL_LOGS}")
+        pytest.skip(f"the course's logs are not beside the repo ({REAL_LOGS})")
+    return REAL_LOG_FILES

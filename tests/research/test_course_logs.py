@@ -5,24 +5,14 @@ table of one of them is reproduced to the third decimal.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from botify_lab.research import ab
 from botify_lab.research.logs import experiment_names, read_log, sessionize
-from tests.conftest import SHARED_DIR
+from tests.conftest import REAL_LOG_FILES as LOG_FILES, REAL_LOGS
 
-REAL_LOGS = SHARED_DIR / "real-logs"
-LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def real_logs_present():
-    if not LOG_FILES:
-        if os.environ.get("CI"):
-            pytest.fail(f"the course's logs are missing from {REAL_LOGS}")
-        pytest.skip(f"the course's logs are not beside the repo ({REAL_LOGS})")
+pytestmark = pytest.mark.usefixtures("real_logs_present")
 
 
 @pytest.mark.parametrize("path", LOG_FILES, ids=[path.name.split(".")[0] for path in LOG_FILES])

@@ -19,10 +19,8 @@ from botify_lab.formats import log_files
 from botify_lab.research import ab, logs
 from botify_lab.research.logs import LogFormatError
 from botify_lab.research.spark import engine, synthetic
-from tests.conftest import SHARED_DIR
+from tests.conftest import REAL_LOG_FILES as LOG_FILES
 
-REAL_LOGS = SHARED_DIR / "real-logs"
-LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 RELATIVE = 1e-9
 
 
@@ -228,14 +226,6 @@ def test_a_malformed_log_is_refused(spark, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The course's own logs
-
-
-@pytest.fixture(scope="module")
-def real_logs_present():
-    if not LOG_FILES:
-        if os.environ.get("CI"):
-            pytest.fail(f"the course's logs are missing from {REAL_LOGS}")
-        pytest.skip(f"the course's logs are not beside the repo ({REAL_LOGS})")
 
 
 @pytest.mark.parametrize("path", LOG_FILES, ids=[path.name.split(".")[0] for path in LOG_FILES])
