@@ -20,6 +20,8 @@ SIZE_FLAGS = {
     "dim": (int, "dimension of the hidden track embeddings"),
 }
 WORLD_SETTINGS = {**SIZE_FLAGS, **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()}}
+# Keys of the params file's `world:` section that choose the world's source rather than set a knob.
+SOURCE_KEYS = ("source", "course_dir")
 
 
 class ParamsError(ValueError):
@@ -40,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     world.add_argument("--course-catalog", type=Path, metavar="DIR",
                        help="build the course's own world instead: DIR holds the course's tracks.json and users.json "
                             "(copied as they are); the hidden embeddings come from the generator's knobs "
-                            "(--tracks, --users and the artist-size knobs are then taken from the catalog)")
+                            "(--tracks, --users and the artist-size knobs are then taken from the catalog). Without "
+                            "this flag, the params file's `world: source: course` and `course_dir` choose it")
     world.add_argument("--params", type=Path, default=Path("params.yaml"),
                        help="YAML file whose `world:` section holds the settings not given as flags "
                             "(default: params.yaml in the current folder)")
@@ -70,6 +73,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _world_section(params_path: Path) -> dict:
+    try:
+        section = (yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}).get("world")
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{params_path}: not valid YAML ({error})") from None
+    if not isinstance(section, dict):
+        raise ParamsError(f"{params_path} has no `world:` section")
+    return section
+
+
+def course_catalog_of(params_path: Path) -> Path | None:
+    """The course folder the params file's `world:` chooses (`source: course`), relative to that file; else None."""
+    if not params_path.is_file():
+        return None
+    section = _world_section(params_path)
+    if section.get("source", "generated") == "generated":
+        return None
+    if section.get("source") != "course" or not section.get("course_dir"):
+        raise ParamsError(f"{params_path}: world.source must be 'generated' or 'course' (with world.course_dir set), "
+                          f"got source={section.get('source')!r}, course_dir={section.get('course_dir')!r}")
+    return params_path.parent / Path(section["course_dir"]).expanduser()
+
+
 def world_settings(given: dict, params_path: Path) -> dict:
     """Every world setting: the flags given, the rest from the params file's `world:` section."""
     missing = [name for name in WORLD_SETTINGS if given.get(name) is None]
@@ -78,13 +104,8 @@ def world_settings(given: dict, params_path: Path) -> dict:
     if not params_path.is_file():
         raise ParamsError(f"{params_path} not found, and these world settings were not given as flags: "
                           f"{', '.join('--' + name.replace('_', '-') for name in missing)}")
-    try:
-        section = (yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}).get("world")
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{params_path}: not valid YAML ({error})") from None
-    if not isinstance(section, dict):
-        raise ParamsError(f"{params_path} has no `world:` section")
-    unknown = sorted(set(section) - set(WORLD_SETTINGS))
+    section = _world_section(params_path)
+    unknown = sorted(set(section) - set(WORLD_SETTINGS) - set(SOURCE_KEYS))
     if unknown:
         raise ParamsError(f"{params_path}: unknown world settings {unknown}; known: {list(WORLD_SETTINGS)}")
     absent = [name for name in missing if name not in section]
@@ -98,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "world":
             settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
-            if args.course_catalog is not None:
+            catalog = args.course_catalog or course_catalog_of(args.params)
+            if catalog is not None:
                 for name in ("tracks", "users"):
                     settings.pop(name)
-                meta = course_world(args.course_catalog, args.out, seed=settings.pop("seed"),
+                meta = course_world(catalog, args.out, seed=settings.pop("seed"),
                                     dim=settings.pop("dim"), **settings)
                 print(f"course world written to {args.out} ({meta['parameters']['n_tracks']} tracks, "
                       f"{meta['parameters']['n_users']} users; content sha256 {meta['content_sha256']})")

@@ -16,7 +16,7 @@ REAL_LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 def world_knobs(**overrides) -> dict:
     """The world generator's structure knobs of params.yaml (seed and sizes left out), with some replaced."""
     world = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["world"]
-    knobs = {name: value for name, value in world.items() if name not in ("seed", "tracks", "users", "dim")}
+    knobs = {name: value for name, value in world.items() if name not in ("source", "course_dir", "seed", "tracks", "users", "dim")}
     return {**knobs, **overrides}
 
 

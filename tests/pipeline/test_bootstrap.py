@@ -75,3 +75,29 @@ def test_dvc_hints_are_dropped_and_everything_else_passes(tmp_path):
     os.close(read)
     assert out.getvalue() == (b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
                               b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n")
+
+
+def test_world_source_course_builds_the_course_world_and_records_it(project, upstream_world):
+    """`world.source: course` (the folder relative to params.yaml) builds data/ over the course's own files."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["world"].update(source="course", course_dir=os.path.relpath(upstream_world, project))
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for path in (project / "data").iterdir():
+        path.unlink()
+    with pytest.raises(bootstrap.WorldMismatch, match="make world"):
+        bootstrap.ensure_world(project)  # data.dvc still records the generated world: refused, not rewritten
+    for name in ("tracks.json", "users.json"):
+        assert (project / "data" / name).read_bytes() == (upstream_world / name).read_bytes()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".site-cache")}
+    subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", "data"], cwd=project, check=True, env=env)
+    assert bootstrap.ensure_world(project) == project / "data"
+
+
+def test_world_source_course_without_its_files_says_where_they_are_expected(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["world"].update(source="course", course_dir="no-such-folder")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    before = {path.name: path.read_bytes() for path in (project / "data").iterdir()}
+    with pytest.raises(bootstrap.WorldMismatch, match="no-such-folder lacks tracks.json and users.json"):
+        bootstrap.generate_world_dir(project)
+    assert {path.name: path.read_bytes() for path in (project / "data").iterdir()} == before

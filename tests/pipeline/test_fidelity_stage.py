@@ -125,3 +125,25 @@ def test_search_candidates_and_best():
     assert len(fidelity_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
     table = pd.DataFrame({"family": ["a", "b", "c"], "failed": [1, 0, 0], "worst": [0.5, 0.9, 0.8]})
     assert fidelity_search.best_candidate(table)["family"] == "c"
+
+
+@pytest.mark.timeout(300)
+def test_the_stage_runs_on_the_course_world(upstream_world, tmp_path, real_stats_path):
+    """`world.source: course`: the course's own catalog and users, played through the service like the real logs."""
+    from sim.generator import course_world
+
+    course_world(upstream_world, tmp_path / "world", seed=0, dim=16, **fitted_knobs())
+    params = {
+        "seed": 7,
+        "http": {"connections": 2},
+        "train": {"splits": [0.8, 0.1, 0.1]},
+        "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 100}, {"gamma": 0.8, "episodes": 60}],
+                     "processes": 1, "top_pop_seeds": 1, "top_pop_episodes": 150, "reference_episodes": 60},
+    }
+    result = fidelity.run(params, tmp_path / "world", real_stats=real_stats_path, collect_log=tmp_path / "absent")
+    sticky = result.simulated["StickyArtist gamma=0.9"][0]
+    assert sticky["share_same_artist_as_previous"] == 1.0  # StickyArtist served through the service
+    random = result.simulated["Random gamma=0.9"][0]
+    assert 0.3 < random["share_time_zero"] < 0.6  # all-or-nothing listening, as in the real logs
+    assert sticky["mean_time_per_session_user_level"] > random["mean_time_per_session_user_level"]
+    assert len(result.table) > 40 and result.table["real"].notna().all()

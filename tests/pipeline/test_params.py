@@ -47,6 +47,11 @@ def test_cross_checks_name_the_models():
     assert lines == ["params.yaml: simulate.treatment = 'nobody': must name a model of `models:` (contextual, ours)"]
     assert problems(lambda params: params["train"].update(splits=[0.8, 0.1, 0.2]))[0].startswith(
         "params.yaml: train.splits must sum to 1")
+    assert problems(lambda params: params["world"].update(source="course")) == [
+        "params.yaml: world.source is 'course', so world.course_dir must name the folder holding the course's "
+        "tracks.json and users.json"]
+    assert problems(lambda params: params["world"].update(source="upstream"))[0].startswith(
+        "params.yaml: world.source = 'upstream': Input should be 'generated' or 'course'")
 
 
 def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):

@@ -53,6 +53,8 @@ class Section(BaseModel):
 
 
 class WorldParams(Section):
+    source: Literal["generated", "course"] = "generated"
+    course_dir: str | None = None
     seed: NonNegativeInt
     tracks: PositiveInt
     users: PositiveInt
@@ -73,6 +75,13 @@ class WorldParams(Section):
     popularity_offset: float
     interests: PositiveInt
     interest_popularity_exponent: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def course_source_names_its_folder(self):
+        if self.source == "course" and not self.course_dir:
+            raise ValueError("world.source is 'course', so world.course_dir must name the folder holding the "
+                             "course's tracks.json and users.json")
+        return self
 
 
 class TrafficParams(Section):
@@ -232,7 +241,7 @@ class Params(Section):
                 raise ValueError(f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})")
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
-        knobs = set(WorldParams.model_fields) - {"seed", "tracks", "users", "dim"}
+        knobs = set(WorldParams.model_fields) - {"source", "course_dir", "seed", "tracks", "users", "dim"}
         search = self.fidelity_search
         groups = [(f"points.{name}", point) for name, point in search.points.items()]
         for group, names in groups + [("sweeps", search.sweeps), ("grid", search.grid)]:

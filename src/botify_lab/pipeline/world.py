@@ -1,8 +1,12 @@
-"""The simulator's world in the pipeline: generated from params.yaml's `world:` section and checked against data.dvc.
+"""The simulator's world in the pipeline: built from params.yaml's `world:` section and checked against data.dvc.
 
 A fresh clone has no DVC remote, so `data/` (versioned by `data.dvc`) cannot be pulled. The world generator is
 deterministic, so the world is regenerated from `params.yaml` and must hash to what `data.dvc` records: a mismatch
 fails loudly instead of letting DVC silently re-commit a different world.
+
+`world.source` picks the world: `generated` (the default, needs no course files) or `course`, the course's own
+`tracks.json` and `users.json` from `world.course_dir` (a path relative to the repository root, or absolute) with
+hidden embeddings from the same fitted knobs.
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ def recorded_world_md5(root: Path = REPO_ROOT) -> str | None:
 def world_arguments(params: dict) -> dict:
     """`params.yaml`'s `world:` section as keyword arguments of the world generator (every knob is there)."""
     world = dict(params["world"])
+    world.pop("source", None)
+    world.pop("course_dir", None)
     arguments = {
         "seed": world.pop("seed"),
         "n_tracks": world.pop("tracks"),
@@ -60,15 +66,31 @@ def world_arguments(params: dict) -> dict:
     return arguments
 
 
-def generate_world_dir(root: Path = REPO_ROOT) -> Path:
-    """Generate the world of `params.yaml` into a scratch folder that replaces `data/` only on success."""
-    from sim.generator import generate_world
+def course_dir(world: dict, root: Path = REPO_ROOT) -> Path:
+    """The folder of the course's own files that `world.source: course` names, checked before any work."""
+    folder = root / Path(world["course_dir"]).expanduser()
+    missing = [name for name in ("tracks.json", "users.json") if not (folder / name).is_file()]
+    if missing:
+        raise WorldMismatch(f"world.source is 'course' but {folder} lacks {' and '.join(missing)}: point "
+                            "world.course_dir at the folder holding the course's tracks.json and users.json")
+    return folder
 
+
+def generate_world_dir(root: Path = REPO_ROOT) -> Path:
+    """Build the world of `params.yaml` into a scratch folder that replaces `data/` only on success."""
+    from sim.generator import course_world, generate_world
+
+    params = load_params(root / "params.yaml", check=False)
+    world = check_params(params.get("world"), "params.yaml", WorldParams).model_dump()
+    arguments = world_arguments(params)
+    source = course_dir(world, root) if world["source"] == "course" else None
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
-        params = load_params(root / "params.yaml", check=False)
-        check_params(params.get("world"), "params.yaml", WorldParams)
-        generate_world(scratch, **world_arguments(params))
+        if source is None:
+            generate_world(scratch, **arguments)
+        else:
+            del arguments["n_tracks"], arguments["n_users"]  # the course's files fix both
+            course_world(source, scratch, **arguments)
     return target
 
 
@@ -86,7 +108,7 @@ def ensure_world(root: Path = REPO_ROOT) -> Path:
             f"{data_dir} does not match data.dvc (expected {expected}, found {dvc_dir_md5(data_dir)}). "
             "Delete data/ to regenerate it, or run `make world` to record a new world on purpose."
         )
-    print(f"[bootstrap] {data_dir} missing: regenerating the world from params.yaml", flush=True)
+    print(f"[bootstrap] {data_dir} missing: building the world from params.yaml", flush=True)
     generate_world_dir(root)
     found = dvc_dir_md5(data_dir)
     if found != expected:
