@@ -117,3 +117,31 @@ def test_offline_table_meets_the_calibration_effects():
     assert online.loc[0, "recommender"] == "TopPop(10)"
     assert online.loc[0, "online_effect"] == pytest.approx(50.0)
     assert online.loc[0, "published_effect"] == pytest.approx(100 * (2.742 / 2.152 - 1))
+
+
+def test_toppop_offline_split_ignores_how_users_interleave():
+    """Two runs interleave users differently (wall clock, processes, connections); the cut uses each user's own order."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 12, 30)
+
+    def run_log(seed: int) -> pd.DataFrame:
+        """One run's log: every user's steps in order, users started at run-dependent wall-clock moments."""
+        starts = np.random.default_rng(seed).integers(0, 50, len(sizes))
+        rows = [{"user": user, "step": step, "timestamp": int(starts[user]) + step}
+                for user, size in enumerate(sizes) for step in range(size)]
+        log = pd.DataFrame(rows).sort_values("timestamp", kind="stable").reset_index(drop=True)
+        log["order"] = np.arange(len(log))
+        return log
+
+    first, second = run_log(1), run_log(2)
+    assert first[["user", "step"]].values.tolist() != second[["user", "step"]].values.tolist()
+    cut_first = toppop_offline.split_each_users_history(first, 0.5)
+    cut_second = toppop_offline.split_each_users_history(second, 0.5)
+    for part_first, part_second in zip(cut_first, cut_second):
+        assert part_first[["user", "step"]].values.tolist() == part_second[["user", "step"]].values.tolist()
+    train, test = cut_first
+    assert train.groupby("user").size().tolist() == [-(-size // 2) for size in sizes]  # first half, rounded up
+    last_train, first_test = train.groupby("user")["step"].max().align(test.groupby("user")["step"].min())
+    assert (last_train < first_test)[first_test.notna()].all()  # every train event comes before the user's test

@@ -1,7 +1,7 @@
 """Stage `toppop_offline`: the course's week-2 offline evaluation of TopPop (notebooks/toppop_offline.ipynb).
 
-The Random arm of the collected log (the `collect` experiment's arm serving `random`) is cut in two by time: the
-first `toppop_offline.train_share` of its events (timestamp order, the log's order on ties) give the popularity
+The Random arm of the collected log (the `collect` experiment's arm serving `random`) is cut in two by time, user by
+user: the first `toppop_offline.train_share` of each user's events (in the user's own order) give the popularity
 (total listen time per track, the course's TopPop), the rest give each user's relevant tracks (listened longer than
 `toppop_offline.positive_time`). TopPop(k) for every k of `toppop_offline.ks` is scored there with precision@`k`,
 MRR and hit rate@`k`, twice: `shuffled`, the exact expectation over random orderings of the top k (the service
@@ -36,11 +36,18 @@ def random_arm(events: pd.DataFrame, experiment: str, recommenders: list[str]) -
     return events[arms(events, experiment).to_numpy() == name]
 
 
-def split_by_time(events: pd.DataFrame, train_share: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The first `train_share` of the rows in time order (log order on equal timestamps), and the rest."""
-    order = np.lexsort((events["order"].to_numpy(), events["timestamp"].to_numpy()))
-    cut = int(round(len(order) * train_share))
-    return events.iloc[order[:cut]], events.iloc[order[cut:]]
+def split_each_users_history(events: pd.DataFrame, train_share: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's first `train_share` of events (timestamp order, log order on ties), and the rest.
+
+    Cut per user rather than at one moment of the whole log: a user's requests reach the service one after another,
+    so their order is the same on every run, while the order across users is wall-clock interleaving of processes
+    and connections, which would move the events near a global cut from one run to the next.
+    """
+    order = np.lexsort((events["order"].to_numpy(), events["timestamp"].to_numpy(), events["user"].to_numpy()))
+    ordered = events.iloc[order]
+    by_user = ordered.groupby("user", sort=False)
+    in_train = by_user.cumcount().to_numpy() < by_user["user"].transform("size").to_numpy() * train_share
+    return ordered[in_train], ordered[~in_train]
 
 
 def relevant_tracks(events: pd.DataFrame, positive_time: float) -> dict[int, set[int]]:
@@ -99,7 +106,7 @@ def evaluate_toppop(events: pd.DataFrame, settings: dict, experiment: str, recom
     random_rows = random_arm(events, experiment, recommenders)
     if random_rows.empty:
         raise ValueError(f"no rows of the random arm of experiment {experiment!r} in the log")
-    train, test = split_by_time(random_rows, float(settings["train_share"]))
+    train, test = split_each_users_history(random_rows, float(settings["train_share"]))
     popularity = track_popularity(train)
     ranking = top_tracks(train)
     relevant = relevant_tracks(test, float(settings["positive_time"]))
@@ -145,7 +152,7 @@ def popularity_figure(result: ToppopOffline, ks: list[int]):
     for size in ks:
         ax.axvline(size, color="gray", linestyle=":")
         ax.text(size, values.max(), f" top {size}", va="top", fontsize=8)
-    ax.set(title=f"track popularity in the first half of the Random log ({len(values):,} tracks)",
+    ax.set(title=f"track popularity in each user's first half of the Random log ({len(values):,} tracks)",
            xlabel="rank", ylabel="total listen time")
     figure.tight_layout()
     return figure
