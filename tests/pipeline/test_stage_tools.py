@@ -86,6 +86,20 @@ def test_index_is_the_studys_front_page(tmp_path):
     assert "mean_time_per_session</dt>" in index  # the metrics are defined
 
 
+def test_calibration_table_colours_only_the_calibrated_cells(tmp_path):
+    calibration = {"calibrated": True, "seeds": [1, 2], "arms": {"C": {
+        "mean_time_per_session": {"published": 2.152, "simulated": 2.14, "ratio": 0.994, "within_tolerance": True},
+        "mean_tracks_per_session": {"published": 7.145, "simulated": 7.9, "ratio": 1.106, "within_tolerance": False},
+        "time": {"published": 2.632, "simulated": 2.57, "ratio": 0.978, "within_tolerance": None}}}}
+    params = {"calibrate": {"tolerances": {"mean_time_per_session": 0.1, "mean_tracks_per_session": 0.05}}}
+    index = build_index([], {}, params=params, calibration=calibration, figures=tmp_path)
+    rows = {metric: index[index.index(f"<td>{metric}</td>"):][:250]
+            for metric in ("mean_time_per_session", "mean_tracks_per_session", "time")}
+    assert "#b7e1b0" in rows["mean_time_per_session"] and "(±10% allowed)" in rows["mean_time_per_session"]
+    assert "#f4b6b6" in rows["mean_tracks_per_session"]
+    assert "#b7e1b0" not in rows["time"] and "#f4b6b6" not in rows["time"] and "(not a target)" in rows["time"]
+
+
 def test_notebook_runner_embeds_figures_hides_progress_and_reports_the_error_briefly(tmp_path, capfd):
     source = write_notebook(
         tmp_path / "nb.ipynb", "fail = False",

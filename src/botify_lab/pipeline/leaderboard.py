@@ -91,9 +91,10 @@ def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels
         means.append(mean)
         halves.append(upper - mean)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
-    names = [f"{arm}\n{labels.get(arm, arm)}" for arm in arms]
-    left.bar(names, means, yerr=halves, capsize=4, color=[f"C{i}" for i in range(len(arms))])
-    left.set(title=f"{metric} per arm ({100 * (1 - alpha):.0f}% interval)", ylabel=metric)
+    names = [f"{arm} {labels.get(arm, arm)}" for arm in arms]  # horizontal bars: long names stay readable
+    left.barh(names, means, xerr=halves, capsize=4, color=[f"C{i}" for i in range(len(arms))])
+    left.invert_yaxis()
+    left.set(title=f"{metric} per arm ({100 * (1 - alpha):.0f}% interval)", xlabel=metric)
     rows = effects[effects["metric"] == metric].set_index("treatment").loc[arms[1:]]
     colours = ["tab:green" if row.significant and row.effect > 0 else "tab:red" if row.significant else "tab:gray"
                for row in rows.itertuples()]
@@ -101,7 +102,7 @@ def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels
                xerr=[rows["effect"] - rows["lower"], rows["upper"] - rows["effect"]], capsize=4)
     right.axvline(0, color="black", linewidth=0.8)
     right.invert_yaxis()
-    right.set(title=f"effect on {metric} vs Random (%, Welch {100 * (1 - alpha):.0f}%)", xlabel="percent of control")
+    right.set(title=f"effect vs Random ({100 * (1 - alpha):.0f}% Welch interval)", xlabel=f"{metric}, % of Random")
     figure.tight_layout()
     return figure
 

@@ -140,8 +140,9 @@ def _calibration_section(calibration: dict, tolerances: dict) -> str:
     rows = []
     for arm, metrics in calibration.get("arms", {}).items():
         for metric, cell in metrics.items():
-            shade = GAIN_COLOUR if cell.get("within_tolerance") else LOSS_COLOUR
-            allowed = f" (±{100 * tolerances[metric]:.0f}% allowed)" if metric in tolerances else ""
+            calibrated = cell.get("within_tolerance")  # None: published for reference, not a calibration target
+            shade = "transparent" if calibrated is None else GAIN_COLOUR if calibrated else LOSS_COLOUR
+            allowed = f" (±{100 * tolerances[metric]:.0f}% allowed)" if metric in tolerances else " (not a target)"
             rows.append(f"<tr><td>{arm} {html.escape(names.get(arm, ''))}</td><td>{metric}</td>"
                         f"<td>{number(cell.get('published'))}</td><td>{number(cell.get('simulated'))}</td>"
                         f"<td style='background-color: {shade}'>{number(cell.get('ratio'))}{allowed}</td></tr>")
