@@ -6,7 +6,8 @@
     POST /next/<user>      body {"track": int, "time": number in [0, 1]} -> {"user": user, "track": recommended id}
     POST /last/<user>      body {"track": int, "time": number in [0, 1]} -> {"user": user}
 
-Each accepted /next or /last writes one log line (see botify.service). Malformed input of any size or content gets
+Each accepted /next or /last writes one log line (see botify.service). Under `clock: simulated` both need the
+event's simulated time in the `X-Botify-Time` header (integer ms since epoch); the wall clock ignores the header. Malformed input of any size or content gets
 a JSON 4xx and is not logged; a store or log that cannot take the event gets a JSON 503 and is not logged either.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from .service import MAX_USER_ID, BadRequest, Service, ServiceUnavailable
 
 MAX_BODY_BYTES = 4096
+TIME_HEADER = "X-Botify-Time"
 USER_ID_PATTERN = re.compile(r"[0-9]{1,10}")
 JSON_TYPE = "application/json"
 BODY_SHAPE = "body must be a JSON object like {\"track\": 1, \"time\": 0.5}"
@@ -55,6 +57,14 @@ def _parse_user(text: str) -> int:
     if not USER_ID_PATTERN.fullmatch(text) or int(text) > MAX_USER_ID:
         raise BadRequest(f"user must be an integer in 0..{MAX_USER_ID}, got {text[:40]!r}")
     return int(text)
+
+
+def _simulated_time() -> int | str | None:
+    """The X-Botify-Time header as an int when it is one (the Service says what is wrong with anything else)."""
+    text = request.headers.get(TIME_HEADER)
+    if text is None:
+        return None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 16 else text
 
 
 def _parse_body() -> tuple[object, object]:
@@ -91,7 +101,8 @@ def _register_routes(app: Flask, service: Service) -> None:
         started = time.perf_counter()
         user = _parse_user(user_id)
         last_track, listen_time = _parse_body()
-        recommendation = service.next_track(user, last_track, listen_time, started=started)
+        recommendation = service.next_track(user, last_track, listen_time, started=started,
+                                            timestamp=_simulated_time())
         return json_response({"user": user, "track": recommendation})
 
     @app.post("/last/<user_id>")
@@ -99,7 +110,7 @@ def _register_routes(app: Flask, service: Service) -> None:
         started = time.perf_counter()
         user = _parse_user(user_id)
         track_id, listen_time = _parse_body()
-        service.last_track(user, track_id, listen_time, started=started)
+        service.last_track(user, track_id, listen_time, started=started, timestamp=_simulated_time())
         return json_response({"user": user})
 
     @app.errorhandler(BadRequest)

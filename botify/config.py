@@ -16,7 +16,11 @@ from .recommenders import RECOMMENDERS
 
 DEFAULT_LOG_MAX_BYTES = 50_000_000
 DEFAULT_LOG_BACKUP_COUNT = 1000
-TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "log_max_bytes", "log_backup_count", "experiments"}
+TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "clock", "log_max_bytes", "log_backup_count", "experiments"}
+# `wall`: events are stamped with the server's clock and their measured latency (the course's log). `simulated`: each
+# request carries its simulated time (the X-Botify-Time header, ms since epoch) and latency is not measured (logged
+# as 0), so a seeded simulation writes the same log on every run, however the machine is loaded.
+CLOCKS = ("wall", "simulated")
 ARM_KEYS = {"name", "recommender", "path", "k"}
 
 
@@ -53,6 +57,7 @@ class BotifyConfig:
     log_dir: Path
     store: str
     seed: int
+    clock: str
     log_max_bytes: int
     log_backup_count: int
     experiments: tuple[ExperimentConfig, ...]
@@ -85,6 +90,9 @@ def parse_config(raw: dict, base_dir: Path) -> BotifyConfig:
     store = raw.get("store", "memory")
     if not isinstance(store, str) or not (store == "memory" or store.startswith(("redis://", "unix://"))):
         raise ConfigError(f"`store` must be `memory` or a redis:// URL, got {store!r}")
+    clock = raw.get("clock", "wall")
+    if clock not in CLOCKS:
+        raise ConfigError(f"`clock` must be one of {', '.join(CLOCKS)}, got {clock!r}")
     experiments = raw["experiments"]
     if not isinstance(experiments, list) or not experiments:
         raise ConfigError("`experiments` must be a non-empty list")
@@ -97,6 +105,7 @@ def parse_config(raw: dict, base_dir: Path) -> BotifyConfig:
         log_dir=_resolve(_require_str(raw.get("log_dir", "log"), "log_dir"), base_dir),
         store=store,
         seed=_require_int(raw.get("seed", 0), "seed", minimum=None),
+        clock=clock,
         log_max_bytes=_require_int(raw.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES), "log_max_bytes", minimum=0),
         log_backup_count=_require_int(
             raw.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT), "log_backup_count", minimum=1

@@ -85,6 +85,8 @@ class FolderLock:
 
     def release(self) -> None:
         if self._fd >= 0:
+            if os.getpid() == self._owner_pid:
+                os.ftruncate(self._fd, 0)  # a released folder names no owner (and is the same after every run)
             os.close(self._fd)  # in a forked worker this only drops its reference; the owner's keeps the lock
             self._fd = -1
 

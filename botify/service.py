@@ -16,7 +16,9 @@ can drive the same object and get the same log, line for line:
 catalog, time a number in [0, 1]), write exactly one line, and raise `ServiceUnavailable` (answered 503 over HTTP)
 when the counter store or the log cannot take the event, in which case nothing is logged. `started` is the
 `time.perf_counter()` at which the request arrived (the HTTP layer passes it, so `latency` covers input parsing as
-the course measured it); by default the call's own start.
+the course measured it); by default the call's own start. Under `clock: simulated` each call passes `timestamp`
+(the event's simulated time, ms since epoch), which is logged instead of the server's clock, with latency 0 (not
+measured): the log then depends only on the requests, not on when they were served.
 
 Log lines follow the project's event schema (`botify_lab.formats.event`): message, timestamp (ms since epoch),
 user, track, time, latency (seconds), recommendation (null on "last"), experiments (experiment name -> the user's
@@ -39,6 +41,7 @@ from .recommenders import build_recommender
 from .store import StoreUnavailable, open_store
 
 MAX_USER_ID = 2**31 - 1
+MAX_TIMESTAMP = 2**53  # ms since epoch; larger values would not survive a JSON reader's doubles
 _clock = time.perf_counter
 
 __all__ = ["BadRequest", "MAX_USER_ID", "Service", "ServiceUnavailable"]
@@ -131,11 +134,13 @@ class Service:
 
     # -- events ---------------------------------------------------------------------------------------------------
 
-    def next_track(self, user: int, track: int, time: float, *, started: float | None = None) -> int:
+    def next_track(self, user: int, track: int, time: float, *, started: float | None = None,
+                   timestamp: int | None = None) -> int:
         """The recommended track after `track` listened for `time`; logs one "next" line."""
         if started is None:
             started = _clock()
         listen_time = self._check(user, track, time)
+        timestamp = self._check_timestamp(timestamp)
         try:
             request_number = self.store.next_request_number(user)
         except StoreUnavailable as error:
@@ -143,15 +148,17 @@ class Service:
         draw = mmh3.hash128(f"{self._seed}:{user}:{request_number}:{track}:{listen_time!r}", signed=False)
         serving = self._serving
         recommendation = serving.recommenders[serving.arm_index(user)].recommend(user, track, draw)
-        self._log("next", user, track, listen_time, started, recommendation)
+        self._log("next", user, track, listen_time, started, recommendation, timestamp)
         return recommendation
 
-    def last_track(self, user: int, track: int, time: float, *, started: float | None = None) -> None:
+    def last_track(self, user: int, track: int, time: float, *, started: float | None = None,
+                   timestamp: int | None = None) -> None:
         """The session's last track and its listen time; logs one "last" line."""
         if started is None:
             started = _clock()
         listen_time = self._check(user, track, time)
-        self._log("last", user, track, listen_time, started, None)
+        timestamp = self._check_timestamp(timestamp)
+        self._log("last", user, track, listen_time, started, None, timestamp)
 
     def _check(self, user, track, listen_time) -> float:
         if type(user) is not int or not 0 <= user <= MAX_USER_ID:
@@ -162,11 +169,26 @@ class Service:
             raise BadRequest("time must be a number in [0, 1]")
         return float(listen_time)
 
-    def _log(self, message: str, user: int, track: int, listen_time: float, started: float, recommendation) -> None:
-        """One log line; latency covers the request up to here, as the course measured it."""
+    def _check_timestamp(self, timestamp) -> int | None:
+        """The simulated time a request must carry under `clock: simulated`; ignored under the wall clock."""
+        if self.config.clock != "simulated":
+            return None
+        if type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
+            raise BadRequest("this service runs on a simulated clock: each event needs its time as an integer "
+                             f"in 0..{MAX_TIMESTAMP} (ms since epoch; the X-Botify-Time header over HTTP), got "
+                             f"{str(timestamp)[:40]!r}")
+        return timestamp
+
+    def _log(self, message: str, user: int, track: int, listen_time: float, started: float, recommendation,
+             timestamp: int | None) -> None:
+        """One log line; latency covers the request up to here, as the course measured it (0 on a simulated clock)."""
+        if timestamp is None:
+            timestamp, latency = time.time_ns() // 1_000_000, _clock() - started
+        else:
+            latency = 0.0
         try:
-            self.event_log.write(event(message, time.time_ns() // 1_000_000, user, track, listen_time,
-                                       _clock() - started, recommendation, self.arms_of(user)))
+            self.event_log.write(event(message, timestamp, user, track, listen_time, latency, recommendation,
+                                       self.arms_of(user)))
         except LogUnavailable as error:
             raise ServiceUnavailable(f"event log unavailable, the event was not recorded: {error}") from None
 

@@ -91,11 +91,12 @@ class MemoryStore:
             self._counts.clear()
 
     def save(self) -> None:
-        """Write the counters atomically (a crash mid-save leaves the previous file)."""
+        """Write the counters atomically (a crash mid-save leaves the previous file), users in id order so the same
+        requests give the same file whatever order they arrived in."""
         if self.counters_path is None:
             return
         with self._lock:
-            payload = orjson.dumps({"counts": {str(user): number for user, number in self._counts.items()}})
+            payload = orjson.dumps({"counts": {str(user): self._counts[user] for user in sorted(self._counts)}})
         atomic_write_bytes(self.counters_path, payload)
 
     def close(self) -> None:

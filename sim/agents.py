@@ -3,7 +3,7 @@
 A recommender is any object with `recommend(user, track, time) -> int` (the next track for the user who just heard
 `track` for `time`) and, optionally, `end_session(user, track, time)` (the course's `/last` call),
 `start_session(user, key)` (the episode's counter-based random key, so a random recommender's answers do not depend
-on scheduling) and `recommend_batch(users, tracks, times, keys, steps) -> array` (answers for many sessions at once,
+on scheduling), `at(ms)` (the simulated time of the next call, `sim.episodes.SimulatedClock`) and `recommend_batch(users, tracks, times, keys, steps) -> array` (answers for many sessions at once,
 which lets the lock-step engine run; only for recommenders without per-user state).
 """
 from __future__ import annotations
@@ -67,6 +67,8 @@ class HttpRecommender:
 
     Network failures are retried a bounded number of times on a fresh connection; after that the service counts as
     down and the run stops with a clear error, never a hang. Bad HTTP answers are invalid answers, not crashes.
+    Each request carries its simulated time in the X-Botify-Time header, which a service on `clock: simulated`
+    logs (the wall clock ignores it).
     """
 
     def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2, backoff: float = 0.1):
@@ -78,10 +80,16 @@ class HttpRecommender:
         self._host, self._port = parts.hostname, parts.port or 80
         self._timeout, self._retries, self._backoff = timeout, retries, backoff
         self._connection: http.client.HTTPConnection | None = None
+        self._time_header: str | None = None
+
+    def at(self, time_ms: int) -> None:
+        self._time_header = str(time_ms)
 
     def _post(self, path: str, payload: dict) -> tuple[int, bytes]:
         body = orjson.dumps(payload)
         headers = {"Content-Type": "application/json"}
+        if self._time_header is not None:
+            headers["X-Botify-Time"] = self._time_header
         failure: Exception | None = None
         for attempt in range(self._retries + 1):
             if attempt:

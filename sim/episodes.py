@@ -1,7 +1,8 @@
 """Playing episodes one at a time, and the outcomes of a batch of episodes.
 
 Episode `e` of day `d` draws everything from the counter-based key (seed, d, e), so its outcome depends only on the
-recommender's answers, never on which process, thread or batch ran it.
+recommender's answers, never on which process, thread or batch ran it. The same holds for the time at which each
+request happens on the simulated clock (`SimulatedClock`), which an agent with an `at(ms)` method is told.
 """
 from __future__ import annotations
 
@@ -14,6 +15,26 @@ from sim import rng
 from sim.agents import InvalidAnswer, validate_answer
 from sim.user import Session, trace_line
 from sim.world import World
+
+
+SIMULATED_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: day 0 of every simulation
+SESSION_SLOT_MS = 1_000  # each session owns one second; its requests are a millisecond apart
+
+
+@dataclass(frozen=True)
+class SimulatedClock:
+    """When each request of a run happens: episodes of a day one after another, a second each, days in order.
+
+    Times are strictly increasing in (day, episode, step) for sessions under 1,000 requests (later requests of a
+    longer session share the slot's last millisecond), so sorting a service's log by (time, user) gives one order
+    whatever the processes and connections did, and each user's requests stay in the order they were made.
+    """
+
+    episodes_per_day: int
+
+    def time_ms(self, day: int, episode: int, step: int) -> int:
+        slot = day * self.episodes_per_day + episode
+        return SIMULATED_EPOCH_MS + slot * SESSION_SLOT_MS + min(step, SESSION_SLOT_MS - 1)
 
 
 @dataclass
@@ -48,15 +69,19 @@ class Outcomes:
         )
 
 
-def play_episode(world: World, agent, seed: int, day: int, episode: int, *, strict: bool, trace: bool):
+def play_episode(world: World, agent, seed: int, day: int, episode: int, *, strict: bool, trace: bool,
+                 clock: SimulatedClock | None = None):
     """One session against `agent`: (reward, steps, invalid answers, trace bytes or None)."""
     session = Session(world, rng.episode_key(seed, day, episode))
+    tell_time = getattr(agent, "at", None) if clock is not None else None
     user, interest = session.user, session.interest
     lines = [trace_line(day, episode, user, interest, 0, session.last_track, 1.0, session.budget)] if trace else None
     if hasattr(agent, "start_session"):
         agent.start_session(user, session.key)
     invalid = 0
     while not session.done:
+        if tell_time is not None:
+            tell_time(clock.time_ms(day, episode, session.step + 1))
         try:
             track = validate_answer(agent.recommend(user, session.last_track, session.last_time), world.n_tracks)
         except InvalidAnswer as error:
@@ -72,6 +97,8 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
                 trace_line(day, episode, user, interest, session.step, track, session.last_time, session.budget)
             )
     if hasattr(agent, "end_session"):
+        if tell_time is not None:
+            tell_time(clock.time_ms(day, episode, session.step + 1))
         try:
             agent.end_session(user, session.last_track, session.last_time)
         except InvalidAnswer as error:
@@ -95,10 +122,11 @@ def outcomes_of(world: World, episodes: np.ndarray, user_rows: np.ndarray, playe
 
 
 def play_in_order(world: World, agent, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray, *,
-                  strict: bool, trace: bool, progress: Callable[[int], object]) -> Outcomes:
+                  strict: bool, trace: bool, progress: Callable[[int], object],
+                  clock: SimulatedClock | None = None) -> Outcomes:
     """The episodes one after the other, in the given order, against one recommender."""
     played = []
     for episode in episodes.tolist():
-        played.append(play_episode(world, agent, seed, day, episode, strict=strict, trace=trace))
+        played.append(play_episode(world, agent, seed, day, episode, strict=strict, trace=trace, clock=clock))
         progress(1)
     return outcomes_of(world, episodes, user_rows, played, trace)

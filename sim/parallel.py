@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sim.agents import InvalidAnswer, ServiceUnavailable, answers_in_batches, make_agent
-from sim.episodes import Outcomes, outcomes_of, play_episode, play_in_order
+from sim.episodes import Outcomes, SimulatedClock, outcomes_of, play_episode, play_in_order
 from sim.lockstep import run_lockstep_in_chunks
 from sim.world import World
 
@@ -52,22 +52,24 @@ class UserScheduler:
 
 
 def run_share(world: World, agent, url, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray, *,
-              strict: bool, trace: bool, connections: int, progress: Callable[[int], object]) -> Outcomes:
+              strict: bool, trace: bool, connections: int, progress: Callable[[int], object],
+              clock: SimulatedClock | None = None) -> Outcomes:
     """One process's share of a day: lock-step for batch recommenders, threads for HTTP, else one by one."""
     options = dict(strict=strict, trace=trace, progress=progress)
     if answers_in_batches(agent):
         return run_lockstep_in_chunks(world, make_agent(agent, world, url), seed, day, episodes, **options)
     if agent == "http" and connections > 1:
-        return _run_over_connections(world, url, seed, day, episodes, user_rows, connections, **options)
+        return _run_over_connections(world, url, seed, day, episodes, user_rows, connections, clock=clock, **options)
     single = make_agent(agent, world, url)
     try:
-        return play_in_order(world, single, seed, day, episodes, user_rows, **options)
+        return play_in_order(world, single, seed, day, episodes, user_rows, clock=clock, **options)
     finally:
         if hasattr(single, "close"):
             single.close()
 
 
-def _run_over_connections(world, url, seed, day, episodes, user_rows, connections, *, strict, trace, progress):
+def _run_over_connections(world, url, seed, day, episodes, user_rows, connections, *, strict, trace, progress,
+                          clock):
     """`connections` threads, each with its own keep-alive HTTP connection, sharing one `UserScheduler`."""
     scheduler = UserScheduler(episodes, user_rows)
     played: dict[int, tuple] = {}
@@ -79,7 +81,8 @@ def _run_over_connections(world, url, seed, day, episodes, user_rows, connection
             while (item := scheduler.take()) is not None:
                 episode, user = item
                 try:
-                    played[episode] = play_episode(world, agent, seed, day, episode, strict=strict, trace=trace)
+                    played[episode] = play_episode(world, agent, seed, day, episode, strict=strict, trace=trace,
+                                                   clock=clock)
                 finally:
                     scheduler.release(user)
                 progress(1)
@@ -102,11 +105,11 @@ def _run_over_connections(world, url, seed, day, episodes, user_rows, connection
 _ERRORS = {"InvalidAnswer": InvalidAnswer, "ServiceUnavailable": ServiceUnavailable}
 
 
-def _worker(queue, world, agent, url, seed, day, episodes, user_rows, strict, trace, connections, index):
+def _worker(queue, world, agent, url, seed, day, episodes, user_rows, strict, trace, connections, clock, index):
     try:
         part = run_share(
-            world, agent, url, seed, day, episodes, user_rows,
-            strict=strict, trace=trace, connections=connections, progress=lambda n: queue.put(("progress", n)),
+            world, agent, url, seed, day, episodes, user_rows, strict=strict, trace=trace, connections=connections,
+            progress=lambda n: queue.put(("progress", n)), clock=clock,
         )
         queue.put(("done", index, part))
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
@@ -115,7 +118,7 @@ def _worker(queue, world, agent, url, seed, day, episodes, user_rows, strict, tr
 
 def run_in_processes(world: World, agent, url, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray,
                      process_of: np.ndarray, processes: int, *, strict: bool, trace: bool, connections: int,
-                     progress: Callable[[int], object]) -> Outcomes:
+                     progress: Callable[[int], object], clock: SimulatedClock | None = None) -> Outcomes:
     """Episode i runs in worker process `process_of[i]` (the same for all of a user's episodes), forked per day."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
@@ -123,7 +126,7 @@ def run_in_processes(world: World, agent, url, seed: int, day: int, episodes: np
         context.Process(
             target=_worker,
             args=(queue, world, agent, url, seed, day, episodes[process_of == p], user_rows[process_of == p],
-                  strict, trace, connections, p),
+                  strict, trace, connections, clock, p),
             daemon=True,
         )
         for p in range(processes)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sim.agents import make_agent
-from sim.episodes import Outcomes
+from sim.episodes import Outcomes, SimulatedClock
 from sim.lockstep import episode_starts
 from sim.loader import load_world
 from sim.parallel import run_in_processes, run_share
@@ -102,11 +102,13 @@ def simulate(
     total_episodes = sum(len(day_episodes) for day_episodes, _ in plans)
     bar = tqdm(total=total_episodes, unit="episode", disable=not progress or agent == "console", file=sys.stderr)
     per_day, day_outcomes, seconds = [], [], 0.0
+    simulated_clock = SimulatedClock(episodes_per_day=episodes)
     try:
         for day, (day_episodes, user_rows) in enumerate(plans):
             if day and pause_between_days and not ask_to_continue(day):
                 break
-            options = dict(strict=strict, trace=trace, connections=connections, progress=bar.update)
+            options = dict(strict=strict, trace=trace, connections=connections, progress=bar.update,
+                           clock=simulated_clock)
             started = clock.perf_counter()
             if processes == 1:
                 outcomes = run_share(world, agent, url, seed, day, day_episodes, user_rows, **options)

@@ -63,3 +63,54 @@ def test_a_restart_continues_the_counters_and_reset_counters_zeroes_them(write_c
     assert [first, second] == uninterrupted
     assert uninterrupted[0] != uninterrupted[1]
     assert after_reset == first
+
+
+def test_on_the_simulated_clock_the_log_depends_only_on_the_requests(write_config, world, events, tmp_path):
+    """`clock: simulated` logs the time each request carries and no latency, so a log written by concurrent
+    clients is, once sorted by (time, user), the same file whatever the interleaving; the wall clock ignores it."""
+    experiment = world.top_pop_experiment()
+
+    def run(name: str, play) -> list[dict]:
+        with served(write_config([experiment], name=f"{name}.yaml", log_dir=name, clock="simulated")) as url:
+            play(url)
+        logged = events(tmp_path / name)
+        return sorted(logged, key=lambda event: (event["timestamp"], event["user"]))
+
+    def timed_session(url: str, user: int) -> None:
+        with requests.Session() as session:
+            for step in range(STEPS):
+                answer = session.post(f"{url}/next/{user}", json={"track": user + step, "time": 0.5},
+                                      headers={"X-Botify-Time": str(1_000_000 * user + step)})
+                assert answer.status_code == 200, answer.text
+            session.post(f"{url}/last/{user}", json={"track": user, "time": 1.0},
+                         headers={"X-Botify-Time": str(1_000_000 * user + STEPS)}).raise_for_status()
+
+    in_order = run("in-order", lambda url: [timed_session(url, user) for user in USERS])
+    with ThreadPoolExecutor(6) as pool:
+        interleaved = run("interleaved", lambda url: list(pool.map(lambda user: timed_session(url, user), USERS)))
+    assert in_order == interleaved
+    assert len(in_order) == len(USERS) * (STEPS + 1)
+    assert {event["latency"] for event in in_order} == {0.0}
+    assert [event["timestamp"] for event in in_order if event["user"] == 3] == [3_000_000 + s for s in range(STEPS + 1)]
+
+    # A request without its time, or with a time that is not a non-negative integer, is refused and not logged.
+    with served(write_config([experiment], name="refusing.yaml", log_dir="refusing", clock="simulated")) as url:
+        for headers in ({}, {"X-Botify-Time": "soon"}, {"X-Botify-Time": "-5"}, {"X-Botify-Time": "9" * 40}):
+            answer = requests.post(f"{url}/next/1", json={"track": 1, "time": 0.5}, headers=headers)
+            assert answer.status_code == 400
+            assert "simulated clock" in answer.json()["error"]
+    assert events(tmp_path / "refusing") == []
+
+    # The wall clock (the default) stamps events itself and measures latency, header or not.
+    with served(write_config([experiment], name="wall.yaml", log_dir="wall")) as url:
+        requests.post(f"{url}/next/1", json={"track": 1, "time": 0.5}, headers={"X-Botify-Time": "5"}).raise_for_status()
+    (logged,) = events(tmp_path / "wall")
+    assert logged["timestamp"] > 1_700_000_000_000
+    assert logged["latency"] > 0
+
+
+def test_a_config_names_a_known_clock(write_config, world):
+    from botify.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="`clock` must be one of wall, simulated, got 'virtual'"):
+        load_config(write_config([world.top_pop_experiment()], clock="virtual"))

@@ -124,6 +124,19 @@ def test_status_is_clean_and_world_untouched(tiny_clone):
     assert "Running stage" not in second
 
 
+def test_a_forced_rerun_reproduces_every_output(tiny_clone):
+    """`make repro` in a fresh clone must record the committed hashes: every stage rerun from scratch writes the
+    same bytes (simulated clock, canonical log order, notebooks without timing), so git sees no change."""
+    clone, env, _ = tiny_clone
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run(["git", "commit", "--quiet", "-m", "first run"], cwd=clone, env=env, check=True)
+    output = dvc(clone, env, "repro", "--force")
+    assert "Running stage 'collect'" in output and "Running stage 'report'" in output
+    changed = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
+    difference = subprocess.run(["git", "diff", "--", "dvc.lock"], cwd=clone, capture_output=True, text=True).stdout
+    assert changed == "", f"a rerun changed tracked files:\n{changed}\n{difference[:4000]}"
+
+
 def readme_block(heading: str) -> str:
     """The first bash block under a README heading, as a user would paste it."""
     readme = (REPO_ROOT / "README.md").read_text()

@@ -44,6 +44,20 @@ def test_notebook_runner_publishes_only_a_fully_executed_notebook(tmp_path):
     assert [path.name for path in output.parent.iterdir()] == ["nb.ipynb"]
 
 
+def test_an_executed_notebook_is_the_same_file_on_every_run(tmp_path):
+    """No papermill or kernel clock readings are kept, so DVC records one hash for the same inputs."""
+    source = write_notebook(tmp_path / "nb.ipynb", "value = 1", "import time\ntime.sleep(0.05)\nprint(value * 2)")
+    output = tmp_path / "executed" / "nb.ipynb"
+    assert run_notebook(source, output, ["-p", "value", "21"]) == 0
+    first = output.read_bytes()
+    assert run_notebook(source, output, ["-p", "value", "21"]) == 0
+    assert output.read_bytes() == first
+    executed = nbformat.read(output, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "42\n"
+    assert executed.cells[-1].metadata["papermill"]["status"] == "completed"
+    assert "start_time" not in executed.metadata["papermill"]
+
+
 def test_report_is_self_contained_with_an_index(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

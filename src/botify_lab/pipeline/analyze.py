@@ -2,7 +2,8 @@
 
 Writes metrics/ab.json (the headline: effects on time and tracks per session with their Welch intervals and
 detectable effect, the SRM verdict), plots/ab_effects.csv, and build/analysis/ (the full table with p-values and
-Holm, and latency.json: latency depends on the machine's load, so it stays out of git and out of the metrics).
+Holm, and latency.json when the log measured latency: the pipeline's service runs on the simulated clock and
+measures none, and a log on the wall clock depends on the machine's load, so latency stays out of the metrics).
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def analyze(params: dict):
         latency = latency_metrics_json(analysis.metrics, analysis.effects)
     with atomic_output_dir(layout.ANALYSIS) as scratch:
         write_json(scratch / "ab.json", document)
-        write_json(scratch / "latency.json", latency)
+        if any(arm["mean_request_latency_ms"] for arm in latency["arms"].values()):
+            write_json(scratch / "latency.json", latency)
     write_metrics("ab", headline(document))
     write_plot("ab_effects", effect_rows(document))
     return analysis

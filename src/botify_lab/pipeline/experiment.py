@@ -3,6 +3,12 @@
 `run_experiment` writes a service config, starts the real botify service on a free loopback port for exactly as
 long as the seeded simulator drives it over HTTP, stops it whatever happens, and leaves the event log (the result),
 the config and the simulator's summary in one folder.
+
+Everything it leaves is the same on every run of the same seed, so DVC records the same hashes in every clone: the
+service runs on the simulated clock (each event logged at its simulated time, latency not measured), the log is put
+in one order afterwards (by time, then user) whatever the interleaving of processes and connections was, and the
+summary keeps only the simulation's numbers (no port, no seconds). Latency is the service's speed, not the
+experiment's outcome: `bench/service_load.py` measures it, and a service on the wall clock logs it.
 """
 from __future__ import annotations
 
@@ -12,6 +18,11 @@ from pathlib import Path
 
 import orjson
 import yaml
+
+from botify_lab.formats import LOG_FILE_NAME, log_files
+
+# What the simulator's summary says about this particular run rather than the simulation (left out of summary.json).
+RUN_SPECIFIC_SUMMARY_KEYS = ("url", "seconds", "steps_per_second")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ def write_service_config(path: Path, *, catalog: Path, log_dir: Path, seed: int,
         "log_dir": _relative(log_dir, config_dir),
         "store": store,
         "seed": int(seed),
+        "clock": "simulated",
         "experiments": [
             {
                 "name": experiment["name"],
@@ -85,5 +97,30 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
         summary = simulate(world_dir, agent="http", url=url, episodes=traffic.episodes, seed=traffic.seed,
                            days=traffic.days, processes=traffic.processes, connections=traffic.connections,
                            strict=True, progress=show_progress())
-    (out_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    put_log_in_canonical_order(out_dir / "log")
+    simulation = {key: value for key, value in summary.items() if key not in RUN_SPECIFIC_SUMMARY_KEYS}
+    (out_dir / "summary.json").write_bytes(orjson.dumps(simulation, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return out_dir / "log"
+
+
+def put_log_in_canonical_order(log_dir: Path | str) -> None:
+    """Rewrite a stopped service's log as one file, its lines sorted by (timestamp, user), each line unchanged.
+
+    The sort is stable and a user's requests are never concurrent, so each user's events keep the order the service
+    logged them in; only the interleaving of different users (which connection or process got there first) goes.
+    """
+    log_dir = Path(log_dir)
+    files = log_files(log_dir)
+    lines = [line for path in files for line in path.read_bytes().splitlines(keepends=True)]
+    keys = []
+    for line in lines:
+        event = orjson.loads(line)
+        keys.append((event["timestamp"], event["user"]))
+    order = sorted(range(len(lines)), key=keys.__getitem__)
+    scratch = log_dir / f".{LOG_FILE_NAME}.canonical"
+    with open(scratch, "wb") as output:
+        output.writelines(lines[index] for index in order)
+    os.replace(scratch, log_dir / LOG_FILE_NAME)
+    for path in files:
+        if path.name != LOG_FILE_NAME:
+            path.unlink()

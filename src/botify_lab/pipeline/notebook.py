@@ -4,6 +4,8 @@ papermill writes the output notebook even when a cell fails; a DVC stage must no
 its output. The failed copy is kept in `<output folder>-failed/` for debugging, outside the stage's outputs. The
 run is quiet: progress bars are off inside the kernel (they would fill the report pages), figures are embedded
 inline, and papermill's own chatter is dropped; on failure the error itself is printed, not 80 lines of frames.
+The executed copy keeps no timing (papermill's and the kernel's per-cell clocks) and no random cell id, so the same
+inputs give the same file and DVC the same hash on every run.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import nbformat
 
 # Lines papermill and the kernel print on every run, which nobody can act on.
 NOISE = (
@@ -20,6 +24,25 @@ NOISE = (
     "Kernel is running over TCP without encryption",
     "Black is not installed",
 )
+
+
+# When papermill and the kernel ran each cell: true of this run only, so left out of the executed copy.
+TIMING_KEYS = ("start_time", "end_time", "duration")
+INJECTED_TAG = "injected-parameters"
+
+
+def drop_run_details(path: Path) -> None:
+    """Remove what differs between runs of the same notebook: the clock readings of the run and the random id of the
+    parameters cell papermill injects (outputs and papermill's status stay)."""
+    notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    for cell in notebook.cells:
+        if INJECTED_TAG in cell.metadata.get("tags", []):
+            cell.id = INJECTED_TAG  # papermill gives the cell it adds a random id
+    for metadata in [notebook.metadata, *(cell.metadata for cell in notebook.cells)]:
+        metadata.pop("execution", None)
+        for key in TIMING_KEYS:
+            metadata.get("papermill", {}).pop(key, None)
+    nbformat.write(notebook, path)
 
 
 def error_summary(stderr: str) -> str:
@@ -42,6 +65,7 @@ def run_notebook(source: Path, output: Path, papermill_args: list[str]) -> int:
                *papermill_args]
     completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if completed.returncode == 0:
+        drop_run_details(partial)
         partial.replace(output)
         failed.unlink(missing_ok=True)
         return 0

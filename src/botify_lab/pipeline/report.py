@@ -161,7 +161,9 @@ DEFINITIONS = """<h2>Metrics</h2><dl>
 sessions, divided by the number of sessions; the arm's value is the mean over its users. The homework's target.</dd>
 <dt>mean_tracks_per_session</dt><dd>per user, log rows (tracks played) per session, averaged over users.</dd>
 <dt>time, sessions</dt><dd>per user totals, averaged over users.</dd>
-<dt>mean_request_latency</dt><dd>per user, milliseconds the service spent per request (lower is better).</dd>
+<dt>mean_request_latency</dt><dd>per user, milliseconds the service spent per request (lower is better). Not in
+these tables: the pipeline's service runs on a simulated clock so that every run writes the same log, and measures
+no latency; <code>bench/service_load.py</code> measures it, and a service started by hand logs it.</dd>
 <dt>effect, interval</dt><dd>treatment mean minus control mean in percent of the control mean, with Welch's t
 interval; green: significantly better, red: significantly worse. "Detectable" is the smallest effect this many
 users would find with 80% power.</dd></dl>"""

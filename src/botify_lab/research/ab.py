@@ -74,6 +74,13 @@ def arm_statistics(metrics: pd.DataFrame, metric_names: Sequence[str] = METRICS,
     return pd.DataFrame(rows)
 
 
+def measured_metrics(metric_names: Sequence[str], arm_means: Mapping[str, Sequence[float]]) -> list[str]:
+    """The metrics with something to compare: latency that is 0 in every arm was not measured (a service on the
+    simulated clock logs none), so it gets no row rather than a 0/0 effect."""
+    return [metric for metric in metric_names
+            if metric not in LATENCY_METRICS or any(mean != 0 for mean in arm_means[metric])]
+
+
 def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean, lower, upper): the t interval of one sample's mean (NaN bounds with fewer than 2 values)."""
     values = np.asarray(values, dtype=float)
@@ -147,6 +154,8 @@ def ab_effects(
     if not treatments:
         raise ValueError(f"no treatment arm besides the control {control!r}")
     control_values = metrics[metrics["arm"] == control]
+    metric_names = measured_metrics(metric_names, {metric: metrics.groupby("arm")[metric].mean().tolist()
+                                                   for metric in metric_names})
     rows = []
     for treatment in treatments:
         treatment_values = metrics[metrics["arm"] == treatment]
@@ -408,6 +417,8 @@ def ab_effects_from_statistics(
     if not treatments:
         raise ValueError(f"no treatment arm besides the control {control!r}")
     table = statistics.set_index(["arm", "metric"])
+    metric_names = measured_metrics(metric_names, {metric: [float(table.loc[(arm, metric), "mean"]) for arm in arms]
+                                                   for metric in metric_names})
     rows = []
     for treatment in treatments:
         for metric in metric_names:
