@@ -45,14 +45,19 @@ def test_notebook_runner_publishes_only_a_fully_executed_notebook(tmp_path):
 
 
 def test_an_executed_notebook_is_the_same_file_on_every_run(tmp_path):
-    """No papermill or kernel clock readings are kept, so DVC records one hash for the same inputs."""
-    source = write_notebook(tmp_path / "nb.ipynb", "value = 1", "import time\ntime.sleep(0.05)\nprint(value * 2)")
+    """No clock readings, random ids or memory addresses are kept, so DVC records one hash for the same inputs."""
+    source = write_notebook(
+        tmp_path / "nb.ipynb", "value = 1",
+        "import pandas as pd\npd.DataFrame({'a': [1, 2]}).style.highlight_max(color='lightgreen')",
+        "import time\ntime.sleep(0.05)\nprint(value * 2)")
     output = tmp_path / "executed" / "nb.ipynb"
     assert run_notebook(source, output, ["-p", "value", "21"]) == 0
     first = output.read_bytes()
     assert run_notebook(source, output, ["-p", "value", "21"]) == 0
     assert output.read_bytes() == first
     executed = nbformat.read(output, as_version=4)
+    styled = executed.cells[2].outputs[0]["data"]
+    assert '<table id="T_cell2_0"' in styled["text/html"] and "text/plain" not in styled
     assert executed.cells[-1].outputs[0]["text"] == "42\n"
     assert executed.cells[-1].metadata["papermill"]["status"] == "completed"
     assert "start_time" not in executed.metadata["papermill"]

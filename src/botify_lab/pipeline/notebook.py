@@ -4,12 +4,13 @@ papermill writes the output notebook even when a cell fails; a DVC stage must no
 its output. The failed copy is kept in `<output folder>-failed/` for debugging, outside the stage's outputs. The
 run is quiet: progress bars are off inside the kernel (they would fill the report pages), figures are embedded
 inline, and papermill's own chatter is dropped; on failure the error itself is printed, not 80 lines of frames.
-The executed copy keeps no timing (papermill's and the kernel's per-cell clocks) and no random cell id, so the same
-inputs give the same file and DVC the same hash on every run.
+The executed copy keeps no timing (papermill's and the kernel's per-cell clocks), no random cell or table id and no
+memory address, so the same inputs give the same file and DVC the same hash on every run.
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +30,33 @@ NOISE = (
 # When papermill and the kernel ran each cell: true of this run only, so left out of the executed copy.
 TIMING_KEYS = ("start_time", "end_time", "duration")
 INJECTED_TAG = "injected-parameters"
+# A pandas Styler names its table with a random id (`<table id="T_1a2b3">`, and every cell's id and CSS rule after
+# it); IPython shows an object without a text form by its memory address (`<pandas...Styler at 0x7f...>`).
+STYLER_TABLE_ID = re.compile(r'<table id="T_([0-9a-f]+)"')
+DEFAULT_REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")
+
+
+def _steady_output(output, name: str) -> None:
+    """One display's data without its random parts: Styler table ids become `name`, a bare address repr goes
+    when the display has another form."""
+    data = output.get("data", {})
+    html = "".join(data.get("text/html", ""))
+    for random_id in dict.fromkeys(STYLER_TABLE_ID.findall(html)):
+        html = html.replace(f"T_{random_id}", f"T_{name}")
+        data["text/html"] = html
+    if len(data) > 1 and DEFAULT_REPR.fullmatch("".join(data.get("text/plain", "")).strip()):
+        del data["text/plain"]
 
 
 def drop_run_details(path: Path) -> None:
-    """Remove what differs between runs of the same notebook: the clock readings of the run and the random id of the
-    parameters cell papermill injects (outputs and papermill's status stay)."""
+    """Remove what differs between runs of the same notebook: the run's clock readings, the random id of the
+    parameters cell papermill injects, random table ids and memory addresses in outputs (the rest stays)."""
     notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    for cell in notebook.cells:
+    for index, cell in enumerate(notebook.cells):
         if INJECTED_TAG in cell.metadata.get("tags", []):
             cell.id = INJECTED_TAG  # papermill gives the cell it adds a random id
+        for position, output in enumerate(cell.get("outputs", [])):
+            _steady_output(output, f"cell{index}_{position}")
     for metadata in [notebook.metadata, *(cell.metadata for cell in notebook.cells)]:
         metadata.pop("execution", None)
         for key in TIMING_KEYS:
