@@ -79,6 +79,18 @@ class MemoryStore:
             self._counts = counts
         return f"counters of {len(counts)} users restored"
 
+    @classmethod
+    def merged(cls, counters_path: Path, saved: list[Path]) -> "MemoryStore":
+        """A store holding the saved counters of several folders whose users are disjoint (the parts an in-process
+        run serves from, one per simulation process), to be saved as one folder's."""
+        store = cls(counters_path)
+        for path in map(Path, saved):
+            if not path.is_file():  # a process that served no request saved nothing
+                continue
+            counts = orjson.loads(path.read_bytes())["counts"]
+            store._counts.update((int(user), number) for user, number in counts.items())
+        return store
+
     def next_request_number(self, user: int) -> int:
         with self._lock:
             number = self._counts.get(user, 0)

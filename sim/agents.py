@@ -3,15 +3,21 @@
 A recommender is any object with `recommend(user, track, time) -> int` (the next track for the user who just heard
 `track` for `time`) and, optionally, `end_session(user, track, time)` (the course's `/last` call),
 `start_session(user, key)` (the episode's counter-based random key, so a random recommender's answers do not depend
-on scheduling), `at(ms)` (the simulated time of the next call, `sim.episodes.SimulatedClock`) and `recommend_batch(users, tracks, times, keys, steps) -> array` (answers for many sessions at once,
-which lets the lock-step engine run; only for recommenders without per-user state).
+on scheduling), `at(day, episode, step)` (where in the run the next call happens; an agent that sends or logs a time
+turns it into milliseconds on its own `sim.episodes.SimulatedClock`) and
+`recommend_batch(users, tracks, times, keys, steps) -> array` (answers for many sessions at once, which lets the
+lock-step engine run; only for recommenders without per-user state).
+
+An object with `for_process(index, clock) -> recommender` is a factory: each simulation process (index 0, 1, ...;
+0 when the run has one) asks it for its own recommender, as the http agent opens its own connections. In-process
+services use it to give each process its own state.
 """
 from __future__ import annotations
 
 import http.client
 import sys
 import time as clock
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -19,6 +25,9 @@ import orjson
 
 from sim import rng
 from sim.world import World
+
+if TYPE_CHECKING:
+    from sim.episodes import SimulatedClock
 
 AGENTS = ("random", "http", "console")
 
@@ -67,11 +76,12 @@ class HttpRecommender:
 
     Network failures are retried a bounded number of times on a fresh connection; after that the service counts as
     down and the run stops with a clear error, never a hang. Bad HTTP answers are invalid answers, not crashes.
-    Each request carries its simulated time in the X-Botify-Time header, which a service on `clock: simulated`
-    logs (the wall clock ignores it).
+    Each request carries its simulated time on `clock` in the X-Botify-Time header, which a service on
+    `clock: simulated` logs (the wall clock ignores it).
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2, backoff: float = 0.1):
+    def __init__(self, url: str, *, clock: SimulatedClock | None = None, timeout: float = 5.0, retries: int = 2,
+                 backoff: float = 0.1):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected a URL like http://127.0.0.1:5000, got {url!r}")
@@ -80,10 +90,12 @@ class HttpRecommender:
         self._host, self._port = parts.hostname, parts.port or 80
         self._timeout, self._retries, self._backoff = timeout, retries, backoff
         self._connection: http.client.HTTPConnection | None = None
+        self._clock = clock
         self._time_header: str | None = None
 
-    def at(self, time_ms: int) -> None:
-        self._time_header = str(time_ms)
+    def at(self, day: int, episode: int, step: int) -> None:
+        if self._clock is not None:
+            self._time_header = str(self._clock.time_ms(day, episode, step))
 
     def _post(self, path: str, payload: dict) -> tuple[int, bytes]:
         body = orjson.dumps(payload)
@@ -171,19 +183,22 @@ class ConsoleRecommender:
         print(f"user {user} left after [{self._describe(track)}] ({time:.2f})", file=self._out)
 
 
-def make_agent(agent, world: World, url: str | None):
-    """The recommender named by `agent` ("random", "http" with `url`, "console"), or `agent` itself when it is an
-    in-process recommender object."""
+def make_agent(agent, world: World, url: str | None, *, clock: SimulatedClock | None = None, process: int = 0):
+    """The recommender named by `agent` ("random", "http" with `url`, "console"), the recommender a factory makes
+    for simulation process `process`, or `agent` itself when it is an in-process recommender object. `clock` is
+    the run's simulated clock, for agents that send or log times."""
     if agent == "random":
         return RandomRecommender(world.n_tracks)
     if agent == "http":
         if not url:
             raise ValueError("the http agent needs a URL (e.g. --url http://127.0.0.1:5000)")
-        return HttpRecommender(url)
+        return HttpRecommender(url, clock=clock)
     if agent == "console":
         return ConsoleRecommender(world.describe_track, world.n_tracks)
     if isinstance(agent, str):
         raise ValueError(f"unknown agent {agent!r}; choose one of {AGENTS} or pass a recommender object")
+    if callable(getattr(agent, "for_process", None)):
+        return agent.for_process(process, clock)
     if not callable(getattr(agent, "recommend", None)):
         raise TypeError("an in-process recommender needs a recommend(user, track, time) method")
     return agent

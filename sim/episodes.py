@@ -2,7 +2,8 @@
 
 Episode `e` of day `d` draws everything from the counter-based key (seed, d, e), so its outcome depends only on the
 recommender's answers, never on which process, thread or batch ran it. The same holds for the time at which each
-request happens on the simulated clock (`SimulatedClock`), which an agent with an `at(ms)` method is told.
+request happens: an agent with an `at(day, episode, step)` method is told before each call, and one that logs time
+turns that into milliseconds on its own `SimulatedClock`.
 """
 from __future__ import annotations
 
@@ -69,11 +70,10 @@ class Outcomes:
         )
 
 
-def play_episode(world: World, agent, seed: int, day: int, episode: int, *, strict: bool, trace: bool,
-                 clock: SimulatedClock | None = None):
+def play_episode(world: World, agent, seed: int, day: int, episode: int, *, strict: bool, trace: bool):
     """One session against `agent`: (reward, steps, invalid answers, trace bytes or None)."""
     session = Session(world, rng.episode_key(seed, day, episode))
-    tell_time = getattr(agent, "at", None) if clock is not None else None
+    tell_time = getattr(agent, "at", None)
     user, interest = session.user, session.interest
     lines = [trace_line(day, episode, user, interest, 0, session.last_track, 1.0, session.budget)] if trace else None
     if hasattr(agent, "start_session"):
@@ -81,7 +81,7 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
     invalid = 0
     while not session.done:
         if tell_time is not None:
-            tell_time(clock.time_ms(day, episode, session.step + 1))
+            tell_time(day, episode, session.step + 1)
         try:
             track = validate_answer(agent.recommend(user, session.last_track, session.last_time), world.n_tracks)
         except InvalidAnswer as error:
@@ -98,7 +98,7 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
             )
     if hasattr(agent, "end_session"):
         if tell_time is not None:
-            tell_time(clock.time_ms(day, episode, session.step + 1))
+            tell_time(day, episode, session.step + 1)
         try:
             agent.end_session(user, session.last_track, session.last_time)
         except InvalidAnswer as error:
@@ -122,11 +122,10 @@ def outcomes_of(world: World, episodes: np.ndarray, user_rows: np.ndarray, playe
 
 
 def play_in_order(world: World, agent, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray, *,
-                  strict: bool, trace: bool, progress: Callable[[int], object],
-                  clock: SimulatedClock | None = None) -> Outcomes:
+                  strict: bool, trace: bool, progress: Callable[[int], object]) -> Outcomes:
     """The episodes one after the other, in the given order, against one recommender."""
     played = []
     for episode in episodes.tolist():
-        played.append(play_episode(world, agent, seed, day, episode, strict=strict, trace=trace, clock=clock))
+        played.append(play_episode(world, agent, seed, day, episode, strict=strict, trace=trace))
         progress(1)
     return outcomes_of(world, episodes, user_rows, played, trace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import queue as queue_module
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -51,38 +52,57 @@ class UserScheduler:
             self._condition.notify_all()
 
 
-def run_share(world: World, agent, url, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray, *,
-              strict: bool, trace: bool, connections: int, progress: Callable[[int], object],
-              clock: SimulatedClock | None = None) -> Outcomes:
+@dataclass(frozen=True)
+class RunSettings:
+    """What every share of a run plays against, the same in every process and connection: the world, the agent
+    (a name, a recommender object or a per-process factory; see `sim.agents`), the service's URL for "http", the
+    seed, the run's simulated clock, whether an invalid answer stops the run (`strict`), whether to keep traces,
+    and the keep-alive connections per process for "http"."""
+
+    world: World
+    agent: object
+    url: str | None
+    seed: int
+    clock: SimulatedClock
+    strict: bool = False
+    trace: bool = False
+    connections: int = 1
+
+    def make_agent(self, process: int = 0):
+        return make_agent(self.agent, self.world, self.url, clock=self.clock, process=process)
+
+
+def run_share(settings: RunSettings, day: int, episodes: np.ndarray, user_rows: np.ndarray,
+              progress: Callable[[int], object], *, process: int = 0) -> Outcomes:
     """One process's share of a day: lock-step for batch recommenders, threads for HTTP, else one by one."""
-    options = dict(strict=strict, trace=trace, progress=progress)
-    if answers_in_batches(agent):
-        return run_lockstep_in_chunks(world, make_agent(agent, world, url), seed, day, episodes, **options)
-    if agent == "http" and connections > 1:
-        return _run_over_connections(world, url, seed, day, episodes, user_rows, connections, clock=clock, **options)
-    single = make_agent(agent, world, url)
+    options = dict(strict=settings.strict, trace=settings.trace, progress=progress)
+    if answers_in_batches(settings.agent):
+        return run_lockstep_in_chunks(settings.world, settings.make_agent(process), settings.seed, day, episodes,
+                                      **options)
+    if settings.agent == "http" and settings.connections > 1:
+        return _run_over_connections(settings, day, episodes, user_rows, progress)
+    single = settings.make_agent(process)
     try:
-        return play_in_order(world, single, seed, day, episodes, user_rows, clock=clock, **options)
+        return play_in_order(settings.world, single, settings.seed, day, episodes, user_rows, **options)
     finally:
         if hasattr(single, "close"):
             single.close()
 
 
-def _run_over_connections(world, url, seed, day, episodes, user_rows, connections, *, strict, trace, progress,
-                          clock):
+def _run_over_connections(settings: RunSettings, day, episodes, user_rows, progress):
     """`connections` threads, each with its own keep-alive HTTP connection, sharing one `UserScheduler`."""
     scheduler = UserScheduler(episodes, user_rows)
     played: dict[int, tuple] = {}
     errors: list[BaseException] = []
 
     def serve_one_connection():
-        agent = make_agent("http", world, url)
+        agent = settings.make_agent()
         try:
             while (item := scheduler.take()) is not None:
                 episode, user = item
                 try:
-                    played[episode] = play_episode(world, agent, seed, day, episode, strict=strict, trace=trace,
-                                                   clock=clock)
+                    played[episode] = play_episode(settings.world, agent, settings.seed, day, episode,
+                                                   strict=settings.strict, trace=settings.trace)
                 finally:
                     scheduler.release(user)
                 progress(1)
@@ -92,41 +112,36 @@ def _run_over_connections(world, url, seed, day, episodes, user_rows, connection
         finally:
             agent.close()
 
-    threads = [threading.Thread(target=serve_one_connection, daemon=True) for _ in range(connections)]
+    threads = [threading.Thread(target=serve_one_connection, daemon=True) for _ in range(settings.connections)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
-    return outcomes_of(world, episodes, user_rows, [played[e] for e in episodes.tolist()], trace)
+    return outcomes_of(settings.world, episodes, user_rows, [played[e] for e in episodes.tolist()], settings.trace)
 
 
 _ERRORS = {"InvalidAnswer": InvalidAnswer, "ServiceUnavailable": ServiceUnavailable}
 
 
-def _worker(queue, world, agent, url, seed, day, episodes, user_rows, strict, trace, connections, clock, index):
+def _worker(queue, settings: RunSettings, day, episodes, user_rows, index):
     try:
-        part = run_share(
-            world, agent, url, seed, day, episodes, user_rows, strict=strict, trace=trace, connections=connections,
-            progress=lambda n: queue.put(("progress", n)), clock=clock,
-        )
+        part = run_share(settings, day, episodes, user_rows, lambda n: queue.put(("progress", n)), process=index)
         queue.put(("done", index, part))
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
         queue.put(("error", type(error).__name__, str(error)))
 
 
-def run_in_processes(world: World, agent, url, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray,
-                     process_of: np.ndarray, processes: int, *, strict: bool, trace: bool, connections: int,
-                     progress: Callable[[int], object], clock: SimulatedClock | None = None) -> Outcomes:
+def run_in_processes(settings: RunSettings, day: int, episodes: np.ndarray, user_rows: np.ndarray,
+                     process_of: np.ndarray, processes: int, progress: Callable[[int], object]) -> Outcomes:
     """Episode i runs in worker process `process_of[i]` (the same for all of a user's episodes), forked per day."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     workers = [
         context.Process(
             target=_worker,
-            args=(queue, world, agent, url, seed, day, episodes[process_of == p], user_rows[process_of == p],
-                  strict, trace, connections, clock, p),
+            args=(queue, settings, day, episodes[process_of == p], user_rows[process_of == p], p),
             daemon=True,
         )
         for p in range(processes)
@@ -153,4 +168,4 @@ def run_in_processes(world: World, agent, url, seed: int, day: int, episodes: np
             if worker.is_alive() and len(parts) < processes:
                 worker.terminate()
             worker.join()
-    return Outcomes.merge([parts[p] for p in range(processes)], trace)
+    return Outcomes.merge([parts[p] for p in range(processes)], settings.trace)

@@ -19,7 +19,7 @@ from sim.agents import make_agent
 from sim.episodes import Outcomes, SimulatedClock
 from sim.lockstep import episode_starts
 from sim.loader import load_world
-from sim.parallel import run_in_processes, run_share
+from sim.parallel import RunSettings, run_in_processes, run_share
 from sim.summary import summarize
 from sim.world import World
 
@@ -84,7 +84,8 @@ def simulate(
         raise ValueError("the console agent runs in one process")
     shard_index, shard_count = check_shard(shard) if shard is not None else (0, 1)
     world = world_dir if isinstance(world_dir, World) else load_world(world_dir)
-    make_agent(agent, world, url)  # fail early on a bad agent or missing URL
+    if not callable(getattr(agent, "for_process", None)):
+        make_agent(agent, world, url)  # fail early on a bad agent or missing URL (a factory is checked when used)
     all_episodes = np.arange(episodes, dtype=np.int64)
     plans = []  # per day: (episodes, user rows) of this shard
     for day in range(days):
@@ -102,20 +103,18 @@ def simulate(
     total_episodes = sum(len(day_episodes) for day_episodes, _ in plans)
     bar = tqdm(total=total_episodes, unit="episode", disable=not progress or agent == "console", file=sys.stderr)
     per_day, day_outcomes, seconds = [], [], 0.0
-    simulated_clock = SimulatedClock(episodes_per_day=episodes)
+    settings = RunSettings(world, agent, url, seed, SimulatedClock(episodes_per_day=episodes), strict=strict,
+                           trace=trace, connections=connections)
     try:
         for day, (day_episodes, user_rows) in enumerate(plans):
             if day and pause_between_days and not ask_to_continue(day):
                 break
-            options = dict(strict=strict, trace=trace, connections=connections, progress=bar.update,
-                           clock=simulated_clock)
             started = clock.perf_counter()
             if processes == 1:
-                outcomes = run_share(world, agent, url, seed, day, day_episodes, user_rows, **options)
+                outcomes = run_share(settings, day, day_episodes, user_rows, bar.update)
             else:
                 process_of = (user_rows // shard_count) % processes
-                outcomes = run_in_processes(world, agent, url, seed, day, day_episodes, user_rows, process_of,
-                                            processes, **options)
+                outcomes = run_in_processes(settings, day, day_episodes, user_rows, process_of, processes, bar.update)
             seconds += clock.perf_counter() - started
             if trace:
                 trace_file.writelines(outcomes.trace)

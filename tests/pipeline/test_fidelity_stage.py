@@ -3,7 +3,6 @@ the logs beside the real ones; and the in-process engine of the knob search agre
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import orjson
@@ -13,20 +12,15 @@ from botify_lab.pipeline import fidelity, fidelity_search, reference
 from botify_lab.research import fidelity as F
 from sim.generator import generate_world, world_arrays
 from sim.loader import load_world
-from tests.conftest import SHARED_DIR
 from tests.sim.test_generator_fidelity import fitted_knobs
 
-REAL_STATS = SHARED_DIR / "real-logs" / "stats.json"
 SIZES = dict(seed=1, n_tracks=3000, n_users=300, dim=16)
 
 
 @pytest.fixture(scope="module")
 def real_stats_path():
-    if not REAL_STATS.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{REAL_STATS} is missing")
-        pytest.skip(f"the course's real-log statistics are not beside the repo ({REAL_STATS})")
-    return REAL_STATS
+    """The committed statistics: the stage needs nothing beside the repository."""
+    return fidelity_search.COMMITTED_REAL_STATS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from botify_lab.research import ab
-from botify_lab.pipeline.calibrate import arm_mean_intervals, replicate_over_http
+from botify_lab.pipeline.calibrate import arm_mean_intervals, replicate_through_the_service
+from botify_lab.pipeline.experiment import Traffic
 from botify_lab.pipeline.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
 from sim.generator import generate_world
 from tests.conftest import world_knobs
@@ -17,8 +18,8 @@ from tests.conftest import world_knobs
 def test_replication_through_the_service(tmp_path):
     world = tmp_path / "world"
     generate_world(world, seed=1, n_tracks=2000, n_users=150, dim=16, **world_knobs())
-    metrics = replicate_over_http(world, tmp_path / "run", 7, episodes=120, random_episodes=60, processes=1,
-                                  connections=4)
+    metrics = replicate_through_the_service(world, tmp_path / "run", 7, Traffic(episodes=120, seed=0, connections=4),
+                                            random_episodes=60)
 
     ranking = orjson.loads((tmp_path / "run" / "top_tracks.json").read_bytes())
     assert len(ranking) == len(set(ranking)) > 60  # every played track ranked once, most listened first

@@ -101,6 +101,15 @@ def real_stats():
     return json.loads(path.read_text())
 
 
+def test_the_committed_statistics_are_the_shared_ones(real_stats):
+    """The pipeline reads a committed copy (a fresh clone has no shared folder); it must not drift from the source."""
+    from botify_lab.pipeline.fidelity_search import COMMITTED_REAL_STATS
+
+    committed = json.loads(COMMITTED_REAL_STATS.read_text())
+    assert "course" in committed.pop("provenance")
+    assert committed == real_stats
+
+
 @pytest.mark.parametrize("kind", ["Random", "StickyArtist"])
 def test_the_real_logs_give_stats_json(real_stats, kind):
     """The statistics of the pooled real arms land on stats.json (which was measured the same way)."""

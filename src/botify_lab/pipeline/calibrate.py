@@ -1,4 +1,4 @@
-"""Stage `calibrate`: the course's TOP_POP experiment through the real service over HTTP, beside the published table.
+"""Stage `calibrate`: the course's TOP_POP experiment through the service (`calibrate.transport`), beside the published table.
 
 Per seed: the service serves a day of Random traffic, the top-tracks list comes from that log (total listen time,
 as the `toppop` stage ranks it), then the service serves TOP_POP (C Random, T1 TopPop(10), T2 TopPop(100),
@@ -7,6 +7,7 @@ averaged over seeds, are set beside the published table (`botify_lab.research.pu
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,19 +42,21 @@ def top_pop_arms(top_tracks_path: Path) -> list[dict]:
             for _, _, k in TOP_POP_ARMS]
 
 
-def replicate_over_http(world_dir: Path, out_dir: Path, seed: int, *, episodes: int, random_episodes: int,
-                        processes: int, connections: int) -> pd.DataFrame:
+def replicate_through_the_service(world_dir: Path, out_dir: Path, seed: int, traffic: Traffic, *,
+                                  random_episodes: int) -> pd.DataFrame:
     """One seed of the replication through the service; returns the TOP_POP user metrics.
 
-    `out_dir` keeps both service configs, logs, summaries and the top-tracks list, so the run can be inspected.
+    `traffic` gives the TOP_POP day's size and how it is served (its seed is replaced by the seed's own); the
+    Random day before it has `random_episodes` sessions. `out_dir` keeps both service configs, logs, summaries
+    and the top-tracks list, so the run can be inspected.
     """
     out_dir = Path(out_dir)
     traffic_seed, experiment_seed = traffic_seeds(seed)
-    random_day = Traffic(random_episodes, traffic_seed, processes=processes, connections=connections)
+    random_day = dataclasses.replace(traffic, episodes=random_episodes, seed=traffic_seed)
     random_log = run_experiment(world_dir, [{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}],
                                 random_day, out_dir / "random_day")
     top_path = atomic_write_bytes(out_dir / "top_tracks.json", orjson.dumps(top_tracks(read_log(random_log))))
-    experiment = Traffic(episodes, experiment_seed, processes=processes, connections=connections)
+    experiment = dataclasses.replace(traffic, seed=experiment_seed)
     log = run_experiment(world_dir, [{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}], experiment,
                          out_dir / "top_pop")
     return ab.user_metrics(sessionize(read_log(log)), EXPERIMENT)
@@ -189,10 +192,9 @@ def calibrate(params: dict) -> Calibration:
     tolerances = {metric: float(value) for metric, value in settings["tolerances"].items()}
     with atomic_output_dir(layout.CALIBRATE) as scratch:
         per_seed = {
-            seed: replicate_over_http(layout.WORLD, scratch / f"seed_{seed}", seed, episodes=int(settings["episodes"]),
-                                      random_episodes=int(settings["random_episodes"]),
-                                      processes=int(settings["processes"]),
-                                      connections=int(params["http"]["connections"]))
+            seed: replicate_through_the_service(layout.WORLD, scratch / f"seed_{seed}", seed,
+                                                Traffic.from_params(settings, params),
+                                                random_episodes=int(settings["random_episodes"]))
             for seed in seeds
         }
     published = load_published(PUBLISHED_TABLE)

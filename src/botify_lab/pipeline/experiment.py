@@ -1,8 +1,12 @@
 """Serving an experiment to simulated traffic: the one way every stage that needs traffic gets it.
 
-`run_experiment` writes a service config, starts the real botify service on a free loopback port for exactly as
-long as the seeded simulator drives it over HTTP, stops it whatever happens, and leaves the event log (the result),
-the config and the simulator's summary in one folder.
+`run_experiment` writes a service config, serves it to the seeded simulator and leaves the event log (the result),
+the config and the simulator's summary in one folder. Two transports give the same log, byte for byte:
+- `http`: the real botify service on a free loopback port for exactly as long as the simulator drives it over
+  HTTP, stopped whatever happens (the course's way, and what keeps the service exercised);
+- `in_process`: the service's request logic (`botify.service.Service`: experiments, assignment, recommenders, the
+  event-log writer) called by the simulator in its own process, without sockets, about ten times faster. Each
+  simulation process serves its own users from its own part of the log folder; the parts are merged afterwards.
 
 Everything it leaves is the same on every run of the same seed, so DVC records the same hashes in every clone: the
 service runs on the simulated clock (each event logged at its simulated time, latency not measured), the log is put
@@ -12,7 +16,10 @@ experiment's outcome: `bench/service_load.py` measures it, and a service on the 
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,29 +30,117 @@ from botify_lab.formats import LOG_FILE_NAME, log_files
 
 # What the simulator's summary says about this particular run rather than the simulation (left out of summary.json).
 RUN_SPECIFIC_SUMMARY_KEYS = ("url", "seconds", "steps_per_second")
+TRANSPORTS = ("http", "in_process")
+PARTS_DIR = ".in-process-parts"  # beside log/ while an in-process run lasts
 
 
 @dataclass(frozen=True)
 class Traffic:
-    """Seeded simulated traffic: `days` x `episodes` sessions from `processes` worker processes, each holding
-    `connections` keep-alive connections to the service. The seed also seeds the service's own random choices."""
+    """Seeded simulated traffic: `days` x `episodes` sessions from `processes` worker processes, served over
+    `transport` ("http": each process holds `connections` keep-alive connections; "in_process": no sockets).
+    The seed also seeds the service's own random choices."""
 
     episodes: int
     seed: int
     days: int = 1
     processes: int = 1
     connections: int = 4
+    transport: str = "http"
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
 
     @classmethod
     def from_params(cls, section: dict, params: dict, *, seed: int | None = None, episodes: int | None = None):
-        """Traffic of a params.yaml section (episodes, days, processes) with the shared `http:` settings."""
+        """Traffic of a params.yaml section (episodes, days, processes, transport) with the shared `http:`
+        settings; `seed` and `episodes` replace the section's for stages that run several seeds or sizes."""
         return cls(
             episodes=int(section["episodes"] if episodes is None else episodes),
             seed=int(params["seed"] if seed is None else seed),
             days=int(section.get("days", 1)),
             processes=int(section["processes"]),
             connections=int(params["http"]["connections"]),
+            transport=section.get("transport", "http"),
         )
+
+
+class InProcessService:
+    """The service's request logic as the simulator's recommender, one `Service` per simulation process.
+
+    Process i serves from `<parts>/<i>` (a log folder of its own with its own request counters): a user's sessions
+    all run in one process, so each part sees exactly the requests the whole service would see from those users,
+    and `merge_parts` puts the parts together as one service's folder. Days reopen the same part, so counters
+    continue as they do in a service that runs through the days.
+    """
+
+    def __init__(self, config_path: Path, parts_dir: Path):
+        self.config_path = Path(config_path)
+        self.parts_dir = Path(parts_dir)
+
+    def for_process(self, index: int, clock) -> "_ServedInProcess":
+        from botify.config import load_config
+
+        config = load_config(self.config_path)
+        return _ServedInProcess(dataclasses.replace(config, log_dir=self.parts_dir / str(index)), clock)
+
+
+class _ServedInProcess:
+    """One process's service: what `POST /next` and `POST /last` do, minus HTTP, with the simulated time."""
+
+    def __init__(self, config, clock):
+        from botify.service import Service
+
+        self._service = Service.open(config)
+        self._clock = clock
+        self._time_ms = 0
+
+    def at(self, day: int, episode: int, step: int) -> None:
+        self._time_ms = self._clock.time_ms(day, episode, step)
+
+    def recommend(self, user: int, track: int, time: float) -> int:
+        with _as_simulator_errors("/next"):
+            return self._service.next_track(int(user), int(track), float(time), timestamp=self._time_ms)
+
+    def end_session(self, user: int, track: int, time: float) -> None:
+        with _as_simulator_errors("/last"):
+            self._service.last_track(int(user), int(track), float(time), timestamp=self._time_ms)
+
+    def close(self) -> None:
+        self._service.close()
+
+
+@contextlib.contextmanager
+def _as_simulator_errors(call: str):
+    """The service's refusals as the simulator knows them over HTTP: a 400 is an invalid answer, a 503 an outage."""
+    from botify.service import BadRequest, ServiceUnavailable
+    from sim.agents import InvalidAnswer, ServiceUnavailable as Unreachable
+
+    try:
+        yield
+    except BadRequest as error:
+        raise InvalidAnswer(f"{call} refused the request: {error}") from None
+    except ServiceUnavailable as error:
+        raise Unreachable(f"{call}: {error}") from None
+
+
+def merge_parts(parts_dir: Path, log_dir: Path) -> None:
+    """The in-process parts as one stopped service's log folder: every part's lines, the counters of all users
+    (disjoint between parts) in one file, and the folder's (released) lock files; the parts are removed."""
+    from botify.eventlog import FOLDER_LOCK_NAME, WRITE_LOCK_NAME
+    from botify.store import COUNTERS_FILE_NAME, MemoryStore
+
+    parts = sorted(path for path in Path(parts_dir).iterdir() if path.is_dir())
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / LOG_FILE_NAME, "wb") as merged:
+        for part in parts:
+            for path in log_files(part):
+                merged.write(path.read_bytes())
+    MemoryStore.merged(log_dir / COUNTERS_FILE_NAME, [part / COUNTERS_FILE_NAME for part in parts]).save()
+    for name in (FOLDER_LOCK_NAME, WRITE_LOCK_NAME):
+        (log_dir / name).touch()
+    shutil.rmtree(parts_dir)
 
 
 def _relative(path: Path | str, config_dir: Path) -> str:
@@ -86,17 +181,23 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
     answer the simulator cannot play stops the run with an error (strict), since a pipeline must not analyse a
     broken experiment.
     """
-    from botify.launch import served
     from botify_lab.pipeline.outputs import show_progress
     from sim.run import simulate
 
     out_dir = Path(out_dir)
     config = write_service_config(out_dir / "service.yaml", catalog=Path(world_dir) / "tracks.json",
                                   log_dir=out_dir / "log", seed=traffic.seed, experiments=experiments)
-    with served(config) as url:
-        summary = simulate(world_dir, agent="http", url=url, episodes=traffic.episodes, seed=traffic.seed,
-                           days=traffic.days, processes=traffic.processes, connections=traffic.connections,
-                           strict=True, progress=show_progress())
+    run = dict(episodes=traffic.episodes, seed=traffic.seed, days=traffic.days, processes=traffic.processes,
+               strict=True, progress=show_progress())
+    if traffic.transport == "http":
+        from botify.launch import served
+
+        with served(config) as url:
+            summary = simulate(world_dir, agent="http", url=url, connections=traffic.connections, **run)
+    else:
+        parts = out_dir / PARTS_DIR
+        summary = simulate(world_dir, agent=InProcessService(config, parts), **run)
+        merge_parts(parts, out_dir / "log")
     put_log_in_canonical_order(out_dir / "log")
     simulation = {key: value for key, value in summary.items() if key not in RUN_SPECIFIC_SUMMARY_KEYS}
     (out_dir / "summary.json").write_bytes(orjson.dumps(simulation, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))

@@ -1,9 +1,10 @@
 """Stage `fidelity`: does the world react like the course's real one to the recommenders its real logs record?
 
 Per gamma (0.9 and 0.8, the course's artist_discount_gamma before and after 2022) a copy of the world's users with
-`artist_discount_gamma` set is served, through the real service and HTTP simulator (`run_experiment`), an
+`artist_discount_gamma` set is served, through the service (`run_experiment`, over `fidelity.transport`), an
 experiment C = Random, T1 = StickyArtist, over several seeds at about the real logs' sizes. The event logs become
-the statistics of `../shared/real-logs/stats.json` (`botify_lab.research.fidelity`), set beside the real ones with
+the statistics of the real logs (`botify_lab.research.fidelity`; the real ones measured from the course's logs are
+committed as `research/real_logs_stats.json`), set beside the real ones with
 the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
 published table and the TOP_POP experiment (in process, `top_pop_in_process`) against the published TOP_POP table.
 The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
@@ -70,8 +71,7 @@ def reference_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> d
     world = gamma_world(world_dir, 0.8, scratch / "world-reference")
     experiment = {"name": "REFERENCE", "arms": [{"recommender": "random"},
                                                 {"recommender": "contextual", "path": str(recs)}]}
-    traffic = Traffic(episodes=int(settings["reference_episodes"]), seed=int(params["seed"]),
-                      processes=int(settings["processes"]), connections=int(params["http"]["connections"]))
+    traffic = Traffic.from_params(settings, params, episodes=int(settings["reference_episodes"]))
     log = run_experiment(world, [experiment], traffic, scratch / "run-reference")
     metrics = ab.user_metrics(sessionize(read_log(log)), "REFERENCE")
     means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
@@ -109,8 +109,7 @@ def simulate_groups(params: dict, world_dir: Path, scratch: Path) -> dict[str, l
         gamma, episodes = float(entry["gamma"]), int(entry["episodes"])
         world = gamma_world(world_dir, gamma, scratch / f"world-gamma-{gamma:g}")
         for seed in seeds:
-            traffic = Traffic(episodes=episodes, seed=seed, processes=int(settings["processes"]),
-                              connections=int(params["http"]["connections"]))
+            traffic = Traffic.from_params(settings, params, seed=seed, episodes=episodes)
             log = run_experiment(world, [experiment], traffic, scratch / f"run-gamma-{gamma:g}-seed-{seed}")
             events = read_log(log)
             for arm, (kind, _) in ARMS.items():

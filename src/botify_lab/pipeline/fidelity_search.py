@@ -26,13 +26,13 @@ from botify_lab.pipeline import layout
 from botify_lab.research import fidelity as F
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
 
-# The real logs' statistics (measured from the course's committed logs, which this project does not redistribute):
-# the course's shared folder beside the repository, or the file named by BOTIFY_LAB_REAL_STATS.
-SHARED_REAL_STATS = Path(__file__).resolve().parents[3].parent / "shared" / "real-logs" / "stats.json"
+# The real logs' statistics: figures measured from the course's committed logs (which this project does not
+# redistribute), kept with their provenance beside the research code; BOTIFY_LAB_REAL_STATS names another file.
+COMMITTED_REAL_STATS = Path(F.__file__).with_name("real_logs_stats.json")
 
 
 def default_real_stats() -> Path:
-    return Path(os.environ.get("BOTIFY_LAB_REAL_STATS", SHARED_REAL_STATS))
+    return Path(os.environ.get("BOTIFY_LAB_REAL_STATS", COMMITTED_REAL_STATS))
 
 
 REAL_STATS = default_real_stats()
@@ -50,8 +50,8 @@ def group_name(kind: str, gamma: float) -> str:
 def load_real_stats(path: Path | str | None = None) -> dict:
     path = Path(default_real_stats() if path is None else path)
     if not path.is_file():
-        raise FileNotFoundError(f"the real logs' statistics are not at {path}: put the course's shared folder beside "
-                                "the repository (shared/real-logs/stats.json) or set BOTIFY_LAB_REAL_STATS")
+        raise FileNotFoundError(f"the real logs' statistics are not at {path} (BOTIFY_LAB_REAL_STATS names the file; "
+                                f"unset, the committed {COMMITTED_REAL_STATS.name} is used)")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 

@@ -84,9 +84,14 @@ class WorldParams(Section):
         return self
 
 
+# How a stage's traffic reaches the service: over HTTP (the real server) or in process (the same log, no sockets).
+Transport = Literal["http", "in_process"]
+
+
 class TrafficParams(Section):
     episodes: PositiveInt
     processes: Annotated[int, Field(ge=1, le=64)]
+    transport: Transport
 
 
 class CollectParams(TrafficParams):
@@ -113,6 +118,7 @@ class TrainParams(Section):
     early_stopping_patience: PositiveInt
     splits: Annotated[list[Share], Field(min_length=3, max_length=3)]
     init_std: PositiveFloat
+    optimizer: Literal["lazy_adam", "adam"]
 
     @model_validator(mode="after")
     def shares_sum_to_one(self):
@@ -147,6 +153,7 @@ class CalibrateParams(Section):
     episodes: PositiveInt
     random_episodes: PositiveInt
     processes: Annotated[int, Field(ge=1, le=64)]
+    transport: Transport
     tolerances: dict[Literal["mean_time_per_session", "mean_tracks_per_session", "time", "sessions"], Share]
 
 
@@ -183,6 +190,7 @@ class FidelityParams(Section):
     seeds: PositiveInt
     gammas: Annotated[list[FidelityGamma], Field(min_length=1)]
     processes: Annotated[int, Field(ge=1, le=64)]
+    transport: Transport
     top_pop_seeds: PositiveInt
     top_pop_episodes: PositiveInt
     reference_episodes: NonNegativeInt

@@ -40,7 +40,7 @@ def train_settings(name: str, params: dict) -> dict:
         "lr": train["lr"], "weight_decay": train["weight_decay"], "batch_size": train["batch_size"],
         "max_epochs": train["max_epochs"], "plateau_patience": train["plateau_patience"],
         "early_stopping_patience": train["early_stopping_patience"], "splits": tuple(train["splits"]),
-        "init_std": train["init_std"], "seed": params["seed"],
+        "init_std": train["init_std"], "optimizer": train["optimizer"], "seed": params["seed"],
     }
 
 
