@@ -21,6 +21,9 @@ from botify_lab.research.logs import LogFormatError
 from botify_lab.research.spark import engine, synthetic
 from tests.conftest import REAL_LOG_FILES as LOG_FILES
 
+# A JVM per session and a Spark job per check: the quick suite (`make test-quick`) leaves these to `make test`.
+SPARK = pytest.mark.slow
+
 RELATIVE = 1e-9
 
 
@@ -161,6 +164,7 @@ def spark_events(spark, synthetic_log):
     events.unpersist()
 
 
+@SPARK
 def test_the_log_order_is_kept_across_rotated_files_and_splits(spark_events, synthetic_events):
     columns = ["message", "timestamp", "user", "track", "time", "latency"]
     ordered = engine.to_pandas(spark_events.orderBy(*engine.ORDER_COLUMNS).select(*columns))
@@ -168,6 +172,7 @@ def test_the_log_order_is_kept_across_rotated_files_and_splits(spark_events, syn
     assert engine.experiment_names(spark_events) == logs.experiment_names(synthetic_events)
 
 
+@SPARK
 def test_file_uris_list_a_folder_like_the_pandas_reader(spark, synthetic_log):
     local = [path.resolve().as_uri() for path in log_files(synthetic_log)]
     assert engine.log_file_uris(spark, synthetic_log) == local
@@ -177,6 +182,7 @@ def test_file_uris_list_a_folder_like_the_pandas_reader(spark, synthetic_log):
         "data.json.10", "data.json.9.gz", "data.json.1", "data.json"]
 
 
+@SPARK
 def test_sessions_equal_on_a_generated_log(spark_events, synthetic_events):
     expected = logs.sessionize(synthetic_events, include_unclosed=True)
     assert expected.attrs["unclosed_sessions"] > 0
@@ -184,6 +190,7 @@ def test_sessions_equal_on_a_generated_log(spark_events, synthetic_events):
     assert_frames_close(got, expected)
 
 
+@SPARK
 def test_ab_json_equals_on_a_generated_log(spark_events, synthetic_events):
     ab_json, latency_json, effects = pandas_reference(synthetic_events, synthetic.EXPERIMENT)
     analysis = engine.analyze_events(spark_events, synthetic.EXPERIMENT, alpha=0.05)
@@ -193,6 +200,7 @@ def test_ab_json_equals_on_a_generated_log(spark_events, synthetic_events):
     assert len(ab_json["effects"]) == 2 and ab_json["arms"]["C"]["users"] > 100
 
 
+@SPARK
 def test_training_pairs_and_top_tracks_equal_on_a_generated_log(spark_events, synthetic_events):
     expected = logs.training_pairs(synthetic_events)
     assert_frames_close(engine.to_pandas(engine.training_pairs(spark_events)), expected, relative=0)
@@ -204,6 +212,7 @@ def test_training_pairs_and_top_tracks_equal_on_a_generated_log(spark_events, sy
     assert engine.top_tracks(spark_events, 100) == logs.top_tracks(synthetic_events, 100)
 
 
+@SPARK
 def test_analyze_log_spark_reads_the_folder_itself(spark, synthetic_log, synthetic_events):
     ab_json, _, _ = pandas_reference(synthetic_events, synthetic.EXPERIMENT)
     analysis = engine.analyze_log_spark(synthetic_log, synthetic.EXPERIMENT, alpha=0.05, power=ab.DEFAULT_POWER,
@@ -211,6 +220,7 @@ def test_analyze_log_spark_reads_the_folder_itself(spark, synthetic_log, synthet
     assert_close(analysis.ab_json(), ab_json)
 
 
+@SPARK
 def test_a_malformed_log_is_refused(spark, tmp_path):
     good = '{"message":"next","timestamp":1,"user":1,"track":2,"time":1.0,"latency":0.1,"recommendation":3,' \
            '"experiments":{}}\n'
@@ -228,6 +238,7 @@ def test_a_malformed_log_is_refused(spark, tmp_path):
 # The course's own logs
 
 
+@SPARK
 @pytest.mark.parametrize("path", LOG_FILES, ids=[path.name.split(".")[0] for path in LOG_FILES])
 def test_every_course_log_gives_the_same_numbers(spark, real_logs_present, path):
     events = read_pandas(path)
