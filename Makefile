@@ -29,7 +29,7 @@ repro: venv java
 test: venv java
 	$(PY) -m pytest
 
-# The suite without the tests marked slow (the end-to-end pipeline runs), for quick local loops.
+# The suite without the tests marked slow (the end-to-end pipeline runs, the Spark checks), for quick local loops.
 test-quick: venv
 	$(PY) -m pytest -m "not slow"
 

@@ -1,9 +1,11 @@
 """End to end: a clone of the committed repo runs the real `dvc repro` with tiny sizes, then behaves like a DVC repo
-should (clean status, nothing to redo, a parameter change reruns only what depends on it). The clone adds a third
-model to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
+should (clean status, nothing to redo, a parameter change reruns only what depends on it). The clone records a
+small world with `make world`'s command (a tenth of the catalog: every stage scales with it) and adds a third model
+to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +19,14 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 TINY = {
+    "world": {"tracks": 5000, "users": 1000},
     "collect": {"episodes": 1500, "processes": 1},
     "train": {"max_epochs": 4, "batch_size": 512},
     "models": {
         "contextual": {"embedding_dim": 4},
         "ours": {"embedding_dim": 8},
         "added": {"label": "Added", "embedding_dim": 6, "similarity": "mlp", "loss": "mae", "mlp_hidden": 8,
-                  "mlp_sigmoid": True},
+                  "mlp_sigmoid": True, "optimizer": "lazy_adam"},
     },
     "simulate": {"episodes": 300, "processes": 1},
     "calibrate": {"seeds": 1, "episodes": 200, "random_episodes": 200, "processes": 1},
@@ -56,8 +59,6 @@ def tiny_clone(tmp_path_factory):
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     params = merge(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    subprocess.run([*git, "commit", "--quiet", "-am", "tiny sizes"], cwd=clone, check=True)
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -71,6 +72,9 @@ def tiny_clone(tmp_path_factory):
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
     }
+    run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "world"], clone, env)  # records the small world
+    shutil.rmtree(clone / "data")  # so that `make repro` regenerates it and checks it against data.dvc
+    subprocess.run(["git", "commit", "--quiet", "-am", "tiny sizes"], cwd=clone, env=env, check=True)
     output = run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], clone, env)
     return clone, env, output
 

@@ -107,6 +107,7 @@ class ModelParams(Section):
     loss: Literal["mse", "mae"]
     mlp_hidden: PositiveInt
     mlp_sigmoid: bool
+    optimizer: Literal["lazy_adam", "adam"]
 
 
 class TrainParams(Section):
@@ -118,7 +119,6 @@ class TrainParams(Section):
     early_stopping_patience: PositiveInt
     splits: Annotated[list[Share], Field(min_length=3, max_length=3)]
     init_std: PositiveFloat
-    optimizer: Literal["lazy_adam", "adam"]
 
     @model_validator(mode="after")
     def shares_sum_to_one(self):

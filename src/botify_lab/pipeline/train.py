@@ -16,7 +16,7 @@ from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_log, training_pairs
 from botify_lab.research.model import TrainingResult, predict, save_model, train_contextual
 
-MODEL_KEYS = ("embedding_dim", "similarity", "loss", "mlp_hidden", "mlp_sigmoid")
+MODEL_KEYS = ("embedding_dim", "similarity", "loss", "mlp_hidden", "mlp_sigmoid", "optimizer")
 
 
 @dataclass
@@ -40,7 +40,7 @@ def train_settings(name: str, params: dict) -> dict:
         "lr": train["lr"], "weight_decay": train["weight_decay"], "batch_size": train["batch_size"],
         "max_epochs": train["max_epochs"], "plateau_patience": train["plateau_patience"],
         "early_stopping_patience": train["early_stopping_patience"], "splits": tuple(train["splits"]),
-        "init_std": train["init_std"], "optimizer": train["optimizer"], "seed": params["seed"],
+        "init_std": train["init_std"], "seed": params["seed"],
     }
 
 
