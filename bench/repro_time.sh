@@ -2,12 +2,18 @@
 # Times the main job from nothing, as on a fresh clone: clone HEAD into a temp folder, then world regeneration plus
 # the whole `dvc repro`, using this checkout's .venv (its install time excluded). Prints JSON: total seconds, seconds
 # per stage and the machine's load average before and after, since a timing taken on a busy machine misleads.
+# `bench/repro_time.sh DIR` keeps the clone (its outputs, dvc.lock) in DIR instead of a temp folder it removes.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="$repo/.venv/bin/python"
 [ -x "$python" ] || { echo "run \`make venv\` first" >&2; exit 2; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+if [ $# -ge 1 ]; then
+  work="$(mkdir -p "$1" && cd "$1" && pwd)"
+  [ ! -e "$work/clone" ] || { echo "$work/clone exists already" >&2; exit 2; }
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 git clone --quiet "$repo" "$work/clone"
 cd "$work/clone"
 export PATH="$repo/.venv/bin:$PATH" PYTHONPATH="$work/clone:$work/clone/src" SHELL=/bin/bash \
