@@ -3,11 +3,14 @@
 The log is a botify log folder (data.json and its rotated files) or a single log file, gzipped or not, e.g. one of
 the course's own logs. The analysis is the course's week-1 table: per user and arm, time and tracks per session,
 each treatment against control C with Welch's interval; it prints the table and can write the figure and JSON.
+`--engine spark` runs the same analysis as Spark jobs (`--master` any Spark master URL; Java 17 needed) for logs
+too large for memory: only per-arm numbers come back, so the table is the same and the event count is not shown.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import orjson
@@ -32,30 +35,55 @@ def _format_table(effects, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def command_ab(args) -> int:
-    from botify_lab.research.ab import (ab_effects, ab_metrics_json, arm_statistics, srm_check, user_metrics)
+def _pandas_analysis(args):
+    """(the header line, effects, SRM check, the JSON document's maker) of the log, in memory."""
+    from botify_lab.research.ab import ab_effects, ab_metrics_json, arm_statistics, srm_check, user_metrics
     from botify_lab.research.logs import experiment_names, read_log, sessionize
 
     events = read_log(args.log)
     names = experiment_names(events)
     if args.experiment not in names:
-        print(f"error: no experiment {args.experiment!r} in {args.log}; the log has {names}", file=sys.stderr)
-        return 2
+        raise LookupError(f"no experiment {args.experiment!r} in {args.log}; the log has {names}")
     sessions = sessionize(events)
     metrics = user_metrics(sessions, args.experiment)
     effects = ab_effects(metrics, alpha=args.alpha)
     srm = srm_check(metrics["arm"].value_counts())
     counts = arm_statistics(metrics, ["mean_time_per_session"]).set_index("arm")["count"]
-    print(f"{args.experiment}: {len(events):,} events, {len(sessions):,} closed sessions, users per arm "
-          + ", ".join(f"{arm} {count}" for arm, count in counts.items()))
+    header = (f"{args.experiment}: {len(events):,} events, {len(sessions):,} closed sessions, users per arm "
+              + ", ".join(f"{arm} {count}" for arm, count in counts.items()))
+    return header, effects, srm, lambda: ab_metrics_json(effects, experiment=args.experiment, metrics=metrics,
+                                                         srm=srm, alpha=args.alpha)
+
+
+def _spark_analysis(args):
+    """The same as `_pandas_analysis`, as Spark jobs on `args.master`."""
+    from botify_lab.research.spark import analyze_log_spark
+
+    analysis = analyze_log_spark(str(args.log), args.experiment, alpha=args.alpha, master=args.master)
+    totals = analysis.totals.set_index("arm")
+    if totals.empty:
+        raise LookupError(f"no experiment {args.experiment!r} in {args.log}")
+    header = (f"{args.experiment}: {int(totals['sessions'].sum()):,} closed sessions (Spark, {args.master}), users "
+              "per arm " + ", ".join(f"{arm} {int(users)}" for arm, users in totals["users"].items()))
+    return header, analysis.effects, analysis.srm, analysis.ab_json
+
+
+def command_ab(args) -> int:
+    if not args.log.exists() and "://" not in str(args.log):
+        raise FileNotFoundError(f"no log at {args.log}")
+    try:
+        header, effects, srm, document = (_spark_analysis if args.engine == "spark" else _pandas_analysis)(args)
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(header)
     print(f"sample-ratio check: p = {srm['p_value']:.4f} ({'MISMATCH: do not trust the effects' if srm['mismatch'] else 'ok'})\n")
     print(_format_table(effects, colour=sys.stdout.isatty()))
     print(f"\neffects in percent of the control mean, {100 * (1 - args.alpha):.0f}% Welch intervals; "
           "'detectable' is the effect this many users find with 80% power")
     if args.json:
-        document = ab_metrics_json(effects, experiment=args.experiment, metrics=metrics, srm=srm, alpha=args.alpha)
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        args.json.write_bytes(orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n")
         print(f"table written to {args.json}")
     if args.figure:
         import matplotlib
@@ -80,12 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the intervals (default 0.05)")
     ab.add_argument("--figure", type=Path, help="write the effects figure (PNG) here")
     ab.add_argument("--json", type=Path, help="write the full table as JSON here")
+    ab.add_argument("--engine", choices=("pandas", "spark"), default="pandas",
+                    help="pandas in memory (default), or Spark jobs for logs larger than memory; the same table")
+    ab.add_argument("--master", default="local[2]",
+                    help="with --engine spark: the Spark master URL (local[N], spark://host:7077, yarn, ...)")
     args = parser.parse_args(argv)
-    try:
-        return command_ab(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        # One plain line per warning (what, where, how many), not Python's source echo that reads like a crash.
+        warnings.showwarning = _print_warning
+        try:
+            return command_ab(args)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,19 @@ def test_negative_latencies_are_kept_with_a_warning_that_counts_them(tmp_path):
     assert events["latency"].tolist() == [-0.0062, -0.001, 0.001]
 
 
+def test_the_cli_reports_a_warning_in_one_plain_line(tmp_path, capsys):
+    """What, which file, how many; not Python's `file:line: UserWarning` and source echo, which reads like a crash."""
+    from botify_lab.__main__ import main
+
+    rows = [event("next", 1, 1, 1, 1.0, latency=-0.0062), event("last", 2, 1, 2, 0.5, latency=-0.001),
+            event("next", 3, 2, 3, 1.0, experiments={"EXP": "T1"}), event("last", 4, 2, 4, 0.5, experiments={"EXP": "T1"})]
+    write_log(tmp_path / "log" / "data.json", rows)
+    assert main(["ab", str(tmp_path / "log"), "--experiment", "EXP"]) == 0
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"warning: {tmp_path / 'log'}: 2 events with a negative latency")
+    assert "UserWarning" not in errors[0] and ".py:" not in errors[0]
+
+
 def test_a_gzipped_log_file_is_read_directly(tmp_path):
     import gzip
 

@@ -264,3 +264,19 @@ def test_every_course_log_gives_the_same_numbers(spark, real_logs_present, path)
         assert engine.top_tracks(spark_events) == logs.top_tracks(events)
     finally:
         spark_events.unpersist()
+
+
+@SPARK
+def test_the_cli_prints_the_same_table_on_either_engine(spark, real_logs_present, capsys):
+    """`python -m botify_lab ab --engine spark` (reusing the running session) prints the pandas engine's table."""
+    from botify_lab.__main__ import main
+
+    path = next(path for path in LOG_FILES if path.name.startswith("aamamaev"))
+    tables = {}
+    for engine in ("pandas", "spark"):
+        assert main(["ab", str(path), "--experiment", "RECOMMENDERS", "--engine", engine]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0].startswith("RECOMMENDERS: ") and "users per arm C 896, T1 916" in printed[0]
+        tables[engine] = printed[1:]
+    assert tables["spark"] == tables["pandas"]
+    assert any(line.startswith("T1    mean_time_per_session") for line in tables["spark"])
