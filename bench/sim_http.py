@@ -5,16 +5,21 @@ Prints one JSON object.
 
 Builds a world with `python -m sim world`, serves the TOP_POP config (Random vs TopPop 10/100/1000) with one
 granian worker, runs `python -m sim run --agent http`, and counts the service's /next log lines. Target: >= 2,500
-steps/s on 2 cores; the course's pair did 172 (316 with 2 processes).
+steps/s on 2 cores; the course's pair did 172 (316 with 2 processes). Then the same simulation against a minimal
+server that, like the course's gevent botify, writes each answer's headers and body in two writes (the delayed-ACK
+trap: 77 steps/s before the agent acknowledged at once); target: within a factor of 2 of the first figure.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import random
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +50,43 @@ def write_top_pop_config(folder: Path, world: Path) -> Path:
     config.write_text(json.dumps({"catalog": str(world / "tracks.json"), "log_dir": "log", "seed": 31337,
                                   "experiments": [{"name": "TOP_POP", "arms": arms}]}))
     return config
+
+
+class SplitWriteHandler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 keep-alive answering every POST with a random track, headers and body in two separate writes."""
+
+    n_tracks = 50_000
+
+    def handle(self) -> None:
+        draw = random.Random(self.client_address[1])
+        while True:
+            length = None
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not line:
+                return
+            self.rfile.read(length or 0)
+            body = orjson.dumps({"track": draw.randrange(self.n_tracks)})
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                             % len(body))
+            self.wfile.write(body)
+
+
+def split_write_steps_per_second(world: Path, args, summary_path: Path) -> float:
+    """The simulator's own steps/s against the split-write server (threads, one per connection)."""
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), SplitWriteHandler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        subprocess.run(
+            [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http",
+             "--url", f"http://127.0.0.1:{server.server_address[1]}", "--episodes", str(args.episodes),
+             "--seed", str(args.seed), "--processes", str(args.processes), "--connections", str(args.connections),
+             "--summary", str(summary_path), "--no-progress"],
+            check=True, capture_output=True,
+        )
+        server.shutdown()
+    return orjson.loads(summary_path.read_bytes())["steps_per_second"]
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -88,6 +130,7 @@ def main() -> None:
             children_after = psutil.Process().cpu_times()  # the finished simulator, not the still-running server
         events = read_events(scratch / "log")
         summary = orjson.loads(summary_path.read_bytes())
+        split_write = split_write_steps_per_second(world, args, scratch / "split-write-summary.json")
     steps = sum(event["message"] == "next" for event in events)
     print(json.dumps({
         "episodes": args.episodes,
@@ -106,6 +149,8 @@ def main() -> None:
         "sim_own_steps_per_s": round(summary["steps_per_second"], 1),
         "invalid_answers": summary["invalid_answers"],
         "mean_reward": round(summary["total"]["reward_mean"], 3),
+        "split_write_server_sim_steps_per_s": round(split_write, 1),
+        "split_write_over_own_service": round(split_write / summary["steps_per_second"], 2),
         "load_average_before": round(load_before, 2),
     }, indent=2))
 

@@ -15,6 +15,7 @@ services use it to give each process its own state.
 from __future__ import annotations
 
 import http.client
+import socket
 import sys
 import time as clock
 from typing import TYPE_CHECKING, Callable, TextIO
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from sim.episodes import SimulatedClock
 
 AGENTS = ("random", "http", "console")
+QUICK_ACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere the stall stays possible
 
 
 class InvalidAnswer(Exception):
@@ -78,6 +80,12 @@ class HttpRecommender:
     down and the run stops with a clear error, never a hang. Bad HTTP answers are invalid answers, not crashes.
     Each request carries its simulated time on `clock` in the X-Botify-Time header, which a service on
     `clock: simulated` logs (the wall clock ignores it).
+
+    The socket acknowledges at once what it receives after each request (TCP_QUICKACK, Linux). A server that
+    writes the headers and the body of an answer separately (the course's gevent botify does) otherwise holds
+    the body back until the headers are acknowledged, and the client's delayed acknowledgement makes every
+    request on a reused connection wait about 40 ms (77 steps/s against the course's service instead of
+    thousands).
     """
 
     def __init__(self, url: str, *, clock: SimulatedClock | None = None, timeout: float = 5.0, retries: int = 2,
@@ -110,6 +118,8 @@ class HttpRecommender:
                 if self._connection is None:
                     self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
                 self._connection.request("POST", self._prefix + path, body, headers)
+                if QUICK_ACK is not None:
+                    self._connection.sock.setsockopt(socket.IPPROTO_TCP, QUICK_ACK, 1)
                 response = self._connection.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as error:
