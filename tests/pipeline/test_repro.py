@@ -195,8 +195,10 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
             assert image.imread(io.BytesIO(base64.b64decode(data)), format="png").shape[0] > 50
     index = (clone / "reports" / "html" / "index.html").read_text()
     for text in ("The homework A/B test", "similarity, dimension", "The course's leaderboard", "TOP_POP", "Metrics",
-                 "train_ours.html"):
+                 "train_ours.html", "The real logs", "checks", 'href="fidelity.html"'):
         assert text in index
+    board = index[index.index("The course's leaderboard"):index.index("The real logs")]
+    assert "n/a" not in board, "every leaderboard arm has a detectable effect"
     assert (tmp_path / "index.png").stat().st_size > 20_000
 
 

@@ -105,6 +105,24 @@ def test_index_is_the_studys_front_page(tmp_path):
     assert "mean_time_per_session</dt>" in index  # the metrics are defined
 
 
+def test_front_page_says_whether_the_world_is_the_courses(tmp_path):
+    """The fidelity summary (checks passed, the worst one, a figure, the page's link) stands on the front page."""
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(2, 2))
+    figure.savefig(tmp_path / "fidelity_random.png")
+    plt.close(figure)
+    passed = {"passed": True, "failed": 0, "checks": 74,
+              "worst": {"distance": 0.91, "check": "Random gamma=0.9 | hist 1.0"}}
+    index = build_index([], {}, fidelity=passed, figures=tmp_path)
+    section = index[index.index("The real logs</h2>"):]
+    assert "all 74 checks within tolerance" in section and "Random gamma=0.9 | hist 1.0 at 0.91" in section
+    assert 'href="fidelity.html"' in section and "data:image/png;base64," in section
+    failing = build_index([], {}, fidelity={**passed, "passed": False, "failed": 3}, figures=tmp_path)
+    assert "3 of 74 checks OUTSIDE tolerance" in failing
+    assert "The real logs</h2>" not in build_index([], {}, figures=tmp_path)
+
+
 def test_calibration_table_colours_only_the_calibrated_cells(tmp_path):
     calibration = {"calibrated": True, "seeds": [1, 2], "arms": {"C": {
         "mean_time_per_session": {"published": 2.152, "simulated": 2.14, "ratio": 0.994, "within_tolerance": True},

@@ -139,9 +139,10 @@ def run_leaderboard(params: dict) -> Leaderboard:
 
 def leaderboard_headline(document: dict) -> dict:
     """metrics/leaderboard.json: per arm its recommender, mean time and tracks per session, and the effect on time
-    per session vs Random with its interval (the full table stays in build/leaderboard/leaderboard.json)."""
+    per session vs Random with its interval and the effect detectable with the configured power (the full table
+    stays in build/leaderboard/leaderboard.json)."""
     short = ab.headline(document, metrics=("mean_time_per_session",),
-                        fields=("effect", "lower", "upper", "significant"))
+                        fields=("effect", "lower", "upper", "significant", "mde"))
     return {key: short[key] for key in ("experiment", "control", "alpha", "recommenders", "ranking", "srm")} | {
         "arm_means": {arm: {metric: means[metric] for metric in ("mean_time_per_session", "mean_tracks_per_session")}
                       for arm, means in document["arm_means"].items()},
