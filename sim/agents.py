@@ -207,11 +207,16 @@ def make_agent(agent, world: World, url: str | None, *, clock: SimulatedClock | 
         return ConsoleRecommender(world.describe_track, world.n_tracks)
     if isinstance(agent, str):
         raise ValueError(f"unknown agent {agent!r}; choose one of {AGENTS} or pass a recommender object")
-    if callable(getattr(agent, "for_process", None)):
+    if is_process_factory(agent):
         return agent.for_process(process, clock)
     if not callable(getattr(agent, "recommend", None)):
         raise TypeError("an in-process recommender needs a recommend(user, track, time) method")
     return agent
+
+
+def is_process_factory(agent) -> bool:
+    """Whether `agent` makes a recommender per simulation process (`for_process`) rather than being one."""
+    return callable(getattr(agent, "for_process", None))
 
 
 def answers_in_batches(agent) -> bool:

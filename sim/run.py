@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sim.agents import make_agent
+from sim.agents import is_process_factory, make_agent
 from sim.episodes import Outcomes, SimulatedClock
 from sim.lockstep import episode_starts
 from sim.loader import load_world
@@ -84,7 +84,7 @@ def simulate(
         raise ValueError("the console agent runs in one process")
     shard_index, shard_count = check_shard(shard) if shard is not None else (0, 1)
     world = world_dir if isinstance(world_dir, World) else load_world(world_dir)
-    if not callable(getattr(agent, "for_process", None)):
+    if not is_process_factory(agent):
         make_agent(agent, world, url)  # fail early on a bad agent or missing URL (a factory is checked when used)
     all_episodes = np.arange(episodes, dtype=np.int64)
     plans = []  # per day: (episodes, user rows) of this shard

@@ -43,10 +43,11 @@ class FakeRecommender:
     """A real HTTP/1.1 keep-alive server on loopback whose answers the test controls.
 
     `answer(user, track, time)` returns the JSON body of /next (a dict), or an int HTTP status to fail with.
-    Every request is recorded in order, with the connection it came on.
+    Every request is recorded in order, with the connection it came on. With `split_writes` the answer's headers
+    and body leave in two writes with Nagle's algorithm on, as the course's gevent botify sends them.
     """
 
-    def __init__(self, port: int, answer):
+    def __init__(self, port: int, answer, *, split_writes: bool = False):
         self.answer = answer
         self.requests: list[tuple[str, int, dict, int]] = []
         self.lock = threading.Lock()
@@ -54,7 +55,8 @@ class FakeRecommender:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else delayed ACKs stall every keep-alive answer by ~40 ms
+            # Otherwise delayed ACKs stall every keep-alive answer by ~40 ms (unless the client acknowledges at once).
+            disable_nagle_algorithm = not split_writes
             wbufsize = 1 << 16  # headers and body leave in one write; the handler flushes after each request
 
             def log_message(self, *args):
@@ -77,6 +79,8 @@ class FakeRecommender:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                if split_writes:
+                    self.wfile.flush()
                 try:
                     self.wfile.write(payload)
                     self.wfile.flush()
@@ -98,8 +102,8 @@ class FakeRecommender:
 def fake_recommender(loopback_port):
     servers = []
 
-    def start(answer):
-        server = FakeRecommender(loopback_port, answer)
+    def start(answer, **options):
+        server = FakeRecommender(loopback_port, answer, **options)
         servers.append(server)
         return server
 

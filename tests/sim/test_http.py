@@ -105,44 +105,15 @@ def time_sleep_then(answer, seconds=1.0):
     return answer
 
 
-def test_a_server_that_writes_headers_and_body_apart_costs_no_delayed_ack(tmp_path):
+def test_a_server_that_writes_headers_and_body_apart_costs_no_delayed_ack(fake_recommender):
     """The course's gevent botify sends an answer's headers and body in two writes. With Nagle on the server and
     the client's delayed ACK, every request on a reused connection then waited ~40 ms; the agent ACKs at once."""
-    import socket
-    import threading
-
-    answers = []
-
-    def serve(listener):
-        connection, _ = listener.accept()
-        with connection:
-            pending = b""
-            while True:
-                while b"\r\n\r\n" not in pending:
-                    data = connection.recv(65536)
-                    if not data:
-                        return
-                    pending += data
-                head, _, rest = pending.partition(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))
-                while len(rest) < length:
-                    rest += connection.recv(65536)
-                pending = rest[length:]
-                body = b'{"user": 1, "track": 7}'
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                   b"Content-Length: %d\r\n\r\n" % len(body))
-                connection.sendall(body)  # a second small write: Nagle holds it until the headers are ACKed
-                answers.append(1)
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        threading.Thread(target=serve, args=(listener,), daemon=True).start()
-        agent = HttpRecommender(f"http://127.0.0.1:{listener.getsockname()[1]}")
-        started = time.perf_counter()
-        tracks = [agent.recommend(1, 3, 0.5) for _ in range(40)]
-        elapsed = time.perf_counter() - started
-        agent.close()
-    assert tracks == [7] * 40 and len(answers) == 40
+    server = fake_recommender(lambda user, track, time: {"user": user, "track": 7}, split_writes=True)
+    agent = HttpRecommender(server.url)
+    started = time.perf_counter()
+    tracks = [agent.recommend(1, 3, 0.5) for _ in range(40)]
+    elapsed = time.perf_counter() - started
+    agent.close()
+    assert tracks == [7] * 40 and len(server.requests) == 40
+    assert len({connection for *_, connection in server.requests}) == 1  # one kept-alive connection
     assert elapsed < 0.8, f"40 requests took {elapsed:.2f} s: the delayed-ACK stall (~40 ms each) is back"

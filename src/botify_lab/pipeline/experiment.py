@@ -16,7 +16,6 @@ experiment's outcome: `bench/service_load.py` measures it, and a service on the 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -25,12 +24,14 @@ from pathlib import Path
 
 import orjson
 import yaml
+from botify.service import BadRequest, Service, ServiceUnavailable
+from sim.agents import InvalidAnswer, ServiceUnavailable as Unreachable
 
 from botify_lab.formats import LOG_FILE_NAME, log_files
+from botify_lab.pipeline.params import TRANSPORTS
 
 # What the simulator's summary says about this particular run rather than the simulation (left out of summary.json).
 RUN_SPECIFIC_SUMMARY_KEYS = ("url", "seconds", "steps_per_second")
-TRANSPORTS = ("http", "in_process")
 PARTS_DIR = ".in-process-parts"  # beside log/ while an in-process run lasts
 
 
@@ -61,7 +62,7 @@ class Traffic:
             days=int(section.get("days", 1)),
             processes=int(section["processes"]),
             connections=int(params["http"]["connections"]),
-            transport=section.get("transport", "http"),
+            transport=section.get("transport", cls.transport),
         )
 
 
@@ -89,8 +90,6 @@ class _ServedInProcess:
     """One process's service: what `POST /next` and `POST /last` do, minus HTTP, with the simulated time."""
 
     def __init__(self, config, clock):
-        from botify.service import Service
-
         self._service = Service.open(config)
         self._clock = clock
         self._time_ms = 0
@@ -99,44 +98,39 @@ class _ServedInProcess:
         self._time_ms = self._clock.time_ms(day, episode, step)
 
     def recommend(self, user: int, track: int, time: float) -> int:
-        with _as_simulator_errors("/next"):
+        try:
             return self._service.next_track(int(user), int(track), float(time), timestamp=self._time_ms)
+        except (BadRequest, ServiceUnavailable) as error:
+            raise _as_seen_over_http("/next", error) from None
 
     def end_session(self, user: int, track: int, time: float) -> None:
-        with _as_simulator_errors("/last"):
+        try:
             self._service.last_track(int(user), int(track), float(time), timestamp=self._time_ms)
+        except (BadRequest, ServiceUnavailable) as error:
+            raise _as_seen_over_http("/last", error) from None
 
     def close(self) -> None:
         self._service.close()
 
 
-@contextlib.contextmanager
-def _as_simulator_errors(call: str):
-    """The service's refusals as the simulator knows them over HTTP: a 400 is an invalid answer, a 503 an outage."""
-    from botify.service import BadRequest, ServiceUnavailable
-    from sim.agents import InvalidAnswer, ServiceUnavailable as Unreachable
-
-    try:
-        yield
-    except BadRequest as error:
-        raise InvalidAnswer(f"{call} refused the request: {error}") from None
-    except ServiceUnavailable as error:
-        raise Unreachable(f"{call}: {error}") from None
+def _as_seen_over_http(call: str, error: Exception) -> Exception:
+    """The service's refusal as the simulator knows it over HTTP: a 400 is an invalid answer, a 503 an outage."""
+    if isinstance(error, BadRequest):
+        return InvalidAnswer(f"{call} refused the request: {error}")
+    return Unreachable(f"{call}: {error}")
 
 
 def merge_parts(parts_dir: Path, log_dir: Path) -> None:
-    """The in-process parts as one stopped service's log folder: every part's lines, the counters of all users
-    (disjoint between parts) in one file, and the folder's (released) lock files; the parts are removed."""
+    """The in-process parts as one stopped service's log folder: every part's lines in the canonical order, the
+    counters of all users (disjoint between parts) in one file, and the folder's (released) lock files; the parts
+    are removed."""
     from botify.eventlog import FOLDER_LOCK_NAME, WRITE_LOCK_NAME
     from botify.store import COUNTERS_FILE_NAME, MemoryStore
 
     parts = sorted(path for path in Path(parts_dir).iterdir() if path.is_dir())
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / LOG_FILE_NAME, "wb") as merged:
-        for part in parts:
-            for path in log_files(part):
-                merged.write(path.read_bytes())
+    put_log_in_canonical_order(log_dir, [path for part in parts for path in log_files(part)])
     MemoryStore.merged(log_dir / COUNTERS_FILE_NAME, [part / COUNTERS_FILE_NAME for part in parts]).save()
     for name in (FOLDER_LOCK_NAME, WRITE_LOCK_NAME):
         (log_dir / name).touch()
@@ -194,24 +188,25 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
 
         with served(config) as url:
             summary = simulate(world_dir, agent="http", url=url, connections=traffic.connections, **run)
+        put_log_in_canonical_order(out_dir / "log")
     else:
         parts = out_dir / PARTS_DIR
         summary = simulate(world_dir, agent=InProcessService(config, parts), **run)
         merge_parts(parts, out_dir / "log")
-    put_log_in_canonical_order(out_dir / "log")
     simulation = {key: value for key, value in summary.items() if key not in RUN_SPECIFIC_SUMMARY_KEYS}
     (out_dir / "summary.json").write_bytes(orjson.dumps(simulation, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return out_dir / "log"
 
 
-def put_log_in_canonical_order(log_dir: Path | str) -> None:
+def put_log_in_canonical_order(log_dir: Path | str, sources: list[Path] | None = None) -> None:
     """Rewrite a stopped service's log as one file, its lines sorted by (timestamp, user), each line unchanged.
 
+    `sources` are the log files to read in writing order (default: the folder's own, which the one file replaces).
     The sort is stable and a user's requests are never concurrent, so each user's events keep the order the service
     logged them in; only the interleaving of different users (which connection or process got there first) goes.
     """
     log_dir = Path(log_dir)
-    files = log_files(log_dir)
+    files = log_files(log_dir) if sources is None else sources
     lines = [line for path in files for line in path.read_bytes().splitlines(keepends=True)]
     keys = []
     for line in lines:
@@ -223,5 +218,5 @@ def put_log_in_canonical_order(log_dir: Path | str) -> None:
         output.writelines(lines[index] for index in order)
     os.replace(scratch, log_dir / LOG_FILE_NAME)
     for path in files:
-        if path.name != LOG_FILE_NAME:
+        if path.parent == log_dir and path.name != LOG_FILE_NAME:
             path.unlink()

@@ -85,7 +85,8 @@ class WorldParams(Section):
 
 
 # How a stage's traffic reaches the service: over HTTP (the real server) or in process (the same log, no sockets).
-Transport = Literal["http", "in_process"]
+TRANSPORTS = ("http", "in_process")
+Transport = Literal[TRANSPORTS]
 
 
 class TrafficParams(Section):
