@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv java repro test test-quick world calibrate bench repro-time compare clean-venv
+.PHONY: venv java repro test test-quick lint format world calibrate bench repro-time compare clean-venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,15 @@ test: venv java
 # The suite without the tests marked slow (the end-to-end pipeline runs, the Spark checks), for quick local loops.
 test-quick: venv
 	$(PY) -m pytest -m "not slow"
+
+# ruff, configured in pyproject.toml; tests/architecture/test_lint.py runs the same checks inside `make test`.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 world: venv
 	$(PY) -m botify_lab.pipeline.bootstrap world

@@ -12,6 +12,7 @@
 Run smaller with e.g. `--events 2000000 --search 2000000,4000000`. Spark's JVM gets `--spark-driver-memory`
 (default 5g, so the tree stays under 8 GB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,13 @@ def run_engine(engine: str, log: str, out: str, driver_memory: str) -> None:
         read_seconds = time.perf_counter() - started
         metrics = ab.user_metrics(sessionize(events), EXPERIMENT)
         effects = ab.ab_effects(metrics)
-        document = ab.ab_metrics_json(effects, experiment=EXPERIMENT, metrics=metrics,
-                                      srm=ab.srm_check(metrics["arm"].value_counts()))
+        document = ab.ab_metrics_json(
+            effects, experiment=EXPERIMENT, metrics=metrics, srm=ab.srm_check(metrics["arm"].value_counts())
+        )
         phases = {"read": read_seconds, "table": time.perf_counter() - started - read_seconds}
     else:
-        from botify_lab.research.spark.session import spark_session
         from botify_lab.research.spark.engine import analyze_log_spark
+        from botify_lab.research.spark.session import spark_session
 
         spark = spark_session("local[2]", app_name="bench", config={"spark.driver.memory": driver_memory})
         session_seconds = time.perf_counter() - started
@@ -62,8 +64,7 @@ def run_engine(engine: str, log: str, out: str, driver_memory: str) -> None:
         document = analysis.ab_json()
         phases = {"session_start": session_seconds, "table": time.perf_counter() - started - session_seconds}
         spark.stop()
-    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started, "phases": phases,
-                                     "document": document}))
+    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started, "phases": phases, "document": document}))
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -80,8 +81,18 @@ def measure(engine: str, log: Path, *, limit_bytes: int, timeout: float, driver_
     """Run one engine on one log in a child process; wall time, peak tree RSS, and whether it finished."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = handle.name
-    command = [sys.executable, __file__, "--run-engine", engine, "--log", str(log), "--out", out,
-               "--spark-driver-memory", driver_memory]
+    command = [
+        sys.executable,
+        __file__,
+        "--run-engine",
+        engine,
+        "--log",
+        str(log),
+        "--out",
+        out,
+        "--spark-driver-memory",
+        driver_memory,
+    ]
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     process = psutil.Process(child.pid)
@@ -108,9 +119,12 @@ def measure(engine: str, log: Path, *, limit_bytes: int, timeout: float, driver_
         reason = f"exit {child.returncode}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"
     if reason is None:
         report = json.loads(Path(out).read_text())
-        result.update(ok=True, seconds=round(report["seconds"], 2),
-                      phases={key: round(value, 2) for key, value in report["phases"].items()},
-                      document=report["document"])
+        result.update(
+            ok=True,
+            seconds=round(report["seconds"], 2),
+            phases={key: round(value, 2) for key, value in report["phases"].items()},
+            document=report["document"],
+        )
     else:
         result.update(ok=False, reason=reason)
     Path(out).unlink(missing_ok=True)
@@ -129,17 +143,28 @@ def generate(folder: Path, events: int, files: int, seed: int) -> dict:
     paths = write_synthetic_log(folder, events, seed=seed, files=files)
     seconds = time.perf_counter() - started
     size = sum(path.stat().st_size for path in paths)
-    return {"events": events, "files": len(paths), "gb": round(size / 2**30, 3), "seconds": round(seconds, 1),
-            "events_per_second": round(events / seconds)}
+    return {
+        "events": events,
+        "files": len(paths),
+        "gb": round(size / 2**30, 3),
+        "seconds": round(seconds, 1),
+        "events_per_second": round(events / seconds),
+    }
 
 
 def same_document(left, right, relative: float = 1e-9) -> bool:
     if isinstance(left, dict):
-        return isinstance(right, dict) and list(left) == list(right) and all(
-            same_document(left[key], right[key], relative) for key in left)
+        return (
+            isinstance(right, dict)
+            and list(left) == list(right)
+            and all(same_document(left[key], right[key], relative) for key in left)
+        )
     if isinstance(left, list):
-        return isinstance(right, list) and len(left) == len(right) and all(
-            same_document(a, b, relative) for a, b in zip(left, right))
+        return (
+            isinstance(right, list)
+            and len(left) == len(right)
+            and all(same_document(a, b, relative) for a, b in zip(left, right))
+        )
     if isinstance(left, float) and isinstance(right, float):
         return math.isclose(left, right, rel_tol=relative, abs_tol=1e-300)
     return type(left) is type(right) and left == right
@@ -178,9 +203,14 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     options = dict(limit_bytes=limit, timeout=args.timeout, driver_memory=args.spark_driver_memory)
     report: dict = {
-        "machine": {"cores": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "load_average_1m_at_start": round(os.getloadavg()[0], 2)},
-        "spark_master": "local[2]", "spark_driver_memory": args.spark_driver_memory, "memory_limit_gb": args.memory_gb,
+        "machine": {
+            "cores": psutil.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        },
+        "spark_master": "local[2]",
+        "spark_driver_memory": args.spark_driver_memory,
+        "memory_limit_gb": args.memory_gb,
     }
     try:
         events = args.events[0]
@@ -211,7 +241,8 @@ def main() -> None:
         if search:
             report["search"] = search
             report["largest_within_limit"] = {
-                engine: (f">= {largest[engine]:,}" if engine in alive else largest[engine]) for engine in engines}
+                engine: (f">= {largest[engine]:,}" if engine in alive else largest[engine]) for engine in engines
+            }
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

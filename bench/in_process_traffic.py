@@ -10,6 +10,7 @@ the log is put in canonical order, all inside the timing. Target: 25,000 session
 `--http` also runs the same traffic through the real server over loopback and says whether the logs are the same
 bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="botify-in-process-bench-") as scratch_name:
         scratch = Path(scratch_name)
         world = scratch / "world"
-        subprocess.run([sys.executable, "-m", "sim", "world", "--out", str(world), "--params", str(PARAMS)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "sim", "world", "--out", str(world), "--params", str(PARAMS)],
+            check=True,
+            capture_output=True,
+        )
         traffic = Traffic(episodes=args.episodes, seed=args.seed, processes=args.processes, transport="in_process")
         seconds, steps = timed_run(world, traffic, scratch / "in_process")
         result = {
@@ -70,8 +74,9 @@ def main() -> None:
             http_seconds, _ = timed_run(world, http, scratch / "http")
             result["http_seconds"] = round(http_seconds, 2)
             result["http_steps_per_second"] = round(steps / http_seconds)
-            result["same_log_bytes"] = filecmp.cmp(scratch / "in_process" / "log" / LOG_FILE_NAME,
-                                                   scratch / "http" / "log" / LOG_FILE_NAME, shallow=False)
+            result["same_log_bytes"] = filecmp.cmp(
+                scratch / "in_process" / "log" / LOG_FILE_NAME, scratch / "http" / "log" / LOG_FILE_NAME, shallow=False
+            )
     result["load_average_before"] = [round(value, 2) for value in load_before]
     print(json.dumps(result, indent=2))
 

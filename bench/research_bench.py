@@ -5,6 +5,7 @@ collected log, so the figures do not depend on the simulator or the service:
 
     .venv/bin/python bench/research_bench.py [--sessions 45000] [--epochs 5] [--tracks 50000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,23 @@ def write_synthetic_log(folder: Path, *, sessions: int, n_users: int, n_tracks: 
             stamp += int(rng.integers(0, 3))
             closing = position == length - 1
             recommendation = None if closing else int(rng.integers(n_tracks))
-            lines.append(orjson.dumps({
-                "message": "last" if closing else "next", "timestamp": stamp, "user": user, "track": track,
-                "time": time_listened, "latency": float(rng.random() * 1e-3), "recommendation": recommendation,
-                "experiments": {"BENCH": "C" if user % 2 else "T1"},
-            }))
+            lines.append(
+                orjson.dumps(
+                    {
+                        "message": "last" if closing else "next",
+                        "timestamp": stamp,
+                        "user": user,
+                        "track": track,
+                        "time": time_listened,
+                        "latency": float(rng.random() * 1e-3),
+                        "recommendation": recommendation,
+                        "experiments": {"BENCH": "C" if user % 2 else "T1"},
+                    }
+                )
+            )
             if recommendation is not None:
                 track, time_listened = recommendation, round(float(rng.random()), 2)
-    chunks = [lines[start:start + ROTATE_EVERY] for start in range(0, len(lines), ROTATE_EVERY)]
+    chunks = [lines[start : start + ROTATE_EVERY] for start in range(0, len(lines), ROTATE_EVERY)]
     names = ["data.json"] + [f"data.json.{index}" for index in range(1, len(chunks))]
     for name, chunk in zip(names, reversed(chunks)):
         (folder / name).write_bytes(b"\n".join(chunk) + b"\n")
@@ -66,8 +76,9 @@ def main() -> None:
     sizes: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        sizes["events"] = write_synthetic_log(folder, sessions=args.sessions, n_users=args.users,
-                                              n_tracks=args.tracks, seed=0)
+        sizes["events"] = write_synthetic_log(
+            folder, sessions=args.sessions, n_users=args.users, n_tracks=args.tracks, seed=0
+        )
         events = timed(seconds, "read_log", logs.read_log, folder)
         sessions = timed(seconds, "sessionize", logs.sessionize, events)
         pairs = timed(seconds, "training_pairs", logs.training_pairs, events)
@@ -77,20 +88,38 @@ def main() -> None:
         sizes.update(sessions=len(sessions), pairs=len(pairs), users=len(metrics))
         for dim, similarity in ((10, "dot"), (128, "cosine")):
             result = timed(
-                seconds, f"train_{similarity}_{dim}", model.train_contextual, pairs, args.tracks,
-                embedding_dim=dim, similarity=similarity, max_epochs=args.epochs,
-                early_stopping_patience=args.epochs, seed=0, progress=False,
+                seconds,
+                f"train_{similarity}_{dim}",
+                model.train_contextual,
+                pairs,
+                args.tracks,
+                embedding_dim=dim,
+                similarity=similarity,
+                max_epochs=args.epochs,
+                early_stopping_patience=args.epochs,
+                seed=0,
+                progress=False,
             )
             seconds[f"train_{similarity}_{dim}_per_epoch"] = round(
-                seconds[f"train_{similarity}_{dim}"] / len(result.history), 3)
+                seconds[f"train_{similarity}_{dim}"] / len(result.history), 3
+            )
             timed(seconds, f"export_{similarity}_{dim}", export.top_k_neighbours, result.model, 10, progress=False)
         positives = collab.positive_interactions(events)
         sizes["positives"] = len(positives)
         bpr = timed(seconds, "train_bpr", collab.train_bpr, positives, args.tracks, seed=0, progress=False)
         timed(seconds, "recommend_users_100", collab.recommend_users, bpr, 100)
-    print(orjson.dumps({"sizes": sizes, "seconds": seconds, "epochs": args.epochs, "cpus": os.cpu_count(),
-                        "load_average": [round(value, 2) for value in os.getloadavg()]},
-                       option=orjson.OPT_INDENT_2).decode())
+    print(
+        orjson.dumps(
+            {
+                "sizes": sizes,
+                "seconds": seconds,
+                "epochs": args.epochs,
+                "cpus": os.cpu_count(),
+                "load_average": [round(value, 2) for value in os.getloadavg()],
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Load comes from wrk when it is on PATH (apt-get install wrk), each wrk thread st
 requests, else from a raw-socket keep-alive Python client in separate processes. With --workers above 1 the
 service needs Redis: a private redis-server is started on a free loopback port (redis-server must be on PATH).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     if executable is None:
         sys.exit("service_load: --workers > 1 needs redis-server on PATH")
     port = free_port()
-    process = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -108,12 +112,17 @@ def wrk_load(url: str, requests: int, connections: int, tracks: int, scratch: Pa
     done_dir = scratch / "wrk-done"
     done_dir.mkdir()
     script = scratch / "load.lua"
-    script.write_text(WRK_SCRIPT.replace("LIMIT", str(-(-requests // threads))).replace("USERS", str(USERS))
-                      .replace("TRACKS", str(tracks)).replace("LAST_EVERY", str(LAST_EVERY))
-                      .replace("DONE_DIR", str(done_dir)))
+    script.write_text(
+        WRK_SCRIPT.replace("LIMIT", str(-(-requests // threads)))
+        .replace("USERS", str(USERS))
+        .replace("TRACKS", str(tracks))
+        .replace("LAST_EVERY", str(LAST_EVERY))
+        .replace("DONE_DIR", str(done_dir))
+    )
     process = subprocess.Popen(
         ["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", "--timeout", "10s", "-s", str(script), url],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     while process.poll() is None and len(list(done_dir.iterdir())) < threads:
         time.sleep(0.005)
@@ -145,8 +154,10 @@ def _client(host: str, port: int, count: int, seed: int, tracks: int, results) -
             n = index * 64 + seed
             message = b"last" if (index + 1) % LAST_EVERY == 0 else b"next"
             body = b'{"track": %d, "time": 0.5}' % ((n * 104729) % tracks)
-            payload = (b"POST /%s/%d HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: %d\r\n\r\n%s" % (message, (n * 7919) % USERS, host.encode(), len(body), body))
+            payload = (
+                b"POST /%s/%d HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (message, (n * 7919) % USERS, host.encode(), len(body), body)
+            )
             sent = time.perf_counter()
             sock.sendall(payload)
             while True:
@@ -155,7 +166,7 @@ def _client(host: str, port: int, count: int, seed: int, tracks: int, results) -
                     length = int(re.search(rb"(?i)content-length: *(\d+)", buffer[:head_end]).group(1))
                     if len(buffer) >= head_end + 4 + length:
                         non_2xx += not buffer.startswith(b"HTTP/1.1 2")
-                        buffer = buffer[head_end + 4 + length:]
+                        buffer = buffer[head_end + 4 + length :]
                         break
                 chunk = sock.recv(65536)
                 if not chunk:
@@ -169,8 +180,10 @@ def python_load(url: str, requests: int, connections: int, tracks: int) -> dict:
     parsed = urlparse(url)
     share = -(-requests // connections)
     results = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=_client, args=(parsed.hostname, parsed.port, share, seed, tracks,
-                                                               results)) for seed in range(connections)]
+    processes = [
+        multiprocessing.Process(target=_client, args=(parsed.hostname, parsed.port, share, seed, tracks, results))
+        for seed in range(connections)
+    ]
     started = time.perf_counter()
     for process in processes:
         process.start()
@@ -235,21 +248,27 @@ def main() -> None:
                 redis_process.wait()
         log = count_log(scratch / "log")
     ok = load["requests"] - load["non_2xx"]
-    print(json.dumps({
-        "workers": args.workers,
-        "store": "redis" if args.workers > 1 else "memory",
-        "connections": args.connections,
-        "tracks": args.tracks,
-        **load,
-        "answers_2xx": ok,
-        **log,
-        "log_lines_per_2xx": round(log["log_lines"] / ok, 6) if ok else None,
-        # wrk stops a thread with requests still in flight on its other connections: the service answers and logs
-        # them but wrk does not count them, so with wrk up to `connections` more lines than 2xx answers are expected.
-        "log_lines_minus_2xx": log["log_lines"] - ok,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": round(load_before, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "store": "redis" if args.workers > 1 else "memory",
+                "connections": args.connections,
+                "tracks": args.tracks,
+                **load,
+                "answers_2xx": ok,
+                **log,
+                "log_lines_per_2xx": round(log["log_lines"] / ok, 6) if ok else None,
+                # wrk stops a thread with requests still in flight on its other connections: the service answers and
+                # logs them but wrk does not count them, so with wrk up to `connections` more lines than 2xx answers
+                # are expected.
+                "log_lines_minus_2xx": log["log_lines"] - ok,
+                "cpu_count": os.cpu_count(),
+                "load_average_before": round(load_before, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ Load comes from wrk when it is on PATH (apt install wrk), else from a raw-socket
 in separate processes. Targets: startup < 1 s, >= 3,000 req/s, p99 < 5 ms, RSS < 100 MB. The service
 is granian's supervisor plus one forked worker: rss_mb/peak_rss_mb are the worker's, service_pss_mb both together.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import multiprocessing
+import os
 import random
 import re
 import shutil
@@ -56,8 +57,11 @@ def write_config(folder: Path) -> Path:
         {"recommender": "toppop", "path": "top_tracks.json", "k": k} for k in (10, 100, 1000)
     ]
     config = folder / "botify.yaml"
-    config.write_text(json.dumps({"catalog": "tracks.json", "log_dir": "log", "seed": 1,
-                                  "experiments": [{"name": "TOP_POP", "arms": arms}]}))
+    config.write_text(
+        json.dumps(
+            {"catalog": "tracks.json", "log_dir": "log", "seed": 1, "experiments": [{"name": "TOP_POP", "arms": arms}]}
+        )
+    )
     return config
 
 
@@ -104,7 +108,7 @@ def client_process(host: str, port: int, connections: int, seconds: float, seed:
                         if len(buffer) >= head_end + 4 + length:
                             if not buffer.startswith(b"HTTP/1.1 200"):
                                 raise RuntimeError(buffer[:200])
-                            buffer = buffer[head_end + 4 + length:]
+                            buffer = buffer[head_end + 4 + length :]
                             break
                     chunk = sock.recv(65536)
                     if not chunk:
@@ -128,8 +132,9 @@ def python_load(url: str, connections: int, seconds: float) -> dict:
     per_process = max(1, connections // processes_count)
     results = multiprocessing.Queue()
     processes = [
-        multiprocessing.Process(target=client_process,
-                                args=(parsed.hostname, parsed.port, per_process, seconds, index, results))
+        multiprocessing.Process(
+            target=client_process, args=(parsed.hostname, parsed.port, per_process, seconds, index, results)
+        )
         for index in range(processes_count)
     ]
     started = time.perf_counter()
@@ -164,7 +169,9 @@ def wrk_load(url: str, connections: int, seconds: float, scratch: Path) -> dict:
     script.write_text(WRK_SCRIPT.replace("USERS", str(USERS)))
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def milliseconds(label: str) -> float:
@@ -204,27 +211,34 @@ def main() -> None:
             else:
                 load = python_load(url, args.connections, args.seconds)
             rss_mb = worker.memory_info().rss / 2**20
-            peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{worker.pid}/status").read_text()).group(1)) / 1024
+            peak_mb = (
+                int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{worker.pid}/status").read_text()).group(1)) / 1024
+            )
             supervisor_rss_mb = supervisor.memory_info().rss / 2**20
             # The worker shares the supervisor's pages copy-on-write; PSS splits those, so the sum is what both use.
             service_pss_mb = sum(process.memory_full_info().pss for process in (supervisor, worker)) / 2**20
         logged_lines = sum(1 for _ in (scratch / "log" / "data.json").open("rb"))
-    print(json.dumps({
-        "tracks": args.tracks,
-        "startup_s_median": round(statistics.median(startups), 3),
-        "startup_s_runs": [round(value, 3) for value in startups],
-        "workers": 1,
-        "connections": args.connections,
-        "seconds": args.seconds,
-        **load,
-        "logged_lines": logged_lines,
-        "rss_mb": round(rss_mb, 1),
-        "peak_rss_mb": round(peak_mb, 1),
-        "supervisor_rss_mb": round(supervisor_rss_mb, 1),
-        "service_pss_mb": round(service_pss_mb, 1),
-        "cpu_count": psutil.cpu_count(),
-        "load_average_before": round(load_before, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "tracks": args.tracks,
+                "startup_s_median": round(statistics.median(startups), 3),
+                "startup_s_runs": [round(value, 3) for value in startups],
+                "workers": 1,
+                "connections": args.connections,
+                "seconds": args.seconds,
+                **load,
+                "logged_lines": logged_lines,
+                "rss_mb": round(rss_mb, 1),
+                "peak_rss_mb": round(peak_mb, 1),
+                "supervisor_rss_mb": round(supervisor_rss_mb, 1),
+                "service_pss_mb": round(service_pss_mb, 1),
+                "cpu_count": psutil.cpu_count(),
+                "load_average_before": round(load_before, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ steps/s on 2 cores; the course's pair did 172 (316 with 2 processes). Then the s
 server that, like the course's gevent botify, writes each answer's headers and body in two writes (the delayed-ACK
 trap: 77 steps/s before the agent acknowledged at once); target: within a factor of 2 of the first figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,16 @@ def write_top_pop_config(folder: Path, world: Path) -> Path:
         {"recommender": "toppop", "path": "top_tracks.json", "k": k} for k in (10, 100, 1000)
     ]
     config = folder / "botify.yaml"
-    config.write_text(json.dumps({"catalog": str(world / "tracks.json"), "log_dir": "log", "seed": 31337,
-                                  "experiments": [{"name": "TOP_POP", "arms": arms}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "catalog": str(world / "tracks.json"),
+                "log_dir": "log",
+                "seed": 31337,
+                "experiments": [{"name": "TOP_POP", "arms": arms}],
+            }
+        )
+    )
     return config
 
 
@@ -68,8 +77,9 @@ class SplitWriteHandler(socketserver.StreamRequestHandler):
                 return
             self.rfile.read(length or 0)
             body = orjson.dumps({"track": draw.randrange(self.n_tracks)})
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                             % len(body))
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
             self.wfile.write(body)
 
 
@@ -79,11 +89,31 @@ def split_write_steps_per_second(world: Path, args, summary_path: Path) -> float
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), SplitWriteHandler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         subprocess.run(
-            [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http",
-             "--url", f"http://127.0.0.1:{server.server_address[1]}", "--episodes", str(args.episodes),
-             "--seed", str(args.seed), "--processes", str(args.processes), "--connections", str(args.connections),
-             "--summary", str(summary_path), "--no-progress"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "sim",
+                "run",
+                "--world",
+                str(world),
+                "--agent",
+                "http",
+                "--url",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--episodes",
+                str(args.episodes),
+                "--seed",
+                str(args.seed),
+                "--processes",
+                str(args.processes),
+                "--connections",
+                str(args.connections),
+                "--summary",
+                str(summary_path),
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
         )
         server.shutdown()
     return orjson.loads(summary_path.read_bytes())["steps_per_second"]
@@ -109,9 +139,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="botify-sim-bench-") as scratch_name:
         scratch = Path(scratch_name)
         world = scratch / "world"
-        subprocess.run([sys.executable, "-m", "sim", "world", "--out", str(world), "--seed", str(args.seed),
-                        "--tracks", str(args.tracks), "--users", str(args.users), "--params", str(PARAMS)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sim",
+                "world",
+                "--out",
+                str(world),
+                "--seed",
+                str(args.seed),
+                "--tracks",
+                str(args.tracks),
+                "--users",
+                str(args.users),
+                "--params",
+                str(PARAMS),
+            ],
+            check=True,
+            capture_output=True,
+        )
         config = write_top_pop_config(scratch, world)
         summary_path = scratch / "summary.json"
         with served(config) as url:
@@ -120,10 +167,31 @@ def main() -> None:
             children_before = psutil.Process().cpu_times()
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http", "--url", url,
-                 "--episodes", str(args.episodes), "--seed", str(args.seed), "--processes", str(args.processes),
-                 "--connections", str(args.connections), "--summary", str(summary_path), "--no-progress"],
-                check=True, capture_output=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "sim",
+                    "run",
+                    "--world",
+                    str(world),
+                    "--agent",
+                    "http",
+                    "--url",
+                    url,
+                    "--episodes",
+                    str(args.episodes),
+                    "--seed",
+                    str(args.seed),
+                    "--processes",
+                    str(args.processes),
+                    "--connections",
+                    str(args.connections),
+                    "--summary",
+                    str(summary_path),
+                    "--no-progress",
+                ],
+                check=True,
+                capture_output=True,
             )
             wall = time.perf_counter() - started
             server_cpu = cpu_seconds(server) - server_cpu_before
@@ -132,27 +200,36 @@ def main() -> None:
         summary = orjson.loads(summary_path.read_bytes())
         split_write = split_write_steps_per_second(world, args, scratch / "split-write-summary.json")
     steps = sum(event["message"] == "next" for event in events)
-    print(json.dumps({
-        "episodes": args.episodes,
-        "processes": args.processes,
-        "connections_per_process": args.connections,
-        "steps": steps,
-        "last_calls": sum(event["message"] == "last" for event in events),
-        "wall_s": round(wall, 2),
-        "steps_per_s": round(steps / wall, 1),
-        "server_cpu_s": round(server_cpu, 2),
-        "simulator_cpu_s": round(
-            children_after.children_user + children_after.children_system
-            - children_before.children_user - children_before.children_system, 2),
-        "mean_logged_latency_ms": round(1000 * sum(event["latency"] for event in events) / len(events), 4),
-        "sim_total_steps": summary["total"]["steps"],
-        "sim_own_steps_per_s": round(summary["steps_per_second"], 1),
-        "invalid_answers": summary["invalid_answers"],
-        "mean_reward": round(summary["total"]["reward_mean"], 3),
-        "split_write_server_sim_steps_per_s": round(split_write, 1),
-        "split_write_over_own_service": round(split_write / summary["steps_per_second"], 2),
-        "load_average_before": round(load_before, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "episodes": args.episodes,
+                "processes": args.processes,
+                "connections_per_process": args.connections,
+                "steps": steps,
+                "last_calls": sum(event["message"] == "last" for event in events),
+                "wall_s": round(wall, 2),
+                "steps_per_s": round(steps / wall, 1),
+                "server_cpu_s": round(server_cpu, 2),
+                "simulator_cpu_s": round(
+                    children_after.children_user
+                    + children_after.children_system
+                    - children_before.children_user
+                    - children_before.children_system,
+                    2,
+                ),
+                "mean_logged_latency_ms": round(1000 * sum(event["latency"] for event in events) / len(events), 4),
+                "sim_total_steps": summary["total"]["steps"],
+                "sim_own_steps_per_s": round(summary["steps_per_second"], 1),
+                "invalid_answers": summary["invalid_answers"],
+                "mean_reward": round(summary["total"]["reward_mean"], 3),
+                "split_write_server_sim_steps_per_s": round(split_write, 1),
+                "split_write_over_own_service": round(split_write / summary["steps_per_second"], 2),
+                "load_average_before": round(load_before, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The world is generated into a temporary folder from params.yaml's `world:` secti
 Simulation time excludes loading the world and preparing the interests' nearest neighbours, which are reported
 separately.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,16 @@ def measure_http(world_dir: str, args) -> dict:
             "experiments:\n  - name: BENCH\n    arms:\n      - recommender: random\n      - recommender: random\n"
         )
         with served(config) as url:
-            summary = simulate(world_dir, agent="http", url=url, episodes=args.http_episodes, seed=args.seed,
-                               processes=args.processes, connections=args.connections, progress=False)
+            summary = simulate(
+                world_dir,
+                agent="http",
+                url=url,
+                episodes=args.http_episodes,
+                seed=args.seed,
+                processes=args.processes,
+                connections=args.connections,
+                progress=False,
+            )
     return {
         "episodes": args.http_episodes,
         "processes": args.processes,
@@ -55,8 +64,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200_000)
     parser.add_argument("--scalar-episodes", type=int, default=5_000, help="episodes for the scalar-path figure")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--http-episodes", type=int, default=0,
-                        help="also measure the http agent against the real botify service (random arms) on loopback")
+    parser.add_argument(
+        "--http-episodes",
+        type=int,
+        default=0,
+        help="also measure the http agent against the real botify service (random arms) on loopback",
+    )
     parser.add_argument("--processes", type=int, default=2, help="worker processes for the http figure")
     parser.add_argument("--connections", type=int, default=4, help="connections per process for the http figure")
     args = parser.parse_args()
@@ -66,8 +79,11 @@ def main() -> None:
         world_dir = args.world or scratch
         if not args.world:  # in a child process, so the generator's memory does not count as the simulator's
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "sim", "world", "--out", scratch, "--params", str(PARAMS)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "sim", "world", "--out", scratch, "--params", str(PARAMS)],
+                check=True,
+                capture_output=True,
+            )
             generate_seconds = time.perf_counter() - started
         started = time.perf_counter()
         world = load_world(world_dir)
@@ -89,23 +105,30 @@ def main() -> None:
         http = measure_http(world_dir, args) if args.http_episodes else None
 
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
-        "benchmark": "sim_throughput",
-        "world": args.world or "default generated (50,000 tracks x 32, 10,000 users, seed 0)",
-        "episodes": args.episodes,
-        "steps": summary["total"]["steps"],
-        "steps_per_second": round(summary["steps_per_second"]),
-        "scalar_steps_per_second": round(scalar_steps / scalar_seconds),
-        "simulate_seconds": round(summary["seconds"], 3),
-        "generate_world_seconds_with_startup": round(generate_seconds, 3) if generate_seconds is not None else None,
-        "load_world_seconds": round(load_seconds, 3),
-        "prepare_neighbours_seconds": round(neighbour_seconds, 3),
-        "mean_reward": round(summary["total"]["reward_mean"], 4),
-        "mean_steps": round(summary["total"]["steps_mean"], 4),
-        "peak_rss_mb": round(peak_kib / 1024, 1),
-        "http": http,
-        "python": sys.version.split()[0],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "sim_throughput",
+                "world": args.world or "default generated (50,000 tracks x 32, 10,000 users, seed 0)",
+                "episodes": args.episodes,
+                "steps": summary["total"]["steps"],
+                "steps_per_second": round(summary["steps_per_second"]),
+                "scalar_steps_per_second": round(scalar_steps / scalar_seconds),
+                "simulate_seconds": round(summary["seconds"], 3),
+                "generate_world_seconds_with_startup": round(generate_seconds, 3)
+                if generate_seconds is not None
+                else None,
+                "load_world_seconds": round(load_seconds, 3),
+                "prepare_neighbours_seconds": round(neighbour_seconds, 3),
+                "mean_reward": round(summary["total"]["reward_mean"], 4),
+                "mean_steps": round(summary["total"]["steps_mean"], 4),
+                "peak_rss_mb": round(peak_kib / 1024, 1),
+                "http": http,
+                "python": sys.version.split()[0],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

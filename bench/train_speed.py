@@ -6,6 +6,7 @@ the best epoch, test MSE and the relative test-MSE difference of lazy against de
 
     .venv/bin/python bench/train_speed.py [--log build/collect/log] [--threads 1] [--models ours]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def main() -> None:
             result = train_contextual(pairs, n_tracks, **settings, **threads, progress=False)
             seconds = time.perf_counter() - start
             runs[optimizer] = {
-                "seconds": round(seconds, 2), "epochs": len(result.history),
-                "seconds_per_epoch": round(seconds / len(result.history), 3), "best_epoch": result.best_epoch,
+                "seconds": round(seconds, 2),
+                "epochs": len(result.history),
+                "seconds_per_epoch": round(seconds / len(result.history), 3),
+                "best_epoch": result.best_epoch,
                 "test_model_mse": round(result.test["model_mse"], 6),
                 "test_train_mean_mse": round(result.test["train_mean_mse"], 6),
             }
@@ -59,11 +62,22 @@ def main() -> None:
             runs["lazy_vs_dense_mse"] = round((lazy - dense) / dense, 4)
             runs["speedup"] = round(runs["adam"]["seconds"] / runs["lazy_adam"]["seconds"], 2)
         models[name] = runs
-    print(orjson.dumps({
-        "log": str(args.log), "pairs": len(pairs), "n_tracks": n_tracks, "read_seconds": read_seconds,
-        "threads": args.threads or "default", "cpus": os.cpu_count(), "torch": torch.__version__,
-        "load_average": [round(value, 2) for value in os.getloadavg()], "models": models,
-    }, option=orjson.OPT_INDENT_2).decode())
+    print(
+        orjson.dumps(
+            {
+                "log": str(args.log),
+                "pairs": len(pairs),
+                "n_tracks": n_tracks,
+                "read_seconds": read_seconds,
+                "threads": args.threads or "default",
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "load_average": [round(value, 2) for value in os.getloadavg()],
+                "models": models,
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 `create_app(config)` gives the HTTP app; `Service.open(config)` the same service without HTTP (see botify.service).
 """
+
 from .app import create_app
 from .service import Service
 

@@ -1,5 +1,6 @@
 """Command line: `python -m botify serve --config FILE [--host 127.0.0.1] [--port 5000] [--workers N]
 [--reset-counters]`. Exit code 2 with one line on stderr for anything that stops it starting."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,9 +7,11 @@
     POST /last/<user>      body {"track": int, "time": number in [0, 1]} -> {"user": user}
 
 Each accepted /next or /last writes one log line (see botify.service). Under `clock: simulated` both need the
-event's simulated time in the `X-Botify-Time` header (integer ms since epoch); the wall clock ignores the header. Malformed input of any size or content gets
-a JSON 4xx and is not logged; a store or log that cannot take the event gets a JSON 503 and is not logged either.
+event's simulated time in the `X-Botify-Time` header (integer ms since epoch); the wall clock ignores the header.
+Malformed input of any size or content gets a JSON 4xx and is not logged; a store or log that cannot take the event
+gets a JSON 503 and is not logged either.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +28,7 @@ MAX_BODY_BYTES = 4096
 TIME_HEADER = "X-Botify-Time"
 USER_ID_PATTERN = re.compile(r"[0-9]{1,10}")
 JSON_TYPE = "application/json"
-BODY_SHAPE = "body must be a JSON object like {\"track\": 1, \"time\": 0.5}"
+BODY_SHAPE = 'body must be a JSON object like {"track": 1, "time": 0.5}'
 
 
 def json_response(payload, status: int = 200) -> Response:
@@ -101,8 +103,7 @@ def _register_routes(app: Flask, service: Service) -> None:
         started = time.perf_counter()
         user = _parse_user(user_id)
         last_track, listen_time = _parse_body()
-        recommendation = service.next_track(user, last_track, listen_time, started=started,
-                                            timestamp=_simulated_time())
+        recommendation = service.next_track(user, last_track, listen_time, started=started, timestamp=_simulated_time())
         return json_response({"user": user, "track": recommendation})
 
     @app.post("/last/<user_id>")

@@ -3,6 +3,7 @@
 The catalog file's format and its reader are the project's shared ones (`botify_lab.formats`); a bad file raises
 `DataFileError` (a `FormatError`) naming the file and line.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 
 Validated up front so a typo in a config fails at startup with a message naming the key, not mid-experiment.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from botify_lab.formats import arm_name
 
 from .recommenders import RECOMMENDERS
@@ -123,7 +125,9 @@ def _parse_experiment(raw: Any, index: int, base_dir: Path) -> ExperimentConfig:
     arms = raw.get("arms")
     if not isinstance(arms, list) or len(arms) < 2:
         raise ConfigError(f"{where} ({name}) needs a list of at least 2 arms")
-    parsed = tuple(_parse_arm(arm, position, f"{where}.arms[{position}]", base_dir) for position, arm in enumerate(arms))
+    parsed = tuple(
+        _parse_arm(arm, position, f"{where}.arms[{position}]", base_dir) for position, arm in enumerate(arms)
+    )
     arm_names = [arm.name for arm in parsed]
     if len(set(arm_names)) != len(arm_names):
         raise ConfigError(f"{where} ({name}) arm names must be unique, got {arm_names}")

@@ -18,6 +18,7 @@ File names and line format are the project's shared ones (`botify_lab.formats`).
   written earlier.
 - `FolderLock` gives one service a folder: an exclusive flock on `<log_dir>/.botify.lock` holding its pid.
 """
+
 from __future__ import annotations
 
 import errno
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import orjson
+
 from botify_lab.formats import LOG_FILE_NAME, rotated_log_name
 
 FOLDER_LOCK_NAME = ".botify.lock"  # hidden, and not matched by data.json.*
@@ -207,8 +209,10 @@ class EventLog:
         oldest = self.log_dir / rotated_log_name(self.backup_count)
         try:
             if oldest.exists():
-                warn(f"rotation drops {oldest} ({oldest.stat().st_size} bytes): raise log_backup_count to keep "
-                     "more of the log")
+                warn(
+                    f"rotation drops {oldest} ({oldest.stat().st_size} bytes): raise log_backup_count to keep "
+                    "more of the log"
+                )
             for index in range(self.backup_count - 1, 0, -1):
                 source = self.log_dir / rotated_log_name(index)
                 if source.exists():
@@ -220,8 +224,10 @@ class EventLog:
                 self._rotation_retry_at = 0.0
         except OSError as error:
             if self._rotation_retry_at == 0.0:
-                warn(f"cannot rotate the event log in {self.log_dir} ({error}); appending to {self.path} past "
-                     f"log_max_bytes and retrying every {ROTATION_RETRY_SECONDS:g} s (reported once)")
+                warn(
+                    f"cannot rotate the event log in {self.log_dir} ({error}); appending to {self.path} past "
+                    f"log_max_bytes and retrying every {ROTATION_RETRY_SECONDS:g} s (reported once)"
+                )
             self._rotation_retry_at = time.monotonic() + ROTATION_RETRY_SECONDS
             try:
                 self._follow_rotation()  # data.json may have been renamed before the failure

@@ -1,4 +1,5 @@
 """A/B assignment as the course did it, through the project's shared definition (`botify_lab.formats`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,5 +26,4 @@ class Experiment:
 
     def describe(self, serving: bool, base_dir: Path | None = None) -> dict:
         """The experiment for GET /experiments; data paths relative to `base_dir` when given."""
-        return {"name": self.name, "serves_next": serving,
-                "arms": [arm.describe(base_dir) for arm in self.config.arms]}
+        return {"name": self.name, "serves_next": serving, "arms": [arm.describe(base_dir) for arm in self.config.arms]}

@@ -1,4 +1,5 @@
 """Run the real service as a subprocess for tests and pipelines, and always stop it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 URL_PATTERN = re.compile(r"serving at (http://\S+)")
 LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never route loopback via a proxy
@@ -23,16 +24,31 @@ class ServiceFailed(RuntimeError):
 
 @contextlib.contextmanager
 def served(
-    config_path: str | Path, *, workers: int = 1, port: int = 0, startup_timeout: float = 30.0,
-    reset_counters: bool = False, output: str | Path | None = None,
+    config_path: str | Path,
+    *,
+    workers: int = 1,
+    port: int = 0,
+    startup_timeout: float = 30.0,
+    reset_counters: bool = False,
+    output: str | Path | None = None,
 ) -> Iterator[str]:
     """Yield the base URL ("http://127.0.0.1:PORT") of `python -m botify serve` once GET / answers.
 
     The service's stdout and stderr go to `output` when given (kept after the service stops), else to a
     temporary file shown in the error when it fails to start.
     """
-    command = [sys.executable, "-m", "botify", "serve", "--config", str(config_path), "--port", str(port),
-               "--workers", str(workers)] + (["--reset-counters"] if reset_counters else [])
+    command = [
+        sys.executable,
+        "-m",
+        "botify",
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ] + (["--reset-counters"] if reset_counters else [])
     with tempfile.TemporaryDirectory(prefix="botify-") as scratch:
         output_path = Path(output) if output is not None else Path(scratch) / "output.txt"
         with output_path.open("wb") as output:

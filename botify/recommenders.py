@@ -3,11 +3,13 @@
 Each recommender picks with a caller-supplied uniform draw, so the service decides where randomness comes from (a
 hash of seed, user, request count and request) and the choice is reproducible.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -64,7 +66,7 @@ class Indexed:
         for number, row in iter_data_lines(path):
             where = f"{path}:{number}"
             if not isinstance(row, dict) or type(row.get("user")) is not int:
-                raise DataFileError(f"{where}: expected {{\"user\": int, \"tracks\": [int, ...]}}")
+                raise DataFileError(f'{where}: expected {{"user": int, "tracks": [int, ...]}}')
             self.tracks_by_user[row["user"]] = catalog.track_ids(row.get("tracks"), where)
         self.fallback = Random(catalog)
 

@@ -22,6 +22,7 @@ What the server adds to the app, so slow or failing parts cannot take the servic
   first, since granian's workers bind with SO_REUSEPORT, which would let a second service share the port; the log
   folder's lock is taken by the Service itself.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,7 +48,6 @@ from granian.server import MPServer
 
 from . import create_app
 from .app import json_response
-
 
 WORKER_STOP_SECONDS = 3
 BODY_TIMEOUT_SECONDS = 5.0
@@ -82,8 +82,9 @@ class FlaskOverRSGI:
         # Only a remote store can block; the in-memory one answers at once, so /next then runs inline (faster).
         self.offload_next = self.service.store.shared_between_processes
         self._executor: ThreadPoolExecutor | None = None
-        self._timeout_response = self._flatten(json_response(
-            {"error": f"request body not received within {body_timeout:g} s"}, 408))
+        self._timeout_response = self._flatten(
+            json_response({"error": f"request body not received within {body_timeout:g} s"}, 408)
+        )
 
     def __rsgi_init__(self, loop) -> None:
         """In each worker (threads do not survive the fork): the pool that runs /next when it may block."""
@@ -110,7 +111,7 @@ class FlaskOverRSGI:
                     body = await (self._read_chunked_body(protocol) if "transfer-encoding" in headers else protocol())
             except ProtocolClosed:
                 return  # the client left before its body arrived: nothing to answer, nothing to log
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 status, response_headers, payload = self._timeout_response
                 protocol.response_bytes(status, response_headers + [("connection", "close")], payload)
                 return
@@ -265,8 +266,14 @@ def startup_line(app: Flask, url: str, workers: int) -> str:
     )
 
 
-def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
-          reset_counters: bool = False) -> None:
+def serve(
+    config_path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    reset_counters: bool = False,
+) -> None:
     """Claim the port and the log folder, build the app once, fork the workers, serve until SIGTERM/SIGINT.
 
     The main process supervises (replacing a worker that dies); each forked worker serves the already-built app
@@ -335,8 +342,13 @@ def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
 
 def main_serve(args) -> int:
     try:
-        serve(args.config, host=args.host, port=args.port, workers=args.workers,
-              reset_counters=getattr(args, "reset_counters", False))
+        serve(
+            args.config,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            reset_counters=getattr(args, "reset_counters", False),
+        )
     except ServeError as error:
         print(f"botify: {error}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ Log lines follow the project's event schema (`botify_lab.formats.event`): messag
 user, track, time, latency (seconds), recommendation (null on "last"), experiments (experiment name -> the user's
 arm, for every experiment). The first experiment of the config serves /next; the others are only logged.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mmh3
+
 from botify_lab.formats import event
 
 from .catalog import Catalog, load_catalog
@@ -68,7 +70,7 @@ class Service:
     counters: str = ""  # how the request counters started, for the startup line
 
     @classmethod
-    def open(cls, config: dict | str | Path | BotifyConfig, *, reset_counters: bool = False) -> "Service":
+    def open(cls, config: dict | str | Path | BotifyConfig, *, reset_counters: bool = False) -> Service:
         """Build the service from a config; lock its log folder; continue or zero the request counters.
 
         The counters continue when the log folder already holds events (a restart) and start from zero when it is
@@ -84,9 +86,12 @@ class Service:
         event_log = folder_lock = None
         try:
             # Only a shared store can serve several workers, so only then do other processes write this log.
-            event_log = EventLog(settings.log_dir, max_bytes=settings.log_max_bytes,
-                                 backup_count=settings.log_backup_count,
-                                 shared_between_processes=store.shared_between_processes)
+            event_log = EventLog(
+                settings.log_dir,
+                max_bytes=settings.log_max_bytes,
+                backup_count=settings.log_backup_count,
+                shared_between_processes=store.shared_between_processes,
+            )
             folder_lock = FolderLock(settings.log_dir)
         except BaseException:
             if event_log is not None:
@@ -126,16 +131,21 @@ class Service:
 
     def describe_experiments(self) -> dict:
         """Every experiment and its arms; data paths relative to the config's folder."""
-        return {"experiments": [experiment.describe(experiment is self._serving, self.config.base_dir)
-                                for experiment in self.experiments]}
+        return {
+            "experiments": [
+                experiment.describe(experiment is self._serving, self.config.base_dir)
+                for experiment in self.experiments
+            ]
+        }
 
     def arms_of(self, user: int) -> dict[str, str]:
         return {experiment.name: experiment.arm_names[experiment.arm_index(user)] for experiment in self.experiments}
 
     # -- events ---------------------------------------------------------------------------------------------------
 
-    def next_track(self, user: int, track: int, time: float, *, started: float | None = None,
-                   timestamp: int | None = None) -> int:
+    def next_track(
+        self, user: int, track: int, time: float, *, started: float | None = None, timestamp: int | None = None
+    ) -> int:
         """The recommended track after `track` listened for `time`; logs one "next" line."""
         if started is None:
             started = _clock()
@@ -151,8 +161,9 @@ class Service:
         self._log("next", user, track, listen_time, started, recommendation, timestamp)
         return recommendation
 
-    def last_track(self, user: int, track: int, time: float, *, started: float | None = None,
-                   timestamp: int | None = None) -> None:
+    def last_track(
+        self, user: int, track: int, time: float, *, started: float | None = None, timestamp: int | None = None
+    ) -> None:
         """The session's last track and its listen time; logs one "last" line."""
         if started is None:
             started = _clock()
@@ -174,21 +185,32 @@ class Service:
         if self.config.clock != "simulated":
             return None
         if type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
-            raise BadRequest("this service runs on a simulated clock: each event needs its time as an integer "
-                             f"in 0..{MAX_TIMESTAMP} (ms since epoch; the X-Botify-Time header over HTTP), got "
-                             f"{str(timestamp)[:40]!r}")
+            raise BadRequest(
+                "this service runs on a simulated clock: each event needs its time as an integer "
+                f"in 0..{MAX_TIMESTAMP} (ms since epoch; the X-Botify-Time header over HTTP), got "
+                f"{str(timestamp)[:40]!r}"
+            )
         return timestamp
 
-    def _log(self, message: str, user: int, track: int, listen_time: float, started: float, recommendation,
-             timestamp: int | None) -> None:
+    def _log(
+        self,
+        message: str,
+        user: int,
+        track: int,
+        listen_time: float,
+        started: float,
+        recommendation,
+        timestamp: int | None,
+    ) -> None:
         """One log line; latency covers the request up to here, as the course measured it (0 on a simulated clock)."""
         if timestamp is None:
             timestamp, latency = time.time_ns() // 1_000_000, _clock() - started
         else:
             latency = 0.0
         try:
-            self.event_log.write(event(message, timestamp, user, track, listen_time, latency, recommendation,
-                                       self.arms_of(user)))
+            self.event_log.write(
+                event(message, timestamp, user, track, listen_time, latency, recommendation, self.arms_of(user))
+            )
         except LogUnavailable as error:
             raise ServiceUnavailable(f"event log unavailable, the event was not recorded: {error}") from None
 

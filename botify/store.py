@@ -13,6 +13,7 @@ started on a new or empty folder (or with `--reset-counters`) starts them at zer
   `StoreUnavailable` at once for a second (then tries Redis again), so a dead or stalled Redis costs each /next
   at most one timeout and the service recovers by itself.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import orjson
 import redis
-from botify_lab.formats import atomic_write_bytes
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from botify_lab.formats import atomic_write_bytes
 
 from .eventlog import LogDirError, warn
 
@@ -64,8 +66,10 @@ class MemoryStore:
                 path.unlink()
             return "counters from zero"
         if not path.exists():
-            warn(f"the log folder holds events but no saved counters ({path}): the last stop was not clean, so "
-                 "counting starts from zero and earlier users' random draws may repeat")
+            warn(
+                f"the log folder holds events but no saved counters ({path}): the last stop was not clean, so "
+                "counting starts from zero and earlier users' random draws may repeat"
+            )
             return "counters from zero (none saved)"
         try:
             saved = orjson.loads(path.read_bytes())
@@ -73,14 +77,16 @@ class MemoryStore:
             if not all(type(number) is int and number >= 0 for number in counts.values()):
                 raise ValueError("counts must be non-negative integers")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise LogDirError(f"cannot restore the request counters from {path} ({error}); start with "
-                              "--reset-counters to count from zero") from None
+            raise LogDirError(
+                f"cannot restore the request counters from {path} ({error}); start with "
+                "--reset-counters to count from zero"
+            ) from None
         with self._lock:
             self._counts = counts
         return f"counters of {len(counts)} users restored"
 
     @classmethod
-    def merged(cls, counters_path: Path, saved: list[Path]) -> "MemoryStore":
+    def merged(cls, counters_path: Path, saved: list[Path]) -> MemoryStore:
         """A store holding the saved counters of several folders whose users are disjoint (the parts an in-process
         run serves from, one per simulation process), to be saved as one folder's."""
         store = cls(counters_path)
@@ -130,7 +136,10 @@ class RedisStore:
         self.url = url
         self.key = key
         self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
         )
         self._next_number = self.client.register_script(NEXT_NUMBER_SCRIPT)
         self._marker = str(time.time_ns())
@@ -145,8 +154,10 @@ class RedisStore:
             return "counters from zero"
         if self.client.hexists(self.key, MARKER_FIELD):
             return f"counters of {self.client.hlen(self.key) - 1} users kept"
-        warn(f"Redis ({self.url}) holds no request counters for this log folder (restarted without persistence, "
-             "or flushed?): counting starts from zero and earlier users' random draws may repeat")
+        warn(
+            f"Redis ({self.url}) holds no request counters for this log folder (restarted without persistence, "
+            "or flushed?): counting starts from zero and earlier users' random draws may repeat"
+        )
         self.client.hsetnx(self.key, MARKER_FIELD, self._marker)
         return "counters from zero (lost by Redis)"
 
@@ -158,8 +169,10 @@ class RedisStore:
         except redis.RedisError as error:
             reason = f"{type(error).__name__}: {error}"
             if self._down_reason is None:
-                warn(f"Redis ({self.url}) unavailable ({reason}): /next answers 503, retrying every "
-                     f"{REDIS_RETRY_AFTER_SECONDS:g} s (reported once)")
+                warn(
+                    f"Redis ({self.url}) unavailable ({reason}): /next answers 503, retrying every "
+                    f"{REDIS_RETRY_AFTER_SECONDS:g} s (reported once)"
+                )
             self._down_reason = reason
             self._down_until = time.monotonic() + REDIS_RETRY_AFTER_SECONDS
             raise StoreUnavailable(f"request store unavailable: {reason}") from None
@@ -168,8 +181,10 @@ class RedisStore:
             self._down_reason = None
         if created and not self._loss_reported:
             self._loss_reported = True
-            warn(f"Redis ({self.url}) lost the request counters while serving (restarted without persistence, or "
-                 "flushed?): counting continues from zero and earlier users' random draws may repeat")
+            warn(
+                f"Redis ({self.url}) lost the request counters while serving (restarted without persistence, or "
+                "flushed?): counting continues from zero and earlier users' random draws may repeat"
+            )
         return int(number)
 
     def reset(self) -> None:

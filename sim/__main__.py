@@ -1,4 +1,5 @@
 """Command line: `python -m sim world ...` generates a world, `python -m sim run ...` simulates users on it."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,22 @@ def _parser() -> argparse.ArgumentParser:
         "not given as a flag is read from the params file's `world:` section.",
     )
     world.add_argument("--out", required=True, type=Path, help="folder to write the world into")
-    world.add_argument("--course-catalog", type=Path, metavar="DIR",
-                       help="build the course's own world instead: DIR holds the course's tracks.json and users.json "
-                            "(copied as they are); the hidden embeddings come from the generator's knobs "
-                            "(--tracks, --users and the artist-size knobs are then taken from the catalog). Without "
-                            "this flag, the params file's `world: source: course` and `course_dir` choose it")
-    world.add_argument("--params", type=Path, default=Path("params.yaml"),
-                       help="YAML file whose `world:` section holds the settings not given as flags "
-                            "(default: params.yaml in the current folder)")
+    world.add_argument(
+        "--course-catalog",
+        type=Path,
+        metavar="DIR",
+        help="build the course's own world instead: DIR holds the course's tracks.json and users.json "
+        "(copied as they are); the hidden embeddings come from the generator's knobs "
+        "(--tracks, --users and the artist-size knobs are then taken from the catalog). Without "
+        "this flag, the params file's `world: source: course` and `course_dir` choose it",
+    )
+    world.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="YAML file whose `world:` section holds the settings not given as flags "
+        "(default: params.yaml in the current folder)",
+    )
     for name, (kind, text) in WORLD_SETTINGS.items():
         world.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=text)
 
@@ -91,8 +100,10 @@ def course_catalog_of(params_path: Path) -> Path | None:
     if section.get("source", "generated") == "generated":
         return None
     if section.get("source") != "course" or not section.get("course_dir"):
-        raise ParamsError(f"{params_path}: world.source must be 'generated' or 'course' (with world.course_dir set), "
-                          f"got source={section.get('source')!r}, course_dir={section.get('course_dir')!r}")
+        raise ParamsError(
+            f"{params_path}: world.source must be 'generated' or 'course' (with world.course_dir set), "
+            f"got source={section.get('source')!r}, course_dir={section.get('course_dir')!r}"
+        )
     return params_path.parent / Path(section["course_dir"]).expanduser()
 
 
@@ -102,8 +113,10 @@ def world_settings(given: dict, params_path: Path) -> dict:
     if not missing:
         return dict(given)
     if not params_path.is_file():
-        raise ParamsError(f"{params_path} not found, and these world settings were not given as flags: "
-                          f"{', '.join('--' + name.replace('_', '-') for name in missing)}")
+        raise ParamsError(
+            f"{params_path} not found, and these world settings were not given as flags: "
+            f"{', '.join('--' + name.replace('_', '-') for name in missing)}"
+        )
     section = _world_section(params_path)
     unknown = sorted(set(section) - set(WORLD_SETTINGS) - set(SOURCE_KEYS))
     if unknown:
@@ -123,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
             if catalog is not None:
                 for name in ("tracks", "users"):
                     settings.pop(name)
-                meta = course_world(catalog, args.out, seed=settings.pop("seed"),
-                                    dim=settings.pop("dim"), **settings)
-                print(f"course world written to {args.out} ({meta['parameters']['n_tracks']} tracks, "
-                      f"{meta['parameters']['n_users']} users; content sha256 {meta['content_sha256']})")
+                meta = course_world(catalog, args.out, seed=settings.pop("seed"), dim=settings.pop("dim"), **settings)
+                print(
+                    f"course world written to {args.out} ({meta['parameters']['n_tracks']} tracks, "
+                    f"{meta['parameters']['n_users']} users; content sha256 {meta['content_sha256']})"
+                )
                 return 0
-            meta = generate_world(args.out, seed=settings.pop("seed"), n_tracks=settings.pop("tracks"),
-                                  n_users=settings.pop("users"), dim=settings.pop("dim"), **settings)
+            meta = generate_world(
+                args.out,
+                seed=settings.pop("seed"),
+                n_tracks=settings.pop("tracks"),
+                n_users=settings.pop("users"),
+                dim=settings.pop("dim"),
+                **settings,
+            )
             print(f"world written to {args.out} (content sha256 {meta['content_sha256']})")
             return 0
         from sim.run import parse_shard, simulate

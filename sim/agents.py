@@ -12,13 +12,15 @@ An object with `for_process(index, clock) -> recommender` is a factory: each sim
 0 when the run has one) asks it for its own recommender, as the http agent opens its own connections. In-process
 services use it to give each process its own state.
 """
+
 from __future__ import annotations
 
 import http.client
 import socket
 import sys
 import time as clock
-from typing import TYPE_CHECKING, Callable, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -88,8 +90,15 @@ class HttpRecommender:
     thousands).
     """
 
-    def __init__(self, url: str, *, clock: SimulatedClock | None = None, timeout: float = 5.0, retries: int = 2,
-                 backoff: float = 0.1):
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: SimulatedClock | None = None,
+        timeout: float = 5.0,
+        retries: int = 2,
+        backoff: float = 0.1,
+    ):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected a URL like http://127.0.0.1:5000, got {url!r}")

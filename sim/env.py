@@ -8,6 +8,7 @@ construction (or after `reset(seed=s)`, which switches to traffic seed s) plays 
 `sim.rng.episode_key(seed, 0, n)`. An agent that answers as it would in `simulate` therefore gets the same rewards;
 `info["key"]` at reset is the episode's key, which `RandomRecommender.start_session` takes.
 """
+
 from __future__ import annotations
 
 import os

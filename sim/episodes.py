@@ -5,10 +5,11 @@ recommender's answers, never on which process, thread or batch ran it. The same 
 request happens: an agent with an `at(day, episode, step)` method is told before each call, and one that logs time
 turns that into milliseconds on its own `SimulatedClock`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -16,7 +17,6 @@ from sim import rng
 from sim.agents import InvalidAnswer, validate_answer
 from sim.user import Session, trace_line
 from sim.world import World
-
 
 SIMULATED_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: day 0 of every simulation
 SESSION_SLOT_MS = 1_000  # each session owns one second; its requests are a millisecond apart
@@ -50,7 +50,7 @@ class Outcomes:
     trace: list[bytes] | None  # per episode, its trace lines in step order
 
     @staticmethod
-    def merge(parts: list["Outcomes"], trace: bool) -> "Outcomes":
+    def merge(parts: list[Outcomes], trace: bool) -> Outcomes:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return Outcomes(empty, empty, np.zeros(0), empty, empty, [] if trace else None)
@@ -86,7 +86,9 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
             track = validate_answer(agent.recommend(user, session.last_track, session.last_time), world.n_tracks)
         except InvalidAnswer as error:
             if strict:
-                raise InvalidAnswer(f"day {day} episode {episode} user {user} step {session.step + 1}: {error}")
+                raise InvalidAnswer(
+                    f"day {day} episode {episode} user {user} step {session.step + 1}: {error}"
+                ) from error
             invalid += 1
             session.hear_nothing()
             track = None
@@ -103,13 +105,14 @@ def play_episode(world: World, agent, seed: int, day: int, episode: int, *, stri
             agent.end_session(user, session.last_track, session.last_time)
         except InvalidAnswer as error:
             if strict:
-                raise InvalidAnswer(f"day {day} episode {episode} user {user} /last: {error}")
+                raise InvalidAnswer(f"day {day} episode {episode} user {user} /last: {error}") from error
             invalid += 1
     return session.reward, session.step, invalid, b"".join(lines) if trace else None
 
 
-def outcomes_of(world: World, episodes: np.ndarray, user_rows: np.ndarray, played: list[tuple],
-                trace: bool) -> Outcomes:
+def outcomes_of(
+    world: World, episodes: np.ndarray, user_rows: np.ndarray, played: list[tuple], trace: bool
+) -> Outcomes:
     """Collect `play_episode` results (one per episode, same order) into `Outcomes`."""
     return Outcomes(
         np.asarray(episodes, dtype=np.int64),
@@ -121,8 +124,18 @@ def outcomes_of(world: World, episodes: np.ndarray, user_rows: np.ndarray, playe
     )
 
 
-def play_in_order(world: World, agent, seed: int, day: int, episodes: np.ndarray, user_rows: np.ndarray, *,
-                  strict: bool, trace: bool, progress: Callable[[int], object]) -> Outcomes:
+def play_in_order(
+    world: World,
+    agent,
+    seed: int,
+    day: int,
+    episodes: np.ndarray,
+    user_rows: np.ndarray,
+    *,
+    strict: bool,
+    trace: bool,
+    progress: Callable[[int], object],
+) -> Outcomes:
     """The episodes one after the other, in the given order, against one recommender."""
     played = []
     for episode in episodes.tolist():

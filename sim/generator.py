@@ -13,6 +13,7 @@ published A/B test. `course_world` puts the same embeddings under the course's o
 Every knob must be given: their values live in `params.yaml`'s `world:` section (`python -m sim world` reads it),
 and this module only knows what each knob means.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,7 @@ KNOB_HELP: dict[str, str] = {
     "genres": "number of genres",
     "styles_per_genre": "styles inside each genre",
     "artist_size_mu": "an artist's catalog size is ceil(lognormal(mu, sigma)) up to artist_size_max: its mu "
-                      "(fitted to the course catalog: median 1 track, 90th percentile 11, max 80)",
+    "(fitted to the course catalog: median 1 track, 90th percentile 11, max 80)",
     "artist_size_sigma": "lognormal sigma of an artist's catalog size (larger = more skewed)",
     "artist_size_max": "largest catalog of an artist (the lognormal is truncated there)",
     "genre_zipf": "Zipf exponent of genre sizes",
@@ -49,11 +50,11 @@ KNOB_HELP: dict[str, str] = {
     "track_popularity_sigma": "lognormal sigma of a track's popularity within its artist",
     "popularity_alignment": "shift along the shared mainstream direction per standard deviation of log popularity",
     "popularity_offset": "standardized log popularity at which a track has no mainstream shift: less popular tracks "
-                         "lean away from the mainstream that popular tracks (and so most interests) lean into",
+    "lean away from the mainstream that popular tracks (and so most interests) lean into",
     "interests": "interests per user, drawn with probability proportional to track popularity ** "
-                 "interest_popularity_exponent",
+    "interest_popularity_exponent",
     "interest_popularity_exponent": "how strongly interests follow popularity (1 = proportional, 0 = uniform; fitted "
-                                    "to how often the course's users share an interest)",
+    "to how often the course's users share an interest)",
 }
 KNOBS: tuple[str, ...] = tuple(KNOB_HELP)
 INTEGER_KNOBS = frozenset({"genres", "styles_per_genre", "interests", "artist_size_max"})
@@ -147,8 +148,12 @@ def artist_size_pmf(mu: float, sigma: float, largest: int) -> np.ndarray:
     """P(size = 1..largest) of ceil(X), X ~ lognormal(mu, sigma), truncated at `largest` and renormalised."""
     from math import erf, log, sqrt
 
-    edges = np.array([0.5 * (1.0 + erf((log(k) - mu) / (sigma * sqrt(2.0)))) if sigma > 0 else float(log(k) >= mu)
-                      for k in range(1, largest + 1)])
+    edges = np.array(
+        [
+            0.5 * (1.0 + erf((log(k) - mu) / (sigma * sqrt(2.0)))) if sigma > 0 else float(log(k) >= mu)
+            for k in range(1, largest + 1)
+        ]
+    )
     pmf = np.diff(np.r_[0.0, edges])
     if pmf.sum() <= 0:
         pmf = np.zeros(largest)
@@ -227,8 +232,14 @@ def _log_popularity(rng: np.random.Generator, track_artist: np.ndarray, n_artist
     return np.log(artist_popularity[track_artist] * track_popularity)
 
 
-def _embeddings(rng: np.random.Generator, track_artist: np.ndarray, artist_style: np.ndarray,
-                log_popularity: np.ndarray, dim: int, settings: dict) -> np.ndarray:
+def _embeddings(
+    rng: np.random.Generator,
+    track_artist: np.ndarray,
+    artist_style: np.ndarray,
+    log_popularity: np.ndarray,
+    dim: int,
+    settings: dict,
+) -> np.ndarray:
     """Nested neighbourhoods (genre, style, artist, track) plus a popularity lean along one mainstream direction."""
     n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
     spread = log_popularity.std()
@@ -243,7 +254,8 @@ def _embeddings(rng: np.random.Generator, track_artist: np.ndarray, artist_style
     return (
         artist_centres[track_artist]
         + _directions(rng, len(track_artist), dim, settings["track_spread"])
-        + settings["popularity_alignment"] * (standardized - settings["popularity_offset"])[:, None]
+        + settings["popularity_alignment"]
+        * (standardized - settings["popularity_offset"])[:, None]
         * mainstream[None, :]
     ).astype(np.float32)
 
@@ -260,8 +272,9 @@ def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -
 
     # Structure: genres -> styles -> artists (skewed sizes) -> tracks, ids shuffled so artists are not contiguous.
     structure = child(_STRUCTURE)
-    sizes = _artist_sizes(structure, n_tracks, settings["artist_size_mu"], settings["artist_size_sigma"],
-                          settings["artist_size_max"])
+    sizes = _artist_sizes(
+        structure, n_tracks, settings["artist_size_mu"], settings["artist_size_sigma"], settings["artist_size_max"]
+    )
     artist_style = _artist_styles(structure, len(sizes), settings)
     track_artist = structure.permutation(np.repeat(np.arange(len(sizes)), sizes))
     log_popularity = _log_popularity(child(_POPULARITY), track_artist, len(sizes), settings)
@@ -279,8 +292,13 @@ def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -
     consume_sharpness = sharpness_base**sharpness_sign
 
     return {
-        "embeddings": embeddings, "track_artist": track_artist, "sizes": sizes, "popularity": popularity,
-        "interests": interests, "consume_bias": consume_bias, "consume_sharpness": consume_sharpness,
+        "embeddings": embeddings,
+        "track_artist": track_artist,
+        "sizes": sizes,
+        "popularity": popularity,
+        "interests": interests,
+        "consume_bias": consume_bias,
+        "consume_sharpness": consume_sharpness,
         "n_styles": n_genres * per_genre,
     }
 
@@ -347,8 +365,9 @@ COURSE_GENERATOR_NAME = "sim.generator.course_world"
 _TOP_CLASS = 4  # interest counts from here up form one class, ordered by count
 
 
-def _match_interest_counts(rng: np.random.Generator, drawn: np.ndarray, counts: np.ndarray, n_users: int,
-                           per_user: int, settings: dict) -> np.ndarray:
+def _match_interest_counts(
+    rng: np.random.Generator, drawn: np.ndarray, counts: np.ndarray, n_users: int, per_user: int, settings: dict
+) -> np.ndarray:
     """Log popularity for a catalog whose interest counts are given: as the generator couples them.
 
     The generator draws interests with weights popularity ** interest_popularity_exponent. Drawing synthetic users
@@ -358,8 +377,9 @@ def _match_interest_counts(rng: np.random.Generator, drawn: np.ndarray, counts: 
     generated interests would be.
     """
     weights = np.exp(settings["interest_popularity_exponent"] * (drawn - drawn.max()))
-    synthetic = np.bincount(_draw_interests(rng, weights / weights.sum(), n_users, per_user).ravel(),
-                            minlength=len(drawn))
+    synthetic = np.bincount(
+        _draw_interests(rng, weights / weights.sum(), n_users, per_user).ravel(), minlength=len(drawn)
+    )
     result = np.empty_like(drawn)
     for k in range(_TOP_CLASS + 1):
         mine = np.flatnonzero(counts == k) if k < _TOP_CLASS else np.flatnonzero(counts >= k)
@@ -381,8 +401,7 @@ def _match_interest_counts(rng: np.random.Generator, drawn: np.ndarray, counts: 
     return result
 
 
-def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int, dim: int,
-                 **knobs) -> dict:
+def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int, dim: int, **knobs) -> dict:
     """The course's world rebuilt: its own `tracks.json` and `users.json` (copied byte for byte from
     `catalog_dir`) with hidden embeddings from the fitted generator, so the course's track ids, artists and users
     play as they did. Returns world.json's content.
@@ -420,8 +439,9 @@ def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
 
     artist_style = _artist_styles(child(_STRUCTURE), len(names), settings)
     drawn = _log_popularity(child(_POPULARITY), track_artist, len(names), settings)
-    log_popularity = _match_interest_counts(child(_USERS), drawn, counts, len(users),
-                                            max(1, round(counts.sum() / max(1, len(users)))), settings)
+    log_popularity = _match_interest_counts(
+        child(_USERS), drawn, counts, len(users), max(1, round(counts.sum() / max(1, len(users)))), settings
+    )
     embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
 
     payloads = {"tracks.json": tracks_bytes, "users.json": users_bytes, "tracks.npy": _npy_bytes(embeddings)}
@@ -435,8 +455,11 @@ def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         "format": FORMAT_VERSION,
         "generator": COURSE_GENERATOR_NAME,
         "parameters": {"seed": seed, "n_tracks": len(rows), "n_users": len(users), "dim": dim, **settings},
-        "stats": {"artists": len(names), "largest_artist_tracks": int(np.bincount(track_artist).max()),
-                  "interest_tracks": int((counts > 0).sum())},
+        "stats": {
+            "artists": len(names),
+            "largest_artist_tracks": int(np.bincount(track_artist).max()),
+            "interest_tracks": int((counts > 0).sum()),
+        },
         "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
     }
     meta["content_sha256"] = content_hash(meta["files"])

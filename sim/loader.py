@@ -3,6 +3,7 @@
 The catalog is read through the project's shared catalog format (`botify_lab.formats`), the same definition the
 service and the research code use. Every problem is a `WorldError` naming the file (and the line, for JSON Lines).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,9 +6,10 @@ arrays instead. The draws are the same counter-based ones and the listen time is
 episode's outcome is bit-identical to `sim.episodes.play_episode` (tests/sim checks this episode by episode, trace
 line by trace line).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -113,8 +114,17 @@ def run_lockstep(
     return Outcomes(np.asarray(episodes, dtype=np.int64), user_ids, reward, steps, invalid, trace_lines)
 
 
-def run_lockstep_in_chunks(world: World, agent, seed: int, day: int, episodes: np.ndarray, *, strict: bool,
-                           trace: bool, progress: Callable[[int], object]) -> Outcomes:
+def run_lockstep_in_chunks(
+    world: World,
+    agent,
+    seed: int,
+    day: int,
+    episodes: np.ndarray,
+    *,
+    strict: bool,
+    trace: bool,
+    progress: Callable[[int], object],
+) -> Outcomes:
     """`run_lockstep` over `CHUNK` episodes at a time, reporting progress after each chunk."""
     parts = []
     for start in range(0, len(episodes), CHUNK):

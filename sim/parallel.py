@@ -5,14 +5,15 @@ identical for any number of processes and connections. What the scheduling does 
 service sees: all sessions of one user run in one process, and within it no two sessions of one user run at once,
 so each user's sessions reach the service one after the other, in episode order.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 import queue as queue_module
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -73,13 +74,21 @@ class RunSettings:
         return make_agent(self.agent, self.world, self.url, clock=self.clock, process=process)
 
 
-def run_share(settings: RunSettings, day: int, episodes: np.ndarray, user_rows: np.ndarray,
-              progress: Callable[[int], object], *, process: int = 0) -> Outcomes:
+def run_share(
+    settings: RunSettings,
+    day: int,
+    episodes: np.ndarray,
+    user_rows: np.ndarray,
+    progress: Callable[[int], object],
+    *,
+    process: int = 0,
+) -> Outcomes:
     """One process's share of a day: lock-step for batch recommenders, threads for HTTP, else one by one."""
     options = dict(strict=settings.strict, trace=settings.trace, progress=progress)
     if answers_in_batches(settings.agent):
-        return run_lockstep_in_chunks(settings.world, settings.make_agent(process), settings.seed, day, episodes,
-                                      **options)
+        return run_lockstep_in_chunks(
+            settings.world, settings.make_agent(process), settings.seed, day, episodes, **options
+        )
     if settings.agent == "http" and settings.connections > 1:
         return _run_over_connections(settings, day, episodes, user_rows, progress)
     single = settings.make_agent(process)
@@ -102,8 +111,9 @@ def _run_over_connections(settings: RunSettings, day, episodes, user_rows, progr
             while (item := scheduler.take()) is not None:
                 episode, user = item
                 try:
-                    played[episode] = play_episode(settings.world, agent, settings.seed, day, episode,
-                                                   strict=settings.strict, trace=settings.trace)
+                    played[episode] = play_episode(
+                        settings.world, agent, settings.seed, day, episode, strict=settings.strict, trace=settings.trace
+                    )
                 finally:
                     scheduler.release(user)
                 progress(1)
@@ -159,8 +169,15 @@ def _worker(queue, settings: RunSettings, day, episodes, user_rows, index):
         queue.put(("error", type(error).__name__, str(error)))
 
 
-def run_in_processes(settings: RunSettings, day: int, episodes: np.ndarray, user_rows: np.ndarray,
-                     process_of: np.ndarray, processes: int, progress: Callable[[int], object]) -> Outcomes:
+def run_in_processes(
+    settings: RunSettings,
+    day: int,
+    episodes: np.ndarray,
+    user_rows: np.ndarray,
+    process_of: np.ndarray,
+    processes: int,
+    progress: Callable[[int], object],
+) -> Outcomes:
     """Episode i runs in worker process `process_of[i]` (the same for all of a user's episodes), forked per day."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

@@ -5,6 +5,7 @@ coordinates of a draw instead makes the traffic identical for any process count 
 vectorized engine compute the draws of thousands of episodes at once with the very same numbers as the scalar path.
 The mixer is SplitMix64's finalizer; the scalar (Python int) and vectorized (numpy uint64) versions are tested equal.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ number of processes and connections (see `sim.parallel` for the order a service 
 shards: shard i of n plays exactly the episodes whose user row (in users.json) is i modulo n, in episode order, so
 all of one user's sessions stay in one shard and the shards' traces together are the unsharded run's trace.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,8 @@ from tqdm import tqdm
 
 from sim.agents import is_process_factory, make_agent
 from sim.episodes import Outcomes, SimulatedClock
-from sim.lockstep import episode_starts
 from sim.loader import load_world
+from sim.lockstep import episode_starts
 from sim.parallel import RunSettings, run_in_processes, run_share
 from sim.summary import summarize
 from sim.world import World
@@ -103,8 +104,16 @@ def simulate(
     total_episodes = sum(len(day_episodes) for day_episodes, _ in plans)
     bar = tqdm(total=total_episodes, unit="episode", disable=not progress or agent == "console", file=sys.stderr)
     per_day, day_outcomes, seconds = [], [], 0.0
-    settings = RunSettings(world, agent, url, seed, SimulatedClock(episodes_per_day=episodes), strict=strict,
-                           trace=trace, connections=connections)
+    settings = RunSettings(
+        world,
+        agent,
+        url,
+        seed,
+        SimulatedClock(episodes_per_day=episodes),
+        strict=strict,
+        trace=trace,
+        connections=connections,
+    )
     try:
         for day, (day_episodes, user_rows) in enumerate(plans):
             if day and pause_between_days and not ask_to_continue(day):

@@ -1,4 +1,5 @@
 """A run's statistics (per day and in total) and the table `python -m sim run` prints."""
+
 from __future__ import annotations
 
 import numpy as np

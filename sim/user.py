@@ -12,6 +12,7 @@ Every random choice of a session comes from the counter-based draws of its episo
 plays out the same wherever and whenever it runs. The listen-time arithmetic lives in one vectorized function used
 by this scalar session and by the lock-step engine alike, so both give bit-identical times.
 """
+
 from __future__ import annotations
 
 from collections import Counter

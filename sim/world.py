@@ -3,6 +3,7 @@ and the nearest-neighbour lists that start each session.
 
 `sim.generator` writes world folders and `sim.loader` reads them into a `World`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

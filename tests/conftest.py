@@ -1,4 +1,5 @@
 """Fixtures every test area shares: where the repo and the course's shared files are, and free loopback ports."""
+
 import os
 import socket
 from pathlib import Path
@@ -16,7 +17,11 @@ REAL_LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 def world_knobs(**overrides) -> dict:
     """The world generator's structure knobs of params.yaml (seed and sizes left out), with some replaced."""
     world = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["world"]
-    knobs = {name: value for name, value in world.items() if name not in ("source", "course_dir", "seed", "tracks", "users", "dim")}
+    knobs = {
+        name: value
+        for name, value in world.items()
+        if name not in ("source", "course_dir", "seed", "tracks", "users", "dim")
+    }
     return {**knobs, **overrides}
 
 

@@ -8,6 +8,7 @@ machine to machine, and `make repro` would not give the committed bytes. Every s
 numpy, and a notebook's kernel inherits the variable from the runner. `BOTIFY_LAB_NATIVE_BLAS=1` leaves the
 processor's own choice (faster on some machines, not reproducible across them).
 """
+
 import os
 
 PINNED_OPENBLAS_CORETYPE = "Haswell"

@@ -6,6 +6,7 @@ each treatment against control C with Welch's interval; it prints the table and 
 `--engine spark` runs the same analysis as Spark jobs (`--master` any Spark master URL; Java 17 needed) for logs
 too large for memory: only per-arm numbers come back, so the table is the same and the event count is not shown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,16 @@ import orjson
 def _format_table(effects, colour: bool) -> str:
     from botify_lab.research.ab import GAIN_COLOUR, effect_colour
 
-    header = (f"{'arm':<5} {'metric':<24} {'control':>9} {'treatment':>9} {'effect':>9} "
-              f"{'interval':>21} {'detectable':>10}")
+    header = (
+        f"{'arm':<5} {'metric':<24} {'control':>9} {'treatment':>9} {'effect':>9} {'interval':>21} {'detectable':>10}"
+    )
     lines = [header, "-" * len(header)]
     for row in effects.itertuples():
         interval = f"[{row.lower:+.2f}%, {row.upper:+.2f}%]" if row.lower == row.lower else "n/a"
-        line = (f"{row.treatment:<5} {row.metric:<24} {row.control_mean:>9.4f} {row.treatment_mean:>9.4f} "
-                f"{row.effect:>+8.2f}% {interval:>21} {row.mde:>9.2f}%")
+        line = (
+            f"{row.treatment:<5} {row.metric:<24} {row.control_mean:>9.4f} {row.treatment_mean:>9.4f} "
+            f"{row.effect:>+8.2f}% {interval:>21} {row.mde:>9.2f}%"
+        )
         shade = effect_colour(row.metric, row.effect, row.significant)
         if shade:
             line += "  better" if shade == GAIN_COLOUR else "  worse"
@@ -49,10 +53,16 @@ def _pandas_analysis(args):
     effects = ab_effects(metrics, alpha=args.alpha)
     srm = srm_check(metrics["arm"].value_counts())
     counts = arm_statistics(metrics, ["mean_time_per_session"]).set_index("arm")["count"]
-    header = (f"{args.experiment}: {len(events):,} events, {len(sessions):,} closed sessions, users per arm "
-              + ", ".join(f"{arm} {count}" for arm, count in counts.items()))
-    return header, effects, srm, lambda: ab_metrics_json(effects, experiment=args.experiment, metrics=metrics,
-                                                         srm=srm, alpha=args.alpha)
+    header = (
+        f"{args.experiment}: {len(events):,} events, {len(sessions):,} closed sessions, users per arm "
+        + ", ".join(f"{arm} {count}" for arm, count in counts.items())
+    )
+    return (
+        header,
+        effects,
+        srm,
+        lambda: ab_metrics_json(effects, experiment=args.experiment, metrics=metrics, srm=srm, alpha=args.alpha),
+    )
 
 
 def _spark_analysis(args):
@@ -63,8 +73,10 @@ def _spark_analysis(args):
     totals = analysis.totals.set_index("arm")
     if totals.empty:
         raise LookupError(f"no experiment {args.experiment!r} in {args.log}")
-    header = (f"{args.experiment}: {int(totals['sessions'].sum()):,} closed sessions (Spark, {args.master}), users "
-              "per arm " + ", ".join(f"{arm} {int(users)}" for arm, users in totals["users"].items()))
+    header = (
+        f"{args.experiment}: {int(totals['sessions'].sum()):,} closed sessions (Spark, {args.master}), users "
+        "per arm " + ", ".join(f"{arm} {int(users)}" for arm, users in totals["users"].items())
+    )
     return header, analysis.effects, analysis.srm, analysis.ab_json
 
 
@@ -77,10 +89,13 @@ def command_ab(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(header)
-    print(f"sample-ratio check: p = {srm['p_value']:.4f} ({'MISMATCH: do not trust the effects' if srm['mismatch'] else 'ok'})\n")
+    verdict = "MISMATCH: do not trust the effects" if srm["mismatch"] else "ok"
+    print(f"sample-ratio check: p = {srm['p_value']:.4f} ({verdict})\n")
     print(_format_table(effects, colour=sys.stdout.isatty()))
-    print(f"\neffects in percent of the control mean, {100 * (1 - args.alpha):.0f}% Welch intervals; "
-          "'detectable' is the effect this many users find with 80% power")
+    print(
+        f"\neffects in percent of the control mean, {100 * (1 - args.alpha):.0f}% Welch intervals; "
+        "'detectable' is the effect this many users find with 80% power"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n")
@@ -93,7 +108,8 @@ def command_ab(args) -> int:
 
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         effects_figure(effects, alpha=args.alpha, title=f"{args.experiment}: treatments vs control").savefig(
-            args.figure, dpi=90)
+            args.figure, dpi=90
+        )
         print(f"figure written to {args.figure}")
     return 0
 
@@ -101,17 +117,28 @@ def command_ab(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m botify_lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    ab = commands.add_parser("ab", help="the course's A/B table of an event log",
-                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ab = commands.add_parser(
+        "ab",
+        help="the course's A/B table of an event log",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ab.add_argument("log", type=Path, help="log folder (data.json, data.json.1, ...) or one log file (.gz works)")
     ab.add_argument("--experiment", required=True, help="experiment name as logged, e.g. TOP_POP")
     ab.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the intervals (default 0.05)")
     ab.add_argument("--figure", type=Path, help="write the effects figure (PNG) here")
     ab.add_argument("--json", type=Path, help="write the full table as JSON here")
-    ab.add_argument("--engine", choices=("pandas", "spark"), default="pandas",
-                    help="pandas in memory (default), or Spark jobs for logs larger than memory; the same table")
-    ab.add_argument("--master", default="local[2]",
-                    help="with --engine spark: the Spark master URL (local[N], spark://host:7077, yarn, ...)")
+    ab.add_argument(
+        "--engine",
+        choices=("pandas", "spark"),
+        default="pandas",
+        help="pandas in memory (default), or Spark jobs for logs larger than memory; the same table",
+    )
+    ab.add_argument(
+        "--master",
+        default="local[2]",
+        help="with --engine spark: the Spark master URL (local[N], spark://host:7077, yarn, ...)",
+    )
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         # One plain line per warning (what, where, how many), not Python's source echo that reads like a crash.

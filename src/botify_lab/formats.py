@@ -10,6 +10,7 @@ from the service, the simulator or the research code.
 - A/B assignment: a user's arm in an experiment of k arms is
   `murmur3_32(str(user), seed=unsigned murmur3_32(name)) mod k`, arms named C, T1, T2, ... in order.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,8 +18,8 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mmh3
 import orjson
@@ -179,8 +180,16 @@ def event_problem(row: object) -> str | None:
     return None
 
 
-def event(message: str, timestamp: int, user: int, track: int, time: float, latency: float,
-          recommendation: int | None, experiments: dict[str, str]) -> dict:
+def event(
+    message: str,
+    timestamp: int,
+    user: int,
+    track: int,
+    time: float,
+    latency: float,
+    recommendation: int | None,
+    experiments: dict[str, str],
+) -> dict:
     """One event as the log holds it, keys in the schema's order."""
     return {
         "message": message,

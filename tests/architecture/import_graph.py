@@ -1,4 +1,5 @@
 """The project's import graph, read from the source (no import is executed): which module imports which."""
+
 from __future__ import annotations
 
 import ast

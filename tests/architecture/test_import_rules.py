@@ -5,6 +5,7 @@ the shared formats therefore import nothing from `sim` (the hidden world), `boti
 `botify_lab.pipeline` (which starts both); the service and the simulator import neither each other nor the
 research code. Adding such an import fails here.
 """
+
 from __future__ import annotations
 
 import pytest

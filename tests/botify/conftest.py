@@ -1,4 +1,5 @@
 """A small world written per test session (no simulator needed), config writers, and a private redis-server."""
+
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import orjson
 import pytest
 import redis
 import yaml
+
 from botify_lab.formats import EVENT_KEYS as SCHEMA_KEYS
 from botify_lab.formats import iter_json_lines, log_files
 
@@ -52,7 +54,10 @@ class SmallWorld:
         }
 
     def write(self) -> None:
-        rows = [{"artist": self.artist_of(track), "title": f"title {track}", "track": track} for track in range(self.n_tracks)]
+        rows = [
+            {"artist": self.artist_of(track), "title": f"title {track}", "track": track}
+            for track in range(self.n_tracks)
+        ]
         (self.path / "tracks.json").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
         (self.path / "top_tracks.json").write_bytes(orjson.dumps(self.top_tracks))
         (self.path / "user_recs.json").write_bytes(

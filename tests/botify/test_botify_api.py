@@ -1,5 +1,6 @@
 """Every endpoint and every recommender through the app's test client, and what only the real server does
 (HTTP framing, chunked and stalled bodies) over real HTTP against `python -m botify serve`."""
+
 import socket
 from urllib.parse import urlparse
 
@@ -89,7 +90,10 @@ def test_experiments_lists_arms_and_what_serves(top_pop_app):
     experiments = client.get("/experiments").json()["experiments"]
     assert [(e["name"], e["serves_next"]) for e in experiments] == [("TOP_POP", True), ("SHADOW", False)]
     assert [(arm["name"], arm["recommender"], arm.get("k")) for arm in experiments[0]["arms"]] == [
-        ("C", "random", None), ("T1", "toppop", 1), ("T2", "toppop", 3), ("T3", "toppop", 6)
+        ("C", "random", None),
+        ("T1", "toppop", 1),
+        ("T2", "toppop", 3),
+        ("T3", "toppop", 6),
     ]
 
 
@@ -127,12 +131,28 @@ def test_bad_requests_get_json_4xx_and_are_not_logged(top_pop_app, world, events
     client, log_dir = top_pop_app
     before = len(events(log_dir))
     bodies = [
-        b"not json", b"[1, 2]", b"null", b'"text"', b"{}", b'{"track": 1}', b'{"time": 0.5}',
-        b'{"track": "1", "time": 0.5}', b'{"track": 1.0, "time": 0.5}', b'{"track": true, "time": 0.5}',
-        b'{"track": null, "time": 0.5}', b'{"track": 1, "time": "0.5"}', b'{"track": 1, "time": NaN}',
-        b'{"track": 1, "time": Infinity}', b'{"track": 1, "time": 1e999}', b'{"track": 1, "time": false}',
-        b'{"track": 1, "time": 1.5}', b'{"track": 1, "time": -0.1}', b'{"track": 500, "time": 0.5}',
-        b'{"track": -1, "time": 0.5}', b'{"track": 99999999999999999999999, "time": 0.5}', b"\xff\xfe",
+        b"not json",
+        b"[1, 2]",
+        b"null",
+        b'"text"',
+        b"{}",
+        b'{"track": 1}',
+        b'{"time": 0.5}',
+        b'{"track": "1", "time": 0.5}',
+        b'{"track": 1.0, "time": 0.5}',
+        b'{"track": true, "time": 0.5}',
+        b'{"track": null, "time": 0.5}',
+        b'{"track": 1, "time": "0.5"}',
+        b'{"track": 1, "time": NaN}',
+        b'{"track": 1, "time": Infinity}',
+        b'{"track": 1, "time": 1e999}',
+        b'{"track": 1, "time": false}',
+        b'{"track": 1, "time": 1.5}',
+        b'{"track": 1, "time": -0.1}',
+        b'{"track": 500, "time": 0.5}',
+        b'{"track": -1, "time": 0.5}',
+        b'{"track": 99999999999999999999999, "time": 0.5}',
+        b"\xff\xfe",
     ]
     for endpoint in ("next", "last"):
         for body in bodies:
@@ -167,7 +187,9 @@ def test_chunked_bodies_are_read_and_oversized_ones_get_413(top_pop_service, eve
     before = len(events(log_dir))
     small = requests.post(f"{url}/next/3", data=iter([b'{"track": 4, ', b'"time": 0.5}']))  # iterator: chunked
     assert small.request.headers["Transfer-Encoding"] == "chunked" and small.status_code == 200
-    oversized = requests.post(f"{url}/next/3", data=iter([b'{"track": 4, "time": 0.5, "pad": "', b"x" * 100_000, b'"}']))
+    oversized = requests.post(
+        f"{url}/next/3", data=iter([b'{"track": 4, "time": 0.5, "pad": "', b"x" * 100_000, b'"}'])
+    )
     assert oversized.status_code == 413 and "error" in oversized.json()
     assert [event["user"] for event in events(log_dir)[before:]] == [3]
 
@@ -180,8 +202,11 @@ def test_a_client_stalled_mid_body_does_not_hold_up_others(top_pop_service, even
     stalled = []
     for framing in (b"Content-Length: 40", b"Transfer-Encoding: chunked"):
         sock = socket.create_connection((address.hostname, address.port))
-        sock.sendall(b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s\r\n\r\n" % framing
-                     + (b"5\r\n" if b"chunked" in framing else b"") + b'{"tra')
+        sock.sendall(
+            b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s\r\n\r\n" % framing
+            + (b"5\r\n" if b"chunked" in framing else b"")
+            + b'{"tra'
+        )
         stalled.append(sock)
     try:
         with requests.Session() as session:

@@ -1,4 +1,5 @@
 """The command line and config checks: help, the startup line, clear errors for configs that cannot run."""
+
 import signal
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import yaml
 from botify import create_app
 from botify.catalog import DataFileError
 from botify.config import ConfigError, load_config
-from botify_lab.formats import FormatError, assign_arm
 from botify.launch import ServiceFailed, served
+from botify_lab.formats import FormatError, assign_arm
 
 
 def run_botify(*args: str) -> subprocess.CompletedProcess:
@@ -34,8 +35,11 @@ def test_startup_line_names_catalog_experiments_and_url(write_config, world, tmp
     with served(config) as url:
         assert requests.get(f"{url}/").status_code == 200
     # The same line, read from a foreground run stopped by SIGINT.
-    process = subprocess.Popen([sys.executable, "-m", "botify", "serve", "--config", str(config), "--port", "0"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "botify", "serve", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline()
     process.send_signal(signal.SIGINT)
     assert process.wait(20) == 0
@@ -53,8 +57,20 @@ def test_config_paths_resolve_against_the_config_folder(write_config, world, tmp
 
 def test_explicit_arm_names_and_dict_configs(world, tmp_path, monkeypatch, open_app):
     monkeypatch.chdir(tmp_path)
-    app = open_app({"catalog": str(world.path / "tracks.json"), "experiments": [
-        {"name": "E", "arms": [{"recommender": "random", "name": "control"}, {"recommender": "sticky_artist", "name": "sticky"}]}]})
+    app = open_app(
+        {
+            "catalog": str(world.path / "tracks.json"),
+            "experiments": [
+                {
+                    "name": "E",
+                    "arms": [
+                        {"recommender": "random", "name": "control"},
+                        {"recommender": "sticky_artist", "name": "sticky"},
+                    ],
+                }
+            ],
+        }
+    )
     answer = app.test_client().get("/experiments").get_json()
     assert [arm["name"] for arm in answer["experiments"][0]["arms"]] == ["control", "sticky"]
     assert (tmp_path / "log" / "data.json").exists()
@@ -66,8 +82,18 @@ def test_explicit_arm_names_and_dict_configs(world, tmp_path, monkeypatch, open_
         ({"colour": "red"}, "unknown config keys"),
         ({"experiments": []}, "non-empty list"),
         ({"experiments": [{"name": "E", "arms": [{"recommender": "random"}]}]}, "at least 2 arms"),
-        ({"experiments": [{"name": "E", "arms": [{"recommender": "random"}, {"recommender": "toppop", "path": "x"}]}]}, "k"),
-        ({"experiments": [{"name": "E", "arms": [{"recommender": "random"}, {"recommender": "lightfm"}]}]}, "recommender must be"),
+        (
+            {
+                "experiments": [
+                    {"name": "E", "arms": [{"recommender": "random"}, {"recommender": "toppop", "path": "x"}]}
+                ]
+            },
+            "k",
+        ),
+        (
+            {"experiments": [{"name": "E", "arms": [{"recommender": "random"}, {"recommender": "lightfm"}]}]},
+            "recommender must be",
+        ),
         ({"store": "postgres://x"}, "store"),
         ({"seed": "abc"}, "seed"),
     ],
@@ -81,7 +107,9 @@ def test_invalid_configs_are_refused_with_the_reason(write_config, world, change
 
 def test_data_files_with_ids_outside_the_catalog_are_refused(write_config, tmp_path):
     (tmp_path / "top.json").write_text("[1, 2, 500]")
-    config = write_config([{"name": "E", "arms": [{"recommender": "random"}, {"recommender": "toppop", "path": "top.json", "k": 2}]}])
+    config = write_config(
+        [{"name": "E", "arms": [{"recommender": "random"}, {"recommender": "toppop", "path": "top.json", "k": 2}]}]
+    )
     with pytest.raises(DataFileError, match="500 is not a track id"):
         create_app(config)
     assert issubclass(DataFileError, FormatError)
@@ -110,6 +138,8 @@ def test_experiment_objects_assign_like_the_shared_function():
 
     arms = tuple(ArmConfig(name, "random") for name in ("C", "T1", "T2", "T3", "T4"))
     experiment = Experiment(ExperimentConfig("HOMEWORK", arms), [None] * 5)
-    assert [experiment.arm_index(user) for user in range(2000)] == [assign_arm("HOMEWORK", 5, user) for user in range(2000)]
+    assert [experiment.arm_index(user) for user in range(2000)] == [
+        assign_arm("HOMEWORK", 5, user) for user in range(2000)
+    ]
     counts = [sum(experiment.arm_index(user) == arm for user in range(2000)) for arm in range(5)]
     assert min(counts) > 300  # a balanced split

@@ -1,4 +1,5 @@
 """Same seeded requests, same recommendations: whatever the interleaving of users, the worker count or the store."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,7 +14,9 @@ STEPS = 8
 def user_session(url: str, user: int) -> list[int]:
     with requests.Session() as session:
         return [
-            session.post(f"{url}/next/{user}", json={"track": (user * 31 + step) % 500, "time": step / STEPS}).json()["track"]
+            session.post(f"{url}/next/{user}", json={"track": (user * 31 + step) % 500, "time": step / STEPS}).json()[
+                "track"
+            ]
             for step in range(STEPS)
         ]
 
@@ -79,11 +82,17 @@ def test_on_the_simulated_clock_the_log_depends_only_on_the_requests(write_confi
     def timed_session(url: str, user: int) -> None:
         with requests.Session() as session:
             for step in range(STEPS):
-                answer = session.post(f"{url}/next/{user}", json={"track": user + step, "time": 0.5},
-                                      headers={"X-Botify-Time": str(1_000_000 * user + step)})
+                answer = session.post(
+                    f"{url}/next/{user}",
+                    json={"track": user + step, "time": 0.5},
+                    headers={"X-Botify-Time": str(1_000_000 * user + step)},
+                )
                 assert answer.status_code == 200, answer.text
-            session.post(f"{url}/last/{user}", json={"track": user, "time": 1.0},
-                         headers={"X-Botify-Time": str(1_000_000 * user + STEPS)}).raise_for_status()
+            session.post(
+                f"{url}/last/{user}",
+                json={"track": user, "time": 1.0},
+                headers={"X-Botify-Time": str(1_000_000 * user + STEPS)},
+            ).raise_for_status()
 
     in_order = run("in-order", lambda url: [timed_session(url, user) for user in USERS])
     with ThreadPoolExecutor(6) as pool:
@@ -103,7 +112,9 @@ def test_on_the_simulated_clock_the_log_depends_only_on_the_requests(write_confi
 
     # The wall clock (the default) stamps events itself and measures latency, header or not.
     with served(write_config([experiment], name="wall.yaml", log_dir="wall")) as url:
-        requests.post(f"{url}/next/1", json={"track": 1, "time": 0.5}, headers={"X-Botify-Time": "5"}).raise_for_status()
+        requests.post(
+            f"{url}/next/1", json={"track": 1, "time": 0.5}, headers={"X-Botify-Time": "5"}
+        ).raise_for_status()
     (logged,) = events(tmp_path / "wall")
     assert logged["timestamp"] > 1_700_000_000_000
     assert logged["latency"] > 0

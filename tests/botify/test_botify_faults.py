@@ -3,6 +3,7 @@ unusable, a planted symlink, a killed worker, a second instance, lost or stalled
 
 Real servers bind 127.0.0.1 only; Redis is a private redis-server on a free loopback port; every loop is bounded.
 """
+
 import errno
 import os
 import random
@@ -24,7 +25,6 @@ import requests
 import botify.eventlog
 from botify.launch import served
 from botify.server import BODY_TIMEOUT_SECONDS
-
 
 
 def run_botify(*args: str) -> subprocess.CompletedProcess:
@@ -59,8 +59,13 @@ def post(session, url: str, message: str, user: int, track: int = 1, timeout: fl
 def malformed_requests(seed: int, count: int):
     """(method, path, body) triples: huge and odd ids, odd users, odd bodies, odd paths (seeded, reproducible)."""
     rng = random.Random(seed)
-    digits = lambda n: "".join(rng.choices("0123456789", k=n))  # noqa: E731
-    odd_text = lambda n: "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(128, 0x2FFF)])) for _ in range(n))  # noqa: E731
+
+    def digits(n: int) -> str:
+        return "".join(rng.choices("0123456789", k=n))
+
+    def odd_text(n: int) -> str:
+        return "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(128, 0x2FFF)])) for _ in range(n))
+
     sizes = [1, 3, 10, 11, 20, 300, 4300, 4301, 5000]
     for _ in range(count):
         kind = rng.randrange(6)
@@ -73,18 +78,40 @@ def malformed_requests(seed: int, count: int):
             body = b'{"track": 1, "time": 0.5}'
             yield "POST", f"/{rng.choice(['next', 'last'])}/{quote(user, safe='')}", body
         elif kind == 3:
-            track = rng.choice([digits(rng.choice(sizes)), "-" + digits(4300), "1" + "0" * 400 + ".5", "1e400",
-                                "NaN", '"1"', "[1]", "{}", "true", "null"])
+            track = rng.choice(
+                [
+                    digits(rng.choice(sizes)),
+                    "-" + digits(4300),
+                    "1" + "0" * 400 + ".5",
+                    "1e400",
+                    "NaN",
+                    '"1"',
+                    "[1]",
+                    "{}",
+                    "true",
+                    "null",
+                ]
+            )
             listen = rng.choice(["0.5", "1" + "0" * 5000, "-0", "1e-400", "2", "[]", '"0.5"', "Infinity"])
-            body = rng.choice([b'{"track": %s, "time": %s}' % (track.encode(), listen.encode()),
-                               b"[" * rng.choice([10, 2000, 4000]), rng.randbytes(rng.randrange(0, 100)),
-                               b'{"track": 1, "time": 0.5' + b" " * rng.randrange(5000), b"\xff" * 10])
+            body = rng.choice(
+                [
+                    b'{"track": %s, "time": %s}' % (track.encode(), listen.encode()),
+                    b"[" * rng.choice([10, 2000, 4000]),
+                    rng.randbytes(rng.randrange(0, 100)),
+                    b'{"track": 1, "time": 0.5' + b" " * rng.randrange(5000),
+                    b"\xff" * 10,
+                ]
+            )
             yield "POST", f"/{rng.choice(['next', 'last'])}/{digits(rng.randrange(1, 6))}", body
         elif kind == 4:
             path = "/" + quote(odd_text(rng.randrange(0, 40)), safe="/").lstrip("/")  # "//x" would name a host
             yield rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]), path, b"{}"
         else:
-            yield rng.choice(["PUT", "DELETE", "GET"]), rng.choice(["/next/1", "/last/1", "/experiments/x", "/track/"]), b""
+            yield (
+                rng.choice(["PUT", "DELETE", "GET"]),
+                rng.choice(["/next/1", "/last/1", "/experiments/x", "/track/"]),
+                b"",
+            )
 
 
 def test_fuzz_10000_malformed_requests_get_4xx_never_5xx(write_config, world, open_app, events, tmp_path):
@@ -116,8 +143,9 @@ def test_malformed_requests_over_http_get_4xx_never_5xx(write_config, world):
 # 2. A full disk: no torn line, a 503, reported once
 
 
-def test_a_failed_write_is_cut_back_and_answers_503_reported_once(write_config, world, open_app, monkeypatch, capsys,
-                                                                    tmp_path):
+def test_a_failed_write_is_cut_back_and_answers_503_reported_once(
+    write_config, world, open_app, monkeypatch, capsys, tmp_path
+):
     app = open_app(write_config([world.top_pop_experiment()], log_max_bytes=0))
     client, log = app.test_client(), app.extensions["botify"].event_log
     assert client.post("/next/1", json={"track": 1, "time": 0.5}).status_code == 200
@@ -153,8 +181,9 @@ def small_tmpfs(tmp_path):
     mount_point.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -189,8 +218,9 @@ def test_a_really_full_disk_leaves_complete_lines_and_the_service_up(write_confi
 # 3. Rotation that fails, old files dropped, an unusable folder, symlinks
 
 
-def test_a_failing_rotation_keeps_appending_and_warns_once(write_config, world, open_app, monkeypatch, capsys,
-                                                             tmp_path):
+def test_a_failing_rotation_keeps_appending_and_warns_once(
+    write_config, world, open_app, monkeypatch, capsys, tmp_path
+):
     log_dir = tmp_path / "log"
     client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=1000)).test_client()
     real_replace = os.replace
@@ -217,8 +247,11 @@ def test_a_rotation_that_drops_the_oldest_file_says_so(write_config, world, open
     client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=500, log_backup_count=2)).test_client()
     for user in range(20):
         assert client.post(f"/last/{user}", json={"track": 1, "time": 0.5}).status_code == 200
-    assert sorted(path.name for path in (tmp_path / "log").glob("data.json*")) == ["data.json", "data.json.1",
-                                                                                    "data.json.2"]
+    assert sorted(path.name for path in (tmp_path / "log").glob("data.json*")) == [
+        "data.json",
+        "data.json.1",
+        "data.json.2",
+    ]
     assert "rotation drops" in capsys.readouterr().err
 
 
@@ -288,10 +321,14 @@ def test_a_second_service_cannot_share_the_port_or_the_log_folder(write_config, 
         owner = psutil.Process().children()[-1].pid
         port = str(urlparse(url).port)
         same_port = write_config([experiment], name="second.yaml", log_dir="second")
-        assert_one_clear_line(run_botify("serve", "--config", str(same_port), "--port", port),
-                              f"another botify service (pid {owner})")
-        assert_one_clear_line(run_botify("serve", "--config", str(first), "--port", "0"),
-                              "in use by another botify service", f"pid {owner}")
+        assert_one_clear_line(
+            run_botify("serve", "--config", str(same_port), "--port", port), f"another botify service (pid {owner})"
+        )
+        assert_one_clear_line(
+            run_botify("serve", "--config", str(first), "--port", "0"),
+            "in use by another botify service",
+            f"pid {owner}",
+        )
         with requests.Session() as session:
             assert all(post(session, url, "next", user).status_code == 200 for user in range(20))
     with socket.socket() as listener:  # any other process on the port
@@ -382,8 +419,10 @@ def test_slow_body_clients_cannot_starve_health_probes(write_config, world):
         try:
             for _ in range(300):
                 sock = socket.create_connection((address.hostname, address.port), timeout=5)
-                sock.sendall(b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: 40\r\n\r\n{\"tra")
+                sock.sendall(
+                    b"POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 40\r\n\r\n{"tra'
+                )
                 slow.append(sock)
             with requests.Session() as session:
                 for _ in range(5):

@@ -1,4 +1,5 @@
 """Property test: thousands of malformed requests at the real server never get a 5xx or a log line."""
+
 import json
 from urllib.parse import quote
 
@@ -11,7 +12,11 @@ from hypothesis import strategies as st
 from botify.launch import served
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 odd_tracks = st.one_of(json_values, st.integers(max_value=-1), st.integers(min_value=500), st.floats())
 odd_times = st.one_of(json_values, st.floats(allow_nan=True, allow_infinity=True), st.integers())
 
@@ -45,8 +50,10 @@ def is_valid(user: str, body: bytes) -> bool:
         return False
     return (
         isinstance(parsed, dict)
-        and type(parsed.get("track")) is int and 0 <= parsed["track"] < 500
-        and type(parsed.get("time")) in (int, float) and 0 <= parsed["time"] <= 1
+        and type(parsed.get("track")) is int
+        and 0 <= parsed["track"] < 500
+        and type(parsed.get("time")) in (int, float)
+        and 0 <= parsed["time"] <= 1
     )
 
 
@@ -54,8 +61,11 @@ def is_valid(user: str, body: bytes) -> bool:
 def fuzzed_service(world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     config = folder / "botify.yaml"
-    config.write_text(orjson.dumps({"catalog": str(world.path / "tracks.json"), "log_dir": "log",
-                                    "experiments": [world.top_pop_experiment()]}).decode())
+    config.write_text(
+        orjson.dumps(
+            {"catalog": str(world.path / "tracks.json"), "log_dir": "log", "experiments": [world.top_pop_experiment()]}
+        ).decode()
+    )
     with served(config) as url, requests.Session() as session:
         yield url, session, folder / "log", []
 

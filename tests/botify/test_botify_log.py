@@ -1,4 +1,5 @@
 """The event log under load: no line lost, duplicated or interleaved; complete lines even when killed mid-burst."""
+
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,8 @@ def test_concurrent_burst_logs_every_event_once(write_config, world, events, tmp
 
 
 def test_several_workers_on_redis_share_one_rotating_log(write_config, world, events, tmp_path, redis_url):
-    """Two worker processes write one log that rotates every few KB: every line survives, in RotatingFileHandler names."""
+    """Two worker processes write one log that rotates every few KB: every line survives, in RotatingFileHandler
+    names."""
     config = write_config([world.top_pop_experiment()], store=redis_url, log_max_bytes=4000, log_backup_count=500)
     with served(config, workers=2) as url:
         sent = run_burst(url)

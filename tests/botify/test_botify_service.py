@@ -1,12 +1,19 @@
 """The transport-free Service: driven in process it writes the same log as the HTTP app, line for line."""
+
 import re
 
 import pytest
 
 from botify.service import BadRequest, Service, ServiceUnavailable
 
-REQUESTS = [("next", 5533, 9, 0.25), ("next", 7121, 0, 1.0), ("last", 5533, 9, 1), ("next", 5533, 10, 0.0),
-            ("next", 42, 499, 0.123456789), ("last", 42, 3, 0.5)]
+REQUESTS = [
+    ("next", 5533, 9, 0.25),
+    ("next", 7121, 0, 1.0),
+    ("last", 5533, 9, 1),
+    ("next", 5533, 10, 0.0),
+    ("next", 42, 499, 0.123456789),
+    ("last", 42, 3, 0.5),
+]
 
 
 def normalized(log_dir) -> bytes:
@@ -17,8 +24,10 @@ def normalized(log_dir) -> bytes:
 
 
 def test_in_process_calls_log_exactly_what_http_calls_log(write_config, world, open_app, tmp_path):
-    experiments = [world.top_pop_experiment(), {"name": "SHADOW", "arms": [{"recommender": "random"},
-                                                                          {"recommender": "sticky_artist"}]}]
+    experiments = [
+        world.top_pop_experiment(),
+        {"name": "SHADOW", "arms": [{"recommender": "random"}, {"recommender": "sticky_artist"}]},
+    ]
     client = open_app(write_config(experiments, name="http.yaml", log_dir="http")).test_client()
     over_http = []
     for message, user, track, listen_time in REQUESTS:
@@ -27,7 +36,8 @@ def test_in_process_calls_log_exactly_what_http_calls_log(write_config, world, o
     service = Service.open(write_config(experiments, name="local.yaml", log_dir="local"))
     try:
         in_process = [
-            service.next_track(user, track, listen_time) if message == "next"
+            service.next_track(user, track, listen_time)
+            if message == "next"
             else service.last_track(user, track, listen_time)
             for message, user, track, listen_time in REQUESTS
         ]
@@ -38,10 +48,22 @@ def test_in_process_calls_log_exactly_what_http_calls_log(write_config, world, o
     assert len(normalized(tmp_path / "local").splitlines()) == len(REQUESTS)
 
 
-@pytest.mark.parametrize("user, track, listen_time", [
-    (-1, 1, 0.5), (2**31, 1, 0.5), (True, 1, 0.5), ("1", 1, 0.5), (1, 500, 0.5), (1, 1.0, 0.5), (1, True, 0.5),
-    (1, 1, 1.5), (1, 1, float("nan")), (1, 1, "0.5"), (1, 1, None),
-])
+@pytest.mark.parametrize(
+    "user, track, listen_time",
+    [
+        (-1, 1, 0.5),
+        (2**31, 1, 0.5),
+        (True, 1, 0.5),
+        ("1", 1, 0.5),
+        (1, 500, 0.5),
+        (1, 1.0, 0.5),
+        (1, True, 0.5),
+        (1, 1, 1.5),
+        (1, 1, float("nan")),
+        (1, 1, "0.5"),
+        (1, 1, None),
+    ],
+)
 def test_bad_arguments_raise_bad_request_and_log_nothing(write_config, world, tmp_path, user, track, listen_time):
     service = Service.open(write_config([world.top_pop_experiment()]))
     try:

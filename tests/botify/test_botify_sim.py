@@ -1,4 +1,5 @@
 """The simulator drives the served TOP_POP experiment over HTTP; the service's log must be exactly its steps."""
+
 import json
 import random
 import subprocess
@@ -8,9 +9,8 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from botify_lab.formats import iter_json_lines, log_files
-
 from botify.launch import served
+from botify_lab.formats import iter_json_lines, log_files
 
 EPISODES = 60
 
@@ -22,8 +22,24 @@ def read_events(log_dir):
 @pytest.fixture(scope="module")
 def sim_world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sim_world")
-    subprocess.run([sys.executable, "-m", "sim", "world", "--out", str(folder), "--seed", "4", "--tracks", "2000",
-                    "--users", "300"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "world",
+            "--out",
+            str(folder),
+            "--seed",
+            "4",
+            "--tracks",
+            "2000",
+            "--users",
+            "300",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return folder
 
 
@@ -33,8 +49,16 @@ def top_pop_config(folder, world):
         {"recommender": "toppop", "path": "top_tracks.json", "k": k} for k in (10, 100, 1000)
     ]
     config = folder / "botify.yaml"
-    config.write_text(json.dumps({"catalog": str(world / "tracks.json"), "log_dir": "log", "seed": 9,
-                                  "experiments": [{"name": "TOP_POP", "arms": arms}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "catalog": str(world / "tracks.json"),
+                "log_dir": "log",
+                "seed": 9,
+                "experiments": [{"name": "TOP_POP", "arms": arms}],
+            }
+        )
+    )
     return config
 
 
@@ -42,10 +66,32 @@ def simulate_against_service(folder, world, *, processes: int = 1):
     config = top_pop_config(folder, world)
     with served(config) as url:
         subprocess.run(
-            [sys.executable, "-m", "sim", "run", "--world", str(world), "--agent", "http", "--url", url,
-             "--episodes", str(EPISODES), "--seed", "11", "--processes", str(processes), "--no-progress",
-             "--summary", str(folder / "summary.json"), "--trace", str(folder / "trace.jsonl")],
-            check=True, capture_output=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "sim",
+                "run",
+                "--world",
+                str(world),
+                "--agent",
+                "http",
+                "--url",
+                url,
+                "--episodes",
+                str(EPISODES),
+                "--seed",
+                "11",
+                "--processes",
+                str(processes),
+                "--no-progress",
+                "--summary",
+                str(folder / "summary.json"),
+                "--trace",
+                str(folder / "trace.jsonl"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
     summary = json.loads((folder / "summary.json").read_text())
     trace = [json.loads(line) for line in (folder / "trace.jsonl").read_text().splitlines()]
@@ -86,5 +132,7 @@ def test_seeded_simulation_gives_the_same_log_run_after_run(sim_world, tmp_path)
         folder = tmp_path / f"run{run}"
         folder.mkdir()
         _, _, events = simulate_against_service(folder, sim_world, processes=2)
-        logs.append(sorted(orjson.dumps({k: v for k, v in e.items() if k not in ("timestamp", "latency")}) for e in events))
+        logs.append(
+            sorted(orjson.dumps({k: v for k, v in e.items() if k not in ("timestamp", "latency")}) for e in events)
+        )
     assert logs[0] == logs[1]

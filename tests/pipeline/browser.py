@@ -3,6 +3,7 @@
 Chromium is pointed at a proxy on loopback that only records what reaches it: a page that loads anything from the
 network (a CDN script, a font) shows up there, while file:// and data: resources never do.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,25 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--allow-file-access-from-files", "--no-pings", "--disable-domain-reliability",
-                  "--disable-client-side-phishing-detection", "--disable-default-apps", "--metrics-recording-only",
-                  "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,"
-                  "AutofillServerCommunication,SigninInterceptBubbleV2,ChromeSignin,UpdateClient")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--allow-file-access-from-files",
+    "--no-pings",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-default-apps",
+    "--metrics-recording-only",
+    "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,"
+    "AutofillServerCommunication,SigninInterceptBubbleV2,ChromeSignin,UpdateClient",
+)
 
 
 def chromium() -> str:
@@ -81,14 +95,29 @@ def render(page: Path, screenshot: Path | None = None, width: int = 1280, height
     proxy = RecordingProxy()
     try:
         with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-            command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                       f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
-                       f"--window-size={width},{height}", "--virtual-time-budget=3000"]
+            command = [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--proxy-server=http://127.0.0.1:{proxy.port}",
+                "--proxy-bypass-list=<-loopback>",
+                f"--window-size={width},{height}",
+                "--virtual-time-budget=3000",
+            ]
             if screenshot is not None:
-                subprocess.run([*command, f"--screenshot={screenshot}", page.resolve().as_uri()],
-                               capture_output=True, timeout=120, check=True)
-            dom = subprocess.run([*command, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
-                                 timeout=120, check=True).stdout
+                subprocess.run(
+                    [*command, f"--screenshot={screenshot}", page.resolve().as_uri()],
+                    capture_output=True,
+                    timeout=120,
+                    check=True,
+                )
+            dom = subprocess.run(
+                [*command, "--dump-dom", page.resolve().as_uri()],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
     finally:
         proxy.close()
     return dom, page_requests(proxy.requests)

@@ -1,4 +1,5 @@
 """The bootstrap regenerates a missing world, proves it is the one data.dvc records, and refuses any other."""
+
 import os
 import subprocess
 import sys
@@ -63,18 +64,22 @@ def test_dvc_hints_are_dropped_and_everything_else_passes(tmp_path):
 
     from botify_lab.pipeline.bootstrap import pass_through_without_hints
 
-    text = (b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
-            b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n\nTo track the changes with git, run:\n\n"
-            b"\tgit add dvc.lock\n\nTo enable auto staging, run:\n\n\tdvc config core.autostage true\n"
-            b"Use `dvc push` to send your updates to remote storage.\n")
+    text = (
+        b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
+        b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n\nTo track the changes with git, run:\n\n"
+        b"\tgit add dvc.lock\n\nTo enable auto staging, run:\n\n\tdvc config core.autostage true\n"
+        b"Use `dvc push` to send your updates to remote storage.\n"
+    )
     read, write = os.pipe()
     os.write(write, text)
     os.close(write)
     out = io.BytesIO()
     pass_through_without_hints(read, out)
     os.close(read)
-    assert out.getvalue() == (b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
-                              b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n")
+    assert out.getvalue() == (
+        b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
+        b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n"
+    )
 
 
 def test_world_source_course_builds_the_course_world_and_records_it(project, upstream_world):

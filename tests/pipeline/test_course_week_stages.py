@@ -1,4 +1,5 @@
 """The week-2, week-3 and week-5 stages end to end on a tiny hand-made collected log (in a temporary folder)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ def tiny_log_rows(seed: int = 0) -> list[dict]:
     alternating by user; every user plays sessions of their liked tracks (time 1.0) and a few skips (time 0.1)."""
     rng = np.random.default_rng(seed)
     rows, clock = [], 1_700_000_000_000
-    for round_ in range(3):
+    for _round in range(3):
         for user in range(40):
             liked = np.arange(20) + (20 if user % 2 else 0)
             arm = "C" if user % 4 < 2 else "T1"
@@ -27,9 +28,18 @@ def tiny_log_rows(seed: int = 0) -> list[dict]:
             for position, track in enumerate(tracks):
                 clock += 1000
                 last = position == len(tracks) - 1
-                rows.append({"message": "last" if last else "next", "timestamp": clock, "user": user, "track": track,
-                             "time": 0.1 if track >= 40 else 1.0, "latency": 0.001,
-                             "recommendation": None if last else 0, "experiments": {EXPERIMENT: arm}})
+                rows.append(
+                    {
+                        "message": "last" if last else "next",
+                        "timestamp": clock,
+                        "user": user,
+                        "track": track,
+                        "time": 0.1 if track >= 40 else 1.0,
+                        "latency": 0.001,
+                        "recommendation": None if last else 0,
+                        "experiments": {EXPERIMENT: arm},
+                    }
+                )
     return rows
 
 
@@ -41,9 +51,12 @@ def stage_root(tmp_path, monkeypatch):
     log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in tiny_log_rows()))
     catalog = tmp_path / layout.CATALOG
     catalog.parent.mkdir(parents=True)
-    catalog.write_bytes(b"".join(
-        orjson.dumps({"artist": f"artist {track % 6}", "title": f"song {track}", "track": track}) + b"\n"
-        for track in range(CATALOG_SIZE)))
+    catalog.write_bytes(
+        b"".join(
+            orjson.dumps({"artist": f"artist {track % 6}", "title": f"song {track}", "track": track}) + b"\n"
+            for track in range(CATALOG_SIZE)
+        )
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -52,8 +65,17 @@ def params() -> dict:
     return {
         "seed": 7,
         "collect": {"experiment": EXPERIMENT, "recommenders": RECOMMENDERS},
-        "indexed": {"positive_time": 0.8, "min_user_positives": 5, "min_track_positives": 5, "test_share": 0.3,
-                    "algorithm": "als", "trials": 3, "k": 5, "top": 10, "user_based_neighbours": 5},
+        "indexed": {
+            "positive_time": 0.8,
+            "min_user_positives": 5,
+            "min_track_positives": 5,
+            "test_share": 0.3,
+            "algorithm": "als",
+            "trials": 3,
+            "k": 5,
+            "top": 10,
+            "user_based_neighbours": 5,
+        },
         "toppop_offline": {"positive_time": 0.8, "train_share": 0.5, "ks": [5, 20], "k": 5},
         "diverse_i2i": {"k": 6, "per_artist": 2},
     }
@@ -86,8 +108,10 @@ def test_indexed_then_diverse_i2i_write_the_service_files_and_repeat_byte_for_by
     plain = [orjson.loads(line) for line in layout.PLAIN_I2I_RECS.read_bytes().splitlines()]
     assert [row["recommendations"] for row in plain[:40]] == [lists.uncapped[track] for track in range(40)]
 
-    first = {path: digest(path) for path in (layout.USER_RECS, layout.USER_BASED_RECS, layout.I2I_RECS,
-                                             layout.PLAIN_I2I_RECS)}
+    first = {
+        path: digest(path)
+        for path in (layout.USER_RECS, layout.USER_BASED_RECS, layout.I2I_RECS, layout.PLAIN_I2I_RECS)
+    }
     indexed.run_indexed(params())
     diverse_i2i.run_diverse_i2i(params())
     assert {path: digest(path) for path in first} == first
@@ -103,16 +127,19 @@ def test_toppop_offline_scores_the_random_arm_halves(stage_root):
     # the shuffled list of 5 scores r/5 per user, the ranked one the same first 5 tracks for every size
     assert table.loc["TopPop(5)", "ranked_precision_at_5"] == table.loc["TopPop(20)", "ranked_precision_at_5"]
     assert table.loc["TopPop(5)", "shuffled_precision_at_5"] == pytest.approx(
-        table.loc["TopPop(5)", "ranked_precision_at_5"])
+        table.loc["TopPop(5)", "ranked_precision_at_5"]
+    )
     written = orjson.loads((stage_root / "metrics" / "toppop_offline.json").read_bytes())
     assert set(written["toppop"]) == {"TopPop(5)", "TopPop(20)"}
 
 
 def test_offline_table_meets_the_calibration_effects():
-    calibration = {"arms": {  # metrics/calibration.json's headline: arms of the course's TOP_POP experiment
-        "C": {"mean_time_per_session": {"simulated": 2.0, "published": 2.152}},
-        "T1": {"mean_time_per_session": {"simulated": 3.0, "published": 2.742}},
-    }}
+    calibration = {
+        "arms": {  # metrics/calibration.json's headline: arms of the course's TOP_POP experiment
+            "C": {"mean_time_per_session": {"simulated": 2.0, "published": 2.152}},
+            "T1": {"mean_time_per_session": {"simulated": 3.0, "published": 2.742}},
+        }
+    }
     online = toppop_offline.online_effects(calibration)
     assert online.loc[0, "recommender"] == "TopPop(10)"
     assert online.loc[0, "online_effect"] == pytest.approx(50.0)
@@ -120,7 +147,8 @@ def test_offline_table_meets_the_calibration_effects():
 
 
 def test_toppop_offline_split_ignores_how_users_interleave():
-    """Two runs interleave users differently (wall clock, processes, connections); the cut uses each user's own order."""
+    """Two runs interleave users differently (wall clock, processes, connections); the cut uses each user's own
+    order."""
     import pandas as pd
 
     rng = np.random.default_rng(3)
@@ -129,8 +157,11 @@ def test_toppop_offline_split_ignores_how_users_interleave():
     def run_log(seed: int) -> pd.DataFrame:
         """One run's log: every user's steps in order, users started at run-dependent wall-clock moments."""
         starts = np.random.default_rng(seed).integers(0, 50, len(sizes))
-        rows = [{"user": user, "step": step, "timestamp": int(starts[user]) + step}
-                for user, size in enumerate(sizes) for step in range(size)]
+        rows = [
+            {"user": user, "step": step, "timestamp": int(starts[user]) + step}
+            for user, size in enumerate(sizes)
+            for step in range(size)
+        ]
         log = pd.DataFrame(rows).sort_values("timestamp", kind="stable").reset_index(drop=True)
         log["order"] = np.arange(len(log))
         return log

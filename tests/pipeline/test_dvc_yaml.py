@@ -1,4 +1,5 @@
 """dvc.yaml agrees with the code: every module a stage runs is a dependency, and its paths are the layout's."""
+
 from __future__ import annotations
 
 import re
@@ -55,8 +56,23 @@ def declared_paths() -> set[str]:
 
 def test_layout_paths_are_the_ones_dvc_yaml_declares():
     declared = declared_paths()
-    for name in ("WORLD", "CATALOG", "COLLECT", "COLLECT_LOG", "TOP_TRACKS", "SIMULATE", "SIMULATE_LOG", "CALIBRATE",
-                 "INDEXED", "LEADERBOARD", "REPORT", "ANALYSIS", "PARAMS_CHECKED", "I2I", "FIDELITY"):
+    for name in (
+        "WORLD",
+        "CATALOG",
+        "COLLECT",
+        "COLLECT_LOG",
+        "TOP_TRACKS",
+        "SIMULATE",
+        "SIMULATE_LOG",
+        "CALIBRATE",
+        "INDEXED",
+        "LEADERBOARD",
+        "REPORT",
+        "ANALYSIS",
+        "PARAMS_CHECKED",
+        "I2I",
+        "FIDELITY",
+    ):
         assert getattr(layout, name).as_posix() in declared, f"layout.{name} is not in dvc.yaml"
     key = "${key}"
     assert layout.model_dir(key).as_posix() in declared and layout.recs_file(key).as_posix() in declared

@@ -1,6 +1,7 @@
 """Traffic through the service leaves the same files on every run: the simulated clock, the canonical log order and
 a summary without the run's port and seconds are what let `make repro` reproduce `dvc.lock`. The in-process
 transport writes the very log the real server writes over HTTP."""
+
 from __future__ import annotations
 
 import filecmp
@@ -8,12 +9,17 @@ import random
 
 import orjson
 import pytest
-from sim.agents import InvalidAnswer
-from sim.episodes import SimulatedClock
 
 from botify_lab.formats import LOG_FILE_NAME, rotated_log_name
-from botify_lab.pipeline.experiment import (InProcessService, Traffic, put_log_in_canonical_order, run_experiment,
-                                            write_service_config)
+from botify_lab.pipeline.experiment import (
+    InProcessService,
+    Traffic,
+    put_log_in_canonical_order,
+    run_experiment,
+    write_service_config,
+)
+from sim.agents import InvalidAnswer
+from sim.episodes import SimulatedClock
 from sim.generator import generate_world
 from tests.conftest import world_knobs
 
@@ -25,7 +31,9 @@ def same_tree(left, right) -> list[str]:
     differences = []
     comparison = filecmp.dircmp(left, right)
     differences += comparison.left_only + comparison.right_only
-    differences += [name for name in comparison.common_files if not filecmp.cmp(left / name, right / name, shallow=False)]
+    differences += [
+        name for name in comparison.common_files if not filecmp.cmp(left / name, right / name, shallow=False)
+    ]
     for name in comparison.common_dirs:
         differences += [f"{name}/{path}" for path in same_tree(left / name, right / name)]
     return differences
@@ -39,7 +47,11 @@ def test_two_runs_over_several_processes_and_connections_leave_identical_files(t
     second = run_experiment(world, [EXPERIMENT], traffic, tmp_path / "second").parent
     assert same_tree(first, second) == []
     assert sorted(path.name for path in (first / "log").iterdir()) == [
-        ".botify-counters.json", ".botify.lock", f".{LOG_FILE_NAME}.lock", LOG_FILE_NAME]
+        ".botify-counters.json",
+        ".botify.lock",
+        f".{LOG_FILE_NAME}.lock",
+        LOG_FILE_NAME,
+    ]
     assert (first / "log" / ".botify.lock").read_bytes() == b""
     events = [orjson.loads(line) for line in (first / "log" / LOG_FILE_NAME).read_bytes().splitlines()]
     assert {event["latency"] for event in events} == {0.0}
@@ -52,8 +64,20 @@ def test_two_runs_over_several_processes_and_connections_leave_identical_files(t
 
 def test_canonical_order_merges_rotated_files_and_keeps_each_users_order(tmp_path):
     """Equal timestamps of one user (a session of 1,000+ requests shares its last millisecond) keep the log's order."""
-    events = [{"message": "next", "timestamp": 10 + step // 3, "user": user, "track": step, "time": 0.5,
-               "latency": 0.0, "recommendation": 1, "experiments": {}} for user in (2, 1) for step in range(6)]
+    events = [
+        {
+            "message": "next",
+            "timestamp": 10 + step // 3,
+            "user": user,
+            "track": step,
+            "time": 0.5,
+            "latency": 0.0,
+            "recommendation": 1,
+            "experiments": {},
+        }
+        for user in (2, 1)
+        for step in range(6)
+    ]
     lines = [orjson.dumps(event) + b"\n" for event in events]
 
     def written(name: str, shuffle_seed: int):
@@ -73,7 +97,8 @@ def test_canonical_order_merges_rotated_files_and_keeps_each_users_order(tmp_pat
     assert (one / LOG_FILE_NAME).read_bytes() == (other / LOG_FILE_NAME).read_bytes()
     ordered = [orjson.loads(line) for line in (one / LOG_FILE_NAME).read_bytes().splitlines()]
     assert [(event["timestamp"], event["user"], event["track"]) for event in ordered] == sorted(
-        (event["timestamp"], event["user"], event["track"]) for event in events)
+        (event["timestamp"], event["user"], event["track"]) for event in events
+    )
 
 
 def every_recommender_kind(world, folder) -> list[dict]:
@@ -83,16 +108,25 @@ def every_recommender_kind(world, folder) -> list[dict]:
     rows = [orjson.loads(line) for line in (world / "tracks.json").read_bytes().splitlines()]
     users = [orjson.loads(line)["user"] for line in (world / "users.json").read_bytes().splitlines()]
     (folder / "top.json").write_bytes(orjson.dumps([7, 3, 11, 400, 5]))
-    (folder / "indexed.jsonl").write_bytes(b"".join(
-        orjson.dumps({"user": user, "tracks": [(user * 7 + i) % len(rows) for i in range(5)]}) + b"\n"
-        for user in users[::2]))  # every other user has a list: the rest fall back to random
-    (folder / "contextual.jsonl").write_bytes(b"".join(
-        orjson.dumps({**row, "recommendations": [(row["track"] + i) % len(rows) for i in range(1, 4)]}) + b"\n"
-        for row in rows[: len(rows) // 2]))  # tracks without neighbours fall back to random
-    arms = [{"recommender": "random"}, {"recommender": "sticky_artist"},
-            {"recommender": "toppop", "path": str(folder / "top.json"), "k": 3},
-            {"recommender": "indexed", "path": str(folder / "indexed.jsonl")},
-            {"recommender": "contextual", "path": str(folder / "contextual.jsonl")}]
+    (folder / "indexed.jsonl").write_bytes(
+        b"".join(
+            orjson.dumps({"user": user, "tracks": [(user * 7 + i) % len(rows) for i in range(5)]}) + b"\n"
+            for user in users[::2]
+        )
+    )  # every other user has a list: the rest fall back to random
+    (folder / "contextual.jsonl").write_bytes(
+        b"".join(
+            orjson.dumps({**row, "recommendations": [(row["track"] + i) % len(rows) for i in range(1, 4)]}) + b"\n"
+            for row in rows[: len(rows) // 2]
+        )
+    )  # tracks without neighbours fall back to random
+    arms = [
+        {"recommender": "random"},
+        {"recommender": "sticky_artist"},
+        {"recommender": "toppop", "path": str(folder / "top.json"), "k": 3},
+        {"recommender": "indexed", "path": str(folder / "indexed.jsonl")},
+        {"recommender": "contextual", "path": str(folder / "contextual.jsonl")},
+    ]
     return [{"name": "ALL_KINDS", "arms": arms}, {"name": "LOGGED_ONLY", "arms": arms[:2]}]
 
 
@@ -122,9 +156,12 @@ def test_the_in_process_service_answers_refusals_as_the_simulator_knows_them(tmp
     """A request the service refuses (a 400 over HTTP) is an invalid answer naming the call and the reason, and
     logs nothing; the agent tells the service each request's simulated time."""
     catalog = tmp_path / "tracks.json"
-    catalog.write_bytes(b"".join(orjson.dumps({"artist": "A", "title": f"t{i}", "track": i}) + b"\n" for i in range(20)))
-    config = write_service_config(tmp_path / "service.yaml", catalog=catalog, log_dir=tmp_path / "log", seed=1,
-                                  experiments=[EXPERIMENT])
+    catalog.write_bytes(
+        b"".join(orjson.dumps({"artist": "A", "title": f"t{i}", "track": i}) + b"\n" for i in range(20))
+    )
+    config = write_service_config(
+        tmp_path / "service.yaml", catalog=catalog, log_dir=tmp_path / "log", seed=1, experiments=[EXPERIMENT]
+    )
     agent = InProcessService(config, tmp_path / "parts").for_process(0, SimulatedClock(episodes_per_day=10))
     try:
         agent.at(0, 3, 2)

@@ -1,5 +1,6 @@
 """The fidelity stage: Random and StickyArtist served through the real service at each gamma, the statistics of
 the logs beside the real ones; and the in-process engine of the knob search agrees with the service."""
+
 from __future__ import annotations
 
 import json
@@ -45,14 +46,24 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
         "seed": 5,
         "http": {"connections": 2},
         "train": {"splits": [0.8, 0.1, 0.1]},
-        "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 120}, {"gamma": 0.8, "episodes": 80}],
-                     "processes": 1,
-                     "top_pop_seeds": 1, "top_pop_episodes": 200, "reference_episodes": 80},
+        "fidelity": {
+            "seeds": 1,
+            "gammas": [{"gamma": 0.9, "episodes": 120}, {"gamma": 0.8, "episodes": 80}],
+            "processes": 1,
+            "top_pop_seeds": 1,
+            "top_pop_episodes": 200,
+            "reference_episodes": 80,
+        },
     }
     result = fidelity.run(params, world, real_stats=real_stats_path, collect_log=tmp_path / "absent")
     table = result.table
-    assert set(table["group"]) >= {"Random gamma=0.9", "Random gamma=0.8", "StickyArtist gamma=0.9",
-                                   "StickyArtist gamma=0.8 (published)", "TOP_POP T2 TopPop(100)"}
+    assert set(table["group"]) >= {
+        "Random gamma=0.9",
+        "Random gamma=0.8",
+        "StickyArtist gamma=0.9",
+        "StickyArtist gamma=0.8 (published)",
+        "TOP_POP T2 TopPop(100)",
+    }
     for name in ("Random gamma=0.9", "StickyArtist gamma=0.8"):
         assert len(result.simulated[name]) == 1
     sticky = result.simulated["StickyArtist gamma=0.9"][0]
@@ -100,8 +111,16 @@ def test_training_summary_of_a_log(tmp_path):
         times = [1.0, 0.0, 1.0, 0.5, 0.0]
         for i, time in enumerate(times):
             last = i == len(times) - 1
-            rows.append(event("last" if last else "next", 1000 * user + i, user, user * 10 + i, time,
-                              recommendation=None if last else user * 10 + i + 1))
+            rows.append(
+                event(
+                    "last" if last else "next",
+                    1000 * user + i,
+                    user,
+                    user * 10 + i,
+                    time,
+                    recommendation=None if last else user * 10 + i + 1,
+                )
+            )
     log = write_log(tmp_path / "log" / "data.json", rows)
     summary = fidelity.training_summary(log.parent, {"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}})
     assert summary["pairs"] == 160 and summary["variance"] == pytest.approx(np.var([0.0, 1.0, 0.5, 0.0]))
@@ -111,8 +130,11 @@ def test_training_summary_of_a_log(tmp_path):
 def test_search_candidates_and_best():
     import pandas as pd
 
-    search = {"points": {"old": {"track_spread": 0.5}}, "sweeps": {"genre_spread": [1.0, 1.9]},
-              "grid": {"artist_spread": [3.5, 4.1], "track_spread": [0.5, 1.9]}}
+    search = {
+        "points": {"old": {"track_spread": 0.5}},
+        "sweeps": {"genre_spread": [1.0, 1.9]},
+        "grid": {"artist_spread": [3.5, 4.1], "track_spread": [0.5, 1.9]},
+    }
     found = fidelity_search.candidates(search)
     assert found[0] == ("base", {}) and found[1] == ("point old", {"track_spread": 0.5})
     assert len(found) == 1 + 1 + 2 + 4
@@ -131,8 +153,14 @@ def test_the_stage_runs_on_the_course_world(upstream_world, tmp_path, real_stats
         "seed": 7,
         "http": {"connections": 2},
         "train": {"splits": [0.8, 0.1, 0.1]},
-        "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 100}, {"gamma": 0.8, "episodes": 60}],
-                     "processes": 1, "top_pop_seeds": 1, "top_pop_episodes": 150, "reference_episodes": 60},
+        "fidelity": {
+            "seeds": 1,
+            "gammas": [{"gamma": 0.9, "episodes": 100}, {"gamma": 0.8, "episodes": 60}],
+            "processes": 1,
+            "top_pop_seeds": 1,
+            "top_pop_episodes": 150,
+            "reference_episodes": 60,
+        },
     }
     result = fidelity.run(params, tmp_path / "world", real_stats=real_stats_path, collect_log=tmp_path / "absent")
     sticky = result.simulated["StickyArtist gamma=0.9"][0]

@@ -1,5 +1,6 @@
 """params.yaml is checked against one schema before any stage works: one line per problem, naming the key, the
 value and what is allowed, and no traceback."""
+
 from __future__ import annotations
 
 import copy
@@ -46,12 +47,15 @@ def test_cross_checks_name_the_models():
     lines = problems(lambda params: params["simulate"].update(treatment="nobody"))
     assert lines == ["params.yaml: simulate.treatment = 'nobody': must name a model of `models:` (contextual, ours)"]
     assert problems(lambda params: params["train"].update(splits=[0.8, 0.1, 0.2]))[0].startswith(
-        "params.yaml: train.splits must sum to 1")
+        "params.yaml: train.splits must sum to 1"
+    )
     assert problems(lambda params: params["world"].update(source="course")) == [
         "params.yaml: world.source is 'course', so world.course_dir must name the folder holding the course's "
-        "tracks.json and users.json"]
+        "tracks.json and users.json"
+    ]
     assert problems(lambda params: params["world"].update(source="upstream"))[0].startswith(
-        "params.yaml: world.source = 'upstream': Input should be 'generated' or 'course'")
+        "params.yaml: world.source = 'upstream': Input should be 'generated' or 'course'"
+    )
 
 
 def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):
@@ -59,8 +63,19 @@ def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):
     params["models"]["ours"]["loss"] = "huber"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    completed = subprocess.run([sys.executable, "-m", "botify_lab.pipeline.params", "--params", str(path),
-                                "--stamp", str(tmp_path / "checked")], capture_output=True, text=True)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "botify_lab.pipeline.params",
+            "--params",
+            str(path),
+            "--stamp",
+            str(tmp_path / "checked"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert completed.returncode == 2 and not (tmp_path / "checked").exists()
     assert completed.stderr.strip() == f"{path}: models.ours.loss = 'huber': Input should be 'mse' or 'mae'"
 

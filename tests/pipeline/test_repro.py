@@ -2,6 +2,7 @@
 should (clean status, nothing to redo, a parameter change reruns only what depends on it). The clone records a
 small world with `make world`'s command (a tenth of the catalog: every stage scales with it) and adds a third model
 to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
+
 import json
 import os
 import re
@@ -25,14 +26,27 @@ TINY = {
     "models": {
         "contextual": {"embedding_dim": 4},
         "ours": {"embedding_dim": 8},
-        "added": {"label": "Added", "embedding_dim": 6, "similarity": "mlp", "loss": "mae", "mlp_hidden": 8,
-                  "mlp_sigmoid": True, "optimizer": "lazy_adam"},
+        "added": {
+            "label": "Added",
+            "embedding_dim": 6,
+            "similarity": "mlp",
+            "loss": "mae",
+            "mlp_hidden": 8,
+            "mlp_sigmoid": True,
+            "optimizer": "lazy_adam",
+        },
     },
     "simulate": {"episodes": 300, "processes": 1},
     "calibrate": {"seeds": 1, "episodes": 200, "random_episodes": 200, "processes": 1},
     "indexed": {"trials": 2, "min_user_positives": 1, "min_track_positives": 1},
-    "fidelity": {"seeds": 1, "gammas": [{"gamma": 0.9, "episodes": 200}, {"gamma": 0.8, "episodes": 200}],
-                 "processes": 1, "top_pop_seeds": 1, "top_pop_episodes": 200, "reference_episodes": 200},
+    "fidelity": {
+        "seeds": 1,
+        "gammas": [{"gamma": 0.9, "episodes": 200}, {"gamma": 0.8, "episodes": 200}],
+        "processes": 1,
+        "top_pop_seeds": 1,
+        "top_pop_episodes": 200,
+        "reference_episodes": 200,
+    },
     "leaderboard": {"episodes": 300, "processes": 1},
 }
 
@@ -69,8 +83,10 @@ def tiny_clone(tmp_path_factory):
         "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc-global"),
         "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc-system"),
         "SHELL": "/bin/bash",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
     }
     run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "world"], clone, env)  # records the small world
     shutil.rmtree(clone / "data")  # so that `make repro` regenerates it and checks it against data.dvc
@@ -99,13 +115,28 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     assert json.loads((clone / "metrics" / "calibration.json").read_text())["arms"]["T2"]
     leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
     assert list(leaderboard["recommenders"].values()) == [
-        "Random", "StickyArtist", "TopPop(100)", "User-based", "Collaborative (Indexed)", "Contextual", "Diverse i2i",
-        "Ours", "Added", "Reference: true neighbours"]
+        "Random",
+        "StickyArtist",
+        "TopPop(100)",
+        "User-based",
+        "Collaborative (Indexed)",
+        "Contextual",
+        "Diverse i2i",
+        "Ours",
+        "Added",
+        "Reference: true neighbours",
+    ]
     assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 10)}
     fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
     assert fidelity["checks"] > 50 and "training_data" in fidelity
-    for figure in ("ab_effects.png", "ab_cumulative.png", "simulate.png", "train_ours.png", "calibration.png",
-                   "leaderboard.png"):
+    for figure in (
+        "ab_effects.png",
+        "ab_cumulative.png",
+        "simulate.png",
+        "train_ours.png",
+        "calibration.png",
+        "leaderboard.png",
+    ):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000
     index = (clone / "reports" / "html" / "index.html").read_text()
     assert "ab_analysis.html" in index and "train_ours.html" in index
@@ -138,8 +169,8 @@ def test_a_forced_rerun_reproduces_every_output(tiny_clone):
 def readme_block(heading: str) -> str:
     """The first bash block under a README heading, as a user would paste it."""
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index(f"\n## {heading}\n"):]
-    return section[section.index("```bash\n") + len("```bash\n"):section.index("\n```", section.index("```bash"))]
+    section = readme[readme.index(f"\n## {heading}\n") :]
+    return section[section.index("```bash\n") + len("```bash\n") : section.index("\n```", section.index("```bash"))]
 
 
 def run_readme_block(clone, env, heading: str) -> str:
@@ -179,6 +210,7 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
     import re
 
     from matplotlib import image
+
     from tests.pipeline.browser import render
 
     clone, _, _ = tiny_clone
@@ -194,11 +226,20 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
         for data in figures:
             assert image.imread(io.BytesIO(base64.b64decode(data)), format="png").shape[0] > 50
     index = (clone / "reports" / "html" / "index.html").read_text()
-    for text in ("The homework A/B test", "similarity, dimension", "The course's leaderboard", "TOP_POP", "Metrics",
-                 "train_ours.html", "The real logs", "checks", 'href="fidelity.html"'):
+    for text in (
+        "The homework A/B test",
+        "similarity, dimension",
+        "The course's leaderboard",
+        "TOP_POP",
+        "Metrics",
+        "train_ours.html",
+        "The real logs",
+        "checks",
+        'href="fidelity.html"',
+    ):
         assert text in index
-    board = index[index.index("The course's leaderboard"):index.index("The real logs")]
-    table = board[:board.index("</table>")]
+    board = index[index.index("The course's leaderboard") : index.index("The real logs")]
+    table = board[: board.index("</table>")]
     assert "n/a" not in table, "every leaderboard arm has a detectable effect"
     assert (tmp_path / "index.png").stat().st_size > 20_000
 

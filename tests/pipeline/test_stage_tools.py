@@ -1,11 +1,13 @@
 """The pieces every stage relies on: atomic outputs, the notebook runner, and the offline HTML report."""
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from botify_lab.pipeline.notebook import run_notebook
 from botify_lab.pipeline.outputs import atomic_output_dir
-from botify_lab.pipeline.report import EXTERNAL_REFERENCE, build_index, main as report_main
+from botify_lab.pipeline.report import EXTERNAL_REFERENCE, build_index
+from botify_lab.pipeline.report import main as report_main
 
 
 def write_notebook(path, *sources):
@@ -47,9 +49,11 @@ def test_notebook_runner_publishes_only_a_fully_executed_notebook(tmp_path):
 def test_an_executed_notebook_is_the_same_file_on_every_run(tmp_path):
     """No clock readings, random ids or memory addresses are kept, so DVC records one hash for the same inputs."""
     source = write_notebook(
-        tmp_path / "nb.ipynb", "value = 1",
+        tmp_path / "nb.ipynb",
+        "value = 1",
         "import pandas as pd\npd.DataFrame({'a': [1, 2]}).style.highlight_max(color='lightgreen')",
-        "import time\ntime.sleep(0.05)\nprint(value * 2)")
+        "import time\ntime.sleep(0.05)\nprint(value * 2)",
+    )
     output = tmp_path / "executed" / "nb.ipynb"
     assert run_notebook(source, output, ["-p", "value", "21"]) == 0
     first = output.read_bytes()
@@ -70,8 +74,18 @@ def test_report_is_self_contained_with_an_index(tmp_path):
         notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), new_code_cell("1 + 1")])
         nbformat.write(notebook, notebooks / f"{name}.ipynb")
     out = tmp_path / "html"
-    report_main(["--notebooks", str(notebooks), "--out", str(out), "--metrics", str(tmp_path / "no-metrics"),
-                 "--params", str(tmp_path / "no-params.yaml")])
+    report_main(
+        [
+            "--notebooks",
+            str(notebooks),
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "no-metrics"),
+            "--params",
+            str(tmp_path / "no-params.yaml"),
+        ]
+    )
     pages = sorted(path.name for path in out.iterdir())
     assert pages == ["ab_analysis.html", "index.html", "train_x.html"]
     index = (out / "index.html").read_text()
@@ -81,26 +95,55 @@ def test_report_is_self_contained_with_an_index(tmp_path):
 
 
 def test_index_is_the_studys_front_page(tmp_path):
-    ab = {"experiment": "HOMEWORK", "alpha": 0.05, "arms": {"C": {"users": 10, "sessions": 12}},
-          "effects": {"T1": {"mean_time_per_session": {
-              "control_mean": 2.0, "treatment_mean": 2.1, "effect": 6.1, "lower": 2.0, "upper": 10.2,
-              "significant": True, "mde": 5.8}}}}
-    latency = {"effects": {"T1": {"mean_request_latency": {"effect": 9.0, "lower": 4.0, "upper": 14.0,
-                                                          "significant": True, "mde": 3.0}}}}
-    params = {"simulate": {"control": "contextual", "treatment": "ours"},
-              "models": {"contextual": {"label": "Contextual", "similarity": "dot", "embedding_dim": 10, "loss": "mse"},
-                         "ours": {"label": "Ours", "similarity": "cosine", "embedding_dim": 128, "loss": "mse"}}}
-    board = {"recommenders": {"C": "Random", "T1": "StickyArtist"},
-             "arm_means": {"C": {"mean_time_per_session": 2.1}, "T1": {"mean_time_per_session": 3.1}},
-             "effects": {"T1": {"mean_time_per_session": {"effect": 47.0, "lower": 30.0, "upper": 60.0,
-                                                          "significant": True, "mde": 9.0}}}}
-    index = build_index([("ab_analysis", "ab_analysis.html")], ab, params=params, latency=latency, leaderboard=board,
-                        figures=tmp_path)
+    ab = {
+        "experiment": "HOMEWORK",
+        "alpha": 0.05,
+        "arms": {"C": {"users": 10, "sessions": 12}},
+        "effects": {
+            "T1": {
+                "mean_time_per_session": {
+                    "control_mean": 2.0,
+                    "treatment_mean": 2.1,
+                    "effect": 6.1,
+                    "lower": 2.0,
+                    "upper": 10.2,
+                    "significant": True,
+                    "mde": 5.8,
+                }
+            }
+        },
+    }
+    latency = {
+        "effects": {
+            "T1": {
+                "mean_request_latency": {"effect": 9.0, "lower": 4.0, "upper": 14.0, "significant": True, "mde": 3.0}
+            }
+        }
+    }
+    params = {
+        "simulate": {"control": "contextual", "treatment": "ours"},
+        "models": {
+            "contextual": {"label": "Contextual", "similarity": "dot", "embedding_dim": 10, "loss": "mse"},
+            "ours": {"label": "Ours", "similarity": "cosine", "embedding_dim": 128, "loss": "mse"},
+        },
+    }
+    board = {
+        "recommenders": {"C": "Random", "T1": "StickyArtist"},
+        "arm_means": {"C": {"mean_time_per_session": 2.1}, "T1": {"mean_time_per_session": 3.1}},
+        "effects": {
+            "T1": {
+                "mean_time_per_session": {"effect": 47.0, "lower": 30.0, "upper": 60.0, "significant": True, "mde": 9.0}
+            }
+        },
+    }
+    index = build_index(
+        [("ab_analysis", "ab_analysis.html")], ab, params=params, latency=latency, leaderboard=board, figures=tmp_path
+    )
     assert "+6.10%" in index and "[+2.00%, +10.20%]" in index and "5.80%" in index and ">significant<" in index
     assert "cosine similarity, dimension 128" in index and "StickyArtist" in index and "+47.00%" in index
-    time_row = index[index.index("mean_time_per_session</td>"):]
+    time_row = index[index.index("mean_time_per_session</td>") :]
     assert "#b7e1b0" in time_row[:300]  # a gain in time is green
-    latency_row = index[index.index("mean_request_latency</td>"):]
+    latency_row = index[index.index("mean_request_latency</td>") :]
     assert "#f4b6b6" in latency_row[:300]  # a rise in latency is red
     assert "mean_time_per_session</dt>" in index  # the metrics are defined
 
@@ -112,10 +155,14 @@ def test_front_page_says_whether_the_world_is_the_courses(tmp_path):
     figure = plt.figure(figsize=(2, 2))
     figure.savefig(tmp_path / "fidelity_random.png")
     plt.close(figure)
-    passed = {"passed": True, "failed": 0, "checks": 74,
-              "worst": {"distance": 0.91, "check": "Random gamma=0.9 | hist 1.0"}}
+    passed = {
+        "passed": True,
+        "failed": 0,
+        "checks": 74,
+        "worst": {"distance": 0.91, "check": "Random gamma=0.9 | hist 1.0"},
+    }
     index = build_index([], {}, fidelity=passed, figures=tmp_path)
-    section = index[index.index("The real logs</h2>"):]
+    section = index[index.index("The real logs</h2>") :]
     assert "all 74 checks within tolerance" in section and "Random gamma=0.9 | hist 1.0 at 0.91" in section
     assert 'href="fidelity.html"' in section and "data:image/png;base64," in section
     failing = build_index([], {}, fidelity={**passed, "passed": False, "failed": 3}, figures=tmp_path)
@@ -124,14 +171,33 @@ def test_front_page_says_whether_the_world_is_the_courses(tmp_path):
 
 
 def test_calibration_table_colours_only_the_calibrated_cells(tmp_path):
-    calibration = {"calibrated": True, "seeds": [1, 2], "arms": {"C": {
-        "mean_time_per_session": {"published": 2.152, "simulated": 2.14, "ratio": 0.994, "within_tolerance": True},
-        "mean_tracks_per_session": {"published": 7.145, "simulated": 7.9, "ratio": 1.106, "within_tolerance": False},
-        "time": {"published": 2.632, "simulated": 2.57, "ratio": 0.978, "within_tolerance": None}}}}
+    calibration = {
+        "calibrated": True,
+        "seeds": [1, 2],
+        "arms": {
+            "C": {
+                "mean_time_per_session": {
+                    "published": 2.152,
+                    "simulated": 2.14,
+                    "ratio": 0.994,
+                    "within_tolerance": True,
+                },
+                "mean_tracks_per_session": {
+                    "published": 7.145,
+                    "simulated": 7.9,
+                    "ratio": 1.106,
+                    "within_tolerance": False,
+                },
+                "time": {"published": 2.632, "simulated": 2.57, "ratio": 0.978, "within_tolerance": None},
+            }
+        },
+    }
     params = {"calibrate": {"tolerances": {"mean_time_per_session": 0.1, "mean_tracks_per_session": 0.05}}}
     index = build_index([], {}, params=params, calibration=calibration, figures=tmp_path)
-    rows = {metric: index[index.index(f"<td>{metric}</td>"):][:250]
-            for metric in ("mean_time_per_session", "mean_tracks_per_session", "time")}
+    rows = {
+        metric: index[index.index(f"<td>{metric}</td>") :][:250]
+        for metric in ("mean_time_per_session", "mean_tracks_per_session", "time")
+    }
     assert "#b7e1b0" in rows["mean_time_per_session"] and "(±10% allowed)" in rows["mean_time_per_session"]
     assert "#f4b6b6" in rows["mean_tracks_per_session"]
     assert "#b7e1b0" not in rows["time"] and "#f4b6b6" not in rows["time"] and "(not a target)" in rows["time"]
@@ -139,10 +205,12 @@ def test_calibration_table_colours_only_the_calibrated_cells(tmp_path):
 
 def test_notebook_runner_embeds_figures_hides_progress_and_reports_the_error_briefly(tmp_path, capfd):
     source = write_notebook(
-        tmp_path / "nb.ipynb", "fail = False",
+        tmp_path / "nb.ipynb",
+        "fail = False",
         "import matplotlib.pyplot as plt\nfrom tqdm import tqdm\nfor _ in tqdm(range(3)):\n    pass\n"
         "plt.plot([1, 2], [3, 4])",
-        "assert not fail, 'asked to fail'")
+        "assert not fail, 'asked to fail'",
+    )
     output = tmp_path / "executed" / "nb.ipynb"
     assert run_notebook(source, output, []) == 0
     executed = nbformat.read(output, as_version=4)

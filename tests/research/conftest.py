@@ -1,4 +1,5 @@
 """Fixtures of the research-code tests: a tiny catalog."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,7 +1,6 @@
 """The in-process TOP_POP replication and its comparison with the published table."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import numpy as np
 import orjson
@@ -11,12 +10,12 @@ import pytest
 from botify_lab.formats import assign_arm
 from botify_lab.pipeline import top_pop_in_process as in_process
 from botify_lab.pipeline.calibrate import calibration_json
-from botify_lab.research import ab, published as calibration
+from botify_lab.research import ab
+from botify_lab.research import published as calibration
 from botify_lab.research.logs import sessionize
-from sim.lockstep import run_lockstep
 from sim.generator import generate_world
 from sim.loader import load_world
-
+from sim.lockstep import run_lockstep
 from tests.conftest import SHARED_DIR, world_knobs
 
 SHARED_TABLE = SHARED_DIR / "targets" / "published_ab.csv"
@@ -43,9 +42,18 @@ def log_of(result, arm_of_user: dict[int, str]) -> pd.DataFrame:
         for position, play in enumerate(plays):
             clock += 1
             last = position == len(plays) - 1
-            rows.append({"order": len(rows), "message": "last" if last else "next", "timestamp": clock,
-                         "user": play["user"], "track": play["track"], "time": play["time"], "latency": 0.0,
-                         "experiments": {calibration.EXPERIMENT: arm_of_user[play["user"]]}})
+            rows.append(
+                {
+                    "order": len(rows),
+                    "message": "last" if last else "next",
+                    "timestamp": clock,
+                    "user": play["user"],
+                    "track": play["track"],
+                    "time": play["time"],
+                    "latency": 0.0,
+                    "experiments": {calibration.EXPERIMENT: arm_of_user[play["user"]]},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -97,7 +105,9 @@ def test_in_process_metrics_equal_the_analysis_of_the_equivalent_log(tiny_world)
     from_log = ab.user_metrics(sessionize(log_of(result, arm_of_user)), "TOP_POP")
 
     assert len(from_log) == len(metrics) and from_log["sessions"].sum() == episodes
-    pd.testing.assert_frame_equal(metrics[["user", "arm", "sessions", "tracks"]], from_log[["user", "arm", "sessions", "tracks"]])
+    pd.testing.assert_frame_equal(
+        metrics[["user", "arm", "sessions", "tracks"]], from_log[["user", "arm", "sessions", "tracks"]]
+    )
     for column in ("time", "mean_time_per_session", "mean_tracks_per_session"):
         np.testing.assert_allclose(metrics[column], from_log[column], rtol=1e-12)
     assert set(metrics["arm"]) == set(names)
@@ -139,8 +149,17 @@ def user_frame(arm_values: dict[str, list[float]]) -> pd.DataFrame:
     rows = []
     for arm, values in arm_values.items():
         for value in values:
-            rows.append({"user": len(rows), "arm": arm, "sessions": 1, "time": value, "tracks": 7,
-                         "mean_time_per_session": value, "mean_tracks_per_session": 7.5})
+            rows.append(
+                {
+                    "user": len(rows),
+                    "arm": arm,
+                    "sessions": 1,
+                    "time": value,
+                    "tracks": 7,
+                    "mean_time_per_session": value,
+                    "mean_tracks_per_session": 7.5,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,5 @@
 """The calibrate and leaderboard stages' code: TOP_POP through the real service, and the leaderboard's helpers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from botify_lab.research import ab
 from botify_lab.pipeline.calibrate import arm_mean_intervals, replicate_through_the_service
 from botify_lab.pipeline.experiment import Traffic
 from botify_lab.pipeline.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
+from botify_lab.research import ab
 from sim.generator import generate_world
 from tests.conftest import world_knobs
 
@@ -18,27 +19,41 @@ from tests.conftest import world_knobs
 def test_replication_through_the_service(tmp_path):
     world = tmp_path / "world"
     generate_world(world, seed=1, n_tracks=2000, n_users=150, dim=16, **world_knobs())
-    metrics = replicate_through_the_service(world, tmp_path / "run", 7, Traffic(episodes=120, seed=0, connections=4),
-                                            random_episodes=60)
+    metrics = replicate_through_the_service(
+        world, tmp_path / "run", 7, Traffic(episodes=120, seed=0, connections=4), random_episodes=60
+    )
 
     ranking = orjson.loads((tmp_path / "run" / "top_tracks.json").read_bytes())
     assert len(ranking) == len(set(ranking)) > 60  # every played track ranked once, most listened first
     assert set(metrics["arm"]) == {"C", "T1", "T2", "T3"} and metrics["sessions"].sum() == 120
     top_ten = set(ranking[:10])
     log_rows = [orjson.loads(line) for line in (tmp_path / "run" / "top_pop" / "log" / "data.json").open("rb")]
-    served_t1 = {row["recommendation"] for row in log_rows if row["message"] == "next" and row["experiments"]["TOP_POP"] == "T1"}
+    served_t1 = {
+        row["recommendation"] for row in log_rows if row["message"] == "next" and row["experiments"]["TOP_POP"] == "T1"
+    }
     assert served_t1 and served_t1 <= top_ten  # T1 serves only the top 10 of the Random day's log
     intervals = arm_mean_intervals(metrics, ["mean_time_per_session", "mean_tracks_per_session"])
     assert ((intervals["lower"] <= intervals["mean"]) & (intervals["mean"] <= intervals["upper"])).all()
 
 
 def test_leaderboard_arms_and_summary(tmp_path):
-    params = {"leaderboard": {"toppop_k": 100}, "simulate": {"control": "contextual"},
-              "models": {"contextual": {"label": "Contextual"}, "ours": {"label": "Ours"}}}
+    params = {
+        "leaderboard": {"toppop_k": 100},
+        "simulate": {"control": "contextual"},
+        "models": {"contextual": {"label": "Contextual"}, "ours": {"label": "Ours"}},
+    }
     full = leaderboard_arms(params, tmp_path / "reference.json")
-    assert [arm["label"] for arm in full] == ["Random", "StickyArtist", "TopPop(100)", "User-based",
-                                              "Collaborative (Indexed)", "Contextual", "Diverse i2i", "Ours",
-                                              "Reference: true neighbours"]
+    assert [arm["label"] for arm in full] == [
+        "Random",
+        "StickyArtist",
+        "TopPop(100)",
+        "User-based",
+        "Collaborative (Indexed)",
+        "Contextual",
+        "Diverse i2i",
+        "Ours",
+        "Reference: true neighbours",
+    ]
     assert [arm["name"] for arm in full] == ["C"] + [f"T{i}" for i in range(1, 9)]
     arms = [full[i] for i in (0, 1, 2, 4, 5, 7)]  # six arms for the summary below
     arms = [{**arm, "name": name} for arm, name in zip(arms, ["C", "T1", "T2", "T3", "T4", "T5"])]
@@ -47,9 +62,17 @@ def test_leaderboard_arms_and_summary(tmp_path):
 
     labels = {arm["name"]: arm["label"] for arm in arms}
     rng = np.random.default_rng(0)
-    rows = [{"user": user, "arm": arm, "sessions": 1 + user % 2, "time": level + rng.normal(0, 0.1), "tracks": 6 + user % 5,
-             "latency": 1.0 + user % 3}
-            for user, (arm, level) in enumerate([(a, lvl) for a, lvl in zip(labels, [2, 3, 4, 5, 6, 7]) for _ in range(30)])]
+    rows = [
+        {
+            "user": user,
+            "arm": arm,
+            "sessions": 1 + user % 2,
+            "time": level + rng.normal(0, 0.1),
+            "tracks": 6 + user % 5,
+            "latency": 1.0 + user % 3,
+        }
+        for user, (arm, level) in enumerate([(a, lvl) for a, lvl in zip(labels, [2, 3, 4, 5, 6, 7]) for _ in range(30)])
+    ]
     metrics = pd.DataFrame(rows)
     metrics["mean_request_latency"] = metrics["latency"] / metrics["tracks"]
     metrics["mean_tracks_per_session"] = metrics["tracks"] / metrics["sessions"]
@@ -57,8 +80,14 @@ def test_leaderboard_arms_and_summary(tmp_path):
     summary = arm_summary(metrics, labels)
     assert summary.index.tolist() == ["T5", "T4", "T3", "T2", "T1", "C"] and summary.loc["T5", "recommender"] == "Ours"
     effects = ab.ab_effects(metrics)
-    document = leaderboard_json(metrics, effects, experiment="LEADERBOARD", labels=labels,
-                                srm=ab.srm_check(metrics["arm"].value_counts()), alpha=0.05)
+    document = leaderboard_json(
+        metrics,
+        effects,
+        experiment="LEADERBOARD",
+        labels=labels,
+        srm=ab.srm_check(metrics["arm"].value_counts()),
+        alpha=0.05,
+    )
     assert document["ranking"][0] == "Ours" and document["recommenders"]["T2"] == "TopPop(100)"
     assert document["effects"]["T5"]["mean_time_per_session"]["significant"]
     assert "mean_request_latency" not in document["effects"]["T5"]

@@ -3,14 +3,15 @@
 They hold what our own logs never do (gzip, experiments the students added, other arm names), and the published
 table of one of them is reproduced to the third decimal.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
 from botify_lab.research import ab
 from botify_lab.research.logs import experiment_names, read_log, sessionize
-from tests.conftest import REAL_LOG_FILES as LOG_FILES, REAL_LOGS
+from tests.conftest import REAL_LOG_FILES as LOG_FILES
+from tests.conftest import REAL_LOGS
 
 pytestmark = pytest.mark.usefixtures("real_logs_present")
 

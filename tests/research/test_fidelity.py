@@ -1,4 +1,5 @@
 """The fidelity statistics: from hand-made logs rule by rule, and from the course's real logs as stats.json has them."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,17 @@ def _session(rows, user, start, plays, *, arm="C"):
     """Log rows of one session: plays = [(track, time), ...]; each next row recommends the following track."""
     for i, (track, time) in enumerate(plays):
         last = i == len(plays) - 1
-        rows.append(event("last" if last else "next", start + i, user, track, time,
-                          recommendation=None if last else plays[i + 1][0], experiments={"EXP": arm}))
+        rows.append(
+            event(
+                "last" if last else "next",
+                start + i,
+                user,
+                track,
+                time,
+                recommendation=None if last else plays[i + 1][0],
+                experiments={"EXP": arm},
+            )
+        )
 
 
 def test_statistics_of_a_hand_made_log(tmp_path):
@@ -74,10 +84,13 @@ def test_checks_pass_and_fail_by_tolerance():
     check = F.Check("g", "mean_time_per_session", 2.0, [2.1, 2.2], 0.08, relative=True)
     assert check.mean == pytest.approx(2.15) and check.passed
     assert not F.Check("g", "hist 1.0", 0.03, [0.045], 0.01).passed
-    real = {"mean_time_per_session_user_level": 2.0, "mean_tracks_per_session_user_level": 7.0,
-            "listen_time_hist": {label: 1 / 12 for label, *_ in F.HIST_BINS},
-            "mean_time_at_position": {str(p): 0.15 for p in range(1, 11)},
-            "session_length_quantiles": {"p50": 6.0, "p90": 9.0}}
+    real = {
+        "mean_time_per_session_user_level": 2.0,
+        "mean_tracks_per_session_user_level": 7.0,
+        "listen_time_hist": {label: 1 / 12 for label, *_ in F.HIST_BINS},
+        "mean_time_at_position": {str(p): 0.15 for p in range(1, 11)},
+        "session_length_quantiles": {"p50": 6.0, "p90": 9.0},
+    }
     table = F.checks_table(F.stats_checks("Random", real, [real, real]))
     assert table["passed"].all() and len(table) == 2 + 12 + 5 + 2
 
@@ -121,15 +134,18 @@ def test_the_real_logs_give_stats_json(real_stats, kind):
         parts.append(F.log_arm_rows(read_log(REAL_LOGS / f"{name}.jsonl.gz"), arm, source=name))
     ours = F.pooled_statistics(parts, track_artist=artist, gamma=0.9)
     assert ours["users"] == real["users"] and ours["sessions"] == real["sessions"]
-    assert ours["mean_time_per_session_user_level"] == pytest.approx(real["mean_time_per_session_user_level"],
-                                                                     abs=0.005)
+    assert ours["mean_time_per_session_user_level"] == pytest.approx(
+        real["mean_time_per_session_user_level"], abs=0.005
+    )
     assert ours["mean_tracks_per_session_user_level"] == pytest.approx(
-        real["mean_tracks_per_session_user_level"], abs=0.01)
+        real["mean_tracks_per_session_user_level"], abs=0.01
+    )
     for label, share in real["listen_time_hist"].items():
         assert ours["listen_time_hist"][label] == pytest.approx(share, abs=0.002)
     for position in ("2", "3", "4", "5", "6"):
-        assert ours["mean_time_at_position"][position] == pytest.approx(real["mean_time_at_position"][position],
-                                                                        abs=0.002)
+        assert ours["mean_time_at_position"][position] == pytest.approx(
+            real["mean_time_at_position"][position], abs=0.002
+        )
     assert ours["session_length_quantiles"]["p50"] == real["session_length_quantiles"]["p50"]
     assert ours["session_length_quantiles"]["p90"] == real["session_length_quantiles"]["p90"]
     if kind == "StickyArtist":

@@ -1,5 +1,6 @@
 """Every stage computes with one OpenBLAS kernel family, whatever the processor picks, so the collaborative model's
 floats (and so its rankings and metrics) are the same bytes on every machine of this kind."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ PROBE = (
 
 
 def openblas_kernels(**environment) -> list[str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "BOTIFY_LAB_NATIVE_BLAS")}
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "BOTIFY_LAB_NATIVE_BLAS")
+    }
     env.update(environment)
     completed = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout)

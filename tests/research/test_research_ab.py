@@ -1,4 +1,5 @@
 """The course's week-1 A/B analysis: user metrics, the Welch interval checked by hand, Holm, SRM and the outputs."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,11 @@ from .research_helpers import event, write_log
 
 
 def metrics_frame(values_by_arm: dict[str, list[float]], metric: str = "mean_time_per_session") -> pd.DataFrame:
-    rows = [{"user": index, "arm": arm, metric: value}
-            for arm, values in values_by_arm.items() for index, value in enumerate(values)]
+    rows = [
+        {"user": index, "arm": arm, metric: value}
+        for arm, values in values_by_arm.items()
+        for index, value in enumerate(values)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -28,13 +32,20 @@ def test_user_metrics_follow_the_course_recipe(tmp_path):
             for position, time in enumerate(times):
                 stamp += 1
                 message = "last" if position == len(times) - 1 else "next"
-                rows.append(event(message, stamp, user, position, time, latency=0.002,
-                                  experiments={"HW": arm}))
+                rows.append(event(message, stamp, user, position, time, latency=0.002, experiments={"HW": arm}))
     write_log(tmp_path / "log" / "data.json", rows)
     metrics = ab.user_metrics(logs.sessionize(logs.read_log(tmp_path / "log")), "HW")
     assert metrics.columns.tolist() == [
-        "user", "arm", "sessions", "time", "tracks", "latency", "mean_request_latency",
-        "mean_tracks_per_session", "mean_time_per_session"]
+        "user",
+        "arm",
+        "sessions",
+        "time",
+        "tracks",
+        "latency",
+        "mean_request_latency",
+        "mean_tracks_per_session",
+        "mean_time_per_session",
+    ]
     first, second = metrics.to_dict("records")
     assert (first["user"], first["arm"], first["sessions"], first["tracks"]) == (1, "C", 2, 3)
     assert first["time"] == pytest.approx(2.5)
@@ -52,7 +63,7 @@ def test_welch_interval_matches_the_hand_computation():
     control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
     # By hand: means 2.5 and 6; variances 5/3 and 10; squared standard error 5/12 + 2 = 29/12.
     standard_error = math.sqrt(29 / 12)
-    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0 ** 2 / 4)
+    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0**2 / 4)
     assert dof == pytest.approx(5.52078, abs=1e-5)
     half_width = stats.t.ppf(0.975, dof) * standard_error
     effect, lower, upper, p_value = ab.welch_interval(treatment, control, alpha=0.05)
@@ -66,7 +77,7 @@ def test_welch_interval_matches_the_hand_computation():
 def test_minimum_detectable_effect_by_hand():
     treatment = np.array([1.0, 2.0, 3.0, 4.0])
     control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
-    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0 ** 2 / 4)
+    dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0**2 / 4)
     expected = (stats.t.ppf(0.975, dof) + stats.t.ppf(0.8, dof)) * math.sqrt(29 / 12)
     assert ab.minimum_detectable_effect(treatment, control) == pytest.approx(expected, rel=1e-12)
     # Quadrupling the sample about halves the standard error, and the t quantiles shrink with the extra dof.
@@ -90,8 +101,8 @@ def test_effects_are_percent_of_the_control_mean():
 
 
 def test_course_interval_convention_reproduces_the_published_table():
-    """The published table's T1 TopPop(10) row: build ~900 users per arm with the published means and a spread that gives the
-    published interval width; the percent-of-control convention must then give 27.4% [19.0, 35.7]."""
+    """The published table's T1 TopPop(10) row: build ~900 users per arm with the published means and a spread that
+    gives the published interval width; the percent-of-control convention must then give 27.4% [19.0, 35.7]."""
     control_mean, treatment_mean, n = 2.152, 2.742, 900
     published_half_width = (35.744 - 19.005) / 2
     assert (35.744 + 19.005) / 2 == pytest.approx(27.374, abs=1e-3)  # the published interval is symmetric
@@ -108,10 +119,14 @@ def test_course_interval_convention_reproduces_the_published_table():
 
 def test_holm_adjusts_across_treatments_per_metric():
     rng = np.random.default_rng(0)
-    metrics = metrics_frame({
-        "C": rng.normal(1.0, 1.0, 60), "T1": rng.normal(1.5, 1.0, 60), "T2": rng.normal(1.1, 1.0, 60),
-        "T10": rng.normal(0.6, 1.0, 60),
-    })
+    metrics = metrics_frame(
+        {
+            "C": rng.normal(1.0, 1.0, 60),
+            "T1": rng.normal(1.5, 1.0, 60),
+            "T2": rng.normal(1.1, 1.0, 60),
+            "T10": rng.normal(0.6, 1.0, 60),
+        }
+    )
     effects = ab.ab_effects(metrics, metric_names=["mean_time_per_session"])
     assert effects["treatment"].tolist() == ["T1", "T2", "T10"]
     p = effects["p_value"].to_numpy()
@@ -137,8 +152,8 @@ def test_srm_check_against_a_hand_computed_chi_square():
     balanced = ab.srm_check({"C": 1000, "T1": 1010})
     assert not balanced["mismatch"]
     skewed = ab.srm_check({"C": 1000, "T1": 1200})
-    assert skewed["chi2"] == pytest.approx(2 * 100 ** 2 / 1100)
-    assert skewed["p_value"] == pytest.approx(stats.chi2.sf(2 * 100 ** 2 / 1100, 1))
+    assert skewed["chi2"] == pytest.approx(2 * 100**2 / 1100)
+    assert skewed["p_value"] == pytest.approx(stats.chi2.sf(2 * 100**2 / 1100, 1))
     assert skewed["mismatch"] and skewed["dof"] == 1
     reordered = ab.srm_check(pd.Series({"T2": 5, "C": 7, "T1": 6}))
     assert (reordered["arms"], reordered["counts"]) == (["C", "T1", "T2"], [7, 6, 5])

@@ -1,5 +1,6 @@
 """The week-3 collaborative model on `implicit`: the course's filter and split, a tuned model that finds taste groups,
 seeded determinism, and the user-recommendations file. (Replaces the hand-written BPR's test_research_collab.py.)"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,11 @@ def two_taste_groups(users_per_group: int = 30, seed: int = 0) -> pd.DataFrame:
 
 def test_positive_interactions_keep_listens_above_the_threshold(tmp_path):
     rows = [
-        event("next", 1, 1, 5, 1.0), event("next", 2, 1, 6, 0.8), event("next", 3, 1, 7, 0.81),
-        event("last", 4, 1, 5, 0.9), event("last", 5, 2, 6, 0.95),
+        event("next", 1, 1, 5, 1.0),
+        event("next", 2, 1, 6, 0.8),
+        event("next", 3, 1, 7, 0.81),
+        event("last", 4, 1, 5, 0.9),
+        event("last", 5, 2, 6, 0.95),
     ]
     write_log(tmp_path / "log" / "data.json", rows)
     from botify_lab.research import logs
@@ -38,7 +42,8 @@ def test_positive_interactions_keep_listens_above_the_threshold(tmp_path):
 def test_min_positives_filter_counts_once_on_the_full_table():
     pairs = pd.DataFrame(
         [(1, t, 1) for t in (10, 11, 12)] + [(2, t, 1) for t in (10, 11)] + [(3, 10, 1)],
-        columns=["user", "track", "count"])
+        columns=["user", "track", "count"],
+    )
     kept = collab.filter_min_positives(pairs, min_user=2, min_track=2)
     # user 3 has one positive; track 12 has one user; counts come from the unfiltered table
     assert kept[["user", "track"]].values.tolist() == [[1, 10], [1, 11], [2, 10], [2, 11]]
@@ -56,10 +61,13 @@ def test_split_is_seeded_and_near_the_share():
     assert not train.equals(other_train)
 
 
-@pytest.mark.parametrize("algorithm,settings", [
-    ("als", {"factors": 4, "regularization": 5.0, "iterations": 10, "alpha": 1.0}),
-    ("bpr", {"factors": 8, "learning_rate": 0.05, "regularization": 0.001, "iterations": 200}),
-])
+@pytest.mark.parametrize(
+    "algorithm,settings",
+    [
+        ("als", {"factors": 4, "regularization": 5.0, "iterations": 10, "alpha": 1.0}),
+        ("bpr", {"factors": 8, "learning_rate": 0.05, "regularization": 0.001, "iterations": 200}),
+    ],
+)
 def test_model_recommends_each_user_their_own_taste_group(algorithm, settings):
     train, test = collab.split_interactions(two_taste_groups(), 0.3, seed=0)
     data = collab.Interactions.from_pairs(train, test)
@@ -101,8 +109,9 @@ def test_model_round_trips_through_npz(tmp_path):
 def test_bad_input_is_refused():
     empty = pd.DataFrame({"user": [], "track": [], "count": []})
     with pytest.raises(ValueError):
-        collab.fit_model(collab.Interactions.from_pairs(empty), "als", {"factors": 2, "regularization": 0.1,
-                                                                        "iterations": 1})
+        collab.fit_model(
+            collab.Interactions.from_pairs(empty), "als", {"factors": 2, "regularization": 0.1, "iterations": 1}
+        )
     with pytest.raises(ValueError):
         collab.fit_model(collab.Interactions.from_pairs(two_taste_groups()), "warp", {})
     with pytest.raises(ValueError):
@@ -116,8 +125,9 @@ def test_user_recommendations_file_is_sorted_jsonl(tmp_path):
 
 
 def test_user_based_lists_by_hand():
-    pairs = pd.DataFrame([(1, 10), (1, 11), (2, 10), (2, 11), (2, 12), (3, 20), (3, 21), (4, 20), (5, 30)],
-                         columns=["user", "track"])
+    pairs = pd.DataFrame(
+        [(1, 10), (1, 11), (2, 10), (2, 11), (2, 12), (3, 20), (3, 21), (4, 20), (5, 30)], columns=["user", "track"]
+    )
     lists = collab.user_based_recommendations(pairs, n=5, neighbours=1)
     # 1's nearest is 2 (cos 2/sqrt(6)): 2's tracks 10, 11, 12; 2's nearest is 1: 10, 11; 3 <-> 4 share track 20
     assert lists[1] == [10, 11, 12]

@@ -1,4 +1,5 @@
 """Top-k neighbours under each similarity, on hand-made tables whose answer is known, and the written file."""
+
 from __future__ import annotations
 
 import numpy as np

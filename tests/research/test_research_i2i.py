@@ -1,4 +1,5 @@
 """Diverse item-to-item lists: nearest by cosine, the per-artist cap, tracks without factors, the service file."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from botify_lab.research import i2i
 
 
 def catalog(artists: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"artist": artists, "title": [f"song {i}" for i in range(len(artists))],
-                         "track": range(len(artists))})
+    return pd.DataFrame(
+        {"artist": artists, "title": [f"song {i}" for i in range(len(artists))], "track": range(len(artists))}
+    )
 
 
 def test_capped_top_k_by_hand():
@@ -22,8 +24,9 @@ def test_capped_top_k_by_hand():
 
 def test_lists_are_nearest_first_capped_per_artist_and_skip_the_track_itself():
     # tracks 0..5 of artist "a" point almost the same way; 6 and 7 ("b", "c") a little further off
-    factors = np.array([[1.0, 0.0], [1.0, 0.01], [1.0, 0.02], [1.0, 0.03], [1.0, 0.04], [1.0, 0.05],
-                        [1.0, 0.5], [1.0, 0.6]])
+    factors = np.array(
+        [[1.0, 0.0], [1.0, 0.01], [1.0, 0.02], [1.0, 0.03], [1.0, 0.04], [1.0, 0.05], [1.0, 0.5], [1.0, 0.6]]
+    )
     artists = np.array(["a"] * 6 + ["b", "c"])
     tracks = np.arange(8)
     uncapped = i2i.diverse_neighbours(factors, tracks, artists, k=4, per_artist=4)

@@ -1,12 +1,14 @@
 """Reading the rotated event log, sessionizing, training pairs and track popularity, as the course built them."""
+
 from __future__ import annotations
 
 import orjson
 import pandas as pd
 import pytest
-from .research_helpers import event, write_log
 
 from botify_lab.research import logs
+
+from .research_helpers import event, write_log
 
 
 def read_rows(tmp_path, rows):
@@ -17,13 +19,23 @@ def read_rows(tmp_path, rows):
 def test_read_log_orders_rotated_files_oldest_first(tmp_path):
     folder = tmp_path / "log"
     # data.json.10 is older than data.json.9: numeric, not lexical, order.
-    for name, track in [("data.json.10", 0), ("data.json.9", 1), ("data.json.2", 2), ("data.json.1", 3),
-                        ("data.json", 4)]:
+    for name, track in [
+        ("data.json.10", 0),
+        ("data.json.9", 1),
+        ("data.json.2", 2),
+        ("data.json.1", 3),
+        ("data.json", 4),
+    ]:
         write_log(folder / name, [event("next", 100, 1, track, 1.0), event("next", 100, 1, track + 10, 0.5)])
     (folder / "data.json.bak").write_text("not a log file\n")
     events = logs.read_log(folder)
     assert [path.name for path in logs.log_files(folder)] == [
-        "data.json.10", "data.json.9", "data.json.2", "data.json.1", "data.json"]
+        "data.json.10",
+        "data.json.9",
+        "data.json.2",
+        "data.json.1",
+        "data.json",
+    ]
     assert events["track"].tolist() == [0, 10, 1, 11, 2, 12, 3, 13, 4, 14]
     assert events["order"].tolist() == list(range(10))
     assert events["recommendation"].dtype == "Int64"
@@ -164,7 +176,10 @@ def test_sessionize_gives_one_arm_column_per_experiment(tmp_path):
 
 
 def test_sessionize_refuses_experiment_named_like_a_session_column(tmp_path):
-    rows = [event("next", 1, 1, 1, 1.0, experiments={"time": "C"}), event("last", 2, 1, 2, 0.5, experiments={"time": "C"})]
+    rows = [
+        event("next", 1, 1, 1, 1.0, experiments={"time": "C"}),
+        event("last", 2, 1, 2, 0.5, experiments={"time": "C"}),
+    ]
     with pytest.raises(ValueError, match="clash"):
         logs.sessionize(read_rows(tmp_path, rows))
 
@@ -195,8 +210,11 @@ def test_training_pairs_use_the_sessions_first_track_as_context(tmp_path):
 
 def test_popularity_sums_listen_time_and_ranks_ties_by_id(tmp_path):
     rows = [
-        event("next", 1, 1, 3, 1.0), event("next", 2, 1, 1, 0.5), event("last", 3, 1, 2, 0.5),
-        event("next", 4, 2, 1, 0.5), event("last", 5, 2, 4, 0.0),
+        event("next", 1, 1, 3, 1.0),
+        event("next", 2, 1, 1, 0.5),
+        event("last", 3, 1, 2, 0.5),
+        event("next", 4, 2, 1, 0.5),
+        event("last", 5, 2, 4, 0.0),
     ]
     events = read_rows(tmp_path, rows)
     popularity = logs.track_popularity(events)
@@ -208,8 +226,11 @@ def test_popularity_sums_listen_time_and_ranks_ties_by_id(tmp_path):
 
 def test_negative_latencies_are_kept_with_a_warning_that_counts_them(tmp_path):
     """Students' committed course logs hold a few (a clock adjustment while serving, e.g. -0.0062 s)."""
-    rows = [event("next", 1, 1, 1, 1.0, latency=-0.0062), event("last", 2, 1, 2, 0.5, latency=-0.001),
-            event("next", 3, 2, 3, 1.0)]
+    rows = [
+        event("next", 1, 1, 1, 1.0, latency=-0.0062),
+        event("last", 2, 1, 2, 0.5, latency=-0.001),
+        event("next", 3, 2, 3, 1.0),
+    ]
     with pytest.warns(UserWarning, match="2 events with a negative latency"):
         events = read_rows(tmp_path, rows)
     assert events["latency"].tolist() == [-0.0062, -0.001, 0.001]
@@ -219,8 +240,12 @@ def test_the_cli_reports_a_warning_in_one_plain_line(tmp_path, capsys):
     """What, which file, how many; not Python's `file:line: UserWarning` and source echo, which reads like a crash."""
     from botify_lab.__main__ import main
 
-    rows = [event("next", 1, 1, 1, 1.0, latency=-0.0062), event("last", 2, 1, 2, 0.5, latency=-0.001),
-            event("next", 3, 2, 3, 1.0, experiments={"EXP": "T1"}), event("last", 4, 2, 4, 0.5, experiments={"EXP": "T1"})]
+    rows = [
+        event("next", 1, 1, 1, 1.0, latency=-0.0062),
+        event("last", 2, 1, 2, 0.5, latency=-0.001),
+        event("next", 3, 2, 3, 1.0, experiments={"EXP": "T1"}),
+        event("last", 4, 2, 4, 0.5, experiments={"EXP": "T1"}),
+    ]
     write_log(tmp_path / "log" / "data.json", rows)
     assert main(["ab", str(tmp_path / "log"), "--experiment", "EXP"]) == 0
     errors = capsys.readouterr().err.splitlines()
@@ -232,8 +257,11 @@ def test_a_gzipped_log_file_is_read_directly(tmp_path):
     import gzip
 
     path = tmp_path / "course.jsonl.gz"
-    path.write_bytes(gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in
-                                            [event("next", 1, 1, 1, 1.0), event("last", 2, 1, 2, 0.5)])))
+    path.write_bytes(
+        gzip.compress(
+            b"".join(orjson.dumps(row) + b"\n" for row in [event("next", 1, 1, 1, 1.0), event("last", 2, 1, 2, 0.5)])
+        )
+    )
     assert logs.read_log(path)["message"].tolist() == ["next", "last"]
 
 
@@ -242,7 +270,13 @@ def test_top_tracks_do_not_depend_on_the_order_of_the_log(tmp_path):
 
     0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ in the last bit, so without care the two tracks below would swap
     places when the log's order does."""
-    rows = [event("next", 1, 1, 7, 0.1), event("next", 2, 1, 3, 0.3), event("next", 3, 1, 7, 0.2),
-            event("next", 4, 1, 3, 0.2), event("next", 5, 1, 7, 0.3), event("next", 6, 1, 3, 0.1)]
+    rows = [
+        event("next", 1, 1, 7, 0.1),
+        event("next", 2, 1, 3, 0.3),
+        event("next", 3, 1, 7, 0.2),
+        event("next", 4, 1, 3, 0.2),
+        event("next", 5, 1, 7, 0.3),
+        event("next", 6, 1, 3, 0.1),
+    ]
     assert logs.top_tracks(pd.DataFrame(rows)) == [3, 7]  # a tie: the smaller id first
     assert logs.top_tracks(pd.DataFrame(rows[::-1])) == [3, 7]

@@ -2,6 +2,7 @@
 
 Both optimizers are covered: the course's dense Adam and the lazy one that updates only the rows a batch touches.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ FAST = dict(lr=0.05, batch_size=64, max_epochs=40, plateau_patience=3, early_sto
 
 @pytest.mark.parametrize(
     ("similarity", "loss", "extra"),
-    [("dot", "mse", {}), ("cosine", "mse", {}), ("mlp", "mse", {"mlp_sigmoid": True}), ("mlp", "mae", {}),
-     ("dot", "mae", {})],
+    [
+        ("dot", "mse", {}),
+        ("cosine", "mse", {}),
+        ("mlp", "mse", {"mlp_sigmoid": True}),
+        ("mlp", "mae", {}),
+        ("dot", "mae", {}),
+    ],
 )
 def test_model_overfits_a_tiny_set(similarity, loss, extra):
     result = contextual.train_contextual(
@@ -44,14 +50,20 @@ def test_model_overfits_a_tiny_set(similarity, loss, extra):
     assert test["model_mse"] < test["random_mse"]
     assert result.history[0]["val_loss"] > result.history[result.best_epoch - 1]["val_loss"]
     count = len(planted_pairs())
-    assert result.sizes == {"pairs": count, "train": round(0.8 * count), "validation": round(0.1 * count),
-                            "test": count - round(0.8 * count) - round(0.1 * count)}
+    assert result.sizes == {
+        "pairs": count,
+        "train": round(0.8 * count),
+        "validation": round(0.1 * count),
+        "test": count - round(0.8 * count) - round(0.1 * count),
+    }
 
 
 def test_same_seed_gives_identical_weights_and_other_seeds_differ():
     pairs = planted_pairs()
-    runs = [contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="mlp", seed=seed, **FAST)
-            for seed in (3, 3, 4)]
+    runs = [
+        contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="mlp", seed=seed, **FAST)
+        for seed in (3, 3, 4)
+    ]
     first, again, other = ([tensor.numpy() for tensor in run.model.state_dict().values()] for run in runs)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert runs[0].history == runs[1].history and runs[0].test == runs[1].test
@@ -71,11 +83,20 @@ def test_weights_do_not_depend_on_thread_count_or_strict_mode(optimizer):
 
 def test_plateau_lowers_the_rate_and_early_stopping_keeps_the_best_epoch():
     rng = np.random.default_rng(2)
-    noise = pd.DataFrame({"context": rng.integers(50, size=400), "track": rng.integers(50, size=400),
-                          "time": rng.random(400)})
+    noise = pd.DataFrame(
+        {"context": rng.integers(50, size=400), "track": rng.integers(50, size=400), "time": rng.random(400)}
+    )
     result = contextual.train_contextual(
-        noise, 50, embedding_dim=16, seed=0, lr=0.05, batch_size=32, max_epochs=60, plateau_patience=1,
-        early_stopping_patience=4, progress=False,
+        noise,
+        50,
+        embedding_dim=16,
+        seed=0,
+        lr=0.05,
+        batch_size=32,
+        max_epochs=60,
+        plateau_patience=1,
+        early_stopping_patience=4,
+        progress=False,
     )
     losses = [row["val_loss"] for row in result.history]
     assert len(result.history) == result.best_epoch + 4 < 60
@@ -96,8 +117,9 @@ def test_metrics_are_json_ready():
     document = orjson.loads(orjson.dumps(result.metrics()))
     assert document["config"]["similarity"] == "dot" and document["settings"]["loss"] == "mse"
     assert document["settings"]["optimizer"] == "lazy_adam"
-    assert set(document["test"]) == {f"{name}_{loss}" for name in ("model", "random", "train_mean")
-                                     for loss in ("mse", "mae")}
+    assert set(document["test"]) == {
+        f"{name}_{loss}" for name in ("model", "random", "train_mean") for loss in ("mse", "mae")
+    }
     assert [row["epoch"] for row in document["history"]] == [1, 2, 3]
 
 
@@ -157,15 +179,24 @@ def structured_pairs(n_tracks: int = 300, count: int = 12_000, seed: int = 0) ->
     return pd.DataFrame({"context": context, "track": track, "time": np.clip(times, 0, 1)})
 
 
-STRUCTURED = dict(embedding_dim=8, lr=0.01, batch_size=256, max_epochs=100, plateau_patience=2,
-                  early_stopping_patience=4, progress=False)
+STRUCTURED = dict(
+    embedding_dim=8,
+    lr=0.01,
+    batch_size=256,
+    max_epochs=100,
+    plateau_patience=2,
+    early_stopping_patience=4,
+    progress=False,
+)
 
 
 @pytest.mark.parametrize("similarity", contextual.SIMILARITIES)
 def test_lazy_adam_learns_about_as_well_as_dense_adam(similarity):
     pairs = structured_pairs()
-    dense, lazy = (contextual.train_contextual(pairs, 300, similarity=similarity, seed=0, optimizer=optimizer,
-                                               **STRUCTURED).test for optimizer in ("adam", "lazy_adam"))
+    dense, lazy = (
+        contextual.train_contextual(pairs, 300, similarity=similarity, seed=0, optimizer=optimizer, **STRUCTURED).test
+        for optimizer in ("adam", "lazy_adam")
+    )
     # Both learn the factors (the noise floor is 0.0025, the train mean's MSE about 0.055); lazy Adam lands within
     # 25% of dense (measured: -1% to +20% over seeds and similarities), a step that lost the moments or the
     # learning rate would not.
@@ -193,8 +224,11 @@ def lazy_and_dense_steps(rows: torch.Tensor, weight_decay: float, steps: int = 2
         table = nn.Embedding(6, 3, sparse=lazy)
         with torch.no_grad():
             table.weight.copy_(start)
-        optimizer = (contextual.LazyAdam([table.weight], lr=0.05, weight_decay=weight_decay) if lazy else
-                     torch.optim.Adam(table.parameters(), lr=0.05, weight_decay=weight_decay, fused=True))
+        optimizer = (
+            contextual.LazyAdam([table.weight], lr=0.05, weight_decay=weight_decay)
+            if lazy
+            else torch.optim.Adam(table.parameters(), lr=0.05, weight_decay=weight_decay, fused=True)
+        )
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             ((table(rows).sum(-1) - target) ** 2).mean().backward()
@@ -236,11 +270,22 @@ def test_plateau_lowers_the_rate_of_every_optimizer(monkeypatch):
 
     monkeypatch.setattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", Recording)
     rng = np.random.default_rng(2)
-    noise = pd.DataFrame({"context": rng.integers(50, size=400), "track": rng.integers(50, size=400),
-                          "time": rng.random(400)})
+    noise = pd.DataFrame(
+        {"context": rng.integers(50, size=400), "track": rng.integers(50, size=400), "time": rng.random(400)}
+    )
     result = contextual.train_contextual(
-        noise, 50, embedding_dim=8, similarity="mlp", optimizer="lazy_adam", seed=0, lr=0.05, batch_size=32,
-        max_epochs=30, plateau_patience=1, early_stopping_patience=6, progress=False,
+        noise,
+        50,
+        embedding_dim=8,
+        similarity="mlp",
+        optimizer="lazy_adam",
+        seed=0,
+        lr=0.05,
+        batch_size=32,
+        max_epochs=30,
+        plateau_patience=1,
+        early_stopping_patience=6,
+        progress=False,
     )
     groups = [group for optimizer in scheduled for group in optimizer.param_groups]
     assert len(scheduled) == 2  # LazyAdam for the tables, Adam for the MLP
@@ -254,8 +299,15 @@ def test_unknown_optimizer_is_refused_naming_the_allowed_ones():
 
 
 def test_lazily_trained_model_round_trips_as_a_plain_model(tmp_path):
-    result = contextual.train_contextual(planted_pairs(), 8, embedding_dim=5, similarity="mlp",
-                                         optimizer="lazy_adam", seed=2, **{**FAST, "max_epochs": 5})
+    result = contextual.train_contextual(
+        planted_pairs(),
+        8,
+        embedding_dim=5,
+        similarity="mlp",
+        optimizer="lazy_adam",
+        seed=2,
+        **{**FAST, "max_epochs": 5},
+    )
     assert not (result.model.context.sparse or result.model.track.sparse)
     contextual.save_model(result.model, tmp_path / "model")
     loaded = contextual.load_model(tmp_path / "model")

@@ -1,4 +1,5 @@
 """Offline ranking metrics against values computed by hand, and the shuffled-list expectations against sampling."""
+
 from __future__ import annotations
 
 import itertools
@@ -60,14 +61,13 @@ def test_shuffled_metrics_of_a_top_list_by_hand_and_by_seeded_sampling():
     sampled = offline.sampled_shuffled_metrics(top, relevant, k=2, draws=400, seed=3)
     assert sampled["precision_at_2"] == pytest.approx(exact["precision_at_2"], abs=0.02)
     assert sampled["mrr"] == pytest.approx(exact["mrr"], abs=0.03)
-    assert offline.sampled_shuffled_metrics(top, relevant, k=2, draws=5, seed=3) == \
-        offline.sampled_shuffled_metrics(top, relevant, k=2, draws=5, seed=3)
+    assert offline.sampled_shuffled_metrics(top, relevant, k=2, draws=5, seed=3) == offline.sampled_shuffled_metrics(
+        top, relevant, k=2, draws=5, seed=3
+    )
 
 
 def test_matrix_precision_excludes_minus_inf_and_breaks_ties_to_the_smaller_item():
-    scores = np.array([[0.9, -np.inf, 0.5, 0.5, 0.1],
-                       [0.0, 0.0, 0.0, 0.0, 0.0],
-                       [1.0, 2.0, 3.0, 4.0, 5.0]])
+    scores = np.array([[0.9, -np.inf, 0.5, 0.5, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     test_rows = [np.array([2]), np.array([0, 4]), np.array([], dtype=int)]
     # row 0: top 2 = {0, 2} (2 beats 3 on the tie) -> 1/2; row 1: all tied -> {0, 1} -> 1/2; row 2 has no test item
     assert offline.matrix_precision_at_k(scores, test_rows, k=2) == pytest.approx(0.5)

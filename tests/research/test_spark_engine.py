@@ -5,6 +5,7 @@ input splits packed several to a task) and on every course log in ../shared/real
 One local[2] SparkSession for the module. Without Java or PySpark the Spark tests skip, except in CI (CI set),
 where they fail: CI must run them.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,15 @@ def spark():
 
     if not java_available():
         _missing("no Java runtime for Spark")
-    session = spark_session("local[2]", app_name="botify-lab-tests",
-                            config={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
-                                    "spark.sql.adaptive.enabled": "false"})
+    session = spark_session(
+        "local[2]",
+        app_name="botify-lab-tests",
+        config={
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.sql.adaptive.enabled": "false",
+        },
+    )
     yield session
     session.stop()
 
@@ -71,8 +78,11 @@ def assert_close(spark_value, pandas_value, where: str = "") -> None:
         else:
             assert spark_value == pytest.approx(pandas_value, rel=RELATIVE, abs=1e-300), where
     else:
-        assert type(spark_value) is type(pandas_value) and spark_value == pandas_value, (where, spark_value,
-                                                                                         pandas_value)
+        assert type(spark_value) is type(pandas_value) and spark_value == pandas_value, (
+            where,
+            spark_value,
+            pandas_value,
+        )
 
 
 def assert_frames_close(spark_frame: pd.DataFrame, pandas_frame: pd.DataFrame, relative: float = RELATIVE) -> None:
@@ -81,8 +91,7 @@ def assert_frames_close(spark_frame: pd.DataFrame, pandas_frame: pd.DataFrame, r
     for column in pandas_frame.columns:
         left, right = spark_frame[column].to_numpy(), pandas_frame[column].to_numpy()
         if pandas_frame[column].dtype.kind == "f":
-            np.testing.assert_allclose(left.astype(float), right, rtol=relative, atol=0, equal_nan=True,
-                                       err_msg=column)
+            np.testing.assert_allclose(left.astype(float), right, rtol=relative, atol=0, equal_nan=True, err_msg=column)
         else:
             assert left.tolist() == right.tolist(), column
 
@@ -92,8 +101,11 @@ def pandas_reference(events: pd.DataFrame, experiment: str) -> tuple[dict, dict,
     metrics = ab.user_metrics(logs.sessionize(events), experiment)
     effects = ab.ab_effects(metrics)
     srm = ab.srm_check(metrics["arm"].value_counts())
-    return (ab.ab_metrics_json(effects, experiment=experiment, metrics=metrics, srm=srm),
-            ab.latency_metrics_json(metrics, effects), effects)
+    return (
+        ab.ab_metrics_json(effects, experiment=experiment, metrics=metrics, srm=srm),
+        ab.latency_metrics_json(metrics, effects),
+        effects,
+    )
 
 
 def read_pandas(path) -> pd.DataFrame:
@@ -128,15 +140,24 @@ def test_effects_from_per_arm_statistics_equal_ab_effects(synthetic_events):
     totals = ab.arm_totals(metrics)
     srm = ab.srm_check(metrics["arm"].value_counts())
     assert ab.ab_metrics_json_from_totals(effects, experiment="EXP", totals=totals, srm=srm) == ab.ab_metrics_json(
-        effects, experiment="EXP", metrics=metrics, srm=srm)
-    assert ab.latency_metrics_json_from_totals(totals, ab.arm_statistics(metrics), effects) == \
-        ab.latency_metrics_json(metrics, effects)
+        effects, experiment="EXP", metrics=metrics, srm=srm
+    )
+    assert ab.latency_metrics_json_from_totals(totals, ab.arm_statistics(metrics), effects) == ab.latency_metrics_json(
+        metrics, effects
+    )
 
 
 def test_effects_from_statistics_keep_the_small_sample_rules():
-    metrics = pd.DataFrame({"arm": ["C", "C", "T1"], "time": [1.0, 2.0, 3.0], "sessions": [1, 1, 1],
-                            "mean_request_latency": [1.0, 1.0, 1.0], "mean_tracks_per_session": [2.0, 2.0, 2.0],
-                            "mean_time_per_session": [1.0, 3.0, 2.0]})
+    metrics = pd.DataFrame(
+        {
+            "arm": ["C", "C", "T1"],
+            "time": [1.0, 2.0, 3.0],
+            "sessions": [1, 1, 1],
+            "mean_request_latency": [1.0, 1.0, 1.0],
+            "mean_tracks_per_session": [2.0, 2.0, 2.0],
+            "mean_time_per_session": [1.0, 3.0, 2.0],
+        }
+    )
     expected = ab.ab_effects(metrics)
     assert_frames_close(ab.ab_effects_from_statistics(ab.arm_statistics(metrics)), expected, relative=1e-12)
     with pytest.raises(ValueError, match="no treatment arm"):
@@ -176,10 +197,16 @@ def test_the_log_order_is_kept_across_rotated_files_and_splits(spark_events, syn
 def test_file_uris_list_a_folder_like_the_pandas_reader(spark, synthetic_log):
     local = [path.resolve().as_uri() for path in log_files(synthetic_log)]
     assert engine.log_file_uris(spark, synthetic_log) == local
-    assert [uri.replace("file:/", "file:///", 1) if not uri.startswith("file:///") else uri
-            for uri in engine.log_file_uris(spark, synthetic_log.resolve().as_uri())] == local
+    assert [
+        uri.replace("file:/", "file:///", 1) if not uri.startswith("file:///") else uri
+        for uri in engine.log_file_uris(spark, synthetic_log.resolve().as_uri())
+    ] == local
     assert engine.order_log_names(["data.json", "data.json.10", "data.json.9.gz", "x", "data.json.1"]) == [
-        "data.json.10", "data.json.9.gz", "data.json.1", "data.json"]
+        "data.json.10",
+        "data.json.9.gz",
+        "data.json.1",
+        "data.json",
+    ]
 
 
 @SPARK
@@ -215,15 +242,23 @@ def test_training_pairs_and_top_tracks_equal_on_a_generated_log(spark_events, sy
 @SPARK
 def test_analyze_log_spark_reads_the_folder_itself(spark, synthetic_log, synthetic_events):
     ab_json, _, _ = pandas_reference(synthetic_events, synthetic.EXPERIMENT)
-    analysis = engine.analyze_log_spark(synthetic_log, synthetic.EXPERIMENT, alpha=0.05, power=ab.DEFAULT_POWER,
-                                        srm_alpha=ab.DEFAULT_SRM_ALPHA, spark=spark)
+    analysis = engine.analyze_log_spark(
+        synthetic_log,
+        synthetic.EXPERIMENT,
+        alpha=0.05,
+        power=ab.DEFAULT_POWER,
+        srm_alpha=ab.DEFAULT_SRM_ALPHA,
+        spark=spark,
+    )
     assert_close(analysis.ab_json(), ab_json)
 
 
 @SPARK
 def test_a_malformed_log_is_refused(spark, tmp_path):
-    good = '{"message":"next","timestamp":1,"user":1,"track":2,"time":1.0,"latency":0.1,"recommendation":3,' \
-           '"experiments":{}}\n'
+    good = (
+        '{"message":"next","timestamp":1,"user":1,"track":2,"time":1.0,"latency":0.1,"recommendation":3,'
+        '"experiments":{}}\n'
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "data.json").write_text(good + "{not json\n")
     with pytest.raises(LogFormatError):
@@ -259,8 +294,9 @@ def test_every_course_log_gives_the_same_numbers(spark, real_logs_present, path)
             assert_close(analysis.latency_json(), latency_json, experiment)
             compared += 1
         assert compared >= 1
-        assert_frames_close(engine.to_pandas(engine.training_pairs(spark_events)), logs.training_pairs(events),
-                            relative=0)
+        assert_frames_close(
+            engine.to_pandas(engine.training_pairs(spark_events)), logs.training_pairs(events), relative=0
+        )
         assert engine.top_tracks(spark_events) == logs.top_tracks(events)
     finally:
         spark_events.unpersist()
@@ -273,10 +309,10 @@ def test_the_cli_prints_the_same_table_on_either_engine(spark, real_logs_present
 
     path = next(path for path in LOG_FILES if path.name.startswith("aamamaev"))
     tables = {}
-    for engine in ("pandas", "spark"):
-        assert main(["ab", str(path), "--experiment", "RECOMMENDERS", "--engine", engine]) == 0
+    for engine_name in ("pandas", "spark"):
+        assert main(["ab", str(path), "--experiment", "RECOMMENDERS", "--engine", engine_name]) == 0
         printed = capsys.readouterr().out.splitlines()
         assert printed[0].startswith("RECOMMENDERS: ") and "users per arm C 896, T1 916" in printed[0]
-        tables[engine] = printed[1:]
+        tables[engine_name] = printed[1:]
     assert tables["spark"] == tables["pandas"]
     assert any(line.startswith("T1    mean_time_per_session") for line in tables["spark"])

@@ -1,4 +1,5 @@
 """Small worlds and a real loopback HTTP recommender for the simulator's tests."""
+
 from __future__ import annotations
 
 import threading
@@ -14,8 +15,7 @@ from sim.generator import KNOBS, generate_world
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 # The structure knobs of the default world (params.yaml), at a small size.
-DEFAULT_KNOBS = {name: value for name, value in yaml.safe_load(PARAMS.read_text())["world"].items()
-                 if name in KNOBS}
+DEFAULT_KNOBS = {name: value for name, value in yaml.safe_load(PARAMS.read_text())["world"].items() if name in KNOBS}
 SMALL = dict(seed=1, n_tracks=2000, n_users=200, dim=16, **DEFAULT_KNOBS)
 
 

@@ -1,4 +1,5 @@
 """The course's world rebuilt: the course's own catalog and users with embeddings from the fitted generator."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,9 @@ def test_the_course_world_plays_like_the_fitted_one(rebuilt):
     _, out, _ = rebuilt
     world = with_gamma(load_world(out, verify=False), 0.9)
     random_stats = F.statistics(play_rows(world, RandomRecommender(world.n_tracks), 1, 1500))
-    sticky_stats = F.statistics(play_rows(world, StickyArtistBatch(world.track_artist), 2, 1500),
-                                track_artist=world.track_artist, gamma=0.9)
+    sticky_stats = F.statistics(
+        play_rows(world, StickyArtistBatch(world.track_artist), 2, 1500), track_artist=world.track_artist, gamma=0.9
+    )
     assert 0.3 < random_stats["share_time_zero"] < 0.6
     assert 1.7 < random_stats["mean_time_per_session_user_level"] < 2.6
     assert sticky_stats["saturation_share"] > 0.6

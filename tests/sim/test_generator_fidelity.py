@@ -1,5 +1,6 @@
 """The re-fitted world generator: artist sizes like the course catalog's, interests shared like the course users',
 and the in-memory arrays the knob search plays are exactly the files a world folder holds."""
+
 from __future__ import annotations
 
 import collections
@@ -13,10 +14,24 @@ from sim.loader import load_world
 from tests.conftest import UPSTREAM_WORLD
 
 # The fitted world knobs (params.yaml `world:` holds the same values once this change lands there).
-FITTED = {"genres": 12, "styles_per_genre": 8, "artist_size_mu": -0.31, "artist_size_sigma": 2.15,
-          "artist_size_max": 80, "genre_zipf": 0.8, "genre_spread": 0.5, "style_spread": 0.5, "artist_spread": 4.1,
-          "track_spread": 1.9, "artist_popularity_sigma": 1.5, "track_popularity_sigma": 1.0,
-          "popularity_alignment": 1.0, "popularity_offset": 0.5, "interests": 3, "interest_popularity_exponent": 0.68}
+FITTED = {
+    "genres": 12,
+    "styles_per_genre": 8,
+    "artist_size_mu": -0.31,
+    "artist_size_sigma": 2.15,
+    "artist_size_max": 80,
+    "genre_zipf": 0.8,
+    "genre_spread": 0.5,
+    "style_spread": 0.5,
+    "artist_spread": 4.1,
+    "track_spread": 1.9,
+    "artist_popularity_sigma": 1.5,
+    "track_popularity_sigma": 1.0,
+    "popularity_alignment": 1.0,
+    "popularity_offset": 0.5,
+    "interests": 3,
+    "interest_popularity_exponent": 0.68,
+}
 
 
 def fitted_knobs(**overrides) -> dict:
@@ -50,7 +65,8 @@ def test_the_fit_matches_the_course_catalog():
     # singletons, small and large artists within a few percent of the catalog's shares
     for low, high in ((1, 1), (2, 3), (4, 10), (11, 80)):
         assert expected[low - 1 : high].sum() / len(real) == pytest.approx(
-            observed[low - 1 : high].sum() / len(real), abs=0.02)
+            observed[low - 1 : high].sum() / len(real), abs=0.02
+        )
 
 
 def test_interests_are_shared_like_the_course_users(upstream_world):

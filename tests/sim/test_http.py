@@ -1,4 +1,5 @@
 """The HTTP agent against a real loopback server: protocol, keep-alive, concurrency rules, failures."""
+
 from __future__ import annotations
 
 import time
@@ -16,10 +17,15 @@ from .conftest import write_world
 def crowded_world(tmp_path_factory):
     """Four users only, so concurrent sessions would collide on users if the scheduler let them."""
     generator = np.random.default_rng(4)
-    users = [{"user": u, "interests": [u, u + 10, u + 20], "consume_bias": 1.0, "consume_sharpness": 1.0}
-             for u in range(4)]
-    return write_world(tmp_path_factory.mktemp("crowded"), [f"artist {i % 17}" for i in range(60)],
-                       generator.normal(0, 0.8, (60, 6)), users)
+    users = [
+        {"user": u, "interests": [u, u + 10, u + 20], "consume_bias": 1.0, "consume_sharpness": 1.0} for u in range(4)
+    ]
+    return write_world(
+        tmp_path_factory.mktemp("crowded"),
+        [f"artist {i % 17}" for i in range(60)],
+        generator.normal(0, 0.8, (60, 6)),
+        users,
+    )
 
 
 def arithmetic(n_tracks):
@@ -28,8 +34,7 @@ def arithmetic(n_tracks):
 
 def test_protocol_over_one_keep_alive_connection(fake_recommender, small_world):
     server = fake_recommender(arithmetic(2000))
-    summary = simulate(small_world, agent="http", url=server.url, episodes=25, seed=4, connections=1,
-                       progress=False)
+    summary = simulate(small_world, agent="http", url=server.url, episodes=25, seed=4, connections=1, progress=False)
     nexts = [r for r in server.requests if r[0] == "next"]
     lasts = [r for r in server.requests if r[0] == "last"]
     assert len(nexts) == summary["total"]["steps"] and len(lasts) == 25
@@ -39,14 +44,33 @@ def test_protocol_over_one_keep_alive_connection(fake_recommender, small_world):
     assert summary["invalid_answers"] == 0 and summary["connections"] == 1
 
 
-def test_concurrent_sessions_never_share_a_user_and_traces_ignore_concurrency(fake_recommender, crowded_world,
-                                                                               tmp_path):
+def test_concurrent_sessions_never_share_a_user_and_traces_ignore_concurrency(
+    fake_recommender, crowded_world, tmp_path
+):
     server = fake_recommender(arithmetic(60))
-    simulate(crowded_world, agent="http", url=server.url, episodes=40, seed=8, connections=1,
-             trace_path=tmp_path / "one.jsonl", progress=False)
+    simulate(
+        crowded_world,
+        agent="http",
+        url=server.url,
+        episodes=40,
+        seed=8,
+        connections=1,
+        trace_path=tmp_path / "one.jsonl",
+        progress=False,
+    )
     server.requests.clear()
-    simulate(crowded_world, agent="http", url=server.url, episodes=40, days=2, seed=8, processes=2, connections=6,
-             trace_path=tmp_path / "many.jsonl", progress=False)
+    simulate(
+        crowded_world,
+        agent="http",
+        url=server.url,
+        episodes=40,
+        days=2,
+        seed=8,
+        processes=2,
+        connections=6,
+        trace_path=tmp_path / "many.jsonl",
+        progress=False,
+    )
     one = (tmp_path / "one.jsonl").read_bytes()
     assert (tmp_path / "many.jsonl").read_bytes()[: len(one)] == one
     # Per user, every request continues the previous one (a /next's answer is the next request's track) and a
@@ -67,8 +91,7 @@ def test_bad_answers_are_invalid_and_strict_stops(fake_recommender, small_world)
         return next(answers, {"user": user, "track": (track + 1) % 2000})
 
     server = fake_recommender(sometimes_wrong)
-    summary = simulate(small_world, agent="http", url=server.url, episodes=10, seed=1, connections=1,
-                       progress=False)
+    summary = simulate(small_world, agent="http", url=server.url, episodes=10, seed=1, connections=1, progress=False)
     assert summary["invalid_answers"] == 5
     server.answer = lambda user, track, time: {"track": -3}
     with pytest.raises(InvalidAnswer, match="outside the catalog"):
@@ -86,8 +109,7 @@ def test_server_errors_are_retried_a_bounded_number_of_times(fake_recommender):
 def test_a_service_that_is_down_fails_clearly_within_seconds(small_world, loopback_port):
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable, match=f"127.0.0.1:{loopback_port}.*unreachable"):
-        simulate(small_world, agent="http", url=f"http://127.0.0.1:{loopback_port}", episodes=5, seed=1,
-                 progress=False)
+        simulate(small_world, agent="http", url=f"http://127.0.0.1:{loopback_port}", episodes=5, seed=1, progress=False)
     assert time.monotonic() - started < 5
 
 

@@ -1,5 +1,6 @@
 """Runner: lock-step equals scalar, determinism across processes and shards, invalid answers, --strict, the
 gymnasium env."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,15 +71,30 @@ def test_trace_is_identical_for_any_process_count(world, small_world, tmp_path):
     traces = []
     for processes in (1, 2):
         path = tmp_path / f"trace-{processes}.jsonl"
-        summary = simulate(small_world, agent="random", episodes=400, days=2, seed=9, processes=processes,
-                           trace_path=path, progress=False)
+        summary = simulate(
+            small_world,
+            agent="random",
+            episodes=400,
+            days=2,
+            seed=9,
+            processes=processes,
+            trace_path=path,
+            progress=False,
+        )
         traces.append(path.read_bytes())
         assert summary["days_run"] == 2 and [d["day"] for d in summary["per_day"]] == [0, 1]
     assert traces[0] == traces[1]
     # An in-process recommender without a batch method runs the scalar path; its traces match too.
     for processes in (1, 2):
-        simulate(world, agent=ArithmeticRecommender(world.n_tracks), episodes=80, seed=2, processes=processes,
-                 trace_path=tmp_path / f"scalar-{processes}.jsonl", progress=False)
+        simulate(
+            world,
+            agent=ArithmeticRecommender(world.n_tracks),
+            episodes=80,
+            seed=2,
+            processes=processes,
+            trace_path=tmp_path / f"scalar-{processes}.jsonl",
+            progress=False,
+        )
     assert (tmp_path / "scalar-1.jsonl").read_bytes() == (tmp_path / "scalar-2.jsonl").read_bytes()
 
     lines = [orjson.loads(line) for line in traces[0].splitlines()]
@@ -96,8 +112,16 @@ def test_same_seed_same_summary_other_seed_other(small_world):
     runs = [simulate(small_world, agent="random", episodes=300, seed=s, progress=False) for s in (1, 1, 2)]
     assert runs[0]["per_day"] == runs[1]["per_day"] and runs[0]["per_day"] != runs[2]["per_day"]
     day = runs[0]["per_day"][0]
-    assert set(day) == {"day", "episodes", "steps", "reward_mean", "reward_sem", "steps_mean", "steps_sem",
-                        "invalid_answers"}
+    assert set(day) == {
+        "day",
+        "episodes",
+        "steps",
+        "reward_mean",
+        "reward_sem",
+        "steps_mean",
+        "steps_sem",
+        "invalid_answers",
+    }
     assert day["reward_sem"] > 0 and day["steps_mean"] >= 5
 
 
@@ -145,8 +169,14 @@ def play_env(env, agent, episodes: int) -> list[list[float]]:
 @pytest.mark.parametrize("make_agent", [RandomRecommender, lambda n: ArithmeticRecommender(n)])
 def test_make_env_plays_the_episodes_of_simulate_with_the_same_seed(world, tmp_path, make_agent):
     episodes = 120
-    simulate(world, agent=make_agent(world.n_tracks), episodes=episodes, seed=17, trace_path=tmp_path / "t.jsonl",
-             progress=False)
+    simulate(
+        world,
+        agent=make_agent(world.n_tracks),
+        episodes=episodes,
+        seed=17,
+        trace_path=tmp_path / "t.jsonl",
+        progress=False,
+    )
     expected = rewards_by_episode((tmp_path / "t.jsonl").read_bytes())
     env = make_env(world, 17)
     assert play_env(env, make_agent(world.n_tracks), episodes) == [expected[e] for e in range(episodes)]
@@ -173,16 +203,18 @@ def test_console_recommender_prompts_until_a_valid_track_and_stops_at_end_of_inp
 def test_standard_error_is_scipys_sem():
     from scipy import stats
 
-    outcomes = Outcomes(np.arange(4), np.arange(4), np.array([1.0, 2.5, 3.25, 7.0]), np.array([5, 6, 9, 20]),
-                        np.zeros(4, int), None)
+    outcomes = Outcomes(
+        np.arange(4), np.arange(4), np.array([1.0, 2.5, 3.25, 7.0]), np.array([5, 6, 9, 20]), np.zeros(4, int), None
+    )
     summary = summarize({"day": 0}, outcomes)
     assert summary["reward_sem"] == pytest.approx(stats.sem(outcomes.rewards), rel=1e-12)
     assert summary["steps_sem"] == pytest.approx(stats.sem(outcomes.steps), rel=1e-12)
 
 
 def test_a_worker_with_no_episodes_keeps_the_trace_complete(small_world, tmp_path):
-    summary = simulate(small_world, agent="random", episodes=1, seed=3, processes=2, trace_path=tmp_path / "t.jsonl",
-                       progress=False)
+    summary = simulate(
+        small_world, agent="random", episodes=1, seed=3, processes=2, trace_path=tmp_path / "t.jsonl", progress=False
+    )
     assert len((tmp_path / "t.jsonl").read_bytes().splitlines()) == summary["total"]["steps"] + 1
 
 
@@ -212,8 +244,17 @@ def test_shards_together_play_exactly_the_full_run(world, tmp_path, agent, shard
     def run(name, shard=None, processes=1):
         chosen = PerUserCounter(world.n_tracks) if agent == "per_user_counter" else agent
         episodes = 150 if agent == "per_user_counter" else 400
-        summary = simulate(world, agent=chosen, episodes=episodes, days=2, seed=21, shard=shard, processes=processes,
-                           trace_path=tmp_path / name, progress=False)
+        summary = simulate(
+            world,
+            agent=chosen,
+            episodes=episodes,
+            days=2,
+            seed=21,
+            shard=shard,
+            processes=processes,
+            trace_path=tmp_path / name,
+            progress=False,
+        )
         return summary, (tmp_path / name).read_bytes()
 
     full_summary, full = run("full.jsonl")

@@ -1,4 +1,5 @@
 """Each rule of the course's user model against hand-computed numbers."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from sim import rng
-from sim.user import Session, draw_user
 from sim.loader import load_world
+from sim.user import Session, draw_user
 
 from .conftest import write_world
 
@@ -16,10 +17,23 @@ from .conftest import write_world
 ARTISTS = ["A", "A", "B", "A", "C", "D", "B", "E", "F", "G", "H", "I"]
 EMBEDDINGS = [[1, 0], [2, 0], [1, 1], [0.5, 0], [-1, 0], [0, 3], [1, 0]] + [[-2, -2]] * 5
 USERS = [
-    {"user": 100, "interests": [0], "consume_bias": 0.5, "consume_sharpness": 2.0, "interest_neighbours": 1,
-     "session_budget": 1000},
-    {"user": 101, "interests": [0], "consume_bias": 0.5, "consume_sharpness": 2.0, "interest_neighbours": 1,
-     "session_budget": 1000, "artist_discount_gamma": 0.5},
+    {
+        "user": 100,
+        "interests": [0],
+        "consume_bias": 0.5,
+        "consume_sharpness": 2.0,
+        "interest_neighbours": 1,
+        "session_budget": 1000,
+    },
+    {
+        "user": 101,
+        "interests": [0],
+        "consume_bias": 0.5,
+        "consume_sharpness": 2.0,
+        "interest_neighbours": 1,
+        "session_budget": 1000,
+        "artist_discount_gamma": 0.5,
+    },
     {"user": 102, "interests": [0], "consume_bias": 0.5, "consume_sharpness": 2.0, "interest_neighbours": 3},
     {"user": 103, "interests": [5, 4]},
 ]
@@ -114,10 +128,14 @@ def test_session_ends_when_the_budget_reaches_zero(hand_world):
 
 def test_a_perfect_recommender_keeps_the_user_forever(tmp_path):
     n = 80
-    world = load_world(write_world(
-        tmp_path, [f"artist {i}" for i in range(n)], [[10.0, 0.0]] * n,
-        [{"user": 0, "interests": [0], "consume_bias": 0.0, "consume_sharpness": 1.0}],
-    ))
+    world = load_world(
+        write_world(
+            tmp_path,
+            [f"artist {i}" for i in range(n)],
+            [[10.0, 0.0]] * n,
+            [{"user": 0, "interests": [0], "consume_bias": 0.0, "consume_sharpness": 1.0}],
+        )
+    )
     session = Session(world, 7)
     first = session.last_track
     for track in [t for t in range(n) if t != first][:60]:

@@ -1,4 +1,5 @@
 """World generation (deterministic, atomic, structured) and loading (ours and the course's files)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,13 @@ def test_world_has_music_structure(small_world):
     generator = np.random.default_rng(0)
     a, b = generator.integers(0, 2000, size=(2, 4000))
     same = world.track_artist[a] == world.track_artist[b]
-    pairs = np.array([(i, j) for artist in np.nonzero(sizes > 1)[0][:200]
-                      for i, j in [tuple(np.nonzero(world.track_artist == artist)[0][:2])]])
+    pairs = np.array(
+        [
+            (i, j)
+            for artist in np.nonzero(sizes > 1)[0][:200]
+            for i, j in [tuple(np.nonzero(world.track_artist == artist)[0][:2])]
+        ]
+    )
     same_artist_cos = np.mean(np.sum(e[pairs[:, 0]] * e[pairs[:, 1]], axis=1))
     random_cos = np.mean(np.sum(e[a[~same]] * e[b[~same]], axis=1))
     assert same_artist_cos > random_cos + 0.3
@@ -86,15 +92,20 @@ def test_loader_rejects_changed_missing_and_mismatched_files(tmp_path, small_wor
 
 def test_loader_rejects_bad_ids_and_interests_naming_file_and_line(tmp_path):
     one = {"interest_neighbours": 1}
-    write_world(tmp_path, ["a", "b"], [[1.0], [2.0]], [{"user": 0, "interests": [0], **one},
-                                                       {"user": 1, "interests": [5], **one}])
+    write_world(
+        tmp_path,
+        ["a", "b"],
+        [[1.0], [2.0]],
+        [{"user": 0, "interests": [0], **one}, {"user": 1, "interests": [5], **one}],
+    )
     with pytest.raises(WorldError, match=r"users\.json:2: user 1 has interests outside the catalog"):
         load_world(tmp_path)
     (tmp_path / "users.json").write_bytes(b'{"user": 0, "interests": [1], "interest_neighbours": 1}\n{"user": 1\n')
     with pytest.raises(WorldError, match=r"users\.json:2: not valid JSON"):
         load_world(tmp_path)
-    (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 3}\n'
-                                           b'{"artist": "b", "title": "u", "track": 1}\n')
+    (tmp_path / "tracks.json").write_bytes(
+        b'{"artist": "a", "title": "t", "track": 3}\n{"artist": "b", "title": "u", "track": 1}\n'
+    )
     with pytest.raises(WorldError, match=r"tracks\.json: track ids must be 0\.\.3; id 0 is missing"):
         load_world(tmp_path)
     (tmp_path / "tracks.json").write_bytes(b'{"artist": "a", "title": "t", "track": 0}\n{"artist": "b", "track": 1}\n')
@@ -163,7 +174,11 @@ def test_the_default_world_from_params_yaml_is_the_one_data_dvc_records(tmp_path
 
     from botify_lab.pipeline.world import dvc_dir_md5, recorded_world_md5
 
-    result = subprocess.run([sys.executable, "-m", "sim", "world", "--out", tmp_path / "data", "--params", PARAMS],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "sim", "world", "--out", tmp_path / "data", "--params", PARAMS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert dvc_dir_md5(tmp_path / "data") == recorded_world_md5(PARAMS.parent)

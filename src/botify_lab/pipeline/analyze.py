@@ -5,6 +5,7 @@ detectable effect, the SRM verdict), plots/ab_effects.csv, and build/analysis/ (
 Holm, and latency.json when the log measured latency: the pipeline's service runs on the simulated clock and
 measures none, and a log on the wall clock depends on the machine's load, so latency stays out of the metrics).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,14 +57,30 @@ def analyze(params: dict):
     if params["analysis"]["engine"] == "spark":
         from botify_lab.research.spark import analyze_log_spark
 
-        analysis = analyze_log_spark(layout.SIMULATE_LOG, experiment, alpha=settings["alpha"], power=settings["power"],
-                                     srm_alpha=settings["srm_alpha"], master=params["spark"]["master"])
+        analysis = analyze_log_spark(
+            layout.SIMULATE_LOG,
+            experiment,
+            alpha=settings["alpha"],
+            power=settings["power"],
+            srm_alpha=settings["srm_alpha"],
+            master=params["spark"]["master"],
+        )
         document, latency = analysis.ab_json(), analysis.latency_json()
     else:
-        analysis = analyze_log(layout.SIMULATE_LOG, experiment, alpha=settings["alpha"], power=settings["power"],
-                               srm_alpha=settings["srm_alpha"])
-        document = ab_metrics_json(analysis.effects, experiment=analysis.experiment, metrics=analysis.metrics,
-                                   srm=analysis.srm, alpha=analysis.alpha)
+        analysis = analyze_log(
+            layout.SIMULATE_LOG,
+            experiment,
+            alpha=settings["alpha"],
+            power=settings["power"],
+            srm_alpha=settings["srm_alpha"],
+        )
+        document = ab_metrics_json(
+            analysis.effects,
+            experiment=analysis.experiment,
+            metrics=analysis.metrics,
+            srm=analysis.srm,
+            alpha=analysis.alpha,
+        )
         latency = latency_metrics_json(analysis.metrics, analysis.effects)
     with atomic_output_dir(layout.ANALYSIS) as scratch:
         write_json(scratch / "ab.json", document)

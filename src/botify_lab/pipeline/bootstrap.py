@@ -1,4 +1,5 @@
 """The project's own entry points for `make repro` and `make world`: the world first, then DVC."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,13 @@ class BootstrapError(RuntimeError):
 
 # DVC's closing hints (stage dvc.lock with git, turn on auto-staging, push to a remote): this project commits
 # dvc.lock by hand and has no remote by default, so they are noise on every run.
-DVC_HINTS = (b"To track the changes with git, run:", b"git add ", b"To enable auto staging, run:",
-             b"dvc config core.autostage true", b"Use `dvc push` to send your updates to remote storage.")
+DVC_HINTS = (
+    b"To track the changes with git, run:",
+    b"git add ",
+    b"To enable auto staging, run:",
+    b"dvc config core.autostage true",
+    b"Use `dvc push` to send your updates to remote storage.",
+)
 
 
 def pass_through_without_hints(source: int, out) -> None:
@@ -59,8 +65,9 @@ def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
     """Run DVC from this venv with analytics off, its output without the hints; its exit code becomes ours."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "SHELL": "/bin/bash"}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    process = subprocess.Popen([sys.executable, "-m", "dvc", *arguments], cwd=root, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *arguments], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     pass_through_without_hints(process.stdout.fileno(), sys.stdout.buffer)
     if process.wait() != 0:
         raise BootstrapError(f"`dvc {' '.join(arguments)}` failed with exit code {process.returncode}")
@@ -69,8 +76,11 @@ def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
 def command_world(root: Path = REPO_ROOT) -> None:
     generate_world_dir(root)
     dvc("add", "--quiet", DATA_DIR_NAME, root=root)
-    print(f"[bootstrap] world written to data/ and recorded in data.dvc ({recorded_world_md5(root)}); "
-          "commit data.dvc to make it the project's world", flush=True)
+    print(
+        f"[bootstrap] world written to data/ and recorded in data.dvc ({recorded_world_md5(root)}); "
+        "commit data.dvc to make it the project's world",
+        flush=True,
+    )
 
 
 def command_repro(extra: list[str], root: Path = REPO_ROOT) -> None:

@@ -1,10 +1,12 @@
-"""Stage `calibrate`: the course's TOP_POP experiment through the service (`calibrate.transport`), beside the published table.
+"""Stage `calibrate`: the course's TOP_POP experiment through the service (`calibrate.transport`), beside the
+published table.
 
 Per seed: the service serves a day of Random traffic, the top-tracks list comes from that log (total listen time,
 as the `toppop` stage ranks it), then the service serves TOP_POP (C Random, T1 TopPop(10), T2 TopPop(100),
 T3 TopPop(1000)) to about the published number of sessions and the log is analysed per user. The arm means,
 averaged over seeds, are set beside the published table (`botify_lab.research.published.compare`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,12 +40,15 @@ RANDOM_DAY = "RANDOM_DAY"  # the service needs two arms per experiment; both ser
 
 
 def top_pop_arms(top_tracks_path: Path) -> list[dict]:
-    return [{"recommender": "random"} if k is None else {"recommender": "toppop", "path": str(top_tracks_path), "k": k}
-            for _, _, k in TOP_POP_ARMS]
+    return [
+        {"recommender": "random"} if k is None else {"recommender": "toppop", "path": str(top_tracks_path), "k": k}
+        for _, _, k in TOP_POP_ARMS
+    ]
 
 
-def replicate_through_the_service(world_dir: Path, out_dir: Path, seed: int, traffic: Traffic, *,
-                                  random_episodes: int) -> pd.DataFrame:
+def replicate_through_the_service(
+    world_dir: Path, out_dir: Path, seed: int, traffic: Traffic, *, random_episodes: int
+) -> pd.DataFrame:
     """One seed of the replication through the service; returns the TOP_POP user metrics.
 
     `traffic` gives the TOP_POP day's size and how it is served (its seed is replaced by the seed's own); the
@@ -53,12 +58,14 @@ def replicate_through_the_service(world_dir: Path, out_dir: Path, seed: int, tra
     out_dir = Path(out_dir)
     traffic_seed, experiment_seed = traffic_seeds(seed)
     random_day = dataclasses.replace(traffic, episodes=random_episodes, seed=traffic_seed)
-    random_log = run_experiment(world_dir, [{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}],
-                                random_day, out_dir / "random_day")
+    random_log = run_experiment(
+        world_dir, [{"name": RANDOM_DAY, "arms": [{"recommender": "random"}] * 2}], random_day, out_dir / "random_day"
+    )
     top_path = atomic_write_bytes(out_dir / "top_tracks.json", orjson.dumps(top_tracks(read_log(random_log))))
     experiment = dataclasses.replace(traffic, seed=experiment_seed)
-    log = run_experiment(world_dir, [{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}], experiment,
-                         out_dir / "top_pop")
+    log = run_experiment(
+        world_dir, [{"name": EXPERIMENT, "arms": top_pop_arms(top_path)}], experiment, out_dir / "top_pop"
+    )
     return ab.user_metrics(sessionize(read_log(log)), EXPERIMENT)
 
 
@@ -69,8 +76,9 @@ def arm_mean_intervals(user_metrics: pd.DataFrame, metrics: Sequence[str], alpha
         values = user_metrics[user_metrics["arm"] == arm]
         for metric in metrics:
             mean, lower, upper = ab.mean_interval(values[metric].to_numpy(dtype=float), alpha)
-            rows.append({"arm": arm, "metric": metric, "users": len(values), "mean": mean, "lower": lower,
-                         "upper": upper})
+            rows.append(
+                {"arm": arm, "metric": metric, "users": len(values), "mean": mean, "lower": lower, "upper": upper}
+            )
     return pd.DataFrame(rows)
 
 
@@ -100,8 +108,9 @@ def calibration_json(per_seed: dict[int, pd.DataFrame], published: pd.DataFrame,
                 str(seed): {
                     "simulated": _number(value),
                     "ratio": _number(value / cell.published),
-                    "within_tolerance": None if pd.isna(cell.tolerance) else bool(
-                        by_seed[seed].table.set_index(["arm", "metric"]).loc[(cell.arm, cell.metric), "within"]),
+                    "within_tolerance": None
+                    if pd.isna(cell.tolerance)
+                    else bool(by_seed[seed].table.set_index(["arm", "metric"]).loc[(cell.arm, cell.metric), "within"]),
                 }
                 for seed, value in zip(seeds, values)
             },
@@ -132,8 +141,10 @@ def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict, alph
     import matplotlib.pyplot as plt
 
     seeds = sorted(per_seed)
-    calibrated = sorted(verdict.table.loc[verdict.table["tolerance"].notna(), "metric"].unique(),
-                        key=list(verdict.table["metric"]).index)
+    calibrated = sorted(
+        verdict.table.loc[verdict.table["tolerance"].notna(), "metric"].unique(),
+        key=list(verdict.table["metric"]).index,
+    )
     intervals = {seed: arm_mean_intervals(per_seed[seed], calibrated, alpha) for seed in seeds}
     table = verdict.table.set_index(["arm", "metric"])
     labels = {arm: f"{arm}\n{name}" for arm, name, _ in TOP_POP_ARMS}
@@ -143,17 +154,41 @@ def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict, alph
         for position, arm in enumerate(arms):
             cell = table.loc[(arm, metric)]
             low, high = cell["published"] * (1 - cell["tolerance"]), cell["published"] * (1 + cell["tolerance"])
-            axis.fill_between([position - 0.35, position + 0.35], low, high, color="tab:green", alpha=0.18,
-                              label="published ± tolerance" if position == 0 else None)
-            axis.hlines(cell["published"], position - 0.35, position + 0.35, color="tab:green", linewidth=2,
-                        label="published" if position == 0 else None)
-            axis.hlines(cell["simulated"], position - 0.3, position + 0.3, color="black", linestyle="--",
-                        label="simulated, mean over seeds" if position == 0 else None)
+            axis.fill_between(
+                [position - 0.35, position + 0.35],
+                low,
+                high,
+                color="tab:green",
+                alpha=0.18,
+                label="published ± tolerance" if position == 0 else None,
+            )
+            axis.hlines(
+                cell["published"],
+                position - 0.35,
+                position + 0.35,
+                color="tab:green",
+                linewidth=2,
+                label="published" if position == 0 else None,
+            )
+            axis.hlines(
+                cell["simulated"],
+                position - 0.3,
+                position + 0.3,
+                color="black",
+                linestyle="--",
+                label="simulated, mean over seeds" if position == 0 else None,
+            )
             for offset, seed in zip(np.linspace(-0.2, 0.2, len(seeds)), seeds):
                 row = intervals[seed].set_index(["arm", "metric"]).loc[(arm, metric)]
-                axis.errorbar(position + offset, row["mean"], yerr=[[row["mean"] - row["lower"]], [row["upper"] - row["mean"]]],
-                              fmt="o", color=f"C{seeds.index(seed)}", capsize=3,
-                              label=f"seed {seed} (95% interval)" if position == 0 else None)
+                axis.errorbar(
+                    position + offset,
+                    row["mean"],
+                    yerr=[[row["mean"] - row["lower"]], [row["upper"] - row["mean"]]],
+                    fmt="o",
+                    color=f"C{seeds.index(seed)}",
+                    capsize=3,
+                    label=f"seed {seed} (95% interval)" if position == 0 else None,
+                )
         axis.set_xticks(range(len(arms)), [labels[arm] for arm in arms])
         axis.set(title=metric, ylabel=metric)
         axis.grid(axis="y", alpha=0.3)
@@ -166,11 +201,16 @@ def calibration_figure(per_seed: dict[int, pd.DataFrame], verdict: Verdict, alph
 def calibration_headline(document: dict) -> dict:
     """metrics/calibration.json: the verdict and, per arm and calibrated metric, published vs simulated (the per-seed
     numbers and the reported-only metrics stay in build/calibrate/calibration.json)."""
-    short = {key: document[key] for key in ("experiment", "seeds", "ordered", "within_tolerance", "calibrated",
-                                            "worst_over_tolerance")}
+    short = {
+        key: document[key]
+        for key in ("experiment", "seeds", "ordered", "within_tolerance", "calibrated", "worst_over_tolerance")
+    }
     short["arms"] = {
-        arm: {metric: {key: cell[key] for key in ("published", "simulated", "ratio", "within_tolerance")}
-              for metric, cell in metrics.items() if cell["tolerance"] is not None}
+        arm: {
+            metric: {key: cell[key] for key in ("published", "simulated", "ratio", "within_tolerance")}
+            for metric, cell in metrics.items()
+            if cell["tolerance"] is not None
+        }
         for arm, metrics in document["arms"].items()
     }
     return short
@@ -192,9 +232,13 @@ def calibrate(params: dict) -> Calibration:
     tolerances = {metric: float(value) for metric, value in settings["tolerances"].items()}
     with atomic_output_dir(layout.CALIBRATE) as scratch:
         per_seed = {
-            seed: replicate_through_the_service(layout.WORLD, scratch / f"seed_{seed}", seed,
-                                                Traffic.from_params(settings, params),
-                                                random_episodes=int(settings["random_episodes"]))
+            seed: replicate_through_the_service(
+                layout.WORLD,
+                scratch / f"seed_{seed}",
+                seed,
+                Traffic.from_params(settings, params),
+                random_episodes=int(settings["random_episodes"]),
+            )
             for seed in seeds
         }
     published = load_published(PUBLISHED_TABLE)

@@ -2,6 +2,7 @@
 
 Its event log is the training data for every model, as in the course: models never see the simulator's world.
 """
+
 from __future__ import annotations
 
 import argparse

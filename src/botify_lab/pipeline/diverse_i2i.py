@@ -7,6 +7,7 @@ empty list: the service answers them at random). The same lists without the arti
 item-to-item neighbours, the leaderboard's "collaborative model" arm) are written beside them. Offline coverage
 metrics of both go to metrics/diverse_i2i.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def build_lists(model_path: Path, catalog_path: Path, k: int, per_artist: int) -
     artists = catalog["artist"].to_numpy()
     lists = diverse_neighbours(model.item_factors, model.tracks, artists, k, per_artist)
     uncapped = diverse_neighbours(model.item_factors, model.tracks, artists, k, k)
-    metrics = {"k": k, "per_artist": per_artist, **list_metrics(lists, artists, len(catalog), k),
-               "uncapped": list_metrics(uncapped, artists, len(catalog), k)}
+    metrics = {
+        "k": k,
+        "per_artist": per_artist,
+        **list_metrics(lists, artists, len(catalog), k),
+        "uncapped": list_metrics(uncapped, artists, len(catalog), k),
+    }
     return DiverseLists(catalog, lists, uncapped, metrics)
 
 
@@ -74,11 +79,18 @@ def artists_figure(result: DiverseLists):
     table = artists_table(result)
     figure, ax = plt.subplots(figsize=(7, 4))
     width = 0.4
-    ax.bar(table["distinct_artists"] - width / 2, table["capped"], width,
-           label=f"at most {result.metrics['per_artist']} per artist")
+    ax.bar(
+        table["distinct_artists"] - width / 2,
+        table["capped"],
+        width,
+        label=f"at most {result.metrics['per_artist']} per artist",
+    )
     ax.bar(table["distinct_artists"] + width / 2, table["uncapped"], width, label="no cap")
-    ax.set(title=f"distinct artists per list of {result.metrics['k']} ({result.metrics['tracks_with_list']:,} lists)",
-           xlabel="distinct artists in the list", ylabel="tracks")
+    ax.set(
+        title=f"distinct artists per list of {result.metrics['k']} ({result.metrics['tracks_with_list']:,} lists)",
+        xlabel="distinct artists in the list",
+        ylabel="tracks",
+    )
     ax.legend()
     figure.tight_layout()
     return figure
@@ -88,8 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", type=Path)
     metrics = run_diverse_i2i(load_params(parser.parse_args(argv).params)).metrics
-    print(f"diverse_i2i: {metrics['tracks_with_list']} lists, coverage {metrics['coverage']}, "
-          f"{metrics['mean_distinct_artists']} distinct artists per list")
+    print(
+        f"diverse_i2i: {metrics['tracks_with_list']} lists, coverage {metrics['coverage']}, "
+        f"{metrics['mean_distinct_artists']} distinct artists per list"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ in one order afterwards (by time, then user) whatever the interleaving of proces
 summary keeps only the simulation's numbers (no port, no seconds). Latency is the service's speed, not the
 experiment's outcome: `bench/service_load.py` measures it, and a service on the wall clock logs it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import orjson
 import yaml
-from botify.service import BadRequest, Service, ServiceUnavailable
-from sim.agents import InvalidAnswer, ServiceUnavailable as Unreachable
 
+from botify.service import BadRequest, Service, ServiceUnavailable
 from botify_lab.formats import LOG_FILE_NAME, log_files
 from botify_lab.pipeline.params import TRANSPORTS
+from sim.agents import InvalidAnswer
+from sim.agents import ServiceUnavailable as Unreachable
 
 # What the simulator's summary says about this particular run rather than the simulation (left out of summary.json).
 RUN_SPECIFIC_SUMMARY_KEYS = ("url", "seconds", "steps_per_second")
@@ -79,7 +81,7 @@ class InProcessService:
         self.config_path = Path(config_path)
         self.parts_dir = Path(parts_dir)
 
-    def for_process(self, index: int, clock) -> "_ServedInProcess":
+    def for_process(self, index: int, clock) -> _ServedInProcess:
         from botify.config import load_config
 
         config = load_config(self.config_path)
@@ -141,8 +143,9 @@ def _relative(path: Path | str, config_dir: Path) -> str:
     return os.path.relpath(Path(path).resolve(), config_dir.resolve())
 
 
-def write_service_config(path: Path, *, catalog: Path, log_dir: Path, seed: int, experiments: list[dict],
-                         store: str = "memory") -> Path:
+def write_service_config(
+    path: Path, *, catalog: Path, log_dir: Path, seed: int, experiments: list[dict], store: str = "memory"
+) -> Path:
     """Write a botify config whose paths are relative to its folder, so the file is the same in every clone."""
     path = Path(path)
     config_dir = path.parent
@@ -179,10 +182,21 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
     from sim.run import simulate
 
     out_dir = Path(out_dir)
-    config = write_service_config(out_dir / "service.yaml", catalog=Path(world_dir) / "tracks.json",
-                                  log_dir=out_dir / "log", seed=traffic.seed, experiments=experiments)
-    run = dict(episodes=traffic.episodes, seed=traffic.seed, days=traffic.days, processes=traffic.processes,
-               strict=True, progress=show_progress())
+    config = write_service_config(
+        out_dir / "service.yaml",
+        catalog=Path(world_dir) / "tracks.json",
+        log_dir=out_dir / "log",
+        seed=traffic.seed,
+        experiments=experiments,
+    )
+    run = dict(
+        episodes=traffic.episodes,
+        seed=traffic.seed,
+        days=traffic.days,
+        processes=traffic.processes,
+        strict=True,
+        progress=show_progress(),
+    )
     if traffic.transport == "http":
         from botify.launch import served
 

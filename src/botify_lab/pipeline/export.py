@@ -1,5 +1,6 @@
 """Stage `export@<model>`: each track's nearest tracks under the model's own similarity, written as the
 track-recommendations file the service's Contextual recommender reads (notebooks/export.ipynb)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ def export_model(name: str, params: dict) -> ExportedModel:
     write_track_recommendations(layout.CATALOG, neighbours, layout.recs_file(name))
     covered = coverage(neighbours)
     metrics = {
-        "model": name, "k": k, "tracks": len(catalog),
-        "coverage": covered, "coverage_share": round(covered / len(catalog), 6),
+        "model": name,
+        "k": k,
+        "tracks": len(catalog),
+        "coverage": covered,
+        "coverage_share": round(covered / len(catalog), 6),
         "same_artist_share": round(same_artist_share(neighbours, catalog["artist"].to_numpy()), 6),
     }
     write_metrics(f"export_{name}", metrics, sort_keys=True)

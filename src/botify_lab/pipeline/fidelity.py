@@ -9,6 +9,7 @@ the seed spread and a pass/fail per tolerance, together with StickyArtist at gam
 published table and the TOP_POP experiment (in process, `top_pop_in_process`) against the published TOP_POP table.
 The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,16 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.fidelity_search import (
+    GROUPS,
+    STICKY_08,
+    STICKY_08_RANGE,
+    default_real_stats,
+    fidelity_checks,
+    group_name,
+    load_real_stats,
+)
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
-from botify_lab.pipeline.fidelity_search import (GROUPS, STICKY_08, STICKY_08_RANGE, default_real_stats,
-                                                 fidelity_checks, group_name, load_real_stats)
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_log, training_pairs
@@ -69,15 +77,16 @@ def reference_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> d
 
     settings = params["fidelity"]
     world = gamma_world(world_dir, 0.8, scratch / "world-reference")
-    experiment = {"name": "REFERENCE", "arms": [{"recommender": "random"},
-                                                {"recommender": "contextual", "path": str(recs)}]}
+    experiment = {
+        "name": "REFERENCE",
+        "arms": [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}],
+    }
     traffic = Traffic.from_params(settings, params, episodes=int(settings["reference_episodes"]))
     log = run_experiment(world, [experiment], traffic, scratch / "run-reference")
     metrics = ab.user_metrics(sessionize(read_log(log)), "REFERENCE")
     means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
     labels = {"C": "Random", "T1": REFERENCE_LABEL}
-    return {labels[arm]: {key: round(float(value), 4) for key, value in row.items()}
-            for arm, row in means.iterrows()}
+    return {labels[arm]: {key: round(float(value), 4) for key, value in row.items()} for arm, row in means.iterrows()}
 
 
 @dataclass
@@ -115,7 +124,8 @@ def simulate_groups(params: dict, world_dir: Path, scratch: Path) -> dict[str, l
             for arm, (kind, _) in ARMS.items():
                 rows = F.playback_rows(events, EXPERIMENT, arm, source=f"seed {seed}")
                 found.setdefault(group_name(kind, gamma), []).append(
-                    F.statistics(rows, track_artist=artist, gamma=gamma))
+                    F.statistics(rows, track_artist=artist, gamma=gamma)
+                )
     return found
 
 
@@ -135,12 +145,17 @@ def training_summary(log_dir: Path, params: dict) -> dict | None:
     if not Path(log_dir).exists():
         return None
     pairs = training_pairs(read_log(log_dir))
-    return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params["seed"]),
-                                   splits=params["train"]["splits"])
+    return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params["seed"]), splits=params["train"]["splits"])
 
 
-def run(params: dict, world_dir: Path = layout.WORLD, *, real_stats: Path | None = None,
-        published: Path = PUBLISHED_TABLE, collect_log: Path = layout.COLLECT_LOG) -> FidelityRun:
+def run(
+    params: dict,
+    world_dir: Path = layout.WORLD,
+    *,
+    real_stats: Path | None = None,
+    published: Path = PUBLISHED_TABLE,
+    collect_log: Path = layout.COLLECT_LOG,
+) -> FidelityRun:
     settings = params["fidelity"]
     real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
     reference = None
@@ -160,28 +175,38 @@ def metrics_json(result: FidelityRun) -> dict:
         "passed": result.passed,
         "failed": int((~table["passed"]).sum()),
         "checks": len(table),
-        "worst": {"distance": round(float(table["distance"].max()), 4),
-                  "check": " | ".join(table.loc[table["distance"].idxmax(), ["group", "statistic"]])},
-        "table": [{key: (round(value, 4) if isinstance(value, float) else value) for key, value in row.items()}
-                  for row in table.to_dict(orient="records")],
+        "worst": {
+            "distance": round(float(table["distance"].max()), 4),
+            "check": " | ".join(table.loc[table["distance"].idxmax(), ["group", "statistic"]]),
+        },
+        "table": [
+            {key: (round(value, 4) if isinstance(value, float) else value) for key, value in row.items()}
+            for row in table.to_dict(orient="records")
+        ],
         "sticky_artist_gamma_0.8_published": {"anchor": STICKY_08, "range": STICKY_08_RANGE},
         "training_data": result.training,
         "reference_true_neighbours": result.reference,
     }
 
 
-def write_outputs(result: FidelityRun, metrics_path: Path = METRICS_FILE,
-                  statistics_path: Path = STATISTICS_FILE) -> dict:
+def write_outputs(
+    result: FidelityRun, metrics_path: Path = METRICS_FILE, statistics_path: Path = STATISTICS_FILE
+) -> dict:
     """metrics/fidelity.json holds the verdict, the worst check, the training data and the reference; the table of
     every check (a column each in `dvc exp show` otherwise) goes beside the simulated statistics in build/fidelity."""
     metrics = metrics_json(result)
     headline = {key: value for key, value in metrics.items() if key != "table"}
     checks_path = Path(statistics_path).with_name("checks.json")
-    for path, payload in ((metrics_path, headline), (statistics_path, result.simulated),
-                          (checks_path, metrics["table"])):
+    for path, payload in (
+        (metrics_path, headline),
+        (statistics_path, result.simulated),
+        (checks_path, metrics["table"]),
+    ):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-                                            | orjson.OPT_NON_STR_KEYS) + b"\n")
+        Path(path).write_bytes(
+            orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+            + b"\n"
+        )
     return metrics
 
 

@@ -8,13 +8,14 @@ artist_discount_gamma 0.9 and 0.8, and the TOP_POP experiment; the playbacks bec
 published tables. A candidate's score is its worst check in units of its tolerance (<= 1: every check passes).
 Every candidate lands in `metrics/fidelity_search.csv` with its knobs, its key statistics and its score.
 """
+
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -50,8 +51,10 @@ def group_name(kind: str, gamma: float) -> str:
 def load_real_stats(path: Path | str | None = None) -> dict:
     path = Path(default_real_stats() if path is None else path)
     if not path.is_file():
-        raise FileNotFoundError(f"the real logs' statistics are not at {path} (BOTIFY_LAB_REAL_STATS names the file; "
-                                f"unset, the committed {COMMITTED_REAL_STATS.name} is used)")
+        raise FileNotFoundError(
+            f"the real logs' statistics are not at {path} (BOTIFY_LAB_REAL_STATS names the file; "
+            f"unset, the committed {COMMITTED_REAL_STATS.name} is used)"
+        )
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -75,9 +78,15 @@ def world_from_arrays(arrays: dict, *, gamma: float = 0.8, interest_neighbours: 
         session_budget=np.full(n_users, session_budget, dtype=np.int64),
         artist_discount_gamma=np.full(n_users, float(gamma)),
     )
-    return World(path=None, embeddings=np.asarray(arrays["embeddings"], dtype=np.float64),
-                 track_artist=np.asarray(arrays["track_artist"], dtype=np.int64), artist_names=[], titles=[],
-                 users=users, meta=None)
+    return World(
+        path=None,
+        embeddings=np.asarray(arrays["embeddings"], dtype=np.float64),
+        track_artist=np.asarray(arrays["track_artist"], dtype=np.int64),
+        artist_names=[],
+        titles=[],
+        users=users,
+        meta=None,
+    )
 
 
 def with_gamma(world, gamma: float):
@@ -113,14 +122,16 @@ def play_rows(world, agent, seed: int, episodes: int) -> pd.DataFrame:
 
     result = run_lockstep(world, agent, seed, 0, np.arange(episodes), trace=True)
     plays = [orjson.loads(line) for chunk in result.trace for line in chunk.splitlines()]
-    return pd.DataFrame({
-        "source": f"seed {seed}",
-        "user": np.fromiter((p["user"] for p in plays), dtype=np.int64, count=len(plays)),
-        "session": np.fromiter((p["episode"] for p in plays), dtype=np.int64, count=len(plays)),
-        "position": np.fromiter((p["step"] + 1 for p in plays), dtype=np.int64, count=len(plays)),
-        "track": np.fromiter((p["track"] for p in plays), dtype=np.int64, count=len(plays)),
-        "time": np.fromiter((p["time"] for p in plays), dtype=np.float64, count=len(plays)),
-    })
+    return pd.DataFrame(
+        {
+            "source": f"seed {seed}",
+            "user": np.fromiter((p["user"] for p in plays), dtype=np.int64, count=len(plays)),
+            "session": np.fromiter((p["episode"] for p in plays), dtype=np.int64, count=len(plays)),
+            "position": np.fromiter((p["step"] + 1 for p in plays), dtype=np.int64, count=len(plays)),
+            "track": np.fromiter((p["track"] for p in plays), dtype=np.int64, count=len(plays)),
+            "time": np.fromiter((p["time"] for p in plays), dtype=np.float64, count=len(plays)),
+        }
+    )
 
 
 def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, list[dict]]:
@@ -143,12 +154,18 @@ def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, li
 def top_pop_means(world, seeds, episodes: int = 3700) -> list[pd.DataFrame]:
     from botify_lab.pipeline.top_pop_in_process import replicate_top_pop
 
-    return [arm_means(replicate_top_pop(world, int(seed), episodes=episodes, random_episodes=episodes))
-            for seed in seeds]
+    return [
+        arm_means(replicate_top_pop(world, int(seed), episodes=episodes, random_episodes=episodes)) for seed in seeds
+    ]
 
 
-def fidelity_checks(real: dict, simulated: dict[str, list[dict]], top_pop: list[pd.DataFrame] | None,
-                    published: pd.DataFrame | None, tolerances: dict | None = None) -> list[F.Check]:
+def fidelity_checks(
+    real: dict,
+    simulated: dict[str, list[dict]],
+    top_pop: list[pd.DataFrame] | None,
+    published: pd.DataFrame | None,
+    tolerances: dict | None = None,
+) -> list[F.Check]:
     """Every check of the issue: the four groups against stats.json / the published StickyArtist table, and the
     TOP_POP arms against the published table."""
     checks: list[F.Check] = []
@@ -168,13 +185,23 @@ def fidelity_checks(real: dict, simulated: dict[str, list[dict]], top_pop: list[
             if row.metric not in ("mean_time_per_session", "mean_tracks_per_session"):
                 continue
             values = [float(means.loc[row.arm, row.metric]) for means in top_pop]
-            checks += F.mean_checks(f"TOP_POP {row.arm} {row.recommender}", {row.metric: row.mean},
-                                    {row.metric: values}, tolerances)
+            checks += F.mean_checks(
+                f"TOP_POP {row.arm} {row.recommender}", {row.metric: row.mean}, {row.metric: values}, tolerances
+            )
     return checks
 
 
-def evaluate_arrays(arrays: dict, real: dict, published: pd.DataFrame, *, seeds=(0, 1), episodes: dict | None = None,
-                    top_pop_seeds=(0, 1), top_pop_episodes: int = 3700, tolerances: dict | None = None):
+def evaluate_arrays(
+    arrays: dict,
+    real: dict,
+    published: pd.DataFrame,
+    *,
+    seeds=(0, 1),
+    episodes: dict | None = None,
+    top_pop_seeds=(0, 1),
+    top_pop_episodes: int = 3700,
+    tolerances: dict | None = None,
+):
     world = world_from_arrays(arrays)
     episodes = episodes or {}
     simulated = simulated_statistics(world, seeds, episodes)
@@ -187,9 +214,17 @@ def summary_row(checks: list[F.Check]) -> dict:
     table = F.checks_table(checks)
     row = {}
     for check in checks:
-        if check.statistic in ("mean_time_per_session", "mean_tracks_per_session", "saturation_share",
-                               "hist 0", "hist (0,0.1]", "hist 1.0", "mean_time_at_position 2",
-                               "mean_time_at_position 6", "session_length p90"):
+        if check.statistic in (
+            "mean_time_per_session",
+            "mean_tracks_per_session",
+            "saturation_share",
+            "hist 0",
+            "hist (0,0.1]",
+            "hist 1.0",
+            "mean_time_at_position 2",
+            "mean_time_at_position 6",
+            "session_length p90",
+        ):
             row[f"{check.group} | {check.statistic}"] = round(check.mean, 4)
     row["failed"] = int((~table["passed"]).sum())
     row["worst"] = round(float(table["distance"].max()), 3)
@@ -220,8 +255,9 @@ def candidates(search: dict) -> list[tuple[str, dict]]:
     return unique
 
 
-def search_worlds(base: dict, search: dict, real: dict, published: pd.DataFrame, *, out: Path | None = None,
-                  log=print) -> pd.DataFrame:
+def search_worlds(
+    base: dict, search: dict, real: dict, published: pd.DataFrame, *, out: Path | None = None, log=print
+) -> pd.DataFrame:
     """One row per candidate (knobs, key statistics, failed checks, worst distance, score); written as it goes."""
     from sim.generator import world_arrays
 
@@ -231,25 +267,53 @@ def search_worlds(base: dict, search: dict, real: dict, published: pd.DataFrame,
     for family, overrides in candidates(search):
         started = time.perf_counter()
         arrays = world_arrays(**{**base, **overrides})
-        checks, _ = evaluate_arrays(arrays, real, published, seeds=seeds, episodes=episodes,
-                                    top_pop_seeds=range(int(search.get("top_pop_seeds", 2))),
-                                    top_pop_episodes=int(search.get("top_pop_episodes", 3700)))
-        row = {"family": family, **{k: v for k, v in base.items() if k not in ("n_tracks", "n_users")}, **overrides,
-               "artists": len(arrays["sizes"]), **summary_row(checks),
-               "seconds": round(time.perf_counter() - started, 1)}
+        checks, _ = evaluate_arrays(
+            arrays,
+            real,
+            published,
+            seeds=seeds,
+            episodes=episodes,
+            top_pop_seeds=range(int(search.get("top_pop_seeds", 2))),
+            top_pop_episodes=int(search.get("top_pop_episodes", 3700)),
+        )
+        row = {
+            "family": family,
+            **{k: v for k, v in base.items() if k not in ("n_tracks", "n_users")},
+            **overrides,
+            "artists": len(arrays["sizes"]),
+            **summary_row(checks),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         rows.append(row)
-        log(f"{family} {overrides}: failed {row['failed']} worst {row['worst']} ({row['worst_check']}) "
-            f"score {row['score']} [{row['seconds']}s]")
+        log(
+            f"{family} {overrides}: failed {row['failed']} worst {row['worst']} ({row['worst_check']}) "
+            f"score {row['score']} [{row['seconds']}s]"
+        )
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(out, index=False)
     return pd.DataFrame(rows)
 
 
-KNOB_COLUMNS = ("dim", "genres", "styles_per_genre", "artist_size_mu", "artist_size_sigma", "artist_size_max",
-                "genre_zipf", "genre_spread", "style_spread", "artist_spread", "track_spread",
-                "artist_popularity_sigma", "track_popularity_sigma", "popularity_alignment", "popularity_offset",
-                "interests", "interest_popularity_exponent")
+KNOB_COLUMNS = (
+    "dim",
+    "genres",
+    "styles_per_genre",
+    "artist_size_mu",
+    "artist_size_sigma",
+    "artist_size_max",
+    "genre_zipf",
+    "genre_spread",
+    "style_spread",
+    "artist_spread",
+    "track_spread",
+    "artist_popularity_sigma",
+    "track_popularity_sigma",
+    "popularity_alignment",
+    "popularity_offset",
+    "interests",
+    "interest_popularity_exponent",
+)
 
 
 def best_candidate(table: pd.DataFrame) -> pd.Series:
@@ -270,12 +334,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params, check=not args.no_check)
     search = params["fidelity_search"]
-    table = search_worlds(world_arguments(params), search, load_real_stats(args.real_stats),
-                          load_published(args.published), out=args.out)
+    table = search_worlds(
+        world_arguments(params), search, load_real_stats(args.real_stats), load_published(args.published), out=args.out
+    )
     best = best_candidate(table)
     print(table[["family", "failed", "worst", "worst_check", "score"]].to_string())
-    print(f"\nbest candidate: {best['family']} (failed {best['failed']}, worst check at {best['worst']} of its "
-          f"tolerance): {best[[name for name in KNOB_COLUMNS if name in best.index]].to_dict()}")
+    print(
+        f"\nbest candidate: {best['family']} (failed {best['failed']}, worst check at {best['worst']} of its "
+        f"tolerance): {best[[name for name in KNOB_COLUMNS if name in best.index]].to_dict()}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ LightFM. The factors are kept (build/indexed/model.npz) for the diverse item-to-
 user-based collaborative filtering over every user's positives (`indexed.user_based_neighbours` nearest users), is
 written beside it as a second user-recommendations file (build/indexed/user_based_recs.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,12 +95,17 @@ def train_indexed(log_dir: Path, out_dir: Path, settings: dict, seed: int) -> In
         "tracks_per_user": min(int(settings["top"]), len(data.tracks)),
         "user_based_users_with_list": len(user_based),
     }
-    write_json(out_dir / layout.INDEXED_TUNING.name, {
-        **metrics,
-        "trial_table": [{key: (round(value, 6) if isinstance(value, float) else value) for key, value in row.items()}
-                        for row in trials.to_dict("records")],
-        "history": model.history,
-    })
+    write_json(
+        out_dir / layout.INDEXED_TUNING.name,
+        {
+            **metrics,
+            "trial_table": [
+                {key: (round(value, 6) if isinstance(value, float) else value) for key, value in row.items()}
+                for row in trials.to_dict("records")
+            ],
+            "history": model.history,
+        },
+    )
     return IndexedResult(positives, kept, data, trials, model, metrics)
 
 
@@ -119,8 +125,12 @@ def precision_figure(result: IndexedResult):
     history = pd.DataFrame(result.model.history)
     column = next(name for name in history.columns if name.startswith("precision_at_"))
     figure, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(history["epoch"], history[column], marker="o", label=f"{result.metrics['algorithm']} (best of "
-                                                                   f"{result.metrics['trials']} trials)")
+    ax.plot(
+        history["epoch"],
+        history[column],
+        marker="o",
+        label=f"{result.metrics['algorithm']} (best of {result.metrics['trials']} trials)",
+    )
     ax.axhline(result.metrics[f"toppop_{column}"], color="gray", linestyle="--", label="TopPop (train popularity)")
     ax.set(title=f"held-out {column.replace('_at_', '@')} per epoch", xlabel="epoch", ylabel=column)
     ax.legend()

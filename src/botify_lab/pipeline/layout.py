@@ -1,5 +1,6 @@
 """Where every stage reads and writes: the one home of the pipeline's paths (dvc.yaml names the same paths, and
 `tests/pipeline/test_layout.py` checks that the two agree). Paths are relative to the repository root."""
+
 from __future__ import annotations
 
 from pathlib import Path

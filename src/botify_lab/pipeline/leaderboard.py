@@ -1,10 +1,12 @@
-"""Stage `leaderboard`: the course's reference table, every recommender in one A/B experiment (notebooks/leaderboard.ipynb).
+"""Stage `leaderboard`: the course's reference table, every recommender in one A/B experiment
+(notebooks/leaderboard.ipynb).
 
 Random is the control; the treatments are the course's 2023 reference table arm for arm (see `leaderboard_arms`)
 plus every model of `models:`, each labelled with its `label`, and the true-neighbour reference of what the world
 allows. The real service serves it to seeded simulated
 traffic; the analysis is the course's week-1 table.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +17,9 @@ import pandas as pd
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
 from botify_lab.pipeline.params import model_names
+from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize
 
@@ -41,8 +43,9 @@ def leaderboard_arms(params: dict, reference: Path | None = None) -> list[dict]:
         {"label": "Collaborative (Indexed)", "recommender": "indexed", "path": str(layout.USER_RECS)},
     ]
     for name in model_names(params):
-        arms.append({"label": params["models"][name]["label"], "recommender": "contextual",
-                     "path": str(layout.recs_file(name))})
+        arms.append(
+            {"label": params["models"][name]["label"], "recommender": "contextual", "path": str(layout.recs_file(name))}
+        )
         if name == params["simulate"]["control"]:
             arms.append({"label": "Diverse i2i", "recommender": "contextual", "path": str(layout.I2I_RECS)})
     if reference is not None:
@@ -55,8 +58,9 @@ def service_arms(arms: list[dict]) -> list[dict]:
     return [{key: value for key, value in arm.items() if key != "label"} for arm in arms]
 
 
-def arm_summary(user_metrics: pd.DataFrame, labels: dict[str, str],
-                metrics: tuple[str, ...] = LEADERBOARD_METRICS) -> pd.DataFrame:
+def arm_summary(
+    user_metrics: pd.DataFrame, labels: dict[str, str], metrics: tuple[str, ...] = LEADERBOARD_METRICS
+) -> pd.DataFrame:
     """Per arm: its label, users, and the mean of each user-level metric, best mean_time_per_session first."""
     grouped = user_metrics.groupby("arm")
     summary = grouped[list(metrics)].mean()
@@ -65,8 +69,15 @@ def arm_summary(user_metrics: pd.DataFrame, labels: dict[str, str],
     return summary.sort_values("mean_time_per_session", ascending=False)
 
 
-def leaderboard_json(user_metrics: pd.DataFrame, effects: pd.DataFrame, *, experiment: str, labels: dict[str, str],
-                     srm: dict, alpha: float) -> dict:
+def leaderboard_json(
+    user_metrics: pd.DataFrame,
+    effects: pd.DataFrame,
+    *,
+    experiment: str,
+    labels: dict[str, str],
+    srm: dict,
+    alpha: float,
+) -> dict:
     """metrics/leaderboard.json: the ranking, per-arm means, and the course's effects vs Random (no latency)."""
     summary = arm_summary(user_metrics, labels)
     document = ab.ab_metrics_json(effects, experiment=experiment, metrics=user_metrics, srm=srm, alpha=alpha)
@@ -96,10 +107,17 @@ def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels
     left.invert_yaxis()
     left.set(title=f"{metric} per arm ({100 * (1 - alpha):.0f}% interval)", xlabel=metric)
     rows = effects[effects["metric"] == metric].set_index("treatment").loc[arms[1:]]
-    colours = ["tab:green" if row.significant and row.effect > 0 else "tab:red" if row.significant else "tab:gray"
-               for row in rows.itertuples()]
-    right.barh([labels.get(arm, arm) for arm in rows.index], rows["effect"], color=colours,
-               xerr=[rows["effect"] - rows["lower"], rows["upper"] - rows["effect"]], capsize=4)
+    colours = [
+        "tab:green" if row.significant and row.effect > 0 else "tab:red" if row.significant else "tab:gray"
+        for row in rows.itertuples()
+    ]
+    right.barh(
+        [labels.get(arm, arm) for arm in rows.index],
+        rows["effect"],
+        color=colours,
+        xerr=[rows["effect"] - rows["lower"], rows["upper"] - rows["effect"]],
+        capsize=4,
+    )
     right.axvline(0, color="black", linewidth=0.8)
     right.invert_yaxis()
     right.set(title=f"effect vs Random ({100 * (1 - alpha):.0f}% Welch interval)", xlabel=f"{metric}, % of Random")
@@ -123,14 +141,14 @@ def run_leaderboard(params: dict) -> Leaderboard:
         reference = write_reference_recommendations(layout.WORLD, scratch / "reference_true_neighbours.json")
         arms = leaderboard_arms(params, layout.LEADERBOARD / reference.name)
         labels = {arm["name"]: arm["label"] for arm in arms}
-        experiment = {"name": settings["experiment"],
-                      "arms": service_arms(leaderboard_arms(params, reference))}
+        experiment = {"name": settings["experiment"], "arms": service_arms(leaderboard_arms(params, reference))}
         run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
     metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD / "log")), settings["experiment"])
     effects = ab.ab_effects(metrics, alpha=alpha, power=float(params["ab"]["power"]))
     srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params["ab"]["srm_alpha"]))
-    document = leaderboard_json(metrics, effects, experiment=settings["experiment"], labels=labels, srm=srm,
-                                alpha=alpha)
+    document = leaderboard_json(
+        metrics, effects, experiment=settings["experiment"], labels=labels, srm=srm, alpha=alpha
+    )
     write_json(layout.LEADERBOARD / "leaderboard.json", document)
     write_metrics("leaderboard", leaderboard_headline(document))
     write_plot("leaderboard", leaderboard_rows(document))
@@ -141,11 +159,14 @@ def leaderboard_headline(document: dict) -> dict:
     """metrics/leaderboard.json: per arm its recommender, mean time and tracks per session, and the effect on time
     per session vs Random with its interval and the effect detectable with the configured power (the full table
     stays in build/leaderboard/leaderboard.json)."""
-    short = ab.headline(document, metrics=("mean_time_per_session",),
-                        fields=("effect", "lower", "upper", "significant", "mde"))
+    short = ab.headline(
+        document, metrics=("mean_time_per_session",), fields=("effect", "lower", "upper", "significant", "mde")
+    )
     return {key: short[key] for key in ("experiment", "control", "alpha", "recommenders", "ranking", "srm")} | {
-        "arm_means": {arm: {metric: means[metric] for metric in ("mean_time_per_session", "mean_tracks_per_session")}
-                      for arm, means in document["arm_means"].items()},
+        "arm_means": {
+            arm: {metric: means[metric] for metric in ("mean_time_per_session", "mean_tracks_per_session")}
+            for arm, means in document["arm_means"].items()
+        },
         "effects": short["effects"],
     }
 
@@ -153,9 +174,16 @@ def leaderboard_headline(document: dict) -> dict:
 def leaderboard_rows(document: dict) -> pd.DataFrame:
     """One row per arm, best first: a DVC plot of the ranking."""
     effects = document["effects"]
-    return pd.DataFrame([
-        {"arm": arm, "recommender": document["recommenders"][arm],
-         "mean_time_per_session": document["arm_means"][arm]["mean_time_per_session"],
-         "effect": effects[arm]["mean_time_per_session"]["effect"] if arm in effects else 0.0}
-        for arm in sorted(document["arm_means"], key=lambda arm: -document["arm_means"][arm]["mean_time_per_session"])
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "arm": arm,
+                "recommender": document["recommenders"][arm],
+                "mean_time_per_session": document["arm_means"][arm]["mean_time_per_session"],
+                "effect": effects[arm]["mean_time_per_session"]["effect"] if arm in effects else 0.0,
+            }
+            for arm in sorted(
+                document["arm_means"], key=lambda arm: -document["arm_means"][arm]["mean_time_per_session"]
+            )
+        ]
+    )

@@ -7,6 +7,7 @@ inline, and papermill's own chatter is dropped; on failure the error itself is p
 The executed copy keeps no timing (papermill's and the kernel's per-cell clocks), no random cell or table id and no
 memory address, so the same inputs give the same file and DVC the same hash on every run.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,7 @@ def error_summary(stderr: str) -> str:
     """The part of papermill's stderr that explains a failure: the cell's exception, without the CLI's frames."""
     marker = "papermill.exceptions.PapermillExecutionError:"
     if marker in stderr:
-        return stderr[stderr.index(marker) + len(marker):].strip()
+        return stderr[stderr.index(marker) + len(marker) :].strip()
     return "\n".join(line for line in stderr.splitlines() if not any(noise in line for noise in NOISE)).strip()
 
 
@@ -77,12 +78,26 @@ def run_notebook(source: Path, output: Path, papermill_args: list[str]) -> int:
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     failed = output.parent.with_name(f"{output.parent.name}-failed") / output.name
     # tqdm.auto (imported by optuna and others) warns that it cannot draw notebook widgets: bars are off anyway.
-    env = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-           "PYTHONWARNINGS": "ignore:IProgress not found"}
+    env = {
+        **os.environ,
+        "JUPYTER_PREFER_ENV_PATH": "1",
+        "TQDM_DISABLE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "PYTHONWARNINGS": "ignore:IProgress not found",
+    }
     env.pop("MPLBACKEND", None)  # the kernel's inline backend embeds every figure in the notebook
-    command = [sys.executable, "-m", "papermill", str(source), str(partial), "-k", "python3", "--no-progress-bar",
-               *papermill_args]
-    completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(source),
+        str(partial),
+        "-k",
+        "python3",
+        "--no-progress-bar",
+        *papermill_args,
+    ]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode == 0:
         drop_run_details(partial)
         partial.replace(output)
@@ -100,8 +115,10 @@ def run_notebook(source: Path, output: Path, papermill_args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] in {"-h", "--help"}:
-        print("usage: python -m botify_lab.pipeline.notebook SOURCE.ipynb OUTPUT.ipynb [papermill options, e.g. "
-              "-p model_name ours]\n\nRuns the notebook with papermill; OUTPUT appears only when every cell ran.")
+        print(
+            "usage: python -m botify_lab.pipeline.notebook SOURCE.ipynb OUTPUT.ipynb [papermill options, e.g. "
+            "-p model_name ours]\n\nRuns the notebook with papermill; OUTPUT appears only when every cell ran."
+        )
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
     return run_notebook(Path(argv[0]), Path(argv[1]), argv[2:])
 

@@ -1,4 +1,5 @@
 """Writing stage outputs: whole or not at all, so a failed or interrupted stage leaves nothing half-written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 

@@ -5,6 +5,7 @@ current folder; notebooks read their section through `load_params` too, so a val
 is checked against one schema (types, allowed values, ranges) before any stage does work: the pipeline's first
 stage, `params`, runs `python -m botify_lab.pipeline.params`, and every other stage depends on it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,8 +80,10 @@ class WorldParams(Section):
     @model_validator(mode="after")
     def course_source_names_its_folder(self):
         if self.source == "course" and not self.course_dir:
-            raise ValueError("world.source is 'course', so world.course_dir must name the folder holding the "
-                             "course's tracks.json and users.json")
+            raise ValueError(
+                "world.source is 'course', so world.course_dir must name the folder holding the "
+                "course's tracks.json and users.json"
+            )
         return self
 
 
@@ -195,8 +198,18 @@ class FidelityParams(Section):
     top_pop_seeds: PositiveInt
     top_pop_episodes: PositiveInt
     reference_episodes: NonNegativeInt
-    tolerances: dict[Literal["mean_time_per_session", "mean_tracks_per_session", "hist", "hist_1.0",
-                             "saturation_share", "position", "session_length"], PositiveFloat]
+    tolerances: dict[
+        Literal[
+            "mean_time_per_session",
+            "mean_tracks_per_session",
+            "hist",
+            "hist_1.0",
+            "saturation_share",
+            "position",
+            "session_length",
+        ],
+        PositiveFloat,
+    ]
 
 
 class FidelitySearchParams(Section):
@@ -247,7 +260,9 @@ class Params(Section):
         for role in ("control", "treatment"):
             name = getattr(self.simulate, role)
             if name not in self.models:
-                raise ValueError(f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})")
+                raise ValueError(
+                    f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})"
+                )
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"source", "course_dir", "seed", "tracks", "users", "dim"}
@@ -283,8 +298,11 @@ def check_params(params: object, source: str = str(PARAMS_FILE), schema: type[Ba
     try:
         return schema.model_validate(params)
     except ValidationError as error:
-        prefix = "" if schema is Params else next(name for name, field in Params.model_fields.items()
-                                                  if field.annotation is schema) + "."
+        prefix = (
+            ""
+            if schema is Params
+            else next(name for name, field in Params.model_fields.items() if field.annotation is schema) + "."
+        )
         lines = [f"{source}: {prefix}{_problem_line(problem)}" for problem in error.errors(include_url=False)]
         raise ParamsError("\n".join(lines)) from None
 
@@ -293,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m botify_lab.pipeline.params",
-                                     description="Check params.yaml against the pipeline's schema.")
+    parser = argparse.ArgumentParser(
+        prog="python -m botify_lab.pipeline.params", description="Check params.yaml against the pipeline's schema."
+    )
     parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     parser.add_argument("--stamp", default=layout.PARAMS_CHECKED, type=Path, help="file written when the check passes")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ For every track, its nearest tracks under the simulator's hidden embeddings; ser
 (a random one of them), it shows how far the learned models are from what the world rewards. It is computed from the
 hidden world, so it is only ever served as a clearly labelled reference arm, never used to train or tune a model.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

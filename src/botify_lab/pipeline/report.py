@@ -1,4 +1,5 @@
 """Stage `report`: the executed notebooks as self-contained HTML pages (no CDN links) and the study's front page."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,11 @@ def _effect_cells(metric: str, values: dict) -> str:
     shade = effect_colour(metric, values.get("effect") or 0.0, bool(values.get("significant")))
     style = f' style="background-color: {shade}"' if shade else ""
     verdict = "significant" if values.get("significant") else "not significant"
-    return (f"<td{style}>{percent(values.get('effect'))}</td>"
-            f"<td{style}>[{percent(values.get('lower'))}, {percent(values.get('upper'))}]</td>"
-            f"<td>{verdict}</td><td>{percent(values.get('mde'), signed=False)}</td>")
+    return (
+        f"<td{style}>{percent(values.get('effect'))}</td>"
+        f"<td{style}>[{percent(values.get('lower'))}, {percent(values.get('upper'))}]</td>"
+        f"<td>{verdict}</td><td>{percent(values.get('mde'), signed=False)}</td>"
+    )
 
 
 def metric_rows(ab_metrics: dict, latency: dict | None = None) -> str:
@@ -79,9 +82,11 @@ def metric_rows(ab_metrics: dict, latency: dict | None = None) -> str:
 
 
 def _model_description(name: str, model: dict) -> str:
-    return (f"<b>{html.escape(model.get('label', name))}</b> (<code>models.{html.escape(name)}</code>: "
-            f"{html.escape(str(model.get('similarity')))} similarity, dimension {model.get('embedding_dim')}, "
-            f"{html.escape(str(model.get('loss', '')).upper())} loss)")
+    return (
+        f"<b>{html.escape(model.get('label', name))}</b> (<code>models.{html.escape(name)}</code>: "
+        f"{html.escape(str(model.get('similarity')))} similarity, dimension {model.get('embedding_dim')}, "
+        f"{html.escape(str(model.get('loss', '')).upper())} loss)"
+    )
 
 
 def _homework_section(params: dict, ab_metrics: dict, latency: dict, figures: Path) -> str:
@@ -94,12 +99,20 @@ def _homework_section(params: dict, ab_metrics: dict, latency: dict, figures: Pa
         f"<li><b>{arm}</b> ({'control' if arm == 'C' else 'treatment'}): the Contextual recommender serving the "
         f"neighbours of {_model_description(who[arm], models.get(who[arm], {}))}; "
         f"{arms.get(arm, {}).get('users', 0):,} users, {arms.get(arm, {}).get('sessions', 0):,} sessions</li>"
-        for arm in ("C", "T1") if who.get(arm)
+        for arm in ("C", "T1")
+        if who.get(arm)
     )
     srm = ab_metrics.get("srm", {})
-    srm_text = (f"Sample-ratio check: p = {srm['p_value']:.3f} "
-                f"({'a MISMATCH: the split is broken, do not trust the effects' if srm.get('mismatch') else 'the split is as designed'})."
-                if srm else "")
+    srm_text = (
+        f"Sample-ratio check: p = {srm['p_value']:.3f} "
+        + (
+            "(a MISMATCH: the split is broken, do not trust the effects)."
+            if srm.get("mismatch")
+            else "(the split is as designed)."
+        )
+        if srm
+        else ""
+    )
     return (
         f"<h2>The homework A/B test ({html.escape(str(ab_metrics.get('experiment', '')))})</h2>"
         f"<p>Can the homework's model beat the course's Contextual model on time per session? Both arms are served "
@@ -120,10 +133,14 @@ def _leaderboard_section(board: dict, figures: Path) -> str:
     rows = []
     for arm, means in board.get("arm_means", {}).items():
         values = board.get("effects", {}).get(arm, {}).get("mean_time_per_session")
-        effect = _effect_cells("mean_time_per_session", values) if values else "<td></td><td></td><td>control</td><td></td>"
-        rows.append(f"<tr><td>{arm}</td><td>{html.escape(labels.get(arm, arm))}</td>"
-                    f"<td>{number(means.get('mean_time_per_session'))}</td>"
-                    f"<td>{number(means.get('mean_tracks_per_session'))}</td>{effect}</tr>")
+        effect = (
+            _effect_cells("mean_time_per_session", values) if values else "<td></td><td></td><td>control</td><td></td>"
+        )
+        rows.append(
+            f"<tr><td>{arm}</td><td>{html.escape(labels.get(arm, arm))}</td>"
+            f"<td>{number(means.get('mean_time_per_session'))}</td>"
+            f"<td>{number(means.get('mean_tracks_per_session'))}</td>{effect}</tr>"
+        )
     return (
         "<h2>The course's leaderboard</h2>"
         "<p>Every recommender in one experiment, Random as the control, effects on mean time per session.</p>"
@@ -139,15 +156,22 @@ def _fidelity_section(fidelity: dict, figures: Path) -> str:
         return ""
     checks, failed = fidelity.get("checks", 0), fidelity.get("failed", 0)
     worst = fidelity.get("worst") or {}
-    verdict = (f"all {checks} checks within tolerance" if fidelity.get("passed")
-               else f"{failed} of {checks} checks OUTSIDE tolerance")
-    worst_text = (f"; the closest to its limit: {html.escape(str(worst.get('check')))} at "
-                  f"{number(worst.get('distance'), 2)} of its tolerance" if worst else "")
+    verdict = (
+        f"all {checks} checks within tolerance"
+        if fidelity.get("passed")
+        else f"{failed} of {checks} checks OUTSIDE tolerance"
+    )
+    worst_text = (
+        f"; the closest to its limit: {html.escape(str(worst.get('check')))} at "
+        f"{number(worst.get('distance'), 2)} of its tolerance"
+        if worst
+        else ""
+    )
     return (
         "<h2>Does this world react like the course's? The real logs</h2>"
         "<p>Random and StickyArtist served through the service at each gamma the course's real logs ran, every "
         f"statistic of those logs computed the same way from both: {verdict}{worst_text}. Every check and the other "
-        "figures are on the <a href=\"fidelity.html\">fidelity page</a>.</p>"
+        'figures are on the <a href="fidelity.html">fidelity page</a>.</p>'
         f"{_figure(figures / 'fidelity_random.png', 'listen times of Random: real logs and this world')}"
     )
 
@@ -162,9 +186,11 @@ def _calibration_section(calibration: dict, tolerances: dict) -> str:
             calibrated = cell.get("within_tolerance")  # None: published for reference, not a calibration target
             shade = "transparent" if calibrated is None else GAIN_COLOUR if calibrated else LOSS_COLOUR
             allowed = f" (±{100 * tolerances[metric]:.0f}% allowed)" if metric in tolerances else " (not a target)"
-            rows.append(f"<tr><td>{arm} {html.escape(names.get(arm, ''))}</td><td>{metric}</td>"
-                        f"<td>{number(cell.get('published'))}</td><td>{number(cell.get('simulated'))}</td>"
-                        f"<td style='background-color: {shade}'>{number(cell.get('ratio'))}{allowed}</td></tr>")
+            rows.append(
+                f"<tr><td>{arm} {html.escape(names.get(arm, ''))}</td><td>{metric}</td>"
+                f"<td>{number(cell.get('published'))}</td><td>{number(cell.get('simulated'))}</td>"
+                f"<td style='background-color: {shade}'>{number(cell.get('ratio'))}{allowed}</td></tr>"
+            )
     verdict = "within tolerance and in the published order" if calibration.get("calibrated") else "NOT calibrated"
     return (
         "<h2>Is this world the course's? The published TOP_POP table</h2>"
@@ -192,9 +218,17 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 td:first-child,td:nth-child(2),th{text-align:left}img{max-width:100%}</style>"""
 
 
-def build_index(pages: list[tuple[str, str]], ab_metrics: dict, *, params: dict | None = None,
-                latency: dict | None = None, leaderboard: dict | None = None, calibration: dict | None = None,
-                fidelity: dict | None = None, figures: Path = layout.FIGURES) -> str:
+def build_index(
+    pages: list[tuple[str, str]],
+    ab_metrics: dict,
+    *,
+    params: dict | None = None,
+    latency: dict | None = None,
+    leaderboard: dict | None = None,
+    calibration: dict | None = None,
+    fidelity: dict | None = None,
+    figures: Path = layout.FIGURES,
+) -> str:
     """The study's front page: what was compared, the answers with their colours and figures, links to the rest."""
     links = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(title)}</a></li>' for title, href in pages)
     return (
@@ -232,11 +266,15 @@ def main(argv: list[str] | None = None) -> None:
             page = f"{notebook.stem}.html"
             (scratch / page).write_text(notebook_to_html(notebook), encoding="utf-8")
             pages.append((notebook.stem, page))
-        index = build_index(pages, _read_json(args.metrics / "ab.json"), params=params,
-                            latency=_read_json(args.analysis / "latency.json"),
-                            leaderboard=_read_json(args.metrics / "leaderboard.json"),
-                            calibration=_read_json(args.metrics / "calibration.json"),
-                            fidelity=_read_json(args.metrics / "fidelity.json"))
+        index = build_index(
+            pages,
+            _read_json(args.metrics / "ab.json"),
+            params=params,
+            latency=_read_json(args.analysis / "latency.json"),
+            leaderboard=_read_json(args.metrics / "leaderboard.json"),
+            calibration=_read_json(args.metrics / "calibration.json"),
+            fidelity=_read_json(args.metrics / "fidelity.json"),
+        )
         (scratch / "index.html").write_text(index, encoding="utf-8")
     print(f"report: {len(pages)} pages and index.html in {args.out}")
 

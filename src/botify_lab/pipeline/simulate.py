@@ -3,6 +3,7 @@
 Control C serves the Contextual recommender on `simulate.control`'s export, treatment T1 on `simulate.treatment`'s
 (notebooks/simulate.ipynb). The service's event log is the result, analysed by the `analyze` stage.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ from botify_lab.pipeline.outputs import atomic_output_dir
 
 def homework_experiment(params: dict) -> dict:
     settings = params["simulate"]
-    arms = [{"recommender": "contextual", "path": str(layout.recs_file(settings[role]))}
-            for role in ("control", "treatment")]
+    arms = [
+        {"recommender": "contextual", "path": str(layout.recs_file(settings[role]))}
+        for role in ("control", "treatment")
+    ]
     return {"name": settings["experiment"], "arms": arms}
 
 
@@ -28,6 +31,7 @@ def arm_labels(params: dict) -> dict[str, str]:
 def simulate_homework(params: dict) -> Path:
     """Run the experiment; returns the log folder (build/simulate/log)."""
     with atomic_output_dir(layout.SIMULATE) as scratch:
-        run_experiment(layout.WORLD, [homework_experiment(params)], Traffic.from_params(params["simulate"], params),
-                       scratch)
+        run_experiment(
+            layout.WORLD, [homework_experiment(params)], Traffic.from_params(params["simulate"], params), scratch
+        )
     return layout.SIMULATE_LOG

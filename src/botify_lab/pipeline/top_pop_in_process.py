@@ -10,6 +10,7 @@ session logs `steps + 1` rows and its total listen time is the episode's reward;
 `ab.user_metrics` as a logged experiment would. Only the recommenders' random draws differ from the service's
 (counter-based draws of the episode instead of the service's hash), which changes no distribution.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -91,9 +92,14 @@ def random_day_top_tracks(world: World, seed: int, episodes: int) -> list[int]:
     return top_tracks(frame.dropna())
 
 
-def replicate_top_pop(world: World, seed: int, *, episodes: int = PUBLISHED_SESSIONS,
-                      random_episodes: int = PUBLISHED_SESSIONS,
-                      arms: Sequence[tuple[str, str, int | None]] = TOP_POP_ARMS) -> pd.DataFrame:
+def replicate_top_pop(
+    world: World,
+    seed: int,
+    *,
+    episodes: int = PUBLISHED_SESSIONS,
+    random_episodes: int = PUBLISHED_SESSIONS,
+    arms: Sequence[tuple[str, str, int | None]] = TOP_POP_ARMS,
+) -> pd.DataFrame:
     """One in-process replication: per-user metrics of the TOP_POP experiment for this seed."""
     traffic_seed, experiment_seed = traffic_seeds(seed)
     ranking = np.asarray(random_day_top_tracks(world, traffic_seed, random_episodes), dtype=np.int64)
@@ -105,9 +111,17 @@ def replicate_top_pop(world: World, seed: int, *, episodes: int = PUBLISHED_SESS
     return ab.user_metrics(sessions, EXPERIMENT)
 
 
-def evaluate_world(world: World, published: pd.DataFrame, seeds: Sequence[int], *, tolerances: dict[str, float],
-                   episodes: int = PUBLISHED_SESSIONS, random_episodes: int = PUBLISHED_SESSIONS) -> Verdict:
+def evaluate_world(
+    world: World,
+    published: pd.DataFrame,
+    seeds: Sequence[int],
+    *,
+    tolerances: dict[str, float],
+    episodes: int = PUBLISHED_SESSIONS,
+    random_episodes: int = PUBLISHED_SESSIONS,
+) -> Verdict:
     """Replicate TOP_POP on this world once per seed and compare the seed-averaged arm means with the published."""
-    means = [arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=random_episodes))
-             for seed in seeds]
+    means = [
+        arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=random_episodes)) for seed in seeds
+    ]
     return compare(means, published, tolerances)

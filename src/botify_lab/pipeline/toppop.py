@@ -2,6 +2,7 @@
 
 Ties in popularity go to the smaller track id, so the list is the same on every run.
 """
+
 from __future__ import annotations
 
 import argparse

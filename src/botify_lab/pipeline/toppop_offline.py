@@ -9,6 +9,7 @@ answers a random track among the top k, so this is TopPop(k) as served), and `ra
 order (the same first `k` tracks for every k). The notebook sets the offline numbers beside the online TOP_POP
 effects of the calibration stage (metrics/calibration.json).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,12 +65,16 @@ def offline_table(ranking: list[int], relevant: dict[int, set[int]], ks: list[in
         shuffled = shuffled_metrics(top, relevant, k)
         ranked = ranking_metrics(top, relevant, k)
         relevant_in_top = np.mean([len(tracks & set(top)) for tracks in relevant.values()]) if relevant else 0.0
-        rows.append({
-            "recommender": f"TopPop({size})", "size": size, "users": shuffled["users"],
-            "relevant_in_top": float(relevant_in_top),
-            **{f"shuffled_{name}": value for name, value in shuffled.items() if name not in ("users", "k")},
-            **{f"ranked_{name}": value for name, value in ranked.items() if name not in ("users", "k")},
-        })
+        rows.append(
+            {
+                "recommender": f"TopPop({size})",
+                "size": size,
+                "users": shuffled["users"],
+                "relevant_in_top": float(relevant_in_top),
+                **{f"shuffled_{name}": value for name, value in shuffled.items() if name not in ("users", "k")},
+                **{f"ranked_{name}": value for name, value in ranked.items() if name not in ("users", "k")},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -83,12 +88,16 @@ def online_effects(calibration: dict, metric: str = "mean_time_per_session") -> 
         row = metrics[metric]
         if arm == control:
             continue
-        rows.append({
-            "recommender": names[arm], "arm": arm,
-            f"online_{metric}": row["simulated"], f"published_{metric}": row["published"],
-            "online_effect": 100.0 * (row["simulated"] / arms_[control][metric]["simulated"] - 1.0),
-            "published_effect": 100.0 * (row["published"] / arms_[control][metric]["published"] - 1.0),
-        })
+        rows.append(
+            {
+                "recommender": names[arm],
+                "arm": arm,
+                f"online_{metric}": row["simulated"],
+                f"published_{metric}": row["published"],
+                "online_effect": 100.0 * (row["simulated"] / arms_[control][metric]["simulated"] - 1.0),
+                "published_effect": 100.0 * (row["published"] / arms_[control][metric]["published"] - 1.0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -113,11 +122,18 @@ def evaluate_toppop(events: pd.DataFrame, settings: dict, experiment: str, recom
     k = int(settings["k"])
     table = offline_table(ranking, relevant, [int(size) for size in settings["ks"]], k)
     metrics = {
-        "random_arm_events": int(len(random_rows)), "train_events": int(len(train)), "test_events": int(len(test)),
-        "ranked_tracks": len(ranking), "test_users": len(relevant), "k": k,
-        "toppop": {row["recommender"]: {name: round(float(row[name]), 6) for name in table.columns
-                                        if name.startswith(("shuffled_", "ranked_"))}
-                   for row in table.to_dict("records")},
+        "random_arm_events": int(len(random_rows)),
+        "train_events": int(len(train)),
+        "test_events": int(len(test)),
+        "ranked_tracks": len(ranking),
+        "test_users": len(relevant),
+        "k": k,
+        "toppop": {
+            row["recommender"]: {
+                name: round(float(row[name]), 6) for name in table.columns if name.startswith(("shuffled_", "ranked_"))
+            }
+            for row in table.to_dict("records")
+        },
     }
     return ToppopOffline(popularity, ranking, relevant, table, metrics)
 
@@ -125,8 +141,9 @@ def evaluate_toppop(events: pd.DataFrame, settings: dict, experiment: str, recom
 def run_toppop_offline(params: dict, log_dir: Path = layout.COLLECT_LOG) -> ToppopOffline:
     """The stage: metrics/toppop_offline.json and plots/toppop_offline.csv."""
     collect = params["collect"]
-    result = evaluate_toppop(read_log(log_dir), params["toppop_offline"], collect["experiment"],
-                             collect["recommenders"])
+    result = evaluate_toppop(
+        read_log(log_dir), params["toppop_offline"], collect["experiment"], collect["recommenders"]
+    )
     write_metrics(METRICS_NAME, result.metrics)
     write_plot(METRICS_NAME, result.table.round(6))
     return result
@@ -152,7 +169,10 @@ def popularity_figure(result: ToppopOffline, ks: list[int]):
     for size in ks:
         ax.axvline(size, color="gray", linestyle=":")
         ax.text(size, values.max(), f" top {size}", va="top", fontsize=8)
-    ax.set(title=f"track popularity in each user's first half of the Random log ({len(values):,} tracks)",
-           xlabel="rank", ylabel="total listen time")
+    ax.set(
+        title=f"track popularity in each user's first half of the Random log ({len(values):,} tracks)",
+        xlabel="rank",
+        ylabel="total listen time",
+    )
     figure.tight_layout()
     return figure

@@ -3,6 +3,7 @@
 The model's section of `models:` (embedding_dim, similarity, loss, mlp settings) plus the shared `train:`
 optimisation settings and the seed define the run; it reads only the event log and the public catalog.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,10 +38,15 @@ def train_settings(name: str, params: dict) -> dict:
     model, train = params["models"][name], params["train"]
     return {
         **{key: model[key] for key in MODEL_KEYS},
-        "lr": train["lr"], "weight_decay": train["weight_decay"], "batch_size": train["batch_size"],
-        "max_epochs": train["max_epochs"], "plateau_patience": train["plateau_patience"],
-        "early_stopping_patience": train["early_stopping_patience"], "splits": tuple(train["splits"]),
-        "init_std": train["init_std"], "seed": params["seed"],
+        "lr": train["lr"],
+        "weight_decay": train["weight_decay"],
+        "batch_size": train["batch_size"],
+        "max_epochs": train["max_epochs"],
+        "plateau_patience": train["plateau_patience"],
+        "early_stopping_patience": train["early_stopping_patience"],
+        "splits": tuple(train["splits"]),
+        "init_std": train["init_std"],
+        "seed": params["seed"],
     }
 
 

@@ -8,6 +8,7 @@ fails loudly instead of letting DVC silently re-commit a different world.
 `tracks.json` and `users.json` from `world.course_dir` (a path relative to the repository root, or absolute) with
 hidden embeddings from the same fitted knobs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +72,10 @@ def course_dir(world: dict, root: Path = REPO_ROOT) -> Path:
     folder = root / Path(world["course_dir"]).expanduser()
     missing = [name for name in ("tracks.json", "users.json") if not (folder / name).is_file()]
     if missing:
-        raise WorldMismatch(f"world.source is 'course' but {folder} lacks {' and '.join(missing)}: point "
-                            "world.course_dir at the folder holding the course's tracks.json and users.json")
+        raise WorldMismatch(
+            f"world.source is 'course' but {folder} lacks {' and '.join(missing)}: point "
+            "world.course_dir at the folder holding the course's tracks.json and users.json"
+        )
     return folder
 
 

@@ -8,6 +8,7 @@ interval is Welch's t interval with Welch-Satterthwaite degrees of freedom (scip
 0. With several treatments, Holm-adjusted p-values (per metric, across treatments) say which effects survive the
 multiple comparison; `significant` itself stays the course's unadjusted verdict.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,20 @@ METRICS = ("time", "sessions", "mean_request_latency", "mean_tracks_per_session"
 LATENCY_METRICS = ("mean_request_latency",)
 LOWER_IS_BETTER = frozenset(LATENCY_METRICS)  # a rise in latency is a loss, so it is coloured red
 EFFECT_COLUMNS = (
-    "treatment", "metric", "control_n", "treatment_n", "control_mean", "treatment_mean", "effect", "lower", "upper",
-    "significant", "p_value", "p_holm", "significant_holm", "mde",
+    "treatment",
+    "metric",
+    "control_n",
+    "treatment_n",
+    "control_mean",
+    "treatment_mean",
+    "effect",
+    "lower",
+    "upper",
+    "significant",
+    "p_value",
+    "p_holm",
+    "significant_holm",
+    "mde",
 )
 COURSE_COLUMNS = ("control_mean", "treatment_mean", "effect", "upper", "lower", "significant")
 # The power at which the minimum detectable effect is reported, and the customary sample-ratio-mismatch threshold
@@ -48,14 +61,18 @@ def user_metrics(sessions: pd.DataFrame, experiment: str) -> pd.DataFrame:
         raise KeyError(f"sessions have no arm column for experiment {experiment!r}")
     labelled = sessions[sessions[experiment].notna()]
     grouped = labelled.groupby(["user", experiment], sort=True)
-    metrics = pd.DataFrame(
-        {
-            "sessions": grouped.size(),
-            "time": grouped["time"].sum(),
-            "tracks": grouped["tracks"].sum(),
-            "latency": grouped["latency"].sum(),
-        }
-    ).reset_index().rename(columns={experiment: "arm"})
+    metrics = (
+        pd.DataFrame(
+            {
+                "sessions": grouped.size(),
+                "time": grouped["time"].sum(),
+                "tracks": grouped["tracks"].sum(),
+                "latency": grouped["latency"].sum(),
+            }
+        )
+        .reset_index()
+        .rename(columns={experiment: "arm"})
+    )
     metrics["mean_request_latency"] = metrics["latency"] / metrics["tracks"]
     metrics["mean_tracks_per_session"] = metrics["tracks"] / metrics["sessions"]
     metrics["mean_time_per_session"] = metrics["time"] / metrics["sessions"]
@@ -69,16 +86,26 @@ def arm_statistics(metrics: pd.DataFrame, metric_names: Sequence[str] = METRICS,
         values = metrics[metrics["arm"] == arm]
         for metric in metric_names:
             column = values[metric]
-            rows.append({"arm": arm, "metric": metric, "count": len(column), "mean": column.mean(),
-                         "variance": column.var(ddof=1)})
+            rows.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "count": len(column),
+                    "mean": column.mean(),
+                    "variance": column.var(ddof=1),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def measured_metrics(metric_names: Sequence[str], arm_means: Mapping[str, Sequence[float]]) -> list[str]:
     """The metrics with something to compare: latency that is 0 in every arm was not measured (a service on the
     simulated clock logs none), so it gets no row rather than a 0/0 effect."""
-    return [metric for metric in metric_names
-            if metric not in LATENCY_METRICS or any(mean != 0 for mean in arm_means[metric])]
+    return [
+        metric
+        for metric in metric_names
+        if metric not in LATENCY_METRICS or any(mean != 0 for mean in arm_means[metric])
+    ]
 
 
 def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
@@ -91,7 +118,9 @@ def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
-def welch_interval(treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+def welch_interval(
+    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05
+) -> tuple[float, float, float, float]:
     """(difference of means, lower, upper, two-sided p) by Welch's t test; NaNs when an arm has < 2 users."""
     treatment = np.asarray(treatment, dtype=float)
     control = np.asarray(control, dtype=float)
@@ -154,8 +183,9 @@ def ab_effects(
     if not treatments:
         raise ValueError(f"no treatment arm besides the control {control!r}")
     control_values = metrics[metrics["arm"] == control]
-    metric_names = measured_metrics(metric_names, {metric: metrics.groupby("arm")[metric].mean().tolist()
-                                                   for metric in metric_names})
+    metric_names = measured_metrics(
+        metric_names, {metric: metrics.groupby("arm")[metric].mean().tolist() for metric in metric_names}
+    )
     rows = []
     for treatment in treatments:
         treatment_values = metrics[metrics["arm"] == treatment]
@@ -164,14 +194,24 @@ def ab_effects(
             difference, low, high, p_value = welch_interval(treatment_sample, control_sample, alpha)
             control_mean = float(control_values[metric].mean())
             lower, upper = _percent(low, control_mean), _percent(high, control_mean)
-            rows.append({
-                "treatment": treatment, "metric": metric,
-                "control_n": len(control_values), "treatment_n": len(treatment_values),
-                "control_mean": control_mean, "treatment_mean": float(treatment_values[metric].mean()),
-                "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
-                "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
-                "mde": _percent(minimum_detectable_effect(treatment_sample, control_sample, alpha, power), control_mean),
-            })
+            rows.append(
+                {
+                    "treatment": treatment,
+                    "metric": metric,
+                    "control_n": len(control_values),
+                    "treatment_n": len(treatment_values),
+                    "control_mean": control_mean,
+                    "treatment_mean": float(treatment_values[metric].mean()),
+                    "effect": _percent(difference, control_mean),
+                    "lower": lower,
+                    "upper": upper,
+                    "significant": bool(lower > 0 or upper < 0),
+                    "p_value": p_value,
+                    "mde": _percent(
+                        minimum_detectable_effect(treatment_sample, control_sample, alpha, power), control_mean
+                    ),
+                }
+            )
     return with_holm(pd.DataFrame(rows), metric_names, alpha)
 
 
@@ -245,8 +285,13 @@ def effects_table(effects: pd.DataFrame):
         return [f"background-color: {shade}" if shade else ""] * len(row)
 
     return table.style.apply(colour, axis=1).format(
-        {"control_mean": "{:.4f}", "treatment_mean": "{:.4f}", "effect": "{:+.2f}%", "upper": "{:+.2f}%",
-         "lower": "{:+.2f}%"}
+        {
+            "control_mean": "{:.4f}",
+            "treatment_mean": "{:.4f}",
+            "effect": "{:+.2f}%",
+            "upper": "{:+.2f}%",
+            "lower": "{:+.2f}%",
+        }
     )
 
 
@@ -290,22 +335,27 @@ def ab_metrics_json(
     arms = None
     if metrics is not None:
         arms = {
-            arm: {"users": int((metrics["arm"] == arm).sum()),
-                  "sessions": int(metrics.loc[metrics["arm"] == arm, "sessions"].sum())}
+            arm: {
+                "users": int((metrics["arm"] == arm).sum()),
+                "sessions": int(metrics.loc[metrics["arm"] == arm, "sessions"].sum()),
+            }
             for arm in arm_order(metrics["arm"], control)
         }
     return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
 
 
-def _ab_document(effects: pd.DataFrame, experiment: str, arms: dict | None, srm: dict | None, control: str,
-                 alpha: float, digits: int) -> dict:
+def _ab_document(
+    effects: pd.DataFrame, experiment: str, arms: dict | None, srm: dict | None, control: str, alpha: float, digits: int
+) -> dict:
     """metrics/ab.json's layout, whichever engine counted the arms' users and sessions."""
     document: dict = {"experiment": experiment, "control": control, "alpha": alpha}
     if arms is not None:
         document["arms"] = arms
     if srm is not None:
-        document["srm"] = {key: _clean(value, digits) if not isinstance(value, list) else
-                           [_clean(item, digits) for item in value] for key, value in srm.items()}
+        document["srm"] = {
+            key: _clean(value, digits) if not isinstance(value, list) else [_clean(item, digits) for item in value]
+            for key, value in srm.items()
+        }
     document["effects"] = _effects_dict(effects[~effects["metric"].isin(LATENCY_METRICS)], digits)
     return document
 
@@ -314,8 +364,9 @@ HEADLINE_METRICS = ("mean_time_per_session", "mean_tracks_per_session")
 HEADLINE_FIELDS = ("control_mean", "treatment_mean", "effect", "lower", "upper", "significant", "mde")
 
 
-def headline(document: dict, metrics: Sequence[str] = HEADLINE_METRICS,
-             fields: Sequence[str] = HEADLINE_FIELDS) -> dict:
+def headline(
+    document: dict, metrics: Sequence[str] = HEADLINE_METRICS, fields: Sequence[str] = HEADLINE_FIELDS
+) -> dict:
     """The few numbers of an A/B document (from `ab_metrics_json`) worth a column in `dvc exp show`.
 
     The full document (every metric, p-values, user counts, the SRM counts) stays beside it as a detail file.
@@ -324,8 +375,11 @@ def headline(document: dict, metrics: Sequence[str] = HEADLINE_METRICS,
     if "srm" in document:
         short["srm"] = {"p_value": document["srm"]["p_value"], "mismatch": document["srm"]["mismatch"]}
     short["effects"] = {
-        treatment: {metric: {field: values[field] for field in fields}
-                    for metric, values in by_metric.items() if metric in metrics}
+        treatment: {
+            metric: {field: values[field] for field in fields}
+            for metric, values in by_metric.items()
+            if metric in metrics
+        }
         for treatment, by_metric in document["effects"].items()
     }
     return short
@@ -333,12 +387,22 @@ def headline(document: dict, metrics: Sequence[str] = HEADLINE_METRICS,
 
 def effect_rows(document: dict, metrics: Sequence[str] = HEADLINE_METRICS) -> pd.DataFrame:
     """One row per treatment and metric (effect with its interval, percent of control): a DVC plot's data."""
-    return pd.DataFrame([
-        {"treatment": treatment, "metric": metric, "label": f"{treatment} {metric}", "effect": values["effect"],
-         "lower": values["lower"], "upper": values["upper"], "significant": values["significant"]}
-        for treatment, by_metric in document["effects"].items()
-        for metric, values in by_metric.items() if metric in metrics
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "treatment": treatment,
+                "metric": metric,
+                "label": f"{treatment} {metric}",
+                "effect": values["effect"],
+                "lower": values["lower"],
+                "upper": values["upper"],
+                "significant": values["significant"],
+            }
+            for treatment, by_metric in document["effects"].items()
+            for metric, values in by_metric.items()
+            if metric in metrics
+        ]
+    )
 
 
 def latency_metrics_json(metrics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6) -> dict:
@@ -363,8 +427,14 @@ TOTALS_COLUMNS = ("arm", "users", "sessions", "tracks", "latency")
 
 
 def welch_from_statistics(
-    treatment_mean: float, treatment_variance: float, treatment_n: int,
-    control_mean: float, control_variance: float, control_n: int, alpha: float = 0.05, power: float = DEFAULT_POWER,
+    treatment_mean: float,
+    treatment_variance: float,
+    treatment_n: int,
+    control_mean: float,
+    control_variance: float,
+    control_n: int,
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
 ) -> tuple[float, float, float, float, float]:
     """(difference of means, lower, upper, two-sided p, minimum detectable difference) from each arm's count, mean
     and variance (ddof 1): what `welch_interval` and `minimum_detectable_effect` give on the raw samples.
@@ -377,8 +447,13 @@ def welch_from_statistics(
     if treatment_n < 2 or control_n < 2:
         return difference, math.nan, math.nan, math.nan, math.nan
     result = stats.ttest_ind_from_stats(
-        treatment_mean, math.sqrt(treatment_variance), treatment_n,
-        control_mean, math.sqrt(control_variance), control_n, equal_var=False,
+        treatment_mean,
+        math.sqrt(treatment_variance),
+        treatment_n,
+        control_mean,
+        math.sqrt(control_variance),
+        control_n,
+        equal_var=False,
     )
     share_t = treatment_variance / treatment_n
     share_c = control_variance / control_n
@@ -417,8 +492,9 @@ def ab_effects_from_statistics(
     if not treatments:
         raise ValueError(f"no treatment arm besides the control {control!r}")
     table = statistics.set_index(["arm", "metric"])
-    metric_names = measured_metrics(metric_names, {metric: [float(table.loc[(arm, metric), "mean"]) for arm in arms]
-                                                   for metric in metric_names})
+    metric_names = measured_metrics(
+        metric_names, {metric: [float(table.loc[(arm, metric), "mean"]) for arm in arms] for metric in metric_names}
+    )
     rows = []
     for treatment in treatments:
         for metric in metric_names:
@@ -426,17 +502,32 @@ def ab_effects_from_statistics(
             control_n, treatment_n = int(c["count"]), int(t["count"])
             control_mean, treatment_mean = float(c["mean"]), float(t["mean"])
             difference, low, high, p_value, mde = welch_from_statistics(
-                treatment_mean, float(t["variance"]), treatment_n, control_mean, float(c["variance"]), control_n,
-                alpha, power,
+                treatment_mean,
+                float(t["variance"]),
+                treatment_n,
+                control_mean,
+                float(c["variance"]),
+                control_n,
+                alpha,
+                power,
             )
             lower, upper = _percent(low, control_mean), _percent(high, control_mean)
-            rows.append({
-                "treatment": treatment, "metric": metric, "control_n": control_n, "treatment_n": treatment_n,
-                "control_mean": control_mean, "treatment_mean": treatment_mean,
-                "effect": _percent(difference, control_mean), "lower": lower, "upper": upper,
-                "significant": bool(lower > 0 or upper < 0), "p_value": p_value,
-                "mde": _percent(mde, control_mean),
-            })
+            rows.append(
+                {
+                    "treatment": treatment,
+                    "metric": metric,
+                    "control_n": control_n,
+                    "treatment_n": treatment_n,
+                    "control_mean": control_mean,
+                    "treatment_mean": treatment_mean,
+                    "effect": _percent(difference, control_mean),
+                    "lower": lower,
+                    "upper": upper,
+                    "significant": bool(lower > 0 or upper < 0),
+                    "p_value": p_value,
+                    "mde": _percent(mde, control_mean),
+                }
+            )
     return with_holm(pd.DataFrame(rows), metric_names, alpha)
 
 
@@ -445,8 +536,15 @@ def arm_totals(metrics: pd.DataFrame, control: str = "C") -> pd.DataFrame:
     rows = []
     for arm in arm_order(metrics["arm"], control):
         values = metrics[metrics["arm"] == arm]
-        rows.append({"arm": arm, "users": len(values), "sessions": int(values["sessions"].sum()),
-                     "tracks": int(values["tracks"].sum()), "latency": float(values["latency"].sum())})
+        rows.append(
+            {
+                "arm": arm,
+                "users": len(values),
+                "sessions": int(values["sessions"].sum()),
+                "tracks": int(values["tracks"].sum()),
+                "latency": float(values["latency"].sum()),
+            }
+        )
     return pd.DataFrame(rows, columns=list(TOTALS_COLUMNS))
 
 
@@ -464,8 +562,10 @@ def ab_metrics_json_from_totals(
     arms = None
     if totals is not None:
         by_arm = totals.set_index("arm")
-        arms = {arm: {"users": int(by_arm.loc[arm, "users"]), "sessions": int(by_arm.loc[arm, "sessions"])}
-                for arm in arm_order(by_arm.index, control)}
+        arms = {
+            arm: {"users": int(by_arm.loc[arm, "users"]), "sessions": int(by_arm.loc[arm, "sessions"])}
+            for arm in arm_order(by_arm.index, control)
+        }
     return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
 
 

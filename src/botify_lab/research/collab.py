@@ -20,6 +20,7 @@ Nothing is excluded from a user's exported list, seen tracks included: the simul
 session, so a track a user loved in an earlier session is still a good pick in the next one (the course's LightFM
 lists did not filter them either).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,10 +44,18 @@ USER_BLOCK = 1024
 
 # optuna's search space per algorithm: name -> (kind, low, high); ints and log-uniform floats.
 SEARCH_SPACE = {
-    "als": {"factors": ("int_log", 8, 128), "regularization": ("float_log", 1e-2, 100.0),
-            "iterations": ("int", 3, 30), "alpha": ("float_log", 0.5, 50.0)},
-    "bpr": {"factors": ("int_log", 8, 128), "learning_rate": ("float_log", 1e-3, 0.2),
-            "regularization": ("float_log", 1e-4, 0.1), "iterations": ("int", 20, 300)},
+    "als": {
+        "factors": ("int_log", 8, 128),
+        "regularization": ("float_log", 1e-2, 100.0),
+        "iterations": ("int", 3, 30),
+        "alpha": ("float_log", 0.5, 50.0),
+    },
+    "bpr": {
+        "factors": ("int_log", 8, 128),
+        "learning_rate": ("float_log", 1e-3, 0.2),
+        "regularization": ("float_log", 1e-4, 0.1),
+        "iterations": ("int", 20, 300),
+    },
 }
 
 
@@ -61,8 +70,9 @@ def positive_interactions(events: pd.DataFrame, threshold: float = POSITIVE_TIME
     return counts
 
 
-def filter_min_positives(interactions: pd.DataFrame, min_user: int = MIN_POSITIVES,
-                         min_track: int = MIN_POSITIVES) -> pd.DataFrame:
+def filter_min_positives(
+    interactions: pd.DataFrame, min_user: int = MIN_POSITIVES, min_track: int = MIN_POSITIVES
+) -> pd.DataFrame:
     """The pairs whose user has at least `min_user` positive tracks and whose track at least `min_track` positive
     users, both counted once on the unfiltered table (the course's filter; see the module note)."""
     per_user = interactions.groupby("user")["track"].transform("size")
@@ -71,8 +81,9 @@ def filter_min_positives(interactions: pd.DataFrame, min_user: int = MIN_POSITIV
     return kept.sort_values(["user", "track"]).reset_index(drop=True)
 
 
-def split_interactions(interactions: pd.DataFrame, test_share: float = 0.3,
-                       seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_interactions(
+    interactions: pd.DataFrame, test_share: float = 0.3, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A seeded random split of the pairs: about `test_share` of them to the test part."""
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must lie in (0, 1), got {test_share}")
@@ -108,6 +119,7 @@ class Interactions:
 
         return cls(users, tracks, matrix(train), matrix(test))
 
+
 @dataclass
 class CollaborativeModel:
     """Trained factors: score(user row i, item column j) = user_factors[i] @ item_factors[j]."""
@@ -138,17 +150,25 @@ def _library_model(algorithm: str, settings: Mapping, seed: int):
     if algorithm == "als":
         from implicit.cpu.als import AlternatingLeastSquares
 
-        return AlternatingLeastSquares(factors=int(settings["factors"]),
-                                       regularization=float(settings["regularization"]),
-                                       iterations=int(settings["iterations"]), random_state=seed, num_threads=1,
-                                       calculate_training_loss=False)
+        return AlternatingLeastSquares(
+            factors=int(settings["factors"]),
+            regularization=float(settings["regularization"]),
+            iterations=int(settings["iterations"]),
+            random_state=seed,
+            num_threads=1,
+            calculate_training_loss=False,
+        )
     if algorithm == "bpr":
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        return BayesianPersonalizedRanking(factors=int(settings["factors"]),
-                                           learning_rate=float(settings["learning_rate"]),
-                                           regularization=float(settings["regularization"]),
-                                           iterations=int(settings["iterations"]), random_state=seed, num_threads=1)
+        return BayesianPersonalizedRanking(
+            factors=int(settings["factors"]),
+            learning_rate=float(settings["learning_rate"]),
+            regularization=float(settings["regularization"]),
+            iterations=int(settings["iterations"]),
+            random_state=seed,
+            num_threads=1,
+        )
     raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
@@ -169,8 +189,9 @@ def heldout_precision(user_factors: np.ndarray, item_factors: np.ndarray, data: 
     return float(np.average(values, weights=weights)) if values else 0.0
 
 
-def fit_model(data: Interactions, algorithm: str, settings: Mapping, *, seed: int = 0, k: int = 10,
-              track_history: bool = False) -> CollaborativeModel:
+def fit_model(
+    data: Interactions, algorithm: str, settings: Mapping, *, seed: int = 0, k: int = 10, track_history: bool = False
+) -> CollaborativeModel:
     """Fit `algorithm` with `settings` on the train matrix; with `track_history`, precision@k on the test matrix
     after every epoch (history rows: epoch, precision_at_<k>)."""
     if data.train.nnz == 0:
@@ -179,14 +200,27 @@ def fit_model(data: Interactions, algorithm: str, settings: Mapping, *, seed: in
     history: list[dict] = []
 
     def record(epoch, *_):
-        history.append({"epoch": int(epoch) + 1, f"precision_at_{k}": round(
-            heldout_precision(library_model.user_factors, library_model.item_factors, data, k), 6)})
+        history.append(
+            {
+                "epoch": int(epoch) + 1,
+                f"precision_at_{k}": round(
+                    heldout_precision(library_model.user_factors, library_model.item_factors, data, k), 6
+                ),
+            }
+        )
 
     with _one_thread():
         library_model = _library_model(algorithm, settings, seed)
         library_model.fit(user_items.tocsr(), show_progress=False, callback=record if track_history else None)
-    return CollaborativeModel(algorithm, data.users, data.tracks, np.asarray(library_model.user_factors).copy(),
-                              np.asarray(library_model.item_factors).copy(), dict(settings), history)
+    return CollaborativeModel(
+        algorithm,
+        data.users,
+        data.tracks,
+        np.asarray(library_model.user_factors).copy(),
+        np.asarray(library_model.item_factors).copy(),
+        dict(settings),
+        history,
+    )
 
 
 def suggest(trial, algorithm: str) -> dict:
@@ -202,8 +236,9 @@ def suggest(trial, algorithm: str) -> dict:
     return settings
 
 
-def tune(data: Interactions, algorithm: str, trials: int, *, seed: int = 0, k: int = 10,
-         baseline: Mapping | None = None) -> tuple[dict, pd.DataFrame]:
+def tune(
+    data: Interactions, algorithm: str, trials: int, *, seed: int = 0, k: int = 10, baseline: Mapping | None = None
+) -> tuple[dict, pd.DataFrame]:
     """optuna's seeded TPE search of the algorithm's hyperparameters on held-out precision@k, `trials` fits in one
     process (sequential, so the same seed gives the same trials). `baseline`, when given, is tried first.
 
@@ -221,8 +256,9 @@ def tune(data: Interactions, algorithm: str, trials: int, *, seed: int = 0, k: i
         return heldout_precision(model.user_factors, model.item_factors, data, k)
 
     study.optimize(objective, n_trials=trials, n_jobs=1)
-    table = pd.DataFrame([{"trial": trial.number, **trial.params, f"precision_at_{k}": trial.value}
-                          for trial in study.trials])
+    table = pd.DataFrame(
+        [{"trial": trial.number, **trial.params, f"precision_at_{k}": trial.value} for trial in study.trials]
+    )
     return dict(study.best_trial.params), table
 
 
@@ -238,13 +274,12 @@ def recommend_users(model: CollaborativeModel, n: int = 100) -> dict[int, list[i
         # lexsort by (-score, column): a stable, tie-deterministic ranking of every item per user
         columns = np.broadcast_to(np.arange(n_items), scores.shape)
         order = np.lexsort((columns, -scores), axis=1)[:, :n]
-        for user, items in zip(model.users[start:start + len(scores)], order):
+        for user, items in zip(model.users[start : start + len(scores)], order):
             recommendations[int(user)] = model.tracks[items].tolist()
     return recommendations
 
 
-def user_based_recommendations(interactions: pd.DataFrame, n: int = 100,
-                               neighbours: int = 50) -> dict[int, list[int]]:
+def user_based_recommendations(interactions: pd.DataFrame, n: int = 100, neighbours: int = 50) -> dict[int, list[int]]:
     """User-based collaborative filtering, the week-3 baseline before the matrix factorisation: users are compared by
     the cosine of their sets of positive tracks; a user's tracks are scored by the summed similarity of their
     `neighbours` most similar other users who liked them; the n best (score > 0) make the list, best first.
@@ -271,8 +306,9 @@ def user_based_recommendations(interactions: pd.DataFrame, n: int = 100,
         nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :width]
         weights = np.take_along_axis(similarity, nearest, axis=1)
         weights[~np.isfinite(weights) | (weights < 0)] = 0.0
-        kept = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(len(rows)), width), nearest.ravel())),
-                             shape=(len(rows), n_users))
+        kept = sp.csr_matrix(
+            (weights.ravel(), (np.repeat(np.arange(len(rows)), width), nearest.ravel())), shape=(len(rows), n_users)
+        )
         scores = np.asarray((kept @ matrix).todense())
         order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
         for row, items in zip(rows, order):
@@ -296,12 +332,19 @@ def save_model(model: CollaborativeModel, path: Path | str) -> Path:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, users=model.users, tracks=model.tracks, user_factors=model.user_factors,
-             item_factors=model.item_factors, algorithm=np.array(model.algorithm))
+    np.savez(
+        buffer,
+        users=model.users,
+        tracks=model.tracks,
+        user_factors=model.user_factors,
+        item_factors=model.item_factors,
+        algorithm=np.array(model.algorithm),
+    )
     return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: Path | str) -> CollaborativeModel:
     with np.load(path) as saved:
-        return CollaborativeModel(str(saved["algorithm"]), saved["users"], saved["tracks"], saved["user_factors"],
-                                  saved["item_factors"], {})
+        return CollaborativeModel(
+            str(saved["algorithm"]), saved["users"], saved["tracks"], saved["user_factors"], saved["item_factors"], {}
+        )

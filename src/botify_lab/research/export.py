@@ -4,12 +4,13 @@ For a track t (as a session's first track, i.e. its context row), every catalog 
 similarity and the best k become t's recommendations. The scoring runs in blocks of contexts so a 50,000-track
 catalog never needs the full 50,000 x 50,000 score matrix in memory.
 
-Self rule: a track is never its own neighbour. The simulated user gives a track already played in the session a listen time
-of 0, and the Contextual recommender is asked right after the user heard t, so recommending t itself is always a
+Self rule: a track is never its own neighbour. The simulated user gives a track already played in the session a listen
+time of 0, and the Contextual recommender is asked right after the user heard t, so recommending t itself is always a
 wasted turn (the course's dot export did not exclude it, which only wasted some of its 10 slots).
 
 Ties: equal scores rank the smaller track id first, so the output depends on the weights alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -115,7 +116,7 @@ def top_k_neighbours(
             scores = _score_block(model, context_ids, prepared).float()
             if exclude_self:
                 scores[torch.arange(len(context_ids)), context_ids] = -torch.inf
-            neighbours[start:start + len(context_ids)] = top_k_columns(scores, k)
+            neighbours[start : start + len(context_ids)] = top_k_columns(scores, k)
     return neighbours
 
 

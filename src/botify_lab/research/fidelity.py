@@ -13,6 +13,7 @@ A log becomes one row per playback (`playback_rows`): the service logs every pla
 k-th playback. Statistics of several logs (or arms) are pooled row by row and user by user (`pooled_statistics`).
 This module reads logs and the public catalog only; it knows nothing of the simulator.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def _time_order(events: pd.DataFrame) -> np.ndarray:
     return np.lexsort((events["order"].to_numpy(), events["timestamp"].to_numpy(), events["user"].to_numpy()))
 
 
-def playback_rows(events: pd.DataFrame, experiment: str | None = None, arm: str | None = None, *,
-                  source: str = "") -> pd.DataFrame:
+def playback_rows(
+    events: pd.DataFrame, experiment: str | None = None, arm: str | None = None, *, source: str = ""
+) -> pd.DataFrame:
     """One row per playback of every closed session (of `arm` in `experiment` when given), in session order.
 
     Columns: source, user, session (index in the log), position (1 = the session's first track), track, time.
@@ -158,10 +160,12 @@ def histogram(times: np.ndarray) -> dict[str, float]:
 def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, gamma: float | None = None) -> dict:
     """The statistics of stats.json for these playback rows (one recommender type, possibly several logs)."""
     rows = annotate(rows, track_artist)
-    per_session = rows.groupby("session_code").agg(user=("user", "first"), source=("source", "first"),
-                                                   tracks=("time", "size"), time=("time", "sum"))
-    per_user = per_session.groupby(["source", "user"]).agg(sessions=("tracks", "size"), tracks=("tracks", "sum"),
-                                                           time=("time", "sum"))
+    per_session = rows.groupby("session_code").agg(
+        user=("user", "first"), source=("source", "first"), tracks=("time", "size"), time=("time", "sum")
+    )
+    per_user = per_session.groupby(["source", "user"]).agg(
+        sessions=("tracks", "size"), tracks=("tracks", "sum"), time=("time", "sum")
+    )
     recommended = rows[rows["position"] > 1]
     times = recommended["time"].to_numpy()
     lengths = per_session["tracks"].to_numpy()
@@ -179,7 +183,8 @@ def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, ga
         "listen_time_variance_recommended": float(times.var()) if len(times) else math.nan,
         "share_time_zero": float((np.abs(times) < _EPS).mean()) if len(times) else math.nan,
         "share_time_zero_repeat": float((recommended["repeat"] & (recommended["time"].abs() < _EPS)).mean())
-        if len(times) else math.nan,
+        if len(times)
+        else math.nan,
         "share_repeat": float(recommended["repeat"].mean()) if len(times) else math.nan,
     }
     if track_artist is not None:
@@ -188,8 +193,9 @@ def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, ga
             fresh = recommended[~recommended["repeat"] & (recommended["same_artist_before"] >= 1)]
             ceiling = np.round(gamma ** fresh["same_artist_before"].to_numpy(dtype=np.float64), 2)
             result["saturation_rows"] = int(len(fresh))
-            result["saturation_share"] = (float((np.abs(fresh["time"].to_numpy() - ceiling) < _EPS).mean())
-                                          if len(fresh) else math.nan)
+            result["saturation_share"] = (
+                float((np.abs(fresh["time"].to_numpy() - ceiling) < _EPS).mean()) if len(fresh) else math.nan
+            )
     by_position = rows.groupby("position")["time"]
     means, counts = by_position.mean(), by_position.size()
     result["mean_time_at_position"] = {str(p): float(means.get(p, math.nan)) for p in POSITIONS}
@@ -240,45 +246,113 @@ class Check:
 
     def as_row(self) -> dict:
         return {
-            "group": self.group, "statistic": self.statistic, "real": self.real, "simulated": self.mean,
-            "seed_sd": self.spread, "seed_min": float(np.min(self.simulated)), "seed_max": float(np.max(self.simulated)),
-            "tolerance": self.tolerance, "relative": self.relative, "distance": self.distance, "passed": self.passed,
+            "group": self.group,
+            "statistic": self.statistic,
+            "real": self.real,
+            "simulated": self.mean,
+            "seed_sd": self.spread,
+            "seed_min": float(np.min(self.simulated)),
+            "seed_max": float(np.max(self.simulated)),
+            "tolerance": self.tolerance,
+            "relative": self.relative,
+            "distance": self.distance,
+            "passed": self.passed,
             "real_range": list(self.real_range) if self.real_range else None,
         }
 
 
-def stats_checks(group: str, real: dict, simulated: Sequence[dict], tolerances: dict | None = None, *,
-                 saturation: bool = False, positions: Sequence[int] = CHECKED_POSITIONS) -> list[Check]:
+def stats_checks(
+    group: str,
+    real: dict,
+    simulated: Sequence[dict],
+    tolerances: dict | None = None,
+    *,
+    saturation: bool = False,
+    positions: Sequence[int] = CHECKED_POSITIONS,
+) -> list[Check]:
     """Every checked statistic of one recommender type and gamma: real stats.json entry vs per-seed statistics."""
     tol = {**TOLERANCES, **(tolerances or {})}
     checks = []
-    for name, key in (("mean_time_per_session", "mean_time_per_session_user_level"),
-                      ("mean_tracks_per_session", "mean_tracks_per_session_user_level")):
-        checks.append(Check(group, name, float(real[key]), [s[key] for s in simulated], tol[name], relative=True,
-                            real_range=tuple(real.get(f"arm_{name}_range", ())) or None))
+    for name, key in (
+        ("mean_time_per_session", "mean_time_per_session_user_level"),
+        ("mean_tracks_per_session", "mean_tracks_per_session_user_level"),
+    ):
+        checks.append(
+            Check(
+                group,
+                name,
+                float(real[key]),
+                [s[key] for s in simulated],
+                tol[name],
+                relative=True,
+                real_range=tuple(real.get(f"arm_{name}_range", ())) or None,
+            )
+        )
     for label, *_ in HIST_BINS:
-        checks.append(Check(group, f"hist {label}", float(real["listen_time_hist"][label]),
-                            [s["listen_time_hist"][label] for s in simulated],
-                            tol["hist_1.0"] if label == "1.0" else tol["hist"]))
+        checks.append(
+            Check(
+                group,
+                f"hist {label}",
+                float(real["listen_time_hist"][label]),
+                [s["listen_time_hist"][label] for s in simulated],
+                tol["hist_1.0"] if label == "1.0" else tol["hist"],
+            )
+        )
     if saturation:
         real_share = real.get("saturation_share", real.get("score_inversion", {}).get("share_right_censored"))
-        checks.append(Check(group, "saturation_share", float(real_share), [s["saturation_share"] for s in simulated],
-                            tol["saturation_share"]))
+        checks.append(
+            Check(
+                group,
+                "saturation_share",
+                float(real_share),
+                [s["saturation_share"] for s in simulated],
+                tol["saturation_share"],
+            )
+        )
     for p in positions:
-        checks.append(Check(group, f"mean_time_at_position {p}", float(real["mean_time_at_position"][str(p)]),
-                            [s["mean_time_at_position"][str(p)] for s in simulated], tol["position"]))
+        checks.append(
+            Check(
+                group,
+                f"mean_time_at_position {p}",
+                float(real["mean_time_at_position"][str(p)]),
+                [s["mean_time_at_position"][str(p)] for s in simulated],
+                tol["position"],
+            )
+        )
     for q in ("p50", "p90"):
-        checks.append(Check(group, f"session_length {q}", float(real["session_length_quantiles"][q]),
-                            [s["session_length_quantiles"][q] for s in simulated], tol["session_length"]))
+        checks.append(
+            Check(
+                group,
+                f"session_length {q}",
+                float(real["session_length_quantiles"][q]),
+                [s["session_length_quantiles"][q] for s in simulated],
+                tol["session_length"],
+            )
+        )
     return checks
 
 
-def mean_checks(group: str, targets: dict[str, float], simulated: dict[str, Sequence[float]],
-                tolerances: dict | None = None, ranges: dict[str, tuple[float, float]] | None = None) -> list[Check]:
+def mean_checks(
+    group: str,
+    targets: dict[str, float],
+    simulated: dict[str, Sequence[float]],
+    tolerances: dict | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> list[Check]:
     """Checks of published per-session means (relative tolerances)."""
     tol = {**TOLERANCES, **(tolerances or {})}
-    return [Check(group, metric, float(targets[metric]), list(simulated[metric]), tol[metric], relative=True,
-                  real_range=(ranges or {}).get(metric)) for metric in targets]
+    return [
+        Check(
+            group,
+            metric,
+            float(targets[metric]),
+            list(simulated[metric]),
+            tol[metric],
+            relative=True,
+            real_range=(ranges or {}).get(metric),
+        )
+        for metric in targets
+    ]
 
 
 def checks_table(checks: Sequence[Check]) -> pd.DataFrame:
@@ -298,7 +372,7 @@ def training_data_summary(times: np.ndarray, *, seed: int = 0, splits: Sequence[
     order = rng.permutation(len(times))
     n_train = int(round(splits[0] * len(times)))
     n_test = int(round(splits[2] * len(times)))
-    train, test = times[order[:n_train]], times[order[len(times) - n_test:]]
+    train, test = times[order[:n_train]], times[order[len(times) - n_test :]]
     guess = rng.uniform(0.0, 1.0, size=len(test))
     return {
         "pairs": int(len(times)),

@@ -1,4 +1,5 @@
 """Figures of the A/B analysis that the notebooks and the command line share."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ def effects_figure(effects: pd.DataFrame, *, alpha: float, title: str):
     colours = np.where(~shown["significant"], "grey", np.where(shown["effect"] > 0, "tab:green", "tab:red"))
     positions = np.arange(len(shown))[::-1]
     for row, position, colour in zip(shown.itertuples(), positions, colours):
-        axis.errorbar(row.effect, position, xerr=[[row.effect - row.lower], [row.upper - row.effect]],
-                      fmt="o", color=colour, elinewidth=2, capsize=4)
+        axis.errorbar(
+            row.effect,
+            position,
+            xerr=[[row.effect - row.lower], [row.upper - row.effect]],
+            fmt="o",
+            color=colour,
+            elinewidth=2,
+            capsize=4,
+        )
     axis.axvline(0, color="black", linewidth=1)
     axis.set_yticks(positions, [f"{row.treatment}: {row.metric}" for row in shown.itertuples()])
     axis.set(xlabel=f"effect, % of control mean ({100 * (1 - alpha):.0f}% Welch interval)", title=title)

@@ -5,6 +5,7 @@ A track the model never saw (it has no factors) gets an empty list, so the servi
 back to a random track for it. A track is never its own neighbour. Ties go to the smaller track id, so the lists
 depend on the factors alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,9 @@ def capped_top_k(order: np.ndarray, artists: np.ndarray, k: int, per_artist: int
     return chosen
 
 
-def diverse_neighbours(item_factors: np.ndarray, item_tracks: np.ndarray, track_artists: np.ndarray, k: int = 20,
-                       per_artist: int = 5) -> dict[int, list[int]]:
+def diverse_neighbours(
+    item_factors: np.ndarray, item_tracks: np.ndarray, track_artists: np.ndarray, k: int = 20, per_artist: int = 5
+) -> dict[int, list[int]]:
     """Track id -> its up to k nearest track ids (cosine of the item factors, best first), at most `per_artist` of
     any one artist. `item_tracks[j]` is the track id of factor row j; `track_artists[t]` is the artist of track t
     (the catalog's column). A list is shorter than k only when the model knows too few tracks or artists."""
@@ -78,11 +80,13 @@ def write_track_lists(catalog: pd.DataFrame, lists: dict[int, list[int]], out_pa
     """
     size = len(catalog)
     if any(not 0 <= track < size for track in lists) or any(
-            not 0 <= other < size for row in lists.values() for other in row):
+        not 0 <= other < size for row in lists.values() for other in row
+    ):
         raise ValueError(f"track ids must be catalog ids in [0, {size})")
     lines = [
-        orjson.dumps({"artist": artist, "title": title, "track": int(track),
-                      "recommendations": lists.get(int(track), [])})
+        orjson.dumps(
+            {"artist": artist, "title": title, "track": int(track), "recommendations": lists.get(int(track), [])}
+        )
         for artist, title, track in zip(catalog["artist"], catalog["title"], catalog["track"])
     ]
     return atomic_write_bytes(out_path, b"\n".join(lines) + b"\n")
@@ -91,8 +95,11 @@ def write_track_lists(catalog: pd.DataFrame, lists: dict[int, list[int]], out_pa
 def distinct_artists(lists: dict[int, list[int]], track_artists: np.ndarray) -> pd.Series:
     """Per track with a non-empty list, how many distinct artists its list holds."""
     track_artists = np.asarray(track_artists)
-    return pd.Series({track: len(set(track_artists[row].tolist())) for track, row in lists.items() if row},
-                     name="distinct_artists", dtype=np.int64)
+    return pd.Series(
+        {track: len(set(track_artists[row].tolist())) for track, row in lists.items() if row},
+        name="distinct_artists",
+        dtype=np.int64,
+    )
 
 
 def list_metrics(lists: dict[int, list[int]], track_artists: np.ndarray, catalog_size: int, k: int) -> dict:

@@ -3,6 +3,7 @@
 Everything is vectorised (numpy/pandas) after one orjson pass over the lines, so a log of a few hundred thousand
 events loads and sessionizes in a few seconds.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -51,8 +52,10 @@ def read_log(log_dir: Path | str) -> pd.DataFrame:
     events = _events_frame(rows)
     negative = int((events["latency"] < 0).sum())
     if negative:
-        warnings.warn(f"{log_dir}: {negative} events with a negative latency (a clock adjustment while serving); "
-                      "kept as logged", stacklevel=2)
+        warnings.warn(
+            f"{log_dir}: {negative} events with a negative latency (a clock adjustment while serving); kept as logged",
+            stacklevel=2,
+        )
     return events
 
 
@@ -97,9 +100,7 @@ def arms(events: pd.DataFrame, experiment: str) -> pd.Series:
 
 def _time_ordered(events: pd.DataFrame) -> np.ndarray:
     """Row positions per user in time order; equal timestamps keep the log's order (never split a session)."""
-    return np.lexsort(
-        (events["order"].to_numpy(), events["timestamp"].to_numpy(), events["user"].to_numpy())
-    )
+    return np.lexsort((events["order"].to_numpy(), events["timestamp"].to_numpy(), events["user"].to_numpy()))
 
 
 def _session_starts(users: np.ndarray, is_last: np.ndarray) -> np.ndarray:
@@ -125,7 +126,7 @@ def sessionize(events: pd.DataFrame, *, include_unclosed: bool = False) -> pd.Da
         raise ValueError(f"experiment names {clash} clash with session columns {SESSION_FIELDS}")
     order = _time_ordered(events)
     users = events["user"].to_numpy()[order]
-    is_last = (events["message"].to_numpy()[order] == "last")
+    is_last = events["message"].to_numpy()[order] == "last"
     starts = _session_starts(users, is_last)
     start_rows = np.flatnonzero(starts)
     end_rows = np.append(start_rows[1:], len(order)) - 1
@@ -159,8 +160,8 @@ def sessionize(events: pd.DataFrame, *, include_unclosed: bool = False) -> pd.Da
 
 
 def training_pairs(events: pd.DataFrame) -> pd.DataFrame:
-    """The contextual model's examples: per session, (session's first track, this track, this track's listen time) for every row
-    after the first.
+    """The contextual model's examples: per session, (session's first track, this track, this track's listen time) for
+    every row after the first.
 
     A row's `track` is the track just listened to with its `time`; a session's first row carries the first track
     (time 1.0), so it is the context and not an example. Columns: user, context, track, time, sorted per user in

@@ -6,6 +6,7 @@ to). The predicted listen time is their similarity: `dot` (the course's), `cosin
 large batches (no DataLoader), and every random choice comes from the seed, so a seed gives identical weights.
 Two optimizers: the course's dense Adam, and a lazy Adam that updates only the rows a batch touches.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +14,9 @@ import copy
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,10 @@ class ContextualModel(nn.Module):
         self.mlp = None
         if config.similarity == "mlp":
             layers: list[nn.Module] = [
-                nn.Linear(2 * config.embedding_dim, config.mlp_hidden), nn.ReLU(),
-                nn.Linear(config.mlp_hidden, config.mlp_hidden), nn.ReLU(),
+                nn.Linear(2 * config.embedding_dim, config.mlp_hidden),
+                nn.ReLU(),
+                nn.Linear(config.mlp_hidden, config.mlp_hidden),
+                nn.ReLU(),
                 nn.Linear(config.mlp_hidden, 1),
             ]
             if config.mlp_sigmoid:
@@ -181,7 +184,7 @@ def split_indices(count: int, splits: tuple[float, float, float], generator: tor
     permutation = torch.randperm(count, generator=generator)
     n_train = int(round(count * splits[0]))
     n_val = int(round(count * splits[1]))
-    parts = [permutation[:n_train], permutation[n_train:n_train + n_val], permutation[n_train + n_val:]]
+    parts = [permutation[:n_train], permutation[n_train : n_train + n_val], permutation[n_train + n_val :]]
     if any(len(part) == 0 for part in parts):
         raise ValueError(f"{count} pairs are too few to split {splits} into non-empty train/validation/test sets")
     return parts
@@ -204,7 +207,7 @@ def predict(model: ContextualModel, context: np.ndarray | torch.Tensor, track: n
     """Predicted listen times for matching arrays of context and track ids."""
     model.eval()
     context, track = _id_tensor(context), _id_tensor(track)
-    chunks = [model(context[i:i + EVAL_BATCH], track[i:i + EVAL_BATCH]) for i in range(0, len(context), EVAL_BATCH)]
+    chunks = [model(context[i : i + EVAL_BATCH], track[i : i + EVAL_BATCH]) for i in range(0, len(context), EVAL_BATCH)]
     return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.float32)
 
 
@@ -231,15 +234,29 @@ class LazyAdam(torch.optim.Optimizer):
                     raise RuntimeError("LazyAdam needs sparse gradients: build the embeddings with sparse=True")
                 state = self.state[weight]
                 if not state:
-                    state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(weight),
-                                 exp_avg_sq=torch.zeros_like(weight))
+                    state.update(
+                        step=torch.tensor(0.0), exp_avg=torch.zeros_like(weight), exp_avg_sq=torch.zeros_like(weight)
+                    )
                 grad = weight.grad.coalesce()  # one row per touched id, repeated ids' gradients summed
                 rows = grad.indices()[0]
                 tensors = (weight, state["exp_avg"], state["exp_avg_sq"])
                 touched = [tensor.index_select(0, rows) for tensor in tensors]
-                adam(touched[:1], [grad.values()], touched[1:2], touched[2:], [], [state["step"]], fused=True,
-                     amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
-                     eps=group["eps"], maximize=False)
+                adam(
+                    touched[:1],
+                    [grad.values()],
+                    touched[1:2],
+                    touched[2:],
+                    [],
+                    [state["step"]],
+                    fused=True,
+                    amsgrad=False,
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=group["lr"],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=False,
+                )
                 for tensor, rows_now in zip(tensors, touched):
                     tensor.index_copy_(0, rows, rows_now)
 
@@ -306,9 +323,16 @@ def train_contextual(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     lazy = optimizer == "lazy_adam"
     settings = {
-        "loss": loss, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
-        "max_epochs": max_epochs, "plateau_patience": plateau_patience,
-        "early_stopping_patience": early_stopping_patience, "seed": seed, "splits": list(splits),
+        "loss": loss,
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "max_epochs": max_epochs,
+        "plateau_patience": plateau_patience,
+        "early_stopping_patience": early_stopping_patience,
+        "seed": seed,
+        "splits": list(splits),
     }
     context, track, target = _pair_tensors(pairs, n_tracks)
     with torch_setup(num_threads, strict_determinism):
@@ -317,8 +341,10 @@ def train_contextual(
         train_idx, val_idx, test_idx = split_indices(len(target), splits, generator)
         model = ContextualModel(config, sparse_gradients=lazy)
         optimizers = _optimizers(model, optimizer, lr, weight_decay)
-        schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(each, mode="min", patience=plateau_patience)
-                      for each in optimizers]
+        schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(each, mode="min", patience=plateau_patience)
+            for each in optimizers
+        ]
         train = (context[train_idx], track[train_idx], target[train_idx])
         val = (context[val_idx], track[val_idx], target[val_idx])
         history: list[dict] = []
@@ -330,7 +356,7 @@ def train_contextual(
             order = torch.randperm(len(train_idx), generator=generator)
             total = 0.0
             for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
+                batch = order[start : start + batch_size]
                 predictions = model(train[0][batch], train[1][batch])
                 batch_loss = loss_fn(predictions, train[2][batch])
                 for each in optimizers:

@@ -9,6 +9,7 @@ The service's TopPop(k) answers a uniformly random track among the k most popula
 of a random ordering of the top k: `shuffled_*` give the exact expectation over all orderings (no sampling, no seed),
 and `sampled_shuffled_metrics` checks them by drawing orderings with a seed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,8 +80,9 @@ def shuffled_hit_rate_at_k(list_size: int, relevant_in_list: int, k: int = 10) -
     return float(1.0 - np.exp(_log_choose(n - r, k) - _log_choose(n, k)))
 
 
-def ranking_metrics(rankings: Mapping[int, Sequence[int]] | Sequence[int], relevant: Mapping[int, Iterable[int]],
-                    k: int = 10) -> dict:
+def ranking_metrics(
+    rankings: Mapping[int, Sequence[int]] | Sequence[int], relevant: Mapping[int, Iterable[int]], k: int = 10
+) -> dict:
     """Mean precision@k, MRR (over the whole ranking) and hit rate@k over users with a relevant track.
 
     `rankings` maps user -> ranked tracks, or is one ranking shared by every user (TopPop).
@@ -116,8 +118,9 @@ def shuffled_metrics(top: Sequence[int], relevant: Mapping[int, Iterable[int]], 
     return _means(users, precision, rr, hits, k)
 
 
-def sampled_shuffled_metrics(top: Sequence[int], relevant: Mapping[int, Iterable[int]], k: int = 10, *,
-                             draws: int = 100, seed: int = 0) -> dict:
+def sampled_shuffled_metrics(
+    top: Sequence[int], relevant: Mapping[int, Iterable[int]], k: int = 10, *, draws: int = 100, seed: int = 0
+) -> dict:
     """The same means estimated by `draws` seeded random orderings of `top` per user (a check of the exact ones)."""
     rng = np.random.default_rng(seed)
     top = np.asarray(list(top))
@@ -131,9 +134,16 @@ def sampled_shuffled_metrics(top: Sequence[int], relevant: Mapping[int, Iterable
 
 
 def _means(users: int, precision: list, rr: list, hits: list, k: int) -> dict:
-    mean = (lambda values: float(np.mean(values)) if values else 0.0)
-    return {"users": users, "k": k, f"precision_at_{k}": mean(precision), "mrr": mean(rr),
-            f"hit_rate_at_{k}": mean(hits)}
+    def mean(values: list) -> float:
+        return float(np.mean(values)) if values else 0.0
+
+    return {
+        "users": users,
+        "k": k,
+        f"precision_at_{k}": mean(precision),
+        "mrr": mean(rr),
+        f"hit_rate_at_{k}": mean(hits),
+    }
 
 
 def matrix_precision_at_k(scores: np.ndarray, relevant, k: int = 10) -> float:
@@ -155,7 +165,7 @@ def matrix_precision_at_k(scores: np.ndarray, relevant, k: int = 10) -> float:
     scores, mask = scores[counted], mask[counted]
     k_eff = min(k, scores.shape[1])
     # the k-th best score per row; everything above it is in, ties at it are taken smallest index first
-    threshold = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1:k_eff]
+    threshold = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1 : k_eff]
     above = scores > threshold
     tied = scores == threshold
     room = k_eff - above.sum(axis=1, keepdims=True)

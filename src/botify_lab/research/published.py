@@ -5,6 +5,7 @@ TopPop(100) and TopPop(1000), about 3,700 sessions, analysed per user. A world i
 seed-averaged arm means of its runs land to the published means (within a relative tolerance per metric) and
 whether they keep the published ordering.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,7 @@ def published_ordering(means: pd.Series) -> bool:
     return bool(means["T2"] > means["T1"] and means["T2"] > means["T3"] and (means.drop("C") > means["C"]).all())
 
 
-def compare(per_seed_means: Sequence[pd.DataFrame], published: pd.DataFrame,
-            tolerances: dict[str, float]) -> Verdict:
+def compare(per_seed_means: Sequence[pd.DataFrame], published: pd.DataFrame, tolerances: dict[str, float]) -> Verdict:
     """Average the per-seed arm means and set them beside the published means, cell by cell."""
     if not per_seed_means:
         raise ValueError("need the arm means of at least one seed")
@@ -89,13 +89,19 @@ def compare(per_seed_means: Sequence[pd.DataFrame], published: pd.DataFrame,
             continue
         simulated = float(mean.loc[row.arm, row.metric])
         tolerance = tolerances.get(row.metric)
-        rows.append({
-            "arm": row.arm, "recommender": row.recommender, "metric": row.metric, "published": float(row.mean),
-            "simulated": simulated, "ratio": simulated / row.mean if row.mean else math.nan,
-            "seed_std": float(std.loc[row.arm, row.metric]) if len(per_seed_means) > 1 else math.nan,
-            "tolerance": tolerance,
-            "within": None if tolerance is None else within_tolerance(simulated, float(row.mean), tolerance),
-        })
+        rows.append(
+            {
+                "arm": row.arm,
+                "recommender": row.recommender,
+                "metric": row.metric,
+                "published": float(row.mean),
+                "simulated": simulated,
+                "ratio": simulated / row.mean if row.mean else math.nan,
+                "seed_std": float(std.loc[row.arm, row.metric]) if len(per_seed_means) > 1 else math.nan,
+                "tolerance": tolerance,
+                "within": None if tolerance is None else within_tolerance(simulated, float(row.mean), tolerance),
+            }
+        )
     table = pd.DataFrame(rows)
     missing = set(tolerances) - set(table["metric"])
     if missing:
@@ -111,13 +117,16 @@ def arm_means(user_metrics: pd.DataFrame, metrics: Sequence[str] = REPORTED_METR
     return means.loc[ab.arm_order(means.index)]
 
 
-def sessions_frame(users: np.ndarray, arms: Sequence[str], steps: np.ndarray, rewards: np.ndarray,
-                   experiment: str = EXPERIMENT) -> pd.DataFrame:
+def sessions_frame(
+    users: np.ndarray, arms: Sequence[str], steps: np.ndarray, rewards: np.ndarray, experiment: str = EXPERIMENT
+) -> pd.DataFrame:
     """The sessions `logs.sessionize` would build from the service's log of these episodes (latency 0)."""
-    return pd.DataFrame({
-        "user": np.asarray(users, dtype=np.int64),
-        experiment: np.asarray(arms, dtype=object),
-        "tracks": np.asarray(steps, dtype=np.int64) + 1,  # one /next row per recommendation plus the /last row
-        "time": np.asarray(rewards, dtype=np.float64),
-        "latency": np.zeros(len(users)),
-    })
+    return pd.DataFrame(
+        {
+            "user": np.asarray(users, dtype=np.int64),
+            experiment: np.asarray(arms, dtype=object),
+            "tracks": np.asarray(steps, dtype=np.int64) + 1,  # one /next row per recommendation plus the /last row
+            "time": np.asarray(rewards, dtype=np.float64),
+            "latency": np.zeros(len(users)),
+        }
+    )

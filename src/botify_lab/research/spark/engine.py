@@ -17,6 +17,7 @@ the connector on the classpath); the folder's files are listed and ranked by the
 rejects rows that break the event schema (what a schema can see: missing or null fields, unknown message,
 recommendation present on "last" or missing on "next", non-finite numbers), so nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,16 +43,18 @@ def event_schema():
     """The event log's schema (botify_lab.formats.EVENT_KEYS) as a Spark struct."""
     from pyspark.sql import types as T
 
-    return T.StructType([
-        T.StructField("message", T.StringType()),
-        T.StructField("timestamp", T.LongType()),
-        T.StructField("user", T.LongType()),
-        T.StructField("track", T.LongType()),
-        T.StructField("time", T.DoubleType()),
-        T.StructField("latency", T.DoubleType()),
-        T.StructField("recommendation", T.LongType()),
-        T.StructField("experiments", T.MapType(T.StringType(), T.StringType())),
-    ])
+    return T.StructType(
+        [
+            T.StructField("message", T.StringType()),
+            T.StructField("timestamp", T.LongType()),
+            T.StructField("user", T.LongType()),
+            T.StructField("track", T.LongType()),
+            T.StructField("time", T.DoubleType()),
+            T.StructField("latency", T.DoubleType()),
+            T.StructField("recommendation", T.LongType()),
+            T.StructField("experiments", T.MapType(T.StringType(), T.StringType())),
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -83,8 +86,11 @@ def log_file_uris(spark, log_path) -> list[str]:
         raise FileNotFoundError(f"event-log folder not found: {text}")
     if filesystem.getFileStatus(path).isFile():
         return [filesystem.makeQualified(path).toString()]
-    files = {status.getPath().getName(): status.getPath().toString()
-             for status in filesystem.listStatus(path) if status.isFile()}
+    files = {
+        status.getPath().getName(): status.getPath().toString()
+        for status in filesystem.listStatus(path)
+        if status.isFile()
+    }
     names = order_log_names(list(files))
     if not names:
         raise FileNotFoundError(f"no {LOG_FILE_NAME} or {LOG_FILE_NAME}.N files in {text}")
@@ -110,14 +116,20 @@ def read_log(spark, log_path, *, validate: bool = True):
     uris = [uri for path in paths for uri in log_file_uris(spark, path)]
     frames = []
     for rank, uri in enumerate(uris):
-        frame = (spark.read.schema(event_schema()).option("mode", "FAILFAST")
-                 .option("allowNonNumericNumbers", "false").json(uri))
-        frames.append(frame.select(
-            *frame.columns,
-            F.lit(rank).cast("int").alias("_file"),
-            F.col("_metadata.file_block_start").alias("_block"),
-            F.monotonically_increasing_id().alias("_row"),
-        ))
+        frame = (
+            spark.read.schema(event_schema())
+            .option("mode", "FAILFAST")
+            .option("allowNonNumericNumbers", "false")
+            .json(uri)
+        )
+        frames.append(
+            frame.select(
+                *frame.columns,
+                F.lit(rank).cast("int").alias("_file"),
+                F.col("_metadata.file_block_start").alias("_block"),
+                F.monotonically_increasing_id().alias("_row"),
+            )
+        )
     events = frames[0]
     for frame in frames[1:]:
         events = events.unionByName(frame)
@@ -132,10 +144,15 @@ def _problems(events):
     finite = lambda name: F.col(name).isNotNull() & ~F.isnan(name) & (F.abs(F.col(name)) != float("inf"))  # noqa: E731
     good = (
         F.col("message").isin(*MESSAGES)
-        & F.col("timestamp").isNotNull() & F.col("user").isNotNull() & F.col("track").isNotNull()
-        & finite("time") & finite("latency") & F.col("experiments").isNotNull()
-        & F.when(F.col("message") == "next", F.col("recommendation").isNotNull())
-        .otherwise(F.col("recommendation").isNull())
+        & F.col("timestamp").isNotNull()
+        & F.col("user").isNotNull()
+        & F.col("track").isNotNull()
+        & finite("time")
+        & finite("latency")
+        & F.col("experiments").isNotNull()
+        & F.when(F.col("message") == "next", F.col("recommendation").isNotNull()).otherwise(
+            F.col("recommendation").isNull()
+        )
     )
     return events.where(~F.coalesce(good, F.lit(False)))
 
@@ -147,22 +164,29 @@ def _validate(events, uris: list[str]) -> None:
     except Exception as problem:  # a line that is not JSON or a value of the wrong type (FAILFAST)
         if "MALFORMED_RECORD" not in str(problem):
             raise
-        raise LogFormatError(f"{', '.join(uris)}: a line is not a JSON event of the schema "
-                             f"({str(problem).splitlines()[0]})") from None
+        raise LogFormatError(
+            f"{', '.join(uris)}: a line is not a JSON event of the schema ({str(problem).splitlines()[0]})"
+        ) from None
     if bad:
         row = bad[0].asDict()
         file = uris[row.pop("_file")]
-        raise LogFormatError(f"{file}: a row breaks the event schema (missing or null field, unknown message, "
-                             f"recommendation vs message, or a non-finite number): {row}")
+        raise LogFormatError(
+            f"{file}: a row breaks the event schema (missing or null field, unknown message, "
+            f"recommendation vs message, or a non-finite number): {row}"
+        )
 
 
 def experiment_names(events) -> list[str]:
     """Every experiment named in the log, in order of first appearance (as `research.logs.experiment_names`)."""
     from pyspark.sql import functions as F
 
-    names = (events.select(*ORDER_COLUMNS, F.posexplode(F.map_keys("experiments")).alias("position", "name"))
-             .groupBy("name").agg(F.min(F.struct(*ORDER_COLUMNS, "position")).alias("first"))
-             .orderBy("first").collect())
+    names = (
+        events.select(*ORDER_COLUMNS, F.posexplode(F.map_keys("experiments")).alias("position", "name"))
+        .groupBy("name")
+        .agg(F.min(F.struct(*ORDER_COLUMNS, "position")).alias("first"))
+        .orderBy("first")
+        .collect()
+    )
     return [row["name"] for row in names]
 
 
@@ -185,9 +209,11 @@ def with_sessions(events):
     window = _user_window()
     running = window.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     is_last = F.col("message") == "last"
-    return (events.withColumn("_is_last", is_last)
-            .withColumn("start", F.coalesce(F.lag("_is_last").over(window), F.lit(True)))
-            .withColumn("session", F.sum(F.col("start").cast("long")).over(running) - 1))
+    return (
+        events.withColumn("_is_last", is_last)
+        .withColumn("start", F.coalesce(F.lag("_is_last").over(window), F.lit(True)))
+        .withColumn("session", F.sum(F.col("start").cast("long")).over(running) - 1)
+    )
 
 
 def sessionize(events, *, experiments: list[str] | None = None, include_unclosed: bool = False):
@@ -224,12 +250,23 @@ def user_metrics(sessions, experiment: str):
 
     if experiment not in sessions.columns:
         raise KeyError(f"sessions have no arm column for experiment {experiment!r}")
-    metrics = (sessions.where(F.col(experiment).isNotNull())
-               .groupBy("user", F.col(experiment).alias("arm"))
-               .agg(F.count(F.lit(1)).alias("sessions"), F.sum("time").alias("time"),
-                    F.sum("tracks").alias("tracks"), F.sum("latency").alias("latency")))
+    metrics = (
+        sessions.where(F.col(experiment).isNotNull())
+        .groupBy("user", F.col(experiment).alias("arm"))
+        .agg(
+            F.count(F.lit(1)).alias("sessions"),
+            F.sum("time").alias("time"),
+            F.sum("tracks").alias("tracks"),
+            F.sum("latency").alias("latency"),
+        )
+    )
     return metrics.select(
-        "user", "arm", "sessions", "time", "tracks", "latency",
+        "user",
+        "arm",
+        "sessions",
+        "time",
+        "tracks",
+        "latency",
         (F.col("latency") / F.col("tracks")).alias("mean_request_latency"),
         (F.col("tracks") / F.col("sessions")).alias("mean_tracks_per_session"),
         (F.col("time") / F.col("sessions")).alias("mean_time_per_session"),
@@ -249,23 +286,42 @@ def arm_aggregates(metrics, metric_names=ab.METRICS, control: str = "C") -> ArmA
     """Per-arm count, mean and variance of each user-level metric, computed in Spark (one small row per arm)."""
     from pyspark.sql import functions as F
 
-    columns = [F.count(F.lit(1)).alias("users"), F.sum("sessions").alias("sessions"),
-               F.sum("tracks").alias("tracks"), F.sum("latency").alias("latency")]
+    columns = [
+        F.count(F.lit(1)).alias("users"),
+        F.sum("sessions").alias("sessions"),
+        F.sum("tracks").alias("tracks"),
+        F.sum("latency").alias("latency"),
+    ]
     for index, metric in enumerate(metric_names):
         columns += [F.avg(metric).alias(f"mean_{index}"), F.var_samp(metric).alias(f"variance_{index}")]
     rows = {row["arm"]: row for row in metrics.groupBy("arm").agg(*columns).collect()}
     statistics, totals = [], []
     for arm in ab.arm_order(rows, control):
         row = rows[arm]
-        totals.append({"arm": arm, "users": int(row["users"]), "sessions": int(row["sessions"]),
-                       "tracks": int(row["tracks"]), "latency": float(row["latency"])})
+        totals.append(
+            {
+                "arm": arm,
+                "users": int(row["users"]),
+                "sessions": int(row["sessions"]),
+                "tracks": int(row["tracks"]),
+                "latency": float(row["latency"]),
+            }
+        )
         for index, metric in enumerate(metric_names):
             variance = row[f"variance_{index}"]
-            statistics.append({"arm": arm, "metric": metric, "count": int(row["users"]),
-                               "mean": float(row[f"mean_{index}"]),
-                               "variance": math.nan if variance is None else float(variance)})
-    return ArmAggregates(pd.DataFrame(statistics, columns=list(ab.STATISTICS_COLUMNS)),
-                         pd.DataFrame(totals, columns=list(ab.TOTALS_COLUMNS)))
+            statistics.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "count": int(row["users"]),
+                    "mean": float(row[f"mean_{index}"]),
+                    "variance": math.nan if variance is None else float(variance),
+                }
+            )
+    return ArmAggregates(
+        pd.DataFrame(statistics, columns=list(ab.STATISTICS_COLUMNS)),
+        pd.DataFrame(totals, columns=list(ab.TOTALS_COLUMNS)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +336,8 @@ def training_pairs(events, *, ordered: bool = True):
 
     running = _user_window().rowsBetween(Window.unboundedPreceding, Window.currentRow)
     rows = with_sessions(events).withColumn(
-        "context", F.last(F.when(F.col("start"), F.col("track")), ignorenulls=True).over(running))
+        "context", F.last(F.when(F.col("start"), F.col("track")), ignorenulls=True).over(running)
+    )
     pairs = rows.where(~F.col("start"))
     if ordered:
         pairs = pairs.orderBy("user", *TIME_ORDER)
@@ -305,10 +362,13 @@ def track_popularity(events):
         return F.struct(total.alias("s"), ((total - acc["s"]) - y).alias("c"))
 
     start = F.struct(F.lit(0.0).alias("s"), F.lit(0.0).alias("c"))
-    scale = float(10 ** POPULARITY_DECIMALS)
+    scale = float(10**POPULARITY_DECIMALS)
     total = F.aggregate("listens", start, kahan)["s"]
-    return (events.groupBy("track").agg(listens.alias("listens"))
-            .select("track", (F.rint(total * scale) / scale).alias("popularity")))
+    return (
+        events.groupBy("track")
+        .agg(listens.alias("listens"))
+        .select("track", (F.rint(total * scale) / scale).alias("popularity"))
+    )
 
 
 def top_tracks(events, n: int | None = None) -> list[int]:
@@ -339,15 +399,28 @@ class SparkAbAnalysis:
     control: str = "C"
 
     def ab_json(self) -> dict:
-        return ab.ab_metrics_json_from_totals(self.effects, experiment=self.experiment, totals=self.totals,
-                                              srm=self.srm, control=self.control, alpha=self.alpha)
+        return ab.ab_metrics_json_from_totals(
+            self.effects,
+            experiment=self.experiment,
+            totals=self.totals,
+            srm=self.srm,
+            control=self.control,
+            alpha=self.alpha,
+        )
 
     def latency_json(self) -> dict:
         return ab.latency_metrics_json_from_totals(self.totals, self.statistics, self.effects, control=self.control)
 
 
-def analyze_events(events, experiment: str, *, alpha: float, power: float = ab.DEFAULT_POWER,
-                   srm_alpha: float = ab.DEFAULT_SRM_ALPHA, control: str = "C") -> SparkAbAnalysis:
+def analyze_events(
+    events,
+    experiment: str,
+    *,
+    alpha: float,
+    power: float = ab.DEFAULT_POWER,
+    srm_alpha: float = ab.DEFAULT_SRM_ALPHA,
+    control: str = "C",
+) -> SparkAbAnalysis:
     """Sessions, user metrics and per-arm aggregates in Spark; Welch, SRM and Holm on the driver (`ab`)."""
     sessions = sessionize(events, experiments=[experiment])
     aggregates = arm_aggregates(user_metrics(sessions, experiment), control=control)
@@ -356,9 +429,17 @@ def analyze_events(events, experiment: str, *, alpha: float, power: float = ab.D
     return SparkAbAnalysis(experiment, alpha, aggregates.statistics, aggregates.totals, effects, srm, control)
 
 
-def analyze_log_spark(log_path, experiment: str, *, alpha: float, power: float = ab.DEFAULT_POWER,
-                      srm_alpha: float = ab.DEFAULT_SRM_ALPHA, master: str = "local[2]", spark=None,
-                      config: dict | None = None) -> SparkAbAnalysis:
+def analyze_log_spark(
+    log_path,
+    experiment: str,
+    *,
+    alpha: float,
+    power: float = ab.DEFAULT_POWER,
+    srm_alpha: float = ab.DEFAULT_SRM_ALPHA,
+    master: str = "local[2]",
+    spark=None,
+    config: dict | None = None,
+) -> SparkAbAnalysis:
     """The analyze stage on Spark: read the log (folder, file or hdfs:// / s3a:// URI), sessionize, aggregate per
     arm, finish the statistics on the driver. A session this call starts is stopped at the end."""
     from botify_lab.research.spark.session import spark_session

@@ -2,6 +2,7 @@
 
 Spark needs Java (17 or 21 for PySpark 4.x) on PATH or in JAVA_HOME; PySpark itself is pinned in requirements.txt.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,18 @@ def java_available() -> bool:
     return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
 
 
-def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "botify-lab", config: Mapping[str, object] | None = None):
+def spark_session(
+    master: str = DEFAULT_MASTER, *, app_name: str = "botify-lab", config: Mapping[str, object] | None = None
+):
     """Get or create the process's SparkSession (an existing one is returned as it is, whatever its master).
 
     Local masters get few shuffle partitions (the default 200 only adds task overhead on one machine); `config`
     adds or overrides any Spark setting, e.g. {"spark.driver.memory": "4g"} (it must come before the JVM starts).
     """
     if not java_available():
-        raise JavaMissing("Spark needs Java 17+ on PATH or in JAVA_HOME (Debian: apt-get install "
-                          "openjdk-17-jre-headless)")
+        raise JavaMissing(
+            "Spark needs Java 17+ on PATH or in JAVA_HOME (Debian: apt-get install openjdk-17-jre-headless)"
+        )
     from pyspark.sql import SparkSession
 
     # Python workers run this interpreter (the venv, where the project is installed) unless told otherwise;

@@ -6,6 +6,7 @@ experiment on some users and none on a holdout, coarse timestamps so that many r
 across users and across rotated files), listen times that repeat exactly (0, 0.25, 0.5, 1), a few negative
 latencies, rotated files in RotatingFileHandler naming, optionally gzipped, and optionally a blank line.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,16 @@ EXPERIMENT = "EXP"
 OTHER_EXPERIMENT = "OTHER"
 
 
-def synthetic_events(count: int, *, seed: int = 0, users: int | None = None, arms: int = 3, tracks: int = 50_000,
-                     experiment: str = EXPERIMENT, tick_ms: int = 5) -> dict[str, np.ndarray]:
+def synthetic_events(
+    count: int,
+    *,
+    seed: int = 0,
+    users: int | None = None,
+    arms: int = 3,
+    tracks: int = 50_000,
+    experiment: str = EXPERIMENT,
+    tick_ms: int = 5,
+) -> dict[str, np.ndarray]:
     """Columns of `count` events in log order (message as bool `is_last`, recommendation -1 when null)."""
     rng = np.random.default_rng(seed)
     users = users or max(4, count // 40)
@@ -33,8 +42,11 @@ def synthetic_events(count: int, *, seed: int = 0, users: int | None = None, arm
     session_user = rng.integers(0, users, size=sessions) + 1_000
     user_ids = np.unique(session_user)
     seed_hash = experiment_seed(experiment)
-    user_arm = np.fromiter((assign_arm(experiment, arms, int(user), seed=seed_hash) for user in user_ids),
-                           dtype=np.int64, count=len(user_ids))
+    user_arm = np.fromiter(
+        (assign_arm(experiment, arms, int(user), seed=seed_hash) for user in user_ids),
+        dtype=np.int64,
+        count=len(user_ids),
+    )
     session_arm = user_arm[np.searchsorted(user_ids, session_user)]
 
     session_of = np.repeat(np.arange(sessions), lengths)
@@ -64,8 +76,16 @@ def synthetic_events(count: int, *, seed: int = 0, users: int | None = None, arm
     latency = rng.exponential(0.002, size=count)
     latency[rng.random(count) < 1e-3] *= -0.1
     recommendation[is_last] = -1
-    columns = {"is_last": is_last, "timestamp": timestamp, "user": session_user[session_of], "track": track,
-               "time": time, "latency": latency, "recommendation": recommendation, "arm": arm}
+    columns = {
+        "is_last": is_last,
+        "timestamp": timestamp,
+        "user": session_user[session_of],
+        "track": track,
+        "time": time,
+        "latency": latency,
+        "recommendation": recommendation,
+        "arm": arm,
+    }
     return {name: values[order] for name, values in columns.items()}
 
 
@@ -95,14 +115,29 @@ def event_lines(columns: dict[str, np.ndarray], experiment: str = EXPERIMENT) ->
         f'{{"message":"{"last" if last else "next"}","timestamp":{stamp},"user":{user},"track":{track},'
         f'"time":{time!r},"latency":{latency!r},"recommendation":{rec},"experiments":{exp}}}\n'
         for last, stamp, user, track, time, latency, rec, exp in zip(
-            columns["is_last"].tolist(), columns["timestamp"].tolist(), columns["user"].tolist(),
-            columns["track"].tolist(), columns["time"].tolist(), columns["latency"].tolist(), recommendation,
-            experiments)
+            columns["is_last"].tolist(),
+            columns["timestamp"].tolist(),
+            columns["user"].tolist(),
+            columns["track"].tolist(),
+            columns["time"].tolist(),
+            columns["latency"].tolist(),
+            recommendation,
+            experiments,
+        )
     ]
 
 
-def write_synthetic_log(folder, count: int, *, seed: int = 0, files: int = 4, gzip_files: int = 0,
-                        blank_line: bool = False, chunk: int = 1_000_000, **options) -> list[Path]:
+def write_synthetic_log(
+    folder,
+    count: int,
+    *,
+    seed: int = 0,
+    files: int = 4,
+    gzip_files: int = 0,
+    blank_line: bool = False,
+    chunk: int = 1_000_000,
+    **options,
+) -> list[Path]:
     """Write `count` synthetic events into `folder` as `files` rotated files (data.json.{files-1} oldest ...
     data.json); the `gzip_files` oldest are gzipped (data.json.K.gz). Returns the files in writing order."""
     folder = Path(folder)
@@ -116,7 +151,7 @@ def write_synthetic_log(folder, count: int, *, seed: int = 0, files: int = 4, gz
         name = rotated_log_name(index) if index else LOG_FILE_NAME
         gzipped = position < gzip_files
         path = folder / (name + ".gz" if gzipped else name)
-        with (gzip.open(path, "wt", compresslevel=1) if gzipped else open(path, "w")) as handle:
+        with gzip.open(path, "wt", compresslevel=1) if gzipped else open(path, "w") as handle:
             for low in range(int(bounds[position]), int(bounds[position + 1]), chunk):
                 high = min(low + chunk, int(bounds[position + 1]))
                 part = {name: values[low:high] for name, values in columns.items()}
