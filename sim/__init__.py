@@ -6,3 +6,8 @@ gymnasium environment). Running: `sim.agents` (the recommenders users talk to), 
 time), `sim.lockstep` (many episodes as array operations), `sim.parallel` (threads and processes), `sim.summary`
 (statistics and the printed table) and `sim.run.simulate` (days of sessions, the entry point).
 """
+
+# Before numpy loads: the world generator and the user model compute the same floats on every machine of this kind.
+from botify_lab.kernels import pin_numeric_kernels
+
+pin_numeric_kernels()

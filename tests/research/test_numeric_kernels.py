@@ -1,8 +1,9 @@
-"""Every stage computes with one OpenBLAS kernel family, whatever the processor picks, so the collaborative model's
-floats (and so its rankings and metrics) are the same bytes on every machine of this kind."""
+"""Every stage computes with one OpenBLAS kernel family and numpy's AVX2 loops, whatever the processor offers, so the
+world, the simulated listens and the collaborative model's floats are the same bytes on every machine of this kind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import sys
 
 import pytest
 
-import botify_lab
+from botify_lab import kernels
+from tests.conftest import REPO_ROOT
 
 # What the child reports: the kernel family numpy's (and scipy's) OpenBLAS runs, after importing the package first.
 PROBE = (
@@ -20,23 +22,24 @@ PROBE = (
 )
 
 
+UNPINNED = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", kernels.OPT_OUT_VARIABLE)
+
+
 def openblas_kernels(**environment) -> list[str]:
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "BOTIFY_LAB_NATIVE_BLAS")
-    }
+    env = {key: value for key, value in os.environ.items() if key not in UNPINNED}
     env.update(environment)
     completed = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout)
 
 
-@pytest.mark.skipif(not botify_lab._has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
 def test_the_package_pins_one_openblas_kernel_family_whatever_the_machine_chose():
-    assert openblas_kernels() == [botify_lab.PINNED_OPENBLAS_CORETYPE]
-    assert openblas_kernels(OPENBLAS_CORETYPE="Sandybridge") == [botify_lab.PINNED_OPENBLAS_CORETYPE]
+    assert openblas_kernels() == [kernels.PINNED_OPENBLAS_CORETYPE]
+    assert openblas_kernels(OPENBLAS_CORETYPE="Sandybridge") == [kernels.PINNED_OPENBLAS_CORETYPE]
     assert openblas_kernels(OPENBLAS_CORETYPE="Sandybridge", BOTIFY_LAB_NATIVE_BLAS="1") == ["Sandybridge"]
 
 
-@pytest.mark.skipif(not botify_lab._has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
 def test_a_notebook_kernel_started_by_the_runner_inherits_the_pin():
     """The notebook runner imports the package, so the kernel process it starts loads the same kernels."""
     parent = (
@@ -44,6 +47,53 @@ def test_a_notebook_kernel_started_by_the_runner_inherits_the_pin():
         f"subprocess.run([sys.executable, '-c', {PROBE!r}], check=True)"
     )
     env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}
-    env.pop("BOTIFY_LAB_NATIVE_BLAS", None)
+    env.pop(kernels.OPT_OUT_VARIABLE, None)
     completed = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True)
-    assert json.loads(completed.stdout) == [botify_lab.PINNED_OPENBLAS_CORETYPE]
+    assert json.loads(completed.stdout) == [kernels.PINNED_OPENBLAS_CORETYPE]
+
+
+def unpinned_environment() -> dict:
+    return {key: value for key, value in os.environ.items() if key not in UNPINNED}
+
+
+# sha256 of numpy's exp, log and power over a fixed float64 grid, as the simulated user and the world generator call
+# them, with numpy's AVX2 loops (the pinned ones; measured on an AMD EPYC without AVX-512). numpy's AVX-512 loops give
+# other last bits, so an unpinned AVX-512 machine fails here.
+TRANSCENDENTALS_SHA256 = "a34b1ab72340c70310fd2abb148f34ce8e95da5d366f5668d647f29045ade25c"
+TRANSCENDENTALS = (
+    "import hashlib, sim, numpy as np\n"
+    "grid = np.linspace(-40.0, 40.0, 200_001)\n"
+    "digest = hashlib.sha256()\n"
+    "for values in (np.exp(grid), np.log(np.abs(grid) + 1e-3), np.power(0.8, np.abs(grid)), 1 / (1 + np.exp(-grid))):\n"
+    "    digest.update(values.tobytes())\n"
+    "print(digest.hexdigest())"
+)
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_importing_sim_pins_numpys_loops_to_the_same_floats_on_every_machine():
+    completed = subprocess.run(
+        [sys.executable, "-c", TRANSCENDENTALS], env=unpinned_environment(), capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == TRANSCENDENTALS_SHA256
+
+
+# sha256 of each file of a small world generated from params.yaml's knobs (`python -m sim world`), on the pinned loops.
+# A change of the `world:` knobs changes them on purpose; the pinned bytes are the same on any machine, so record
+# the new ones wherever the test runs.
+SMALL_WORLD_SHA256 = {
+    "tracks.json": "0bba51ee610718bbae3dadab8b5d693024aa2514081ffef447f46191b58c8153",
+    "tracks.npy": "d3feda36f7e56c6fa3c21b09289c0724c32a51387473c0e698c62327e549ab6c",
+    "users.json": "ad1addf53a817228bc803021cceb71684e82dc0f4dfd91c5d0bbd9776651c936",
+    "world.json": "0966ab65dc389d2a932d6af76a2fbe4582bb88452dae055af002b0d555864703",
+}
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_the_world_generator_writes_the_same_bytes_on_every_machine(tmp_path):
+    out = tmp_path / "world"
+    command = [sys.executable, "-m", "sim", "world", "--out", str(out), "--params", str(REPO_ROOT / "params.yaml")]
+    command += ["--tracks", "3000", "--users", "400"]
+    subprocess.run(command, env=unpinned_environment(), cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(out.iterdir())}
+    assert digests == SMALL_WORLD_SHA256

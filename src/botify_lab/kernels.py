@@ -1,0 +1,43 @@
+"""One set of numeric kernels on every machine of this kind, so the same seed gives the same bytes everywhere.
+
+Two libraries pick their code by processor, and code of different widths rounds differently:
+- OpenBLAS (numpy's and scipy's BLAS) picks SkylakeX kernels on an Intel Xeon and Haswell ones where the platform sets
+  it (as on AMD EPYC), and kernels of different widths sum in different orders: the collaborative model's ALS fit and
+  its rankings then differ in the last bits. Pinned to `OPENBLAS_CORETYPE=Haswell` (AVX2 and FMA, which every
+  x86-64-v3 processor has).
+- numpy's own SIMD loops: with AVX-512 it runs other `exp`/`log`/`power` code (within an ulp, not the same ulp), so
+  the world generator wrote a `users.json` differing in the last digit and the simulated user's listen times could
+  differ. Pinned by switching numpy's AVX-512 dispatch off (`NPY_DISABLE_CPU_FEATURES`), so an AVX-512 machine runs
+  the AVX2 loops every x86-64-v3 machine runs.
+
+Both variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
+or `sim` calls it (every stage, notebook runner and `python -m sim` does), and processes they start inherit it.
+`BOTIFY_LAB_NATIVE_BLAS=1` leaves the processor's own choice (faster on some machines, not reproducible across them).
+"""
+
+from __future__ import annotations
+
+import os
+
+PINNED_OPENBLAS_CORETYPE = "Haswell"
+DISABLED_NUMPY_FEATURES = "X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.x's AVX-512 dispatch targets
+OPT_OUT_VARIABLE = "BOTIFY_LAB_NATIVE_BLAS"
+
+
+def has_avx2_and_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "avx2" in flags and "fma" in flags
+    except OSError:
+        pass
+    return False
+
+
+def pin_numeric_kernels() -> None:
+    if os.environ.get(OPT_OUT_VARIABLE) or not has_avx2_and_fma():
+        return
+    os.environ["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORETYPE
+    os.environ["NPY_DISABLE_CPU_FEATURES"] = DISABLED_NUMPY_FEATURES
