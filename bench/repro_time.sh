@@ -28,14 +28,18 @@ if load_before[0] > 0.5:
           f"{os.cpu_count()} cores, so these times are not an idle machine's", file=sys.stderr, flush=True)
 start = time.monotonic()
 marks = []
+tail = []  # the run's last lines, shown when it fails
 process = subprocess.Popen([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, errors="replace")
 for line in process.stdout:
+    tail = [*tail[-39:], line]
     match = re.match(r"Running stage '([^']+)'", line)
     if match:
         marks.append((match.group(1), time.monotonic() - start))
         print(f"[{marks[-1][1]:7.1f} s] {line.strip()}", file=sys.stderr, flush=True)
 status = process.wait()
+if status != 0:
+    print(f"the run failed (exit {status}); its last lines:", "".join(tail), sep="\n", file=sys.stderr, flush=True)
 total = time.monotonic() - start
 stages = {name: round((marks[i + 1][1] if i + 1 < len(marks) else total) - began, 1)
           for i, (name, began) in enumerate(marks)}

@@ -51,6 +51,60 @@ def warn(message: str) -> None:
     print(f"botify: {message}", file=sys.stderr, flush=True)
 
 
+ORPHANS_STOP_SECONDS = 4.0  # workers of a killed supervisor stop within WORKER_STOP_SECONDS (3 s) of its death
+
+
+def _is_running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (a killed supervisor its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _holders(path: Path) -> list[int]:
+    """The live processes with `path` open (read from /proc; only the ones this user may inspect)."""
+    target = os.stat(path, follow_symlinks=False)
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                held = os.stat(fd.path)
+                if (held.st_ino, held.st_dev) == (target.st_ino, target.st_dev):
+                    found.append(int(entry.name))
+                    break
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def lock_exclusively(fd: int, path: Path) -> str | None:
+    """Take the exclusive flock on `fd` (the open lock file `path`, naming its owner's pid): None when taken, else
+    who holds it.
+
+    A service's workers inherit its locks. When the pid written in the file is gone (the supervisor was killed),
+    its workers are stopping (they get SIGTERM when it dies), so wait for them rather than refuse; workers still
+    holding the lock after ORPHANS_STOP_SECONDS are named so they can be stopped by hand.
+    """
+    deadline = time.monotonic() + ORPHANS_STOP_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            pass
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if not owner.isdigit() or _is_running(int(owner)):
+            return f"pid {owner or 'unknown'}"
+        if time.monotonic() >= deadline:
+            holders = ", ".join(map(str, _holders(path))) or "unknown"
+            return f"pid {holders}, workers left running by a killed service (pid {owner}); stop them"
+        time.sleep(0.02)
+
+
 def _open_no_follow(path: Path, flags: int) -> int:
     try:
         return os.open(path, flags, 0o644)
@@ -72,15 +126,13 @@ class FolderLock:
             self._fd = _open_no_follow(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as error:
             raise LogDirError(f"log folder {log_dir} is unusable: cannot open {self.path}: {error}") from None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        owner = lock_exclusively(self._fd, self.path)
+        if owner is not None:
             os.close(self._fd)
             raise LogDirError(
-                f"log folder {log_dir} is in use by another botify service (pid {owner}); stop it or set another "
+                f"log folder {log_dir} is in use by another botify service ({owner}); stop it or set another "
                 "`log_dir`"
-            ) from None
+            )
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         self._owner_pid = os.getpid()

@@ -26,8 +26,8 @@ What the server adds to the app, so slow or failing parts cannot take the servic
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
-import fcntl
 import io
 import multiprocessing
 import os
@@ -48,6 +48,7 @@ from granian.server import MPServer
 
 from . import create_app
 from .app import json_response
+from .eventlog import lock_exclusively, warn
 
 WORKER_STOP_SECONDS = 3
 BODY_TIMEOUT_SECONDS = 5.0
@@ -56,6 +57,8 @@ LISTEN_BACKLOG = 2048
 STORE_THREADS = 8
 MAX_OPEN_FILES = 65536
 RESERVED_FILES = 128  # log files, locks, Redis connections, the catalog and data files being read
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def raise_open_file_limit() -> int:
@@ -189,6 +192,18 @@ def _default_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _stop_with_the_supervisor(supervisor_pid: int) -> None:
+    """In a forked worker: get SIGTERM (a clean stop) when the supervisor dies, even by SIGKILL.
+
+    Otherwise init adopts the workers, which keep serving and logging and hold the port and log-folder locks, so no
+    restart can take over.
+    """
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        warn(f"worker {os.getpid()} cannot ask to stop with its supervisor: {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != supervisor_pid:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class ServeError(RuntimeError):
     """A service that cannot start as asked (for example several workers without a shared store)."""
 
@@ -218,14 +233,10 @@ def claim_port(host: str, port: int) -> tuple[int, int]:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as error:
             raise ServeError(f"cannot serve on {host}:{port}: cannot open {lock_path}: {error.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        owner = lock_exclusively(fd, lock_path)
+        if owner is not None:
             os.close(fd)
-            raise ServeError(
-                f"cannot serve on {host}:{port}: another botify service (pid {owner}) serves there"
-            ) from None
+            raise ServeError(f"cannot serve on {host}:{port}: another botify service ({owner}) serves there")
         try:
             if os.stat(lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 break
@@ -308,7 +319,13 @@ def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
     # A fork inherits granian's main-process handlers, which only flag the (child's copy of the) supervisor: a
     # SIGTERM that reached a worker before it installed its own handlers was lost and its stop hung. Until then
     # a worker has served nothing, so the default action (exit) loses nothing.
-    os.register_at_fork(after_in_child=_default_stop_signals)
+    supervisor_pid = os.getpid()
+
+    def prepare_worker() -> None:
+        _default_stop_signals()
+        _stop_with_the_supervisor(supervisor_pid)
+
+    os.register_at_fork(after_in_child=prepare_worker)
     # At most this many requests at a time per worker (more connections wait in the listen backlog), kept below
     # the descriptor limit so a worker never runs out of descriptors for the requests it has accepted.
     open_files = raise_open_file_limit()

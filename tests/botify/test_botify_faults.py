@@ -310,6 +310,73 @@ def test_a_worker_killed_with_sigkill_is_replaced_within_a_second(write_config, 
         assert supervisor.is_running()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_supervisor_killed_with_sigkill_takes_its_workers_along_and_a_restart_takes_over(
+    write_config, world, request, workers, tmp_path
+):
+    """kill -9 of the supervisor alone: the workers stop cleanly within a second (the log ends in complete lines,
+    the memory store's counters are saved) and the same port and log folder serve again."""
+    store = request.getfixturevalue("redis_url") if workers > 1 else "memory"
+    config = write_config([world.top_pop_experiment()], store=store)
+    with served(config, workers=workers) as url, requests.Session() as session:
+        supervisor = psutil.Process().children()[-1]
+        orphans = supervisor.children()
+        assert len(orphans) == workers
+        assert all(post(session, url, "next", user).status_code == 200 for user in range(30))
+        supervisor.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        while any(map(still_running, orphans)) and time.monotonic() - killed < 3:
+            time.sleep(0.01)
+        stopped = time.monotonic() - killed
+        assert stopped < 1.0, stopped
+        with served(config, workers=workers, port=urlparse(url).port) as again:
+            assert again == url
+            assert all(post(session, again, "next", user).status_code == 200 for user in range(30))
+    assert len(log_lines(tmp_path / "log")) == 60
+    if store == "memory":
+        assert orjson.loads((tmp_path / "log" / ".botify-counters.json").read_bytes())["counts"]["0"] == 2
+
+
+def still_running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited orphan waits for init to reap it, which can take a while in a container)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_lock_whose_owner_died_is_taken_over_once_its_orphans_stop(tmp_path, monkeypatch):
+    """The lock file names a dead pid while a leftover process still holds the lock: wait for it rather than
+    refuse; one that never lets go is named."""
+    path = tmp_path / ".botify.lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(dead.stdout)
+    holder = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    for hold_seconds, taken in ((0.3, True), (30, False)):
+        orphan = subprocess.Popen([sys.executable, "-c", holder, str(path), str(hold_seconds)], stdout=subprocess.PIPE)
+        try:
+            assert orphan.stdout.readline() == b"locked\n"
+            monkeypatch.setattr(botify.eventlog, "ORPHANS_STOP_SECONDS", 1.0)
+            fd = os.open(path, os.O_RDWR)
+            try:
+                owner, elapsed = timed(lambda fd=fd: botify.eventlog.lock_exclusively(fd, path))
+            finally:
+                os.close(fd)
+            if taken:
+                assert owner is None and 0.2 < elapsed < 1.0, (owner, elapsed)
+            else:
+                assert owner.startswith(f"pid {orphan.pid}, ") and "killed service (pid " in owner, owner
+        finally:
+            orphan.kill()
+            orphan.wait()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 5. One instance per port and per log folder
 
