@@ -130,8 +130,7 @@ class FolderLock:
         if owner is not None:
             os.close(self._fd)
             raise LogDirError(
-                f"log folder {log_dir} is in use by another botify service ({owner}); stop it or set another "
-                "`log_dir`"
+                f"log folder {log_dir} is in use by another botify service ({owner}); stop it or set another `log_dir`"
             )
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)

@@ -312,6 +312,26 @@ def serve(
         release_port(host, port, port_lock)
 
 
+class StopThenStartServer(MPServer):
+    """granian's server, replacing a worker only once the old one has stopped.
+
+    granian starts the new worker first and overlaps the two (a SIGHUP reload, a worker past its lifetime). With
+    the in-memory store each would count the same users on its own; this way the old worker saves its counters
+    before the new one takes them over. Connections arriving meanwhile wait in the listen backlog.
+    """
+
+    def _respawn_workers(self, workers, spawn_target, target_loader, delay: float = 0):
+        for idx in workers:
+            old = self.wrks[idx]
+            if old.is_alive():
+                old.terminate()
+                old.join(self.workers_kill_timeout)
+                if old.is_alive():
+                    old.kill()
+                    old.join()
+        super()._respawn_workers(workers, spawn_target, target_loader, delay=0)
+
+
 def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
     # Workers inherit the built app by fork (the default on Linux before Python 3.14; the loader below hands over
     # an object in memory, which a spawned process could not receive).
@@ -330,7 +350,8 @@ def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
     # the descriptor limit so a worker never runs out of descriptors for the requests it has accepted.
     open_files = raise_open_file_limit()
     backpressure = max(64, min(LISTEN_BACKLOG, open_files - RESERVED_FILES))
-    server = MPServer(
+    shared_store = app.extensions["botify"].store.shared_between_processes
+    server = (MPServer if shared_store else StopThenStartServer)(
         "botify",  # a label only: the workers serve `app`, handed over by the loader below
         address=host,
         port=port,

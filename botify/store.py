@@ -5,8 +5,10 @@ requests it is rather than on when other users' requests arrived. The counters b
 restarted on a folder that already holds events continues them (so a restarted experiment replays), a service
 started on a new or empty folder (or with `--reset-counters`) starts them at zero.
 
-- `MemoryStore` (one worker): counters in the process, saved on a clean stop into `<log_dir>/.botify-counters.json`
-  (JSON, written atomically) and restored at start-up. A worker killed with SIGKILL loses its counts since start-up.
+- `MemoryStore` (one worker): counters in the process, journalled per request into
+  `<log_dir>/.botify-counters.journal`, saved on a clean stop into `<log_dir>/.botify-counters.json` (JSON, written
+  atomically) and restored with the journal at start-up and by a worker that replaces another: a worker killed with
+  SIGKILL, a SIGHUP reload or a crash of the whole service loses no count.
 - `RedisStore` (any number of workers): one Redis hash per log folder, incremented by a Lua script that also
   checks a marker field, so a hash that vanished (Redis restarted without persistence, or flushed) is reported on
   stderr instead of silently counting afresh. Every call has a 0.5 s timeout; after a failure the store answers
@@ -16,7 +18,9 @@ started on a new or empty folder (or with `--reset-counters`) starts them at zer
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
 import threading
 import time
 from pathlib import Path
@@ -31,6 +35,9 @@ from botify_lab.formats import atomic_write_bytes
 from .eventlog import LogDirError, warn
 
 COUNTERS_FILE_NAME = ".botify-counters.json"
+JOURNAL_FILE_NAME = ".botify-counters.journal"
+JOURNAL_RECORD = struct.Struct("<IQ")  # user id, the user's count after the request
+JOURNAL_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRY_AFTER_SECONDS = 1.0
 MARKER_FIELD = "_started"  # never a user id (those are digits)
@@ -47,30 +54,69 @@ class StoreUnavailable(RuntimeError):
 
 
 class MemoryStore:
-    """Counters in this process; for one worker."""
+    """Counters in this process; for one worker, journalled so a replaced or killed worker loses none.
+
+    Every number handed out is also appended to `<log_dir>/.botify-counters.journal` as (user, count after this
+    request), one `write` on an O_APPEND descriptor, before the request is served. Replaying the journal takes each
+    user's largest count, so replaying twice or out of order changes nothing. A clean stop saves the counters file
+    and then removes the journal; a process that starts counting (the service at start-up, a worker that replaces
+    one that died or was reloaded) restores the file and replays the journal first.
+    """
 
     shared_between_processes = False
 
     def __init__(self, counters_path: Path | None = None):
         self.counters_path = None if counters_path is None else Path(counters_path)
+        self.journal_path = None if counters_path is None else self.counters_path.with_name(JOURNAL_FILE_NAME)
         self._counts: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._counting_pid: int | None = None  # the process that handed out numbers (and so saves them)
+        self._counting_pid: int | None = None  # the process that counts (and so journals and saves)
+        self._journal_fd = -1
 
     def start(self, fresh: bool) -> str:
-        """Zero the counters (fresh) or restore the saved ones; returns a phrase for the startup line."""
+        """Zero the counters (fresh) or restore the saved ones and the journal; returns a phrase for the startup line.
+
+        Restoring folds the journal into the counters file, so each start-up begins with an empty journal.
+        """
         path = self.counters_path
         if fresh or path is None:
             self.reset()
-            if path is not None and path.exists():
-                path.unlink()
+            for stale in (path, self.journal_path):
+                if stale is not None and stale.exists():
+                    stale.unlink()
             return "counters from zero"
-        if not path.exists():
+        saved = self._read_saved()
+        journalled, torn = self._read_journal()
+        if saved is None and not journalled:
             warn(
-                f"the log folder holds events but no saved counters ({path}): the last stop was not clean, so "
-                "counting starts from zero and earlier users' random draws may repeat"
+                f"the log folder holds events but no saved counters ({path}) and no journal: counting starts from "
+                "zero and earlier users' random draws may repeat"
             )
             return "counters from zero (none saved)"
+        counts = dict(saved or {})
+        changed = _fold(counts, journalled)
+        if torn:
+            warn(
+                f"the counters journal {self.journal_path} ends in a partial record (a power cut or a full disk?): "
+                "its last request may be counted again"
+            )
+        if changed:
+            warn(
+                f"the last stop was not clean: {changed} users' counters restored from the journal "
+                f"({len(journalled)} requests after the last save)"
+            )
+        with self._lock:
+            self._counts = counts
+            self._counting_pid = os.getpid()
+        self.save()  # fold the journal in: the file now holds everything, the journal is gone
+        self._counting_pid = None
+        how = "restored from the journal" if changed else "restored"
+        return f"counters of {len(counts)} users {how}"
+
+    def _read_saved(self) -> dict[int, int] | None:
+        path = self.counters_path
+        if not path.exists():
+            return None
         try:
             saved = orjson.loads(path.read_bytes())
             counts = {int(user): number for user, number in saved["counts"].items()}
@@ -81,9 +127,18 @@ class MemoryStore:
                 f"cannot restore the request counters from {path} ({error}); start with "
                 "--reset-counters to count from zero"
             ) from None
-        with self._lock:
-            self._counts = counts
-        return f"counters of {len(counts)} users restored"
+        return counts
+
+    def _read_journal(self) -> tuple[list[tuple[int, int]], bool]:
+        """The journal's (user, count) records and whether it ends in a partial one."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return [], False
+        except OSError as error:
+            raise LogDirError(f"cannot read the counters journal {self.journal_path}: {error}") from None
+        whole = len(data) - len(data) % JOURNAL_RECORD.size
+        return list(JOURNAL_RECORD.iter_unpack(data[:whole])), whole != len(data)
 
     @classmethod
     def merged(cls, counters_path: Path, saved: list[Path]) -> MemoryStore:
@@ -99,10 +154,37 @@ class MemoryStore:
 
     def next_request_number(self, user: int) -> int:
         with self._lock:
+            if self._counting_pid != os.getpid():
+                self._take_over()
             number = self._counts.get(user, 0)
+            if self._journal_fd >= 0:
+                self._journal(user, number + 1)
             self._counts[user] = number + 1
-            self._counting_pid = os.getpid()
         return number
+
+    def _take_over(self) -> None:
+        """In a process about to count for the first time: catch up with what earlier workers saved or journalled
+        (a forked worker holds the supervisor's start-up copy), then journal from here on."""
+        if self.counters_path is not None:
+            counts = self._read_saved() or {}
+            _fold(counts, self._read_journal()[0])
+            self._counts = counts
+            try:
+                self._journal_fd = os.open(self.journal_path, JOURNAL_FLAGS, 0o644)
+            except OSError as error:
+                raise StoreUnavailable(f"cannot open the counters journal {self.journal_path}: {error}") from None
+        self._counting_pid = os.getpid()
+
+    def _journal(self, user: int, count: int) -> None:
+        record = JOURNAL_RECORD.pack(user, count)
+        try:
+            written = os.write(self._journal_fd, record)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot journal the request counter: {error}") from None
+        if written != len(record):  # a full disk mid-record: cut it back so the next record stays aligned
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._journal_fd, os.fstat(self._journal_fd).st_size - written)
+            raise StoreUnavailable("cannot journal the request counter: short write (disk full?)")
 
     def reset(self) -> None:
         with self._lock:
@@ -110,12 +192,17 @@ class MemoryStore:
 
     def save(self) -> None:
         """Write the counters atomically (a crash mid-save leaves the previous file), users in id order so the same
-        requests give the same file whatever order they arrived in."""
+        requests give the same file whatever order they arrived in; then drop the journal the file now covers."""
         if self.counters_path is None:
             return
         with self._lock:
             payload = orjson.dumps({"counts": {str(user): self._counts[user] for user in sorted(self._counts)}})
-        atomic_write_bytes(self.counters_path, payload)
+            atomic_write_bytes(self.counters_path, payload)
+            if self._journal_fd >= 0:
+                os.close(self._journal_fd)
+                self._journal_fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                self.journal_path.unlink()
 
     def close(self) -> None:
         """Save the counters if this process counted (the supervisor, which never serves, leaves the file alone)."""
@@ -123,8 +210,18 @@ class MemoryStore:
             try:
                 self.save()
             except OSError as error:
-                warn(f"cannot save the request counters to {self.counters_path}: {error}")
+                warn(f"cannot save the request counters to {self.counters_path} (the journal keeps them): {error}")
             self._counting_pid = None
+
+
+def _fold(counts: dict[int, int], journalled: list[tuple[int, int]]) -> int:
+    """Raise each user's count to the largest journalled one; returns how many users changed."""
+    changed = set()
+    for user, count in journalled:
+        if count > counts.get(user, 0):
+            counts[user] = count
+            changed.add(user)
+    return len(changed)
 
 
 class RedisStore:

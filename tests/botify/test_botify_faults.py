@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -375,6 +376,129 @@ def test_a_lock_whose_owner_died_is_taken_over_once_its_orphans_stop(tmp_path, m
         finally:
             orphan.kill()
             orphan.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4b. The memory store's counters survive a reload, a killed worker and a killed service
+
+
+def next_lines_per_user(log_dir: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in log_lines(log_dir):
+        record = orjson.loads(line)
+        if record["message"] == "next":
+            counts[str(record["user"])] = counts.get(str(record["user"]), 0) + 1
+    return counts
+
+
+def saved_counts(log_dir: Path) -> dict[str, int]:
+    return orjson.loads((log_dir / ".botify-counters.json").read_bytes())["counts"]
+
+
+def burst(url: str, users: range, rounds: int) -> None:
+    with requests.Session() as session:
+        for _ in range(rounds):
+            assert all(post(session, url, "next", user).status_code == 200 for user in users)
+
+
+def keep_asking(url: str, users: range, stop: threading.Event, fresh_connections: bool) -> int:
+    """/next for `users` in turn until `stop`, over one kept-alive connection or a new one per request (which any
+    serving worker may accept); returns how many were answered 200. A connection a stopping worker closed is
+    reopened (that request was not answered, so it is not counted)."""
+    answered = 0
+    session = requests.Session()
+    while not stop.is_set():
+        for user in users:
+            try:
+                answered += post(session, url, "next", user, timeout=5).status_code == 200
+            except requests.ConnectionError:
+                pass
+            if fresh_connections or not answered:
+                session.close()
+                session = requests.Session()
+    session.close()
+    return answered
+
+
+def replaced_worker(supervisor: psutil.Process, old_pid: int, url: str) -> psutil.Process:
+    """The supervisor's new worker once it answers (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = [child for child in supervisor.children() if child.pid != old_pid and still_running(child)]
+        if workers:
+            try:
+                if requests.get(f"{url}/", timeout=0.5).status_code == 200:
+                    return workers[0]
+            except requests.RequestException:
+                pass
+        time.sleep(0.02)
+    pytest.fail("no new worker answered within 10 s")
+
+
+@pytest.mark.parametrize("how", ["sighup", "sigkill"])
+def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, world, tmp_path, how):
+    """SIGHUP (granian's reload) or kill -9 of the worker: the new worker counts on from the old one's numbers, so
+    after the clean stop every user's counter equals their /next lines (no random draw repeats)."""
+    output = tmp_path / "output.txt"
+    with served(write_config([world.top_pop_experiment()]), output=output) as url:
+        supervisor = psutil.Process().children()[-1]
+        (worker,) = supervisor.children()
+        burst(url, range(40), rounds=3)
+        stop = threading.Event()
+        with ThreadPoolExecutor(2) as pool:
+            answered = [pool.submit(keep_asking, url, range(60, 70), stop, fresh) for fresh in (False, True)]
+            time.sleep(0.2)
+            if how == "sighup":
+                supervisor.send_signal(signal.SIGHUP)
+            else:
+                worker.send_signal(signal.SIGKILL)
+            replaced_worker(supervisor, worker.pid, url)
+            time.sleep(0.5)  # both workers would serve these connections if granian's reload overlapped them
+            stop.set()
+            assert all(future.result() > 20 for future in answered)
+        burst(url, range(20, 60), rounds=2)
+    log_dir = tmp_path / "log"
+    expected = next_lines_per_user(log_dir)
+    assert expected["0"] == 3 and expected["30"] == 5 and expected["59"] == 2
+    assert saved_counts(log_dir) == expected
+    assert not (log_dir / ".botify-counters.journal").exists()  # folded into the file by the clean stop
+
+
+def test_a_service_killed_whole_restores_its_counters_from_the_journal_and_says_so(write_config, world, tmp_path):
+    config = write_config([world.top_pop_experiment()])
+    log_dir = tmp_path / "log"
+    with served(config) as url:
+        burst(url, range(30), rounds=2)
+        supervisor = psutil.Process().children()[-1]
+        for process in [*supervisor.children(), supervisor]:
+            process.send_signal(signal.SIGKILL)
+        psutil.wait_procs([supervisor], timeout=5)
+    assert not (log_dir / ".botify-counters.json").exists()
+    output = tmp_path / "restart.txt"
+    with served(config, output=output) as url:
+        burst(url, range(10, 40), rounds=1)
+    said = output.read_text()
+    assert said.count("the last stop was not clean: 30 users' counters restored from the journal (60 requests") == 1
+    assert "counters of 30 users restored from the journal" in said
+    assert saved_counts(log_dir) == next_lines_per_user(log_dir)
+
+
+def test_the_journal_replays_idempotently_and_a_torn_record_is_reported(tmp_path, capsys):
+    from botify.store import JOURNAL_RECORD, MemoryStore
+
+    counters = tmp_path / ".botify-counters.json"
+    counters.write_bytes(orjson.dumps({"counts": {"1": 4, "2": 7}}))
+    records = [(1, 5), (3, 1), (1, 6), (3, 2), (1, 6), (2, 3)]  # a repeated and a stale record change nothing
+    (tmp_path / ".botify-counters.journal").write_bytes(
+        b"".join(JOURNAL_RECORD.pack(*record) for record in records) + b"\x01\x02"
+    )
+    store = MemoryStore(counters)
+    assert store.start(fresh=False) == "counters of 3 users restored from the journal"
+    assert [store.next_request_number(user) for user in (1, 2, 3)] == [6, 7, 2]
+    store.close()
+    assert saved_counts(tmp_path) == {"1": 7, "2": 8, "3": 3}
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and "ends in a partial record" in warnings[0] and "2 users' counters" in warnings[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
