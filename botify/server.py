@@ -52,6 +52,9 @@ from .eventlog import lock_exclusively, warn
 
 WORKER_STOP_SECONDS = 3
 BODY_TIMEOUT_SECONDS = 5.0
+# Under a flood of clients that send headers and stall, the bodies awaited beyond half the in-flight limit get this
+# much time instead: slots keep freeing, so probes and fast clients still get in.
+SHED_BODY_TIMEOUT_SECONDS = 0.05
 HEADER_TIMEOUT_SECONDS = 5.0
 LISTEN_BACKLOG = 2048
 STORE_THREADS = 8
@@ -77,16 +80,27 @@ def raise_open_file_limit() -> int:
 class FlaskOverRSGI:
     """Run a Flask (WSGI) app as a granian RSGI app: buffer the request body, then call the app synchronously."""
 
-    def __init__(self, app: Flask, *, body_timeout: float = BODY_TIMEOUT_SECONDS):
+    def __init__(self, app: Flask, *, body_timeout: float = BODY_TIMEOUT_SECONDS, patient_body_reads: int = 1024):
         self.app = app
         self.service = app.extensions["botify"]
         self.max_body_bytes = app.config["MAX_CONTENT_LENGTH"]
         self.body_timeout = body_timeout
+        self.patient_body_reads = patient_body_reads
+        self._body_reads = 0  # bodies being awaited now (one event loop per worker: a plain counter)
         # Only a remote store can block; the in-memory one answers at once, so /next then runs inline (faster).
         self.offload_next = self.service.store.shared_between_processes
         self._executor: ThreadPoolExecutor | None = None
         self._timeout_response = self._flatten(
             json_response({"error": f"request body not received within {body_timeout:g} s"}, 408)
+        )
+        self._shed_response = self._flatten(
+            json_response(
+                {
+                    "error": f"request body not received within {SHED_BODY_TIMEOUT_SECONDS:g} s: too many clients "
+                    "are sending bodies slowly right now"
+                },
+                408,
+            )
         )
 
     def __rsgi_init__(self, loop) -> None:
@@ -107,17 +121,21 @@ class FlaskOverRSGI:
             # Refused by the app from the declared length alone (413), so the body is never read.
             body, content_length = b"", declared
         else:
+            patient = self._body_reads < self.patient_body_reads
+            self._body_reads += 1
             try:
                 # Without chunking hyper delivers exactly the declared length (checked above), or nothing.
                 # asyncio.timeout, not wait_for: no task per request on the hot path (5-10% more simulator steps/s)
-                async with asyncio.timeout(self.body_timeout):
+                async with asyncio.timeout(self.body_timeout if patient else SHED_BODY_TIMEOUT_SECONDS):
                     body = await (self._read_chunked_body(protocol) if "transfer-encoding" in headers else protocol())
             except ProtocolClosed:
                 return  # the client left before its body arrived: nothing to answer, nothing to log
             except TimeoutError:
-                status, response_headers, payload = self._timeout_response
+                status, response_headers, payload = self._timeout_response if patient else self._shed_response
                 protocol.response_bytes(status, response_headers + [("connection", "close")], payload)
                 return
+            finally:
+                self._body_reads -= 1
             content_length = str(len(body))
         environ = self._environ(scope, body, content_length)
         if self._executor is not None and scope.path.startswith("/next/"):
@@ -375,7 +393,7 @@ def _serve_app(app: Flask, host: str, port: int, workers: int) -> None:
     def announce() -> None:
         print(startup_line(app, f"http://{host}:{port}", workers), flush=True)
 
-    server.serve(target_loader=lambda _label: FlaskOverRSGI(app))
+    server.serve(target_loader=lambda _label: FlaskOverRSGI(app, patient_body_reads=backpressure // 2))
 
 
 def main_serve(args) -> int:

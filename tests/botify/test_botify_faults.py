@@ -7,6 +7,7 @@ Real servers bind 127.0.0.1 only; Redis is a private redis-server on a free loop
 import errno
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -626,3 +627,47 @@ def test_slow_body_clients_cannot_starve_health_probes(write_config, world):
         finally:
             for sock in slow:
                 sock.close()
+
+
+FLOOD_CONNECTIONS = 2500  # above the in-flight limit a worker takes (2,048 where descriptors allow)
+
+
+def test_a_flood_of_stalled_bodies_beyond_the_in_flight_limit_blocks_no_probe(write_config, world):
+    """Each client sends headers and a partial body, then stalls: GET / still answers within 100 ms, and every stalled
+    connection is answered (408) or closed within the body timeout."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < FLOOD_CONNECTIONS + 500:
+        pytest.skip(f"the open-file limit ({hard}) is too low for {FLOOD_CONNECTIONS} client sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD_CONNECTIONS + 500), hard))
+    try:
+        with served(write_config([world.top_pop_experiment()])) as url, requests.Session() as session:
+            address = urlparse(url)
+            stalled = []
+            try:
+                opened = time.monotonic()
+                for _ in range(FLOOD_CONNECTIONS):
+                    sock = socket.create_connection((address.hostname, address.port), timeout=5)
+                    sock.sendall(b'POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"tra')
+                    stalled.append(sock)
+                probes = []
+                for _ in range(10):
+                    probe, elapsed = timed(lambda: session.get(f"{url}/", timeout=5))
+                    assert probe.status_code == 200
+                    probes.append(elapsed)
+                    time.sleep(0.05)
+                assert max(probes) < 0.1, probes
+                answers = {}
+                for sock in stalled:
+                    sock.settimeout(max(0.01, opened + BODY_TIMEOUT_SECONDS + 1.5 - time.monotonic()))
+                    try:
+                        head = sock.recv(12)
+                    except TimeoutError:
+                        head = b"no answer"
+                    answers[head] = answers.get(head, 0) + 1
+                assert set(answers) <= {b"HTTP/1.1 408", b""}, answers
+            finally:
+                for sock in stalled:
+                    sock.close()
+            assert post(session, url, "next", 1).status_code == 200
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
