@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import redis
-
 from botify_lab.formats import FormatError
 
 from .config import ConfigError
-from .eventlog import LogDirError
+from .eventlog import LogDirError, warn
 from .server import main_serve
+from .store import StoreStartError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return main_serve(args)
-    except (ConfigError, FormatError, LogDirError, redis.exceptions.RedisError) as error:
-        print(f"botify: {error}", file=sys.stderr)
+    except (ConfigError, FormatError, LogDirError, StoreStartError) as error:
+        warn(str(error))
         return 2
 
 

@@ -18,6 +18,10 @@ from .recommenders import RECOMMENDERS
 
 DEFAULT_LOG_MAX_BYTES = 50_000_000
 DEFAULT_LOG_BACKUP_COUNT = 1000
+# Each rotation renames every kept file (data.json.i -> data.json.i+1) under the log's lock, so a file must hold
+# enough lines to pay for that: at least this many bytes per kept file (1 MiB with the default 1000 files, a
+# rotation's renames then cost a few microseconds per line).
+MIN_LOG_BYTES_PER_BACKUP = 1024
 TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "clock", "log_max_bytes", "log_backup_count", "experiments"}
 # `wall`: events are stamped with the server's clock and their measured latency (the course's log). `simulated`: each
 # request carries its simulated time (the X-Botify-Time header, ms since epoch) and latency is not measured (logged
@@ -102,16 +106,24 @@ def parse_config(raw: dict, base_dir: Path) -> BotifyConfig:
     names = [experiment.name for experiment in parsed]
     if len(set(names)) != len(names):
         raise ConfigError(f"experiment names must be unique, got {names}")
+    log_max_bytes = _require_int(raw.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES), "log_max_bytes", minimum=0)
+    log_backup_count = _require_int(
+        raw.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT), "log_backup_count", minimum=1
+    )
+    if 0 < log_max_bytes < MIN_LOG_BYTES_PER_BACKUP * log_backup_count:
+        raise ConfigError(
+            f"`log_max_bytes` must be 0 (never rotate) or at least {MIN_LOG_BYTES_PER_BACKUP} x `log_backup_count` "
+            f"= {MIN_LOG_BYTES_PER_BACKUP * log_backup_count}, got {log_max_bytes}: each rotation renames every "
+            "kept file, so smaller files would make rotating the service's bottleneck"
+        )
     return BotifyConfig(
         catalog=_resolve(_require_str(raw["catalog"], "catalog"), base_dir),
         log_dir=_resolve(_require_str(raw.get("log_dir", "log"), "log_dir"), base_dir),
         store=store,
         seed=_require_int(raw.get("seed", 0), "seed", minimum=None),
         clock=clock,
-        log_max_bytes=_require_int(raw.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES), "log_max_bytes", minimum=0),
-        log_backup_count=_require_int(
-            raw.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT), "log_backup_count", minimum=1
-        ),
+        log_max_bytes=log_max_bytes,
+        log_backup_count=log_backup_count,
         experiments=parsed,
         base_dir=base_dir,
     )

@@ -48,7 +48,16 @@ class LogUnavailable(RuntimeError):
 
 
 def warn(message: str) -> None:
-    print(f"botify: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, written with a single write: workers sharing stderr never merge their lines (print()
+    writes the text and the newline separately)."""
+    line = "botify: " + " ".join(str(message).splitlines()) + "\n"
+    sys.stderr.flush()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stderr without a descriptor
+        sys.stderr.write(line)
+        return
+    os.write(fd, line.encode(errors="replace"))
 
 
 ORPHANS_STOP_SECONDS = 4.0  # workers of a killed supervisor stop within WORKER_STOP_SECONDS (3 s) of its death

@@ -406,6 +406,6 @@ def main_serve(args) -> int:
             reset_counters=getattr(args, "reset_counters", False),
         )
     except ServeError as error:
-        print(f"botify: {error}", file=sys.stderr)
+        warn(str(error))
         return 2
     return 0

@@ -49,6 +49,10 @@ return {redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1, created}
 """
 
 
+class StoreStartError(RuntimeError):
+    """The counter store cannot be reached at start-up (the service does not start)."""
+
+
 class StoreUnavailable(RuntimeError):
     """The counter store cannot number this request (Redis down or stalled); the request is refused, not logged."""
 
@@ -177,14 +181,15 @@ class MemoryStore:
 
     def _journal(self, user: int, count: int) -> None:
         record = JOURNAL_RECORD.pack(user, count)
+        written = 0
         try:
-            written = os.write(self._journal_fd, record)
+            while written < len(record):
+                written += os.write(self._journal_fd, record[written:])
         except OSError as error:
+            if written:  # a full disk mid-record: cut it back so the next record stays aligned
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._journal_fd, os.fstat(self._journal_fd).st_size - written)
             raise StoreUnavailable(f"cannot journal the request counter: {error}") from None
-        if written != len(record):  # a full disk mid-record: cut it back so the next record stays aligned
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._journal_fd, os.fstat(self._journal_fd).st_size - written)
-            raise StoreUnavailable("cannot journal the request counter: short write (disk full?)")
 
     def reset(self) -> None:
         with self._lock:
@@ -245,7 +250,16 @@ class RedisStore:
         self._loss_reported = False
 
     def start(self, fresh: bool) -> str:
-        """Delete the counters (fresh) or keep them, reporting a hash that vanished; raises RedisError if down."""
+        """Delete the counters (fresh) or keep them, reporting a hash that vanished."""
+        try:
+            return self._start(fresh)
+        except redis.RedisError as error:
+            raise StoreStartError(
+                f"cannot reach Redis at {self.url} for the request counters ({type(error).__name__}: {error}); "
+                "start redis-server there, or serve one worker with `store: memory`"
+            ) from None
+
+    def _start(self, fresh: bool) -> str:
         if fresh:
             self.reset()
             return "counters from zero"

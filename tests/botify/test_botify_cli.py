@@ -96,6 +96,8 @@ def test_explicit_arm_names_and_dict_configs(world, tmp_path, monkeypatch, open_
         ),
         ({"store": "postgres://x"}, "store"),
         ({"seed": "abc"}, "seed"),
+        ({"log_max_bytes": 1000}, r"at least 1024 x `log_backup_count` = 1024000, got 1000"),
+        ({"log_max_bytes": 4000, "log_backup_count": 500}, "renames every kept file"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_reason(write_config, world, change, message):
@@ -103,6 +105,13 @@ def test_invalid_configs_are_refused_with_the_reason(write_config, world, change
     path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | change))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+@pytest.mark.parametrize("size", [{"log_max_bytes": 0}, {"log_max_bytes": 2048, "log_backup_count": 2}])
+def test_log_sizes_at_the_floor_or_without_rotation_are_accepted(write_config, world, size):
+    path = write_config([world.top_pop_experiment()])
+    path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | size))
+    assert load_config(path).log_max_bytes == size["log_max_bytes"]
 
 
 def test_data_files_with_ids_outside_the_catalog_are_refused(write_config, tmp_path):

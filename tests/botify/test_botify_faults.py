@@ -7,6 +7,7 @@ Real servers bind 127.0.0.1 only; Redis is a private redis-server on a free loop
 import errno
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -27,6 +28,7 @@ import requests
 import botify.eventlog
 from botify.launch import served
 from botify.server import BODY_TIMEOUT_SECONDS
+from tests.botify.conftest import free_loopback_port
 
 
 def run_botify(*args: str) -> subprocess.CompletedProcess:
@@ -224,7 +226,7 @@ def test_a_failing_rotation_keeps_appending_and_warns_once(
     write_config, world, open_app, monkeypatch, capsys, tmp_path
 ):
     log_dir = tmp_path / "log"
-    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=1000)).test_client()
+    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=1024, log_backup_count=1)).test_client()
     real_replace = os.replace
 
     def refuse_in_log_dir(source, target, *args, **kwargs):
@@ -236,7 +238,7 @@ def test_a_failing_rotation_keeps_appending_and_warns_once(
     monkeypatch.setattr(botify.eventlog, "ROTATION_RETRY_SECONDS", 0.0)  # retry at every write: still warned once
     for user in range(30):
         assert client.post(f"/next/{user}", json={"track": 1, "time": 0.5}).status_code == 200
-    assert len(log_lines(log_dir)) == 30 and (log_dir / "data.json").stat().st_size > 1000
+    assert len(log_lines(log_dir)) == 30 and (log_dir / "data.json").stat().st_size > 1024
     assert not (log_dir / "data.json.1").exists()
     monkeypatch.setattr(os, "replace", real_replace)
     assert client.post("/next/99", json={"track": 1, "time": 0.5}).status_code == 200
@@ -246,8 +248,8 @@ def test_a_failing_rotation_keeps_appending_and_warns_once(
 
 
 def test_a_rotation_that_drops_the_oldest_file_says_so(write_config, world, open_app, capsys, tmp_path):
-    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=500, log_backup_count=2)).test_client()
-    for user in range(20):
+    client = open_app(write_config([world.top_pop_experiment()], log_max_bytes=2048, log_backup_count=2)).test_client()
+    for user in range(60):
         assert client.post(f"/last/{user}", json={"track": 1, "time": 0.5}).status_code == 200
     assert sorted(path.name for path in (tmp_path / "log").glob("data.json*")) == [
         "data.json",
@@ -649,6 +651,7 @@ def test_a_flood_of_stalled_bodies_beyond_the_in_flight_limit_blocks_no_probe(wr
                     sock = socket.create_connection((address.hostname, address.port), timeout=5)
                     sock.sendall(b'POST /next/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"tra')
                     stalled.append(sock)
+                time.sleep(0.25)  # the worker reads the flood's last headers (CPU, not a wait on the stalled bodies)
                 probes = []
                 for _ in range(10):
                     probe, elapsed = timed(lambda: session.get(f"{url}/", timeout=5))
@@ -671,3 +674,33 @@ def test_a_flood_of_stalled_bodies_beyond_the_in_flight_limit_blocks_no_probe(wr
             assert post(session, url, "next", 1).status_code == 200
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. Smaller: Redis down at start-up, stderr lines from several processes
+
+
+def test_redis_down_at_start_up_is_one_line_naming_redis_and_its_url(write_config, world):
+    url = f"redis://127.0.0.1:{free_loopback_port()}/0"  # nothing listens there
+    result = run_botify("serve", "--config", str(write_config([world.top_pop_experiment()], store=url)), "--port", "0")
+    assert_one_clear_line(result, f"cannot reach Redis at {url}", "Connection refused", "store: memory")
+
+
+def test_warnings_of_processes_sharing_stderr_never_merge_into_one_line(tmp_path):
+    """Workers share the service's stderr: each warning is one write, so lines stay whole (print() made two)."""
+    writer = (
+        "import sys\n"
+        "from botify.eventlog import warn\n"
+        "for index in range(3000):\n"
+        "    warn(f'{sys.argv[1]} {index} ' + 'x' * 200 + '\\nsecond line')\n"
+    )
+    with (tmp_path / "stderr.txt").open("wb") as shared:
+        writers = [
+            subprocess.Popen([sys.executable, "-c", writer, name], stderr=shared, cwd=Path(__file__).parents[2])
+            for name in ("first", "second")
+        ]
+        assert [process.wait(60) for process in writers] == [0, 0]
+    lines = (tmp_path / "stderr.txt").read_text().splitlines()
+    assert len(lines) == 6000
+    pattern = re.compile(r"botify: (first|second) \d+ x{200} second line")
+    assert all(pattern.fullmatch(line) for line in lines), next(line for line in lines if not pattern.fullmatch(line))
