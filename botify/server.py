@@ -17,7 +17,12 @@ What the server adds to the app, so slow or failing parts cannot take the servic
   a stalled Redis delays only the /next calls waiting on it (each at most the store's timeout), never GET / or
   /last.
 - A worker that dies (even by SIGKILL) is replaced by granian's supervisor at once; one that dies again within
-  5.5 s of its replacement stops the service (a crash loop).
+  5.5 s of its replacement stops the service (a crash loop). With the in-memory store a replacement (also a SIGHUP
+  reload) starts only once the old worker has stopped, and continues its counters (see botify.store).
+- Workers stop with their supervisor, even one killed by SIGKILL (the kernel sends them SIGTERM), so no orphan
+  keeps serving and holding the locks.
+- Under a flood of clients that stall mid-body, bodies awaited beyond half the in-flight limit get a short timeout,
+  so slots keep freeing and probes get in.
 - One service per port and per log folder: a lock file per address (its pid inside) plus a plain bind of the port
   first, since granian's workers bind with SO_REUSEPORT, which would let a second service share the port; the log
   folder's lock is taken by the Service itself.

@@ -70,11 +70,14 @@ class Service:
     counters: str = ""  # how the request counters started, for the startup line
 
     @classmethod
-    def open(cls, config: dict | str | Path | BotifyConfig, *, reset_counters: bool = False) -> Service:
+    def open(
+        cls, config: dict | str | Path | BotifyConfig, *, reset_counters: bool = False, journal_counters: bool = True
+    ) -> Service:
         """Build the service from a config; lock its log folder; continue or zero the request counters.
 
         The counters continue when the log folder already holds events (a restart) and start from zero when it is
-        new or empty, or when `reset_counters` is set.
+        new or empty, or when `reset_counters` is set. `journal_counters=False` skips the memory store's journal
+        (one write per /next) where a crash loses the whole run anyway.
         """
         settings = config if isinstance(config, BotifyConfig) else load_config(config)
         catalog = load_catalog(settings.catalog)
@@ -82,7 +85,7 @@ class Service:
             Experiment(experiment, [build_recommender(arm, catalog) for arm in experiment.arms])
             for experiment in settings.experiments
         )
-        store = open_store(settings.store, settings.log_dir)
+        store = open_store(settings.store, settings.log_dir, journal=journal_counters)
         event_log = folder_lock = None
         try:
             # Only a shared store can serve several workers, so only then do other processes write this log.

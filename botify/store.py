@@ -69,8 +69,9 @@ class MemoryStore:
 
     shared_between_processes = False
 
-    def __init__(self, counters_path: Path | None = None):
+    def __init__(self, counters_path: Path | None = None, *, journal: bool = True):
         self.counters_path = None if counters_path is None else Path(counters_path)
+        self.journalled = journal
         self.journal_path = None if counters_path is None else self.counters_path.with_name(JOURNAL_FILE_NAME)
         self._counts: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -173,6 +174,7 @@ class MemoryStore:
             counts = self._read_saved() or {}
             _fold(counts, self._read_journal()[0])
             self._counts = counts
+        if self.counters_path is not None and self.journalled:
             try:
                 self._journal_fd = os.open(self.journal_path, JOURNAL_FLAGS, 0o644)
             except OSError as error:
@@ -309,8 +311,8 @@ class RedisStore:
         self.client.close()
 
 
-def open_store(spec: str, log_dir: Path):
-    """The store a config's `store` names, its counters tied to `log_dir`."""
+def open_store(spec: str, log_dir: Path, *, journal: bool = True):
+    """The store a config's `store` names, its counters tied to `log_dir` (journalled unless `journal` is False)."""
     if spec == "memory":
-        return MemoryStore(Path(log_dir) / COUNTERS_FILE_NAME)
+        return MemoryStore(Path(log_dir) / COUNTERS_FILE_NAME, journal=journal)
     return RedisStore(spec, key=f"botify:requests:{Path(log_dir).resolve()}")

@@ -504,6 +504,20 @@ def test_the_journal_replays_idempotently_and_a_torn_record_is_reported(tmp_path
     assert len(warnings) == 2 and "ends in a partial record" in warnings[0] and "2 users' counters" in warnings[1]
 
 
+def test_a_store_told_not_to_journal_writes_no_journal(tmp_path):
+    """The in-process service's parts skip it (a failed stage reruns from nothing); the served one journals."""
+    from botify.store import MemoryStore
+
+    for journal in (True, False):
+        store = MemoryStore(tmp_path / str(journal) / ".botify-counters.json", journal=journal)
+        store.counters_path.parent.mkdir()
+        store.start(fresh=True)
+        assert [store.next_request_number(7) for _ in range(3)] == [0, 1, 2]
+        assert (store.counters_path.parent / ".botify-counters.journal").exists() == journal
+        store.close()
+        assert saved_counts(store.counters_path.parent) == {"7": 3}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 5. One instance per port and per log folder
 
