@@ -8,6 +8,11 @@ client then costs one idle connection, not the worker. Measured on 2 cores, one 
 connections: ~5,600-6,300 req/s this way; granian's WSGI threads did ~3,800 (2-4 threads, fighting over the
 GIL) or ~7,000 (1 thread, which one stalled client stops); waitress did ~2,100.
 
+Well-formed /next and /last (the traffic) skip Flask's request machinery: the adapter hands them to the Service
+and writes the answer the app's route would (tests/botify/test_botify_fast_path.py compares status, headers, body,
+log and counters on valid and wrong requests); everything else goes through Flask. Paired on a slower machine:
+4,270 against 1,710 req/s through Flask, p99 10 ms against 25 ms.
+
 What the server adds to the app, so slow or failing parts cannot take the service down:
 
 - Every request body must arrive within BODY_TIMEOUT_SECONDS (and headers within HEADER_TIMEOUT_SECONDS), else
@@ -36,14 +41,17 @@ import errno
 import io
 import multiprocessing
 import os
+import re
 import resource
 import signal
 import socket
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 from flask import Flask
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
@@ -52,8 +60,9 @@ from granian.rsgi import ProtocolClosed
 from granian.server import MPServer
 
 from . import create_app
-from .app import json_response
+from .app import JSON_TYPE, TIME_HEADER, json_response
 from .eventlog import lock_exclusively, warn
+from .service import MAX_USER_ID, BadRequest, ServiceUnavailable
 
 WORKER_STOP_SECONDS = 3
 BODY_TIMEOUT_SECONDS = 5.0
@@ -66,6 +75,8 @@ STORE_THREADS = 8
 MAX_OPEN_FILES = 65536
 RESERVED_FILES = 128  # log files, locks, Redis connections, the catalog and data files being read
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+EVENT_PATH = re.compile(r"/(next|last)/([0-9]{1,10})")  # the app's routes with a well-formed user id
+TIME_HEADER_KEY = TIME_HEADER.lower()
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -142,13 +153,61 @@ class FlaskOverRSGI:
             finally:
                 self._body_reads -= 1
             content_length = str(len(body))
-        environ = self._environ(scope, body, content_length)
         if self._executor is not None and scope.path.startswith("/next/"):
             loop = asyncio.get_running_loop()
-            status_line, response_headers, payload = await loop.run_in_executor(self._executor, self._call_app, environ)
+            answer = await loop.run_in_executor(self._executor, self._answer, scope, body, content_length)
         else:
-            status_line, response_headers, payload = self._call_app(environ)
-        protocol.response_bytes(int(status_line[:3]), response_headers, payload)
+            answer = self._answer(scope, body, content_length)
+        protocol.response_bytes(*answer)
+
+    def _answer(self, scope, body: bytes, content_length: str) -> tuple[int, list, bytes]:
+        """(status, headers, payload): an event straight from the Service when it is well-formed, else Flask's."""
+        answer = self._answer_event(scope, body) if scope.method == "POST" else None
+        if answer is None:
+            status_line, headers, payload = self._call_app(self._environ(scope, body, content_length))
+            answer = int(status_line[:3]), headers, payload
+        return answer
+
+    def _answer_event(self, scope, body: bytes) -> tuple[int, list, bytes] | None:
+        """POST /next/<user> or /last/<user> whose body is a JSON object with `track` and `time`, answered as the
+        app's route answers it (status, headers, body and log line; tests/botify/test_botify_fast_path.py compares
+        the two) without Flask's request machinery, which cost about a third of such a request. None for anything
+        else, which the app answers."""
+        started = time.perf_counter()
+        match = EVENT_PATH.fullmatch(scope.path)
+        if match is None or len(body) > self.max_body_bytes:
+            return None
+        user = int(match[2])
+        if user > MAX_USER_ID:
+            return None
+        try:
+            fields = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if type(fields) is not dict or "track" not in fields or "time" not in fields:
+            return None
+        timestamp = scope.headers.get_all(TIME_HEADER_KEY)
+        if len(timestamp) > 1:
+            return None  # the app reads repeated headers joined by commas
+        timestamp = timestamp[0] if timestamp else None
+        if timestamp is not None and timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 16:
+            timestamp = int(timestamp)
+        try:
+            if match[1] == "next":
+                track = self.service.next_track(
+                    user, fields["track"], fields["time"], started=started, timestamp=timestamp
+                )
+                return _json_answer(200, {"user": user, "track": track})
+            self.service.last_track(user, fields["track"], fields["time"], started=started, timestamp=timestamp)
+            return _json_answer(200, {"user": user})
+        except BadRequest as error:
+            return _json_answer(400, {"error": str(error)})
+        except ServiceUnavailable as error:
+            status, headers, payload = _json_answer(503, {"error": str(error)})
+            return status, [*headers, ("Retry-After", "1")], payload
+        except Exception as error:
+            self.app.logger.exception("unexpected error")
+            return _json_answer(500, {"error": f"internal error: {type(error).__name__}"})
 
     @staticmethod
     def _flatten(response) -> tuple[int, list, bytes]:
@@ -208,6 +267,11 @@ class FlaskOverRSGI:
             if hasattr(chunks, "close"):
                 chunks.close()
         return started[0], started[1], payload
+
+
+def _json_answer(status: int, content) -> tuple[int, list, bytes]:
+    payload = orjson.dumps(content)
+    return status, [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload)))], payload
 
 
 def _default_stop_signals() -> None:
