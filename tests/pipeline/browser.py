@@ -48,9 +48,10 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
-# Chromium's own calls home (extension updates, sign-in), which no flag of this build turns off; a page never has a
-# reason to load anything from these two hosts, so they are not counted as the page's requests.
-BROWSER_OWN_HOSTS = ("update.googleapis.com", "accounts.google.com")
+# Chromium's own calls home, which no flag of these builds turns off: extension updates, sign-in, and since Chromium
+# 150 an eligibility check on start-up (GET www.google.com/async/folae, seen in its net log on a blank page). A page
+# never has a reason to load anything from these hosts, so they are not counted as the page's requests.
+BROWSER_OWN_HOSTS = ("update.googleapis.com", "accounts.google.com", "www.google.com:443")
 
 
 def page_requests(requests: list[str]) -> list[str]:
