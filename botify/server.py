@@ -171,7 +171,7 @@ class FlaskOverRSGI:
     def _answer_event(self, scope, body: bytes) -> tuple[int, list, bytes] | None:
         """POST /next/<user> or /last/<user> whose body is a JSON object with `track` and `time`, answered as the
         app's route answers it (status, headers, body and log line; tests/botify/test_botify_fast_path.py compares
-        the two) without Flask's request machinery, which cost about a third of such a request. None for anything
+        the two) without Flask's request machinery, which cost more than half of such a request. None for anything
         else, which the app answers."""
         started = time.perf_counter()
         match = EVENT_PATH.fullmatch(scope.path)
