@@ -29,6 +29,7 @@ TIME_HEADER = "X-Botify-Time"
 USER_ID_PATTERN = re.compile(r"[0-9]{1,10}")
 JSON_TYPE = "application/json"
 BODY_SHAPE = 'body must be a JSON object like {"track": 1, "time": 0.5}'
+RETRY_AFTER = ("Retry-After", "1")  # on a 503: the store or the log may take the event a second later
 
 
 def json_response(payload, status: int = 200) -> Response:
@@ -55,24 +56,23 @@ def app_for(service: Service) -> Flask:
     return app
 
 
-def _parse_user(text: str) -> int:
+def parse_user(text: str) -> int:
     if not USER_ID_PATTERN.fullmatch(text) or int(text) > MAX_USER_ID:
         raise BadRequest(f"user must be an integer in 0..{MAX_USER_ID}, got {text[:40]!r}")
     return int(text)
 
 
-def _simulated_time() -> int | str | None:
+def parse_simulated_time(text: str | None) -> int | str | None:
     """The X-Botify-Time header as an int when it is one (the Service says what is wrong with anything else)."""
-    text = request.headers.get(TIME_HEADER)
     if text is None:
         return None
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 16 else text
 
 
-def _parse_body() -> tuple[object, object]:
+def parse_body(data: bytes) -> tuple[object, object]:
     """The (track, time) a /next or /last body holds, unchecked: the Service checks their types and ranges."""
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        body = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise BadRequest(BODY_SHAPE) from None
     if not isinstance(body, dict):
@@ -80,6 +80,10 @@ def _parse_body() -> tuple[object, object]:
     if "track" not in body or "time" not in body:
         raise BadRequest("body needs both `track` and `time`")
     return body["track"], body["time"]
+
+
+def internal_error_message(error: Exception) -> str:
+    return f"internal error: {type(error).__name__}"
 
 
 def _register_routes(app: Flask, service: Service) -> None:
@@ -101,17 +105,24 @@ def _register_routes(app: Flask, service: Service) -> None:
     @app.post("/next/<user_id>")
     def next_track(user_id: str):
         started = time.perf_counter()
-        user = _parse_user(user_id)
-        last_track, listen_time = _parse_body()
-        recommendation = service.next_track(user, last_track, listen_time, started=started, timestamp=_simulated_time())
+        user = parse_user(user_id)
+        last_track, listen_time = parse_body(request.get_data(cache=False))
+        timestamp = parse_simulated_time(request.headers.get(TIME_HEADER))
+        recommendation = service.next_track(user, last_track, listen_time, started=started, timestamp=timestamp)
         return json_response({"user": user, "track": recommendation})
 
     @app.post("/last/<user_id>")
     def last_track(user_id: str):
         started = time.perf_counter()
-        user = _parse_user(user_id)
-        track_id, listen_time = _parse_body()
-        service.last_track(user, track_id, listen_time, started=started, timestamp=_simulated_time())
+        user = parse_user(user_id)
+        track_id, listen_time = parse_body(request.get_data(cache=False))
+        service.last_track(
+            user,
+            track_id,
+            listen_time,
+            started=started,
+            timestamp=parse_simulated_time(request.headers.get(TIME_HEADER)),
+        )
         return json_response({"user": user})
 
     @app.errorhandler(BadRequest)
@@ -122,7 +133,7 @@ def _register_routes(app: Flask, service: Service) -> None:
     def unavailable(error: ServiceUnavailable):
         """The counter store or the log cannot take the event: refused (and not logged) rather than served."""
         response = json_response({"error": str(error)}, 503)
-        response.headers["Retry-After"] = "1"
+        response.headers[RETRY_AFTER[0]] = RETRY_AFTER[1]
         return response
 
     @app.errorhandler(HTTPException)
@@ -138,4 +149,4 @@ def _register_routes(app: Flask, service: Service) -> None:
     def unexpected(error: Exception):
         """A fault of the service itself: 500 with a JSON error (the tests keep this from ever happening)."""
         app.logger.exception("unexpected error")
-        return json_response({"error": f"internal error: {type(error).__name__}"}, 500)
+        return json_response({"error": internal_error_message(error)}, 500)

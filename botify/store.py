@@ -112,9 +112,7 @@ class MemoryStore:
             )
         with self._lock:
             self._counts = counts
-            self._counting_pid = os.getpid()
         self.save()  # fold the journal in: the file now holds everything, the journal is gone
-        self._counting_pid = None
         how = "restored from the journal" if changed else "restored"
         return f"counters of {len(counts)} users {how}"
 
