@@ -298,16 +298,7 @@ def test_a_worker_killed_with_sigkill_is_replaced_within_a_second(write_config, 
         victim.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         victim.wait(5)
-        replaced = None
-        while time.monotonic() - killed < 3 and replaced is None:
-            alive = [child for child in supervisor.children() if child.pid != victim.pid]
-            if len(alive) == workers:
-                try:
-                    if requests.get(f"{url}/", timeout=0.5).status_code == 200:
-                        replaced = time.monotonic() - killed
-                except requests.RequestException:
-                    pass
-            time.sleep(0.01)
+        replaced = seconds_until_replaced(supervisor, victim.pid, url, workers, since=killed, timeout=3)
         assert replaced is not None and replaced < 1.0, replaced
         with requests.Session() as session:
             assert all(post(session, url, "next", user).status_code == 200 for user in range(50))
@@ -339,6 +330,23 @@ def test_a_supervisor_killed_with_sigkill_takes_its_workers_along_and_a_restart_
     assert len(log_lines(tmp_path / "log")) == 60
     if store == "memory":
         assert orjson.loads((tmp_path / "log" / ".botify-counters.json").read_bytes())["counts"]["0"] == 2
+
+
+def seconds_until_replaced(
+    supervisor: psutil.Process, old_pid: int, url: str, workers: int, *, since: float, timeout: float
+) -> float | None:
+    """Seconds from `since` until the supervisor runs `workers` workers without `old_pid` and GET / answers; None
+    if that takes longer than `timeout`."""
+    while time.monotonic() - since < timeout:
+        running = [child for child in supervisor.children() if child.pid != old_pid and still_running(child)]
+        if len(running) == workers:
+            try:
+                if requests.get(f"{url}/", timeout=0.5).status_code == 200:
+                    return time.monotonic() - since
+            except requests.RequestException:
+                pass
+        time.sleep(0.01)
+    return None
 
 
 def still_running(process: psutil.Process) -> bool:
@@ -423,21 +431,6 @@ def keep_asking(url: str, users: range, stop: threading.Event, fresh_connections
     return answered
 
 
-def replaced_worker(supervisor: psutil.Process, old_pid: int, url: str) -> psutil.Process:
-    """The supervisor's new worker once it answers (bounded: 10 s)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        workers = [child for child in supervisor.children() if child.pid != old_pid and still_running(child)]
-        if workers:
-            try:
-                if requests.get(f"{url}/", timeout=0.5).status_code == 200:
-                    return workers[0]
-            except requests.RequestException:
-                pass
-        time.sleep(0.02)
-    pytest.fail("no new worker answered within 10 s")
-
-
 @pytest.mark.parametrize("how", ["sighup", "sigkill"])
 def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, world, tmp_path, how):
     """SIGHUP (granian's reload) or kill -9 of the worker: the new worker counts on from the old one's numbers, so
@@ -455,7 +448,8 @@ def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, wo
                 supervisor.send_signal(signal.SIGHUP)
             else:
                 worker.send_signal(signal.SIGKILL)
-            replaced_worker(supervisor, worker.pid, url)
+            replaced = seconds_until_replaced(supervisor, worker.pid, url, 1, since=time.monotonic(), timeout=10)
+            assert replaced is not None, "no new worker answered within 10 s"
             time.sleep(0.5)  # both workers would serve these connections if granian's reload overlapped them
             stop.set()
             assert all(future.result() > 20 for future in answered)

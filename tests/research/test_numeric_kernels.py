@@ -26,8 +26,7 @@ UNPINNED = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", kernels.OPT_OUT_VAR
 
 
 def openblas_kernels(**environment) -> list[str]:
-    env = {key: value for key, value in os.environ.items() if key not in UNPINNED}
-    env.update(environment)
+    env = {**unpinned_environment(), **environment}
     completed = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout)
 
