@@ -8,8 +8,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import orjson
+import psutil
 import pytest
 import redis
 import yaml
@@ -96,6 +98,28 @@ def write_config(world, tmp_path):
         return path
 
     return write
+
+
+def botify_supervisor(url: str) -> psutil.Process:
+    """The `python -m botify serve` process this test started that serves `url`.
+
+    Found by its listening socket, never by its place among the test's children: the session's redis-server is a
+    child too, and once pids wrap around it may come last (a test once killed it instead of the service)."""
+    port = urlparse(url).port
+
+    def listens(process: psutil.Process) -> bool:
+        connections = process.net_connections("tcp")
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE or child.cmdline()[1:4] != ["-m", "botify", "serve"]:
+                continue
+            if any(map(listens, [child, *child.children()])):  # granian's workers hold the socket, not the supervisor
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError(f"no botify service of this test listens on port {port}")
 
 
 class RedisServer:

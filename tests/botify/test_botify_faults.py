@@ -28,7 +28,7 @@ import requests
 import botify.eventlog
 from botify.launch import served
 from botify.server import BODY_TIMEOUT_SECONDS
-from tests.botify.conftest import free_loopback_port
+from tests.botify.conftest import botify_supervisor, free_loopback_port
 
 
 def run_botify(*args: str) -> subprocess.CompletedProcess:
@@ -291,7 +291,7 @@ def test_experiments_show_data_paths_relative_to_the_config(write_config, world,
 def test_a_worker_killed_with_sigkill_is_replaced_within_a_second(write_config, world, request, workers):
     store = request.getfixturevalue("redis_url") if workers > 1 else "memory"
     with served(write_config([world.top_pop_experiment()], store=store), workers=workers) as url:
-        supervisor = psutil.Process().children()[-1]
+        supervisor = botify_supervisor(url)
         before = supervisor.children()
         assert len(before) == workers
         victim = before[0]
@@ -314,7 +314,7 @@ def test_a_supervisor_killed_with_sigkill_takes_its_workers_along_and_a_restart_
     store = request.getfixturevalue("redis_url") if workers > 1 else "memory"
     config = write_config([world.top_pop_experiment()], store=store)
     with served(config, workers=workers) as url, requests.Session() as session:
-        supervisor = psutil.Process().children()[-1]
+        supervisor = botify_supervisor(url)
         orphans = supervisor.children()
         assert len(orphans) == workers
         assert all(post(session, url, "next", user).status_code == 200 for user in range(30))
@@ -437,7 +437,7 @@ def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, wo
     after the clean stop every user's counter equals their /next lines (no random draw repeats)."""
     output = tmp_path / "output.txt"
     with served(write_config([world.top_pop_experiment()]), output=output) as url:
-        supervisor = psutil.Process().children()[-1]
+        supervisor = botify_supervisor(url)
         (worker,) = supervisor.children()
         burst(url, range(40), rounds=3)
         stop = threading.Event()
@@ -466,7 +466,7 @@ def test_a_service_killed_whole_restores_its_counters_from_the_journal_and_says_
     log_dir = tmp_path / "log"
     with served(config) as url:
         burst(url, range(30), rounds=2)
-        supervisor = psutil.Process().children()[-1]
+        supervisor = botify_supervisor(url)
         for process in [*supervisor.children(), supervisor]:
             process.send_signal(signal.SIGKILL)
         psutil.wait_procs([supervisor], timeout=5)
@@ -520,7 +520,7 @@ def test_a_second_service_cannot_share_the_port_or_the_log_folder(write_config, 
     experiment = world.top_pop_experiment()
     first = write_config([experiment], name="first.yaml", log_dir="first")
     with served(first) as url:
-        owner = psutil.Process().children()[-1].pid
+        owner = botify_supervisor(url).pid
         port = str(urlparse(url).port)
         same_port = write_config([experiment], name="second.yaml", log_dir="second")
         assert_one_clear_line(

@@ -4,11 +4,11 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 import requests
 
 from botify.launch import served
+from tests.botify.conftest import botify_supervisor
 
 CLIENTS = 6
 REQUESTS_PER_CLIENT = 60
@@ -71,7 +71,7 @@ def test_sigterm_mid_burst_leaves_only_complete_lines(write_config, world, event
     store = "memory" if workers == 1 else redis_url
     ok_answers = []
     with served(write_config([world.top_pop_experiment()], store=store), workers=workers) as url:
-        server = psutil.Process().children()[-1]
+        server = botify_supervisor(url)
         stop = threading.Event()
 
         def hammer(client: int) -> None:
