@@ -12,7 +12,9 @@ venv: $(STAMP)
 # Rebuild the venv only when requirements.txt (or pyproject.toml) changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# LIGHTFM_NO_CFLAGS: build LightFM (sdist only) without -march=native -ffast-math, so its fit, and so the
+# listening world, has the same bytes on every x86-64 machine (a native build follows the CPU's vector units).
+	LIGHTFM_NO_CFLAGS=1 $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@cat requirements.txt pyproject.toml | sha256sum > $(STAMP)
 

@@ -11,6 +11,7 @@ import yaml
 
 from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
 from sim.generator import KNOB_HELP, course_world, generate_world, knob_type
+from sim.listening import LISTENING_INTEGER_KNOBS, LISTENING_KNOB_HELP, SHARED_KNOBS, listening_world
 from sim.world import WorldError
 
 # The world settings besides the structure knobs: params.yaml `world:` key (and flag) -> (type, help text).
@@ -22,7 +23,8 @@ SIZE_FLAGS = {
 }
 WORLD_SETTINGS = {**SIZE_FLAGS, **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()}}
 # Keys of the params file's `world:` section that choose the world's source rather than set a knob.
-SOURCE_KEYS = ("source", "course_dir")
+SOURCE_KEYS = ("source", "course_dir", "listening")
+SOURCES = ("generated", "listening", "course")
 
 
 class ParamsError(ValueError):
@@ -30,11 +32,12 @@ class ParamsError(ValueError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     world = commands.add_parser(
         "world",
+        allow_abbrev=False,
         help="generate a world folder (tracks.json, users.json, tracks.npy, world.json)",
         description="Generate a deterministic synthetic world: same settings, byte-identical files. Every setting "
         "not given as a flag is read from the params file's `world:` section.",
@@ -56,8 +59,24 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML file whose `world:` section holds the settings not given as flags "
         "(default: params.yaml in the current folder)",
     )
+    world.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=None,
+        help="generated: a catalog tree of genres, styles and artists (sim.generator); listening: LightFM WARP "
+        "factors of a synthetic listening history, as the course made its world (sim.listening); course: see "
+        "--course-catalog (default: the params file's world.source, else generated)",
+    )
     for name, (kind, text) in WORLD_SETTINGS.items():
         world.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=text)
+    listening = world.add_argument_group(
+        "the listening source's knobs (default: the params file's world.listening)",
+        "Shared with the tree: seed, tracks, users, the artist-size and popularity knobs, interests and "
+        "interest_popularity_exponent.",
+    )
+    for name, text in LISTENING_KNOB_HELP.items():
+        kind = int if name in LISTENING_INTEGER_KNOBS else float
+        listening.add_argument(f"--listening-{name.replace('_', '-')}", dest=f"listening_{name}", type=kind, help=text)
 
     run = commands.add_parser(
         "run",
@@ -92,19 +111,36 @@ def _world_section(params_path: Path) -> dict:
     return section
 
 
-def course_catalog_of(params_path: Path) -> Path | None:
-    """The course folder the params file's `world:` chooses (`source: course`), relative to that file; else None."""
-    if not params_path.is_file():
-        return None
+def source_of(params_path: Path) -> str:
+    """The params file's `world.source` (generated when there is no params file or no source key)."""
+    source = _world_section(params_path).get("source", "generated") if params_path.is_file() else "generated"
+    if source not in SOURCES:
+        raise ParamsError(f"{params_path}: world.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    return source
+
+
+def course_catalog_of(params_path: Path) -> Path:
+    """The course folder the params file's `world:` names (`course_dir`), relative to that file."""
     section = _world_section(params_path)
-    if section.get("source", "generated") == "generated":
-        return None
-    if section.get("source") != "course" or not section.get("course_dir"):
-        raise ParamsError(
-            f"{params_path}: world.source must be 'generated' or 'course' (with world.course_dir set), "
-            f"got source={section.get('source')!r}, course_dir={section.get('course_dir')!r}"
-        )
+    if not section.get("course_dir"):
+        raise ParamsError(f"{params_path}: world.source is 'course' but world.course_dir is not set")
     return params_path.parent / Path(section["course_dir"]).expanduser()
+
+
+def listening_knobs(given: dict, params_path: Path) -> dict:
+    """The listening source's knobs: the `--listening-*` flags given, the rest from the params file."""
+    section = (_world_section(params_path).get("listening") if params_path.is_file() else None) or {}
+    unknown = sorted(set(section) - set(LISTENING_KNOB_HELP))
+    if unknown:
+        raise ParamsError(f"{params_path}: unknown world.listening knobs {unknown}; known: {list(LISTENING_KNOB_HELP)}")
+    knobs = {name: given[name] if given.get(name) is not None else section.get(name) for name in LISTENING_KNOB_HELP}
+    absent = [name for name, value in knobs.items() if value is None]
+    if absent:
+        raise ParamsError(
+            f"the listening world needs {absent}: give them as --listening-* flags or in {params_path}'s "
+            "world.listening section"
+        )
+    return knobs
 
 
 def world_settings(given: dict, params_path: Path) -> dict:
@@ -132,8 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "world":
             settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
-            catalog = args.course_catalog or course_catalog_of(args.params)
-            if catalog is not None:
+            source = "course" if args.course_catalog else args.source or source_of(args.params)
+            if source == "listening":
+                given = {name: getattr(args, f"listening_{name}") for name in LISTENING_KNOB_HELP}
+                meta = listening_world(
+                    args.out,
+                    seed=settings["seed"],
+                    n_tracks=settings["tracks"],
+                    n_users=settings["users"],
+                    shared={name: settings[name] for name in SHARED_KNOBS},
+                    listening=listening_knobs(given, args.params),
+                )
+                print(f"listening world written to {args.out} (content sha256 {meta['content_sha256']})")
+                return 0
+            if source == "course":
+                catalog = args.course_catalog or course_catalog_of(args.params)
                 for name in ("tracks", "users"):
                     settings.pop(name)
                 meta = course_world(catalog, args.out, seed=settings.pop("seed"), dim=settings.pop("dim"), **settings)

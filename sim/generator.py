@@ -283,24 +283,25 @@ def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -
     embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
     n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
 
-    users_rng = child(_USERS)
     interest_weights = np.exp(settings["interest_popularity_exponent"] * (log_popularity - log_popularity.max()))
-    interests = _draw_interests(users_rng, interest_weights / interest_weights.sum(), n_users, settings["interests"])
-    consume_bias = users_rng.uniform(0.0, 10.0, size=n_users)
-    sharpness_base = users_rng.uniform(1.0, 2.0, size=n_users)
-    sharpness_sign = users_rng.choice(np.array([-1.0, 1.0]), size=n_users)
-    consume_sharpness = sharpness_base**sharpness_sign
-
     return {
         "embeddings": embeddings,
         "track_artist": track_artist,
         "sizes": sizes,
         "popularity": popularity,
-        "interests": interests,
-        "consume_bias": consume_bias,
-        "consume_sharpness": consume_sharpness,
+        **course_users(child(_USERS), interest_weights, n_users, settings["interests"]),
         "n_styles": n_genres * per_genre,
     }
+
+
+def course_users(rng: np.random.Generator, interest_weights: np.ndarray, n_users: int, per_user: int) -> dict:
+    """The course's users: `per_user` distinct interests drawn in proportion to `interest_weights`, consume_bias
+    U(0, 10), consume_sharpness U(1, 2) to the power +-1."""
+    interests = _draw_interests(rng, interest_weights / interest_weights.sum(), n_users, per_user)
+    consume_bias = rng.uniform(0.0, 10.0, size=n_users)
+    sharpness_base = rng.uniform(1.0, 2.0, size=n_users)
+    sharpness_sign = rng.choice(np.array([-1.0, 1.0]), size=n_users)
+    return {"interests": interests, "consume_bias": consume_bias, "consume_sharpness": sharpness_base**sharpness_sign}
 
 
 def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -> dict:
@@ -311,12 +312,34 @@ def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_us
     """
     seed, n_tracks, n_users, dim, settings = _checked(seed, n_tracks, n_users, dim, knobs)
     arrays = world_arrays(seed=seed, n_tracks=n_tracks, n_users=n_users, dim=dim, **settings)
-    embeddings, track_artist, sizes = arrays["embeddings"], arrays["track_artist"], arrays["sizes"]
-    popularity, interests = arrays["popularity"], arrays["interests"]
-    consume_bias, consume_sharpness = arrays["consume_bias"], arrays["consume_sharpness"]
-    n_artists = len(sizes)
+    sizes, popularity = arrays["sizes"], arrays["popularity"]
+    return write_world(
+        out_dir,
+        arrays,
+        seed=seed,
+        generator=GENERATOR_NAME,
+        parameters={"seed": seed, "n_tracks": n_tracks, "n_users": n_users, "dim": dim, **settings},
+        stats={
+            "artists": len(sizes),
+            "styles": arrays["n_styles"],
+            "largest_artist_tracks": int(sizes.max()),
+            "top_1pct_popularity_share": float(np.sort(popularity)[::-1][: max(1, n_tracks // 100)].sum()),
+        },
+    )
+
+
+def write_world(out_dir: str | os.PathLike, arrays: dict, *, seed: int, generator: str, parameters: dict, stats: dict):
+    """Write a generated world's files (names and titles drawn from `seed`) and world.json last; return world.json's
+    content. `arrays` holds the embeddings, each track's artist and the users (`world_arrays`' keys)."""
+    embeddings, track_artist = arrays["embeddings"], arrays["track_artist"]
+    interests, consume_bias, consume_sharpness = (
+        arrays["interests"],
+        arrays["consume_bias"],
+        arrays["consume_sharpness"],
+    )
+    n_tracks, n_users = len(track_artist), len(interests)
     names_rng = np.random.default_rng([seed, _NAMES])
-    artist_names = _artist_names(names_rng, n_artists)
+    artist_names = _artist_names(names_rng, int(track_artist.max()) + 1)
     titles = _titles(names_rng, n_tracks)
 
     tracks_json = b"".join(
@@ -346,14 +369,9 @@ def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_us
         atomic_write_bytes(out / name, payload)
     meta = {
         "format": FORMAT_VERSION,
-        "generator": GENERATOR_NAME,
-        "parameters": {"seed": seed, "n_tracks": n_tracks, "n_users": n_users, "dim": dim, **settings},
-        "stats": {
-            "artists": n_artists,
-            "styles": arrays["n_styles"],
-            "largest_artist_tracks": int(sizes.max()),
-            "top_1pct_popularity_share": float(np.sort(popularity)[::-1][: max(1, n_tracks // 100)].sum()),
-        },
+        "generator": generator,
+        "parameters": parameters,
+        "stats": stats,
         "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
     }
     meta["content_sha256"] = content_hash(meta["files"])

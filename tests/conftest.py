@@ -20,7 +20,7 @@ def world_knobs(**overrides) -> dict:
     knobs = {
         name: value
         for name, value in world.items()
-        if name not in ("source", "course_dir", "seed", "tracks", "users", "dim")
+        if name not in ("source", "course_dir", "listening", "seed", "tracks", "users", "dim")
     }
     return {**knobs, **overrides}
 

@@ -77,6 +77,13 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
     assert json.loads((tmp_path / "fidelity.json").read_text())["failed"] == metrics["failed"]
     figure = fidelity.fidelity_figure(result, "StickyArtist")
     assert len(figure.axes) == 4
+    products = metrics["hidden_inner_products"]
+    embeddings = np.load(world / "tracks.npy").astype(np.float64)
+    assert products["pairs"] == fidelity.INNER_PRODUCT_PAIRS and products["course"]["share_negative"] == 0.55
+    assert products["min"] >= -np.linalg.norm(embeddings, axis=1).max() ** 2
+    assert products["percentiles"]["p1"] < products["percentiles"]["p50"] < products["percentiles"]["p99"]
+    assert 0.0 < products["share_negative"] < 1.0
+    assert fidelity.inner_product_figure(result).axes[0].get_title().startswith("hidden embeddings, 200,000 random")
 
 
 def test_in_process_engine_matches_the_world_loader(world):

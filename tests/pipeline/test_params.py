@@ -54,7 +54,7 @@ def test_cross_checks_name_the_models():
         "tracks.json and users.json"
     ]
     assert problems(lambda params: params["world"].update(source="upstream"))[0].startswith(
-        "params.yaml: world.source = 'upstream': Input should be 'generated' or 'course'"
+        "params.yaml: world.source = 'upstream': Input should be 'generated', 'listening' or 'course'"
     )
 
 

@@ -143,7 +143,7 @@ def test_params_world_section_lists_every_setting_in_world_json_order(tmp_path):
     import yaml
 
     section = yaml.safe_load(PARAMS.read_text())["world"]
-    assert list(section) == ["source", "course_dir", "seed", "tracks", "users", "dim", *KNOBS]
+    assert list(section) == ["source", "course_dir", "seed", "tracks", "users", "dim", *KNOBS, "listening"]
     shuffled = dict(reversed(list(DEFAULT_KNOBS.items())))
     shuffled.update(artist_spread=1, genres=5.0)  # an int for a float knob, a float for an int knob
     meta = generate_world(tmp_path, seed=0, n_tracks=300, n_users=20, dim=4, **shuffled)

@@ -97,6 +97,7 @@ class FidelityRun:
     top_pop: list  # per-seed arm means (DataFrames)
     training: dict | None
     reference: dict | None = None
+    inner_products: np.ndarray | None = None  # random track pairs' inner products of the hidden embeddings
 
     @property
     def table(self) -> pd.DataFrame:
@@ -140,6 +141,35 @@ def top_pop(params: dict, world_dir: Path) -> list[pd.DataFrame]:
     return [arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=episodes)) for seed in seeds]
 
 
+# The course's hidden embeddings (LightFM WARP factors; its tracks.npy is not public), as the spec describes them.
+COURSE_INNER_PRODUCTS = {"range": [-12.0, 38.0], "bulk": [-5.0, 10.0], "share_negative": 0.55}
+INNER_PRODUCT_PAIRS = 200_000
+
+
+def inner_products(world_dir: Path, seed: int) -> np.ndarray:
+    """Inner products of random track pairs (distinct tracks) of the world's hidden embeddings."""
+    embeddings = np.load(Path(world_dir) / "tracks.npy").astype(np.float64)
+    rng = np.random.default_rng([seed, len(embeddings)])
+    first = rng.integers(0, len(embeddings), size=INNER_PRODUCT_PAIRS)
+    second = (first + rng.integers(1, len(embeddings), size=INNER_PRODUCT_PAIRS)) % len(embeddings)
+    return np.einsum("ij,ij->i", embeddings[first], embeddings[second])
+
+
+def inner_product_summary(products: np.ndarray) -> dict:
+    """Percentiles and the negative share of random pairs' inner products, beside the course's description."""
+    percentiles = (1, 5, 25, 50, 75, 95, 99)
+    values = np.percentile(products, percentiles)
+    return {
+        "pairs": len(products),
+        "share_negative": round(float((products < 0).mean()), 4),
+        "share_in_course_bulk": round(float(((products >= -5) & (products <= 10)).mean()), 4),
+        "percentiles": {f"p{p}": round(float(v), 3) for p, v in zip(percentiles, values)},
+        "min": round(float(products.min()), 3),
+        "max": round(float(products.max()), 3),
+        "course": COURSE_INNER_PRODUCTS,
+    }
+
+
 def training_summary(log_dir: Path, params: dict) -> dict | None:
     """Variance and baseline MSEs of the collected log's (first track, track, time) pairs, beside the course's."""
     if not Path(log_dir).exists():
@@ -166,7 +196,8 @@ def run(
             reference = reference_run(params, Path(world_dir), Path(folder), recs)
     means = top_pop(params, Path(world_dir)) if int(settings.get("top_pop_seeds", 0)) else []
     checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
-    return FidelityRun(checks, simulated, real, means, training_summary(collect_log, params), reference)
+    products = inner_products(Path(world_dir), int(params["seed"]))
+    return FidelityRun(checks, simulated, real, means, training_summary(collect_log, params), reference, products)
 
 
 def metrics_json(result: FidelityRun) -> dict:
@@ -186,6 +217,7 @@ def metrics_json(result: FidelityRun) -> dict:
         "sticky_artist_gamma_0.8_published": {"anchor": STICKY_08, "range": STICKY_08_RANGE},
         "training_data": result.training,
         "reference_true_neighbours": result.reference,
+        "hidden_inner_products": inner_product_summary(result.inner_products),
     }
 
 
@@ -245,6 +277,31 @@ def fidelity_figure(result: FidelityRun, kind: str):
         ax.set_ylabel("mean listen time")
         ax.set_title(f"{name}: mean time by position")
         ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def inner_product_figure(result: FidelityRun):
+    """The world's random-pair inner products beside the course's described range, bulk and negative share."""
+    import matplotlib.pyplot as plt
+
+    products = result.inner_products
+    course = COURSE_INNER_PRODUCTS
+    low, high = np.percentile(products, [0.05, 99.95])
+    figure, ax = plt.subplots(figsize=(10, 4))
+    ax.hist(products, bins=np.linspace(min(low, course["range"][0]), max(high, course["range"][1]), 120), density=True)
+    ax.axvspan(*course["bulk"], color="tab:orange", alpha=0.15, label="course: most pairs (-5 to +10)")
+    for edge in course["range"]:
+        ax.axvline(edge, color="tab:orange", linestyle="--")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.plot([], [], color="tab:orange", linestyle="--", label="course: about -12 to +38")
+    ax.set_title(
+        f"hidden embeddings, {len(products):,} random track pairs: {(products < 0).mean():.0%} negative "
+        f"(course: about {course['share_negative']:.0%})"
+    )
+    ax.set_xlabel("inner product of two random tracks' hidden embeddings")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
 

@@ -53,8 +53,33 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+UnitShare = Annotated[float, Field(ge=0, le=1)]
+
+
+class ListeningParams(Section):
+    """`world.listening:`, the knobs of the world factorized from a listening history (`sim.listening`)."""
+
+    listeners: PositiveInt
+    communities: PositiveInt
+    community_zipf: NonNegativeFloat
+    communities_per_listener: PositiveInt
+    songs_log_mean: float
+    songs_log_sigma: NonNegativeFloat
+    songs_min: PositiveInt
+    songs_max: PositiveInt
+    mainstream_share: UnitShare
+    artist_follow_share: UnitShare
+    artist_follow_songs: PositiveInt
+    components: PositiveInt
+    epochs: PositiveInt
+    learning_rate: PositiveFloat
+    max_sampled: PositiveInt
+    scale: PositiveFloat
+
+
 class WorldParams(Section):
-    source: Literal["generated", "course"] = "generated"
+    source: Literal["generated", "listening", "course"] = "generated"
+    listening: ListeningParams | None = None
     course_dir: str | None = None
     seed: NonNegativeInt
     tracks: PositiveInt
@@ -76,6 +101,12 @@ class WorldParams(Section):
     popularity_offset: float
     interests: PositiveInt
     interest_popularity_exponent: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def listening_source_has_its_knobs(self):
+        if self.source == "listening" and self.listening is None:
+            raise ValueError("world.source is 'listening', so world.listening must hold its knobs")
+        return self
 
     @model_validator(mode="after")
     def course_source_names_its_folder(self):
@@ -265,7 +296,7 @@ class Params(Section):
                 )
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
-        knobs = set(WorldParams.model_fields) - {"source", "course_dir", "seed", "tracks", "users", "dim"}
+        knobs = set(WorldParams.model_fields) - {"source", "course_dir", "listening", "seed", "tracks", "users", "dim"}
         search = self.fidelity_search
         groups = [(f"points.{name}", point) for name, point in search.points.items()]
         for group, names in groups + [("sweeps", search.sweeps), ("grid", search.grid)]:

@@ -4,9 +4,11 @@ A fresh clone has no DVC remote, so `data/` (versioned by `data.dvc`) cannot be 
 deterministic, so the world is regenerated from `params.yaml` and must hash to what `data.dvc` records: a mismatch
 fails loudly instead of letting DVC silently re-commit a different world.
 
-`world.source` picks the world: `generated` (the default, needs no course files) or `course`, the course's own
-`tracks.json` and `users.json` from `world.course_dir` (a path relative to the repository root, or absolute) with
-hidden embeddings from the same fitted knobs.
+`world.source` picks the world: `generated` (the default, needs no course files: a catalog tree of genres, styles
+and artists), `listening` (hidden embeddings factorized by LightFM WARP from a synthetic listening history, as the
+course made its own; knobs in `world.listening`), or `course`, the course's own `tracks.json` and `users.json` from
+`world.course_dir` (a path relative to the repository root, or absolute) with hidden embeddings from the tree's
+fitted knobs.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def recorded_world_md5(root: Path = REPO_ROOT) -> str | None:
 def world_arguments(params: dict) -> dict:
     """`params.yaml`'s `world:` section as keyword arguments of the world generator (every knob is there)."""
     world = dict(params["world"])
-    world.pop("source", None)
-    world.pop("course_dir", None)
+    for key in ("source", "course_dir", "listening"):
+        world.pop(key, None)
     arguments = {
         "seed": world.pop("seed"),
         "n_tracks": world.pop("tracks"),
@@ -89,7 +91,18 @@ def generate_world_dir(root: Path = REPO_ROOT) -> Path:
     source = course_dir(world, root) if world["source"] == "course" else None
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
-        if source is None:
+        if world["source"] == "listening":
+            from sim.listening import listening_world
+
+            listening_world(
+                scratch,
+                seed=arguments.pop("seed"),
+                n_tracks=arguments.pop("n_tracks"),
+                n_users=arguments.pop("n_users"),
+                shared=arguments,
+                listening=world["listening"],
+            )
+        elif source is None:
             generate_world(scratch, **arguments)
         else:
             del arguments["n_tracks"], arguments["n_users"]  # the course's files fix both

@@ -1,0 +1,231 @@
+"""A world made the way the course made its own: hidden embeddings factorized from a listening history.
+
+The course's `tracks.npy` holds the item factors of a LightFM WARP model (100 components, learning rate 0.01,
+max_sampled 100, no item regularisation, biases dropped) fitted to real listening: the Million Song Dataset's Taste
+Profile, its 50,000 most listened songs. In such factors a track's nearest tracks are the ones the same people
+listen to, across artists, and norms grow with popularity. This generator draws a synthetic history shaped like a
+music service's and factorizes it the same way:
+
+- artists have the course catalog's skewed sizes (the `world:` section's artist-size knobs) and each belongs to one
+  taste community (Zipf sizes); a track's popularity is artist popularity times track popularity (both lognormal);
+- each listener holds 1 to `communities_per_listener` communities and a lognormal number of distinct songs, drawn
+  by popularity within their communities, a `mainstream_share` of them from the whole catalog by popularity, and
+  `artist_follow_songs` more songs of a `artist_follow_share` of the artists they heard;
+- LightFM WARP factorizes the listener x song matrix on one thread (Hogwild threads would make the bytes depend on
+  timing); the item factors times `scale` are the hidden embeddings.
+
+The users keep the course's construction, with its "listen count" being how many listeners a track has here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import scipy.sparse
+
+from sim.generator import _artist_sizes, _log_popularity, course_users, write_world
+
+GENERATOR_NAME = "sim.listening.listening_world"
+
+# The listening source's knobs (params.yaml `world: listening:`), with the help `python -m sim world --help` shows.
+LISTENING_KNOB_HELP: dict[str, str] = {
+    "listeners": "listeners in the synthetic history",
+    "communities": "taste communities; each artist belongs to one",
+    "community_zipf": "Zipf exponent of community sizes",
+    "communities_per_listener": "a listener holds 1 to this many communities (uniformly)",
+    "songs_log_mean": "a listener's distinct songs ~ lognormal(songs_log_mean, songs_log_sigma), clipped to "
+    "[songs_min, songs_max]",
+    "songs_log_sigma": "lognormal sigma of a listener's distinct songs",
+    "songs_min": "fewest songs of a listener (the Taste Profile kept users with at least 5)",
+    "songs_max": "most songs of a listener",
+    "mainstream_share": "share of a listener's songs drawn from the whole catalog by popularity, not their communities",
+    "artist_follow_share": "share of the artists a listener heard whose other songs they also take",
+    "artist_follow_songs": "songs (by popularity, repeats merged) taken from each followed artist",
+    "components": "LightFM no_components: the hidden embeddings' dimension (the course: 100)",
+    "epochs": "LightFM WARP epochs",
+    "learning_rate": "LightFM learning rate (the course: 0.01)",
+    "max_sampled": "LightFM WARP max_sampled (the course: 100)",
+    "scale": "the item factors are multiplied by this before the simulated users score them",
+}
+LISTENING_KNOBS: tuple[str, ...] = tuple(LISTENING_KNOB_HELP)
+LISTENING_INTEGER_KNOBS = frozenset(
+    {
+        "listeners",
+        "communities",
+        "communities_per_listener",
+        "songs_min",
+        "songs_max",
+        "artist_follow_songs",
+        "components",
+        "epochs",
+        "max_sampled",
+    }
+)
+# The `world:` knobs this source shares with the tree generator (sizes, popularity, the users' interests).
+SHARED_KNOBS = (
+    "artist_size_mu",
+    "artist_size_sigma",
+    "artist_size_max",
+    "artist_popularity_sigma",
+    "track_popularity_sigma",
+    "interests",
+    "interest_popularity_exponent",
+)
+
+# Seeds of independent sub-generators (the tree generator's structure, popularity and users parts keep its numbers).
+_STRUCTURE, _POPULARITY, _USERS, _COMMUNITIES, _HISTORY, _FIT = 0, 2, 4, 10, 11, 12
+
+
+def listening_settings(knobs: dict) -> dict:
+    """Every listening knob with its type; an error names missing or unknown ones."""
+    unknown = sorted(set(knobs) - set(LISTENING_KNOBS))
+    missing = [name for name in LISTENING_KNOBS if name not in knobs]
+    if unknown or missing:
+        raise TypeError(f"world.listening: unknown knobs {unknown}, missing knobs {missing}")
+    settings = {}
+    for name in LISTENING_KNOBS:
+        value = knobs[name]
+        if name in LISTENING_INTEGER_KNOBS:
+            if float(value) != int(value) or int(value) < 1:
+                raise ValueError(f"world.listening.{name} must be a positive integer, got {value!r}")
+            settings[name] = int(value)
+        else:
+            settings[name] = float(value)
+    if settings["songs_min"] > settings["songs_max"]:
+        raise ValueError("world.listening.songs_min must not exceed songs_max")
+    for name in ("mainstream_share", "artist_follow_share"):
+        if not 0.0 <= settings[name] <= 1.0:
+            raise ValueError(f"world.listening.{name} must be within [0, 1], got {settings[name]}")
+    return settings
+
+
+def _draw_by_weight(rng: np.random.Generator, cumulative: np.ndarray, low: np.ndarray, high: np.ndarray):
+    """Indices into `cumulative`'s items, each drawn in proportion to weight within its [low, high) range of
+    cumulative weight (`cumulative` is the running sum of the items' weights)."""
+    targets = low + rng.random(len(low)) * (high - low)
+    return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
+
+
+def _grouped(groups: np.ndarray, weights: np.ndarray, n_groups: int):
+    """Items sorted by group, their running weight, and each group's [low, high) range of it."""
+    order = np.argsort(groups, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    ends = np.searchsorted(groups[order], np.arange(n_groups), side="right")
+    starts = np.r_[0, ends[:-1]]
+    before = np.r_[0.0, cumulative]
+    return order, cumulative, before[starts], before[ends]
+
+
+def listening_history(
+    rng: np.random.Generator, track_artist: np.ndarray, artist_community: np.ndarray, weights: np.ndarray, settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """(listener, track) pairs of distinct listens, sorted, drawn as the module docstring says."""
+    n_listeners, n_communities = settings["listeners"], settings["communities"]
+    community_weight = np.bincount(artist_community[track_artist], weights=weights, minlength=n_communities)
+    held = rng.integers(1, settings["communities_per_listener"] + 1, size=n_listeners)
+    community_share = community_weight / community_weight.sum()
+    holdings = [
+        rng.choice(n_communities, size=min(count, n_communities), replace=False, p=community_share) for count in held
+    ]
+    songs = np.exp(rng.normal(settings["songs_log_mean"], settings["songs_log_sigma"], size=n_listeners))
+    songs = np.clip(np.round(songs), settings["songs_min"], settings["songs_max"]).astype(np.int64)
+    listener = np.repeat(np.arange(n_listeners), songs)
+    slot = rng.integers(0, np.repeat([len(h) for h in holdings], songs))
+    flat = np.concatenate(holdings)
+    offsets = np.r_[0, np.cumsum([len(h) for h in holdings])]
+    community = flat[offsets[listener] + slot]
+
+    by_community, cumulative, low, high = _grouped(artist_community[track_artist], weights, n_communities)
+    track = by_community[_draw_by_weight(rng, cumulative, low[community], high[community])]
+    mainstream = rng.random(len(listener)) < settings["mainstream_share"]
+    everywhere = np.cumsum(weights)
+    track[mainstream] = _draw_by_weight(
+        rng, everywhere, np.zeros(mainstream.sum()), np.full(mainstream.sum(), everywhere[-1])
+    )
+    pairs = np.unique(listener * len(track_artist) + track)
+
+    heard = np.unique((pairs // len(track_artist)) * (track_artist.max() + 1) + track_artist[pairs % len(track_artist)])
+    followed = heard[rng.random(len(heard)) < settings["artist_follow_share"]]
+    follower = np.repeat(followed // (track_artist.max() + 1), settings["artist_follow_songs"])
+    artist = np.repeat(followed % (track_artist.max() + 1), settings["artist_follow_songs"])
+    by_artist, cumulative, low, high = _grouped(track_artist, weights, int(track_artist.max()) + 1)
+    more = by_artist[_draw_by_weight(rng, cumulative, low[artist], high[artist])]
+    pairs = np.unique(np.r_[pairs, follower * len(track_artist) + more])
+    return pairs // len(track_artist), pairs % len(track_artist)
+
+
+def factorize(listeners: np.ndarray, tracks: np.ndarray, n_listeners: int, n_tracks: int, settings, seed) -> np.ndarray:
+    """LightFM WARP item factors (no biases) of the binary listener x track matrix, on one thread."""
+    from lightfm import LightFM
+
+    matrix = scipy.sparse.coo_matrix(
+        (np.ones(len(listeners), dtype=np.float32), (listeners, tracks)), shape=(n_listeners, n_tracks)
+    )
+    model = LightFM(
+        no_components=settings["components"],
+        loss="warp",
+        learning_rate=settings["learning_rate"],
+        max_sampled=settings["max_sampled"],
+        random_state=np.random.RandomState(np.random.default_rng(seed).integers(2**31)),
+    )
+    model.fit(matrix, epochs=settings["epochs"], num_threads=1)
+    return np.asarray(model.item_embeddings, dtype=np.float32)
+
+
+def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: dict, listening: dict) -> dict:
+    """The listening world's numbers without its files (the keys `sim.generator.world_arrays` returns)."""
+    settings = listening_settings(listening)
+
+    def child(part: int) -> np.random.Generator:
+        return np.random.default_rng([seed, part])
+
+    structure = child(_STRUCTURE)
+    sizes = _artist_sizes(
+        structure, n_tracks, shared["artist_size_mu"], shared["artist_size_sigma"], shared["artist_size_max"]
+    )
+    track_artist = structure.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    log_popularity = _log_popularity(child(_POPULARITY), track_artist, len(sizes), shared)
+    weights = np.exp(log_popularity - log_popularity.max())
+
+    communities = child(_COMMUNITIES)
+    zipf = 1.0 / np.arange(1, settings["communities"] + 1) ** settings["community_zipf"]
+    artist_community = communities.choice(settings["communities"], size=len(sizes), p=zipf / zipf.sum())
+    listeners, tracks = listening_history(child(_HISTORY), track_artist, artist_community, weights, settings)
+    embeddings = settings["scale"] * factorize(
+        listeners, tracks, settings["listeners"], n_tracks, settings, [seed, _FIT]
+    )
+    listen_count = np.bincount(tracks, minlength=n_tracks).astype(np.float64)
+    interest_weights = listen_count ** shared["interest_popularity_exponent"] * (listen_count > 0)
+    return {
+        "embeddings": embeddings.astype(np.float32),
+        "track_artist": track_artist,
+        "sizes": sizes,
+        "listen_count": listen_count,
+        "artist_community": artist_community,
+        **course_users(child(_USERS), interest_weights, n_users, shared["interests"]),
+    }
+
+
+def listening_world(
+    out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, shared: dict, listening: dict
+) -> dict:
+    """Write the listening world into `out_dir` (byte-identical for the same arguments); return world.json's content."""
+    shared = {name: shared[name] for name in SHARED_KNOBS}
+    settings = listening_settings(listening)
+    arrays = listening_world_arrays(seed=seed, n_tracks=n_tracks, n_users=n_users, shared=shared, listening=settings)
+    counts = arrays["listen_count"]
+    return write_world(
+        out_dir,
+        arrays,
+        seed=seed,
+        generator=GENERATOR_NAME,
+        parameters={"seed": seed, "n_tracks": n_tracks, "n_users": n_users, **shared, "listening": settings},
+        stats={
+            "artists": len(arrays["sizes"]),
+            "largest_artist_tracks": int(arrays["sizes"].max()),
+            "listens": int(counts.sum()),
+            "tracks_never_heard": int((counts == 0).sum()),
+            "top_1pct_listen_share": float(np.sort(counts)[::-1][: max(1, n_tracks // 100)].sum() / counts.sum()),
+        },
+    )
