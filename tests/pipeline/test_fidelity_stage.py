@@ -53,9 +53,14 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
             "top_pop_seeds": 1,
             "top_pop_episodes": 200,
             "reference_episodes": 80,
+            "course_contextual": "stand_in",
+            "contextual_episodes": 80,
         },
     }
-    result = fidelity.run(params, world, real_stats=real_stats_path, collect_log=tmp_path / "absent")
+    stand_in = reference.write_reference_recommendations(world, tmp_path / "stand_in.json")
+    result = fidelity.run(
+        params, world, real_stats=real_stats_path, collect_log=tmp_path / "absent", course_contextual_recs=stand_in
+    )
     table = result.table
     assert set(table["group"]) >= {
         "Random gamma=0.9",
@@ -77,10 +82,19 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
     assert json.loads((tmp_path / "fidelity.json").read_text())["failed"] == metrics["failed"]
     figure = fidelity.fidelity_figure(result, "StickyArtist")
     assert len(figure.axes) == 4
+    contextual = table[table["group"] == fidelity.COURSE_CONTEXTUAL_GROUP].set_index("statistic")
+    assert list(contextual.index) == ["time per session / Random", "hist 0", "hist 1.0", "mean listen (recommended)"]
+    ratio = (
+        result.simulated[fidelity.COURSE_CONTEXTUAL_GROUP][0]["mean_time_per_session_user_level"]
+        / (result.simulated["Random (beside Contextual) gamma=0.8"][0]["mean_time_per_session_user_level"])
+    )
+    assert contextual.loc["time per session / Random", "simulated"] == pytest.approx(ratio)
+    assert contextual.loc["time per session / Random", "real_range"] == [2.30, 2.61]
+    assert contextual.loc["mean listen (recommended)", "real"] == pytest.approx(0.4414, abs=1e-4)
     products = metrics["hidden_inner_products"]
     embeddings = np.load(world / "tracks.npy").astype(np.float64)
     assert products["pairs"] == fidelity.INNER_PRODUCT_PAIRS and products["course"]["share_negative"] == 0.55
-    assert products["min"] >= -np.linalg.norm(embeddings, axis=1).max() ** 2
+    assert products["min"] >= -(np.linalg.norm(embeddings, axis=1).max() ** 2)
     assert products["percentiles"]["p1"] < products["percentiles"]["p50"] < products["percentiles"]["p99"]
     assert 0.0 < products["share_negative"] < 1.0
     assert fidelity.inner_product_figure(result).axes[0].get_title().startswith("hidden embeddings, 200,000 random")

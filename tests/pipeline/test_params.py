@@ -45,7 +45,14 @@ def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed():
 
 def test_cross_checks_name_the_models():
     lines = problems(lambda params: params["simulate"].update(treatment="nobody"))
-    assert lines == ["params.yaml: simulate.treatment = 'nobody': must name a model of `models:` (contextual, ours)"]
+    assert lines == [
+        "params.yaml: simulate.treatment = 'nobody': must name a model of `models:` "
+        "(contextual, contextual_seminar, ours)"
+    ]
+    too_many = problems(lambda params: params["models"]["ours"].update(neighbours=params["world"]["tracks"]))
+    assert too_many == [
+        "params.yaml: models.ours.neighbours = 50000: a catalog of world.tracks = 50000 has 49999 candidates"
+    ]
     assert problems(lambda params: params["train"].update(splits=[0.8, 0.1, 0.2]))[0].startswith(
         "params.yaml: train.splits must sum to 1"
     )

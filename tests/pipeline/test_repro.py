@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -25,6 +26,7 @@ TINY = {
     "train": {"max_epochs": 4, "batch_size": 512},
     "models": {
         "contextual": {"embedding_dim": 4},
+        "contextual_seminar": {"embedding_dim": 3},
         "ours": {"embedding_dim": 8},
         "added": {
             "label": "Added",
@@ -34,6 +36,8 @@ TINY = {
             "mlp_hidden": 8,
             "mlp_sigmoid": True,
             "optimizer": "lazy_adam",
+            "neighbours": 7,
+            "exclude_self": False,
         },
     },
     "simulate": {"episodes": 300, "processes": 1},
@@ -111,7 +115,11 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
         train = json.loads((clone / "metrics" / f"train_{name}.json").read_text())
         test = train["test"]  # four epochs on a tiny log: the numbers exist and the baselines are ordered
         assert 0 < test["model_mse"] < 1 and 0 < test["train_mean_mse"] < test["random_mse"]
-    assert json.loads((clone / "metrics" / "export_added.json").read_text())["k"] == 10
+    exported = json.loads((clone / "metrics" / "export_added.json").read_text())
+    assert exported["k"] == 7 and exported["exclude_self"] is False
+    lists = [orjson.loads(line)["recommendations"] for line in (clone / "build" / "recs" / "added.json").open("rb")]
+    assert {len(neighbours) for neighbours in lists} == {7}
+    assert json.loads((clone / "metrics" / "export_contextual.json").read_text())["k"] == 100
     assert json.loads((clone / "metrics" / "calibration.json").read_text())["arms"]["T2"]
     leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
     assert list(leaderboard["recommenders"].values()) == [
@@ -122,11 +130,12 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
         "Collaborative (Indexed)",
         "Contextual",
         "Diverse i2i",
+        "Contextual (seminar)",
         "Ours",
         "Added",
         "Reference: true neighbours",
     ]
-    assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 10)}
+    assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 11)}
     fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
     assert fidelity["checks"] > 50 and "training_data" in fidelity
     for figure in (

@@ -95,6 +95,38 @@ def test_checks_pass_and_fail_by_tolerance():
     assert table["passed"].all() and len(table) == 2 + 12 + 5 + 2
 
 
+def test_a_range_check_passes_inside_and_within_its_tolerance_of_the_nearest_edge():
+    def ratio(*values):
+        return F.RangeCheck("g", "ratio", 2.41, list(values), 0.15, relative=True, real_range=(2.30, 2.61))
+
+    assert ratio(2.35, 2.55).distance == 0.0
+    assert ratio(2.30 * 0.86).passed and not ratio(2.30 * 0.84).passed
+    assert ratio(2.61 * 1.14).passed and not ratio(2.61 * 1.16).passed
+    assert ratio(1.26).distance == pytest.approx((2.30 - 1.26) / (0.15 * 2.30))
+
+
+def test_the_course_contextual_checks_compare_ratio_and_shares_per_seed():
+    hist = {label: 0.0 for label, *_ in F.HIST_BINS}
+    real = {"listen_time_hist": {**hist, "0": 0.25, "1.0": 0.20}, "mean_listen_time_recommended": 0.44}
+    random = [{"mean_time_per_session_user_level": 2.0}, {"mean_time_per_session_user_level": 2.2}]
+    contextual = [
+        {
+            "mean_time_per_session_user_level": 5.0,
+            "listen_time_hist": {**hist, "0": 0.3, "1.0": 0.1},
+            "mean_listen_time_recommended": 0.40,
+        },
+        {
+            "mean_time_per_session_user_level": 5.5,
+            "listen_time_hist": {**hist, "0": 0.2, "1.0": 0.1},
+            "mean_listen_time_recommended": 0.46,
+        },
+    ]
+    checks = {c.statistic: c for c in F.course_contextual_checks("Contextual", real, random, contextual)}
+    assert checks["time per session / Random"].simulated == [2.5, 2.5] and checks["time per session / Random"].passed
+    assert checks["hist 0"].passed and checks["mean listen (recommended)"].passed
+    assert not checks["hist 1.0"].passed and checks["hist 1.0"].distance == pytest.approx(2.0)
+
+
 def test_training_data_summary_matches_the_baselines():
     rng = np.random.default_rng(0)
     times = rng.uniform(0, 1, 20000)

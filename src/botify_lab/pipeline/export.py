@@ -1,5 +1,6 @@
-"""Stage `export@<model>`: each track's nearest tracks under the model's own similarity, written as the
-track-recommendations file the service's Contextual recommender reads (notebooks/export.ipynb)."""
+"""Stage `export@<model>`: each track's `neighbours` best tracks under the model's own similarity (the track itself
+included unless `exclude_self`), written as the track-recommendations file the service's Contextual recommender
+reads (notebooks/export.ipynb)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,18 @@ class ExportedModel:
 
 def export_model(name: str, params: dict) -> ExportedModel:
     """Write build/recs/<name>.json and metrics/export_<name>.json (coverage and same-artist share)."""
-    k = int(params["export"]["k"])
+    model = params["models"][name]
+    k, exclude_self = int(model["neighbours"]), bool(model["exclude_self"])
     catalog = read_catalog(layout.CATALOG)
-    neighbours = top_k_neighbours(load_model(layout.model_dir(name)), k, progress=show_progress())
+    neighbours = top_k_neighbours(
+        load_model(layout.model_dir(name)), k, exclude_self=exclude_self, progress=show_progress()
+    )
     write_track_recommendations(layout.CATALOG, neighbours, layout.recs_file(name))
     covered = coverage(neighbours)
     metrics = {
         "model": name,
         "k": k,
+        "exclude_self": exclude_self,
         "tracks": len(catalog),
         "coverage": covered,
         "coverage_share": round(covered / len(catalog), 6),

@@ -8,6 +8,9 @@ committed as `research/real_logs_stats.json`), set beside the real ones with
 the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
 published table and the TOP_POP experiment (in process, `top_pop_in_process`) against the published TOP_POP table.
 The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
+The course's 2023 Contextual (`fidelity.course_contextual`, trained and exported by the pipeline) is served beside
+Random and checked against the real Contextual-2023 arms, and the hidden embeddings' random-pair inner products are
+set beside the course's described distribution.
 """
 
 from __future__ import annotations
@@ -87,6 +90,34 @@ def reference_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> d
     means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
     labels = {"C": "Random", "T1": REFERENCE_LABEL}
     return {labels[arm]: {key: round(float(value), 4) for key, value in row.items()} for arm, row in means.iterrows()}
+
+
+COURSE_CONTEXTUAL_GROUP = "Contextual-2023 gamma=0.8"
+
+
+def course_contextual_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> tuple[list, list]:
+    """C Random vs T1 the course's Contextual (the model `fidelity.course_contextual` names, as exported) at gamma 0.8
+    over the seeds, as the real logs pooled as Contextual-2023 served it: per seed the statistics of each arm."""
+    settings = params["fidelity"]
+    if not Path(recs).is_file():
+        raise FileNotFoundError(
+            f"{recs} is missing: fidelity.course_contextual = {settings['course_contextual']!r} must name a model "
+            "of `models:` whose export ran (dvc repro runs it first)"
+        )
+    artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
+    world = gamma_world(world_dir, 0.8, scratch / "world-contextual")
+    experiment = {
+        "name": "COURSE_CONTEXTUAL",
+        "arms": [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}],
+    }
+    random_stats, contextual_stats = [], []
+    for seed in (int(params["seed"]) + i for i in range(int(settings["seeds"]))):
+        traffic = Traffic.from_params(settings, params, seed=seed, episodes=int(settings["contextual_episodes"]))
+        events = read_log(run_experiment(world, [experiment], traffic, scratch / f"run-contextual-{seed}"))
+        for arm, found in (("C", random_stats), ("T1", contextual_stats)):
+            rows = F.playback_rows(events, "COURSE_CONTEXTUAL", arm, source=f"seed {seed}")
+            found.append(F.statistics(rows, track_artist=artist, gamma=0.8))
+    return random_stats, contextual_stats
 
 
 @dataclass
@@ -185,7 +216,10 @@ def run(
     real_stats: Path | None = None,
     published: Path = PUBLISHED_TABLE,
     collect_log: Path = layout.COLLECT_LOG,
+    course_contextual_recs: Path | None = None,
 ) -> FidelityRun:
+    """Every check of the stage; the course's Contextual serves `course_contextual_recs` (default: the exported
+    lists of the model `fidelity.course_contextual` names)."""
     settings = params["fidelity"]
     real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
     reference = None
@@ -194,8 +228,20 @@ def run(
         if int(settings.get("reference_episodes", 0)):
             recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
             reference = reference_run(params, Path(world_dir), Path(folder), recs)
+        if int(settings.get("contextual_episodes", 0)):
+            recs = course_contextual_recs or layout.recs_file(settings["course_contextual"])
+            random_stats, contextual_stats = course_contextual_run(params, Path(world_dir), Path(folder), recs)
+            simulated[COURSE_CONTEXTUAL_GROUP] = contextual_stats
+            simulated["Random (beside Contextual) gamma=0.8"] = random_stats
     means = top_pop(params, Path(world_dir)) if int(settings.get("top_pop_seeds", 0)) else []
     checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
+    if COURSE_CONTEXTUAL_GROUP in simulated:
+        checks += F.course_contextual_checks(
+            COURSE_CONTEXTUAL_GROUP,
+            real["types"]["Contextual-2023"]["gamma=0.8"],
+            simulated["Random (beside Contextual) gamma=0.8"],
+            simulated[COURSE_CONTEXTUAL_GROUP],
+        )
     products = inner_products(Path(world_dir), int(params["seed"]))
     return FidelityRun(checks, simulated, real, means, training_summary(collect_log, params), reference, products)
 

@@ -143,6 +143,8 @@ class ModelParams(Section):
     mlp_hidden: PositiveInt
     mlp_sigmoid: bool
     optimizer: Literal["lazy_adam", "adam"]
+    neighbours: PositiveInt  # tracks exported per track, one served uniformly by the Contextual recommender
+    exclude_self: bool  # whether a track's own id is left out of its neighbours (the course's 2023 file kept it)
 
 
 class TrainParams(Section):
@@ -160,10 +162,6 @@ class TrainParams(Section):
         if abs(sum(self.splits) - 1.0) > 1e-9:
             raise ValueError(f"train.splits must sum to 1, got {self.splits} (sum {sum(self.splits)})")
         return self
-
-
-class ExportParams(Section):
-    k: PositiveInt
 
 
 class SimulateParams(TrafficParams):
@@ -229,6 +227,8 @@ class FidelityParams(Section):
     top_pop_seeds: PositiveInt
     top_pop_episodes: PositiveInt
     reference_episodes: NonNegativeInt
+    course_contextual: Name
+    contextual_episodes: NonNegativeInt
     tolerances: dict[
         Literal[
             "mean_time_per_session",
@@ -272,7 +272,6 @@ class Params(Section):
     collect: CollectParams
     models: Annotated[dict[Name, ModelParams], Field(min_length=1)]
     train: TrainParams
-    export: ExportParams
     simulate: SimulateParams
     ab: AbParams
     http: HttpParams
@@ -294,6 +293,11 @@ class Params(Section):
                 raise ValueError(
                     f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})"
                 )
+        if self.fidelity.course_contextual not in self.models:
+            raise ValueError(
+                f"fidelity.course_contextual = {self.fidelity.course_contextual!r}: must name a model of `models:` "
+                f"({', '.join(self.models)})"
+            )
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"source", "course_dir", "listening", "seed", "tracks", "users", "dim"}
@@ -303,8 +307,12 @@ class Params(Section):
             unknown = sorted(set(names) - knobs)
             if unknown:
                 raise ValueError(f"fidelity_search.{group} names unknown world knobs {unknown}")
-        if self.export.k >= self.world.tracks:
-            raise ValueError(f"export.k = {self.export.k}: must be below world.tracks ({self.world.tracks})")
+        for name, model in self.models.items():
+            if model.neighbours > self.world.tracks - model.exclude_self:
+                raise ValueError(
+                    f"models.{name}.neighbours = {model.neighbours}: a catalog of world.tracks = {self.world.tracks} "
+                    f"has {self.world.tracks - model.exclude_self} candidates"
+                )
         return self
 
 

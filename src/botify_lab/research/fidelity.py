@@ -261,6 +261,68 @@ class Check:
         }
 
 
+@dataclass(frozen=True)
+class RangeCheck(Check):
+    """A check against a range of real values (e.g. the course's ratios in several tables): it passes within
+    `tolerance` (relative) of the range's nearest edge; `real` is the anchor shown beside it."""
+
+    @property
+    def distance(self) -> float:
+        low, high = self.real_range
+        if low <= self.mean <= high:
+            return 0.0
+        edge = low if self.mean < low else high
+        return abs(self.mean - edge) / (self.tolerance * abs(edge))
+
+
+# The course's 2023 Contextual in the real world: time per session as a ratio to Random in the same experiment (2023
+# table 2.41, fall-2022 table 2.61, red19958__input_hw 2.30), and its recommended rows' shares (Contextual-2023).
+CONTEXTUAL_RATIO_ANCHOR = 2.41
+CONTEXTUAL_RATIO_RANGE = (2.30, 2.61)
+CONTEXTUAL_TOLERANCES = {"ratio": 0.15, "share": 0.05, "mean_listen": 0.05}
+
+
+def course_contextual_checks(
+    group: str, real: dict, random_stats: Sequence[dict], contextual_stats: Sequence[dict]
+) -> list[Check]:
+    """The course's Contextual beside Random in one experiment (per seed) against the real Contextual-2023 arms."""
+    key = "mean_time_per_session_user_level"
+    ratios = [c[key] / r[key] for r, c in zip(random_stats, contextual_stats)]
+    tol = CONTEXTUAL_TOLERANCES
+    return [
+        RangeCheck(
+            group,
+            "time per session / Random",
+            CONTEXTUAL_RATIO_ANCHOR,
+            ratios,
+            tol["ratio"],
+            relative=True,
+            real_range=CONTEXTUAL_RATIO_RANGE,
+        ),
+        Check(
+            group,
+            "hist 0",
+            real["listen_time_hist"]["0"],
+            [s["listen_time_hist"]["0"] for s in contextual_stats],
+            tol["share"],
+        ),
+        Check(
+            group,
+            "hist 1.0",
+            real["listen_time_hist"]["1.0"],
+            [s["listen_time_hist"]["1.0"] for s in contextual_stats],
+            tol["share"],
+        ),
+        Check(
+            group,
+            "mean listen (recommended)",
+            real["mean_listen_time_recommended"],
+            [s["mean_listen_time_recommended"] for s in contextual_stats],
+            tol["mean_listen"],
+        ),
+    ]
+
+
 def stats_checks(
     group: str,
     real: dict,
