@@ -1,5 +1,5 @@
-"""The week-3 collaborative model on `implicit`: the course's filter and split, a tuned model that finds taste groups,
-seeded determinism, and the user-recommendations file. (Replaces the hand-written BPR's test_research_collab.py.)"""
+"""The week-3 collaborative model (LightFM WARP or `implicit`): the course's filter and split, a tuned model that
+finds taste groups, seeded determinism, and the user-recommendations file."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def test_split_is_seeded_and_near_the_share():
     [
         ("als", {"factors": 4, "regularization": 5.0, "iterations": 10, "alpha": 1.0}),
         ("bpr", {"factors": 8, "learning_rate": 0.05, "regularization": 0.001, "iterations": 200}),
+        ("lightfm", {"factors": 8, "learning_rate": 0.05, "item_alpha": 1e-6, "user_alpha": 1e-6, "iterations": 30}),
     ],
 )
 def test_model_recommends_each_user_their_own_taste_group(algorithm, settings):
@@ -95,6 +96,23 @@ def test_tuning_and_fit_are_deterministic_for_a_seed():
     assert collab.recommend_users(first, 7) == collab.recommend_users(second, 7)
     other = collab.fit_model(data, "als", best, seed=12)
     assert not np.array_equal(first.item_factors, other.item_factors)
+
+
+def test_lightfm_is_deterministic_and_ranks_as_its_own_predict():
+    train, test = collab.split_interactions(two_taste_groups(), 0.3, seed=0)
+    data = collab.Interactions.from_pairs(train, test)
+    settings = {"factors": 6, "learning_rate": 0.05, "item_alpha": 1e-6, "user_alpha": 1e-6, "iterations": 5}
+    first, second = (collab.fit_model(data, "lightfm", settings, seed=3) for _ in range(2))
+    assert np.array_equal(first.item_factors, second.item_factors)
+    assert first.item_factors.shape == (len(data.tracks), 6 + 2) and first.user_factors.shape == (len(data.users), 8)
+    warp = collab._LightFMWarp(settings, 3)
+    warp.fit(data.train.tocsr())
+    predicted = warp.model.predict(
+        np.repeat(np.arange(len(data.users)), len(data.tracks)), np.tile(np.arange(len(data.tracks)), len(data.users))
+    )
+    assert np.allclose(first.scores(), predicted.reshape(len(data.users), len(data.tracks)), atol=1e-5)
+    best, table = collab.tune(data, "lightfm", 3, seed=11, k=5)
+    assert set(best) == set(collab.SEARCH_SPACE["lightfm"]) and len(table) == 3
 
 
 def test_model_round_trips_through_npz(tmp_path):

@@ -2,10 +2,10 @@
 (notebooks/indexed.ipynb).
 
 From the collected log: positives (listen time above `indexed.positive_time`), users and tracks with enough of them,
-a seeded train/test split, an optuna search (`indexed.trials` fits) of the `implicit` model's hyperparameters on
-held-out precision@k, the best setting refitted with precision@k recorded after every epoch, and each user's
-`indexed.top` best tracks written for the service. See `botify_lab.research.collab` for why `implicit` and not
-LightFM. The factors are kept (build/indexed/model.npz) for the diverse item-to-item stage. The week's baseline,
+a seeded train/test split, an optuna search (`indexed.trials` fits) of the model's hyperparameters (LightFM WARP as
+the course ran it, or the `implicit` library's ALS or BPR: `indexed.algorithm`) on held-out precision@k, the best
+setting refitted with precision@k recorded after every epoch, and each user's `indexed.top` best tracks written for
+the service. The factors are kept (build/indexed/model.npz) for the diverse item-to-item stage. The week's baseline,
 user-based collaborative filtering over every user's positives (`indexed.user_based_neighbours` nearest users), is
 written beside it as a second user-recommendations file (build/indexed/user_based_recs.json).
 """

@@ -195,7 +195,7 @@ class IndexedParams(Section):
     min_user_positives: PositiveInt
     min_track_positives: PositiveInt
     test_share: Share
-    algorithm: Literal["als", "bpr"]
+    algorithm: Literal["lightfm", "als", "bpr"]
     trials: PositiveInt
     k: PositiveInt
     top: PositiveInt

@@ -1,12 +1,12 @@
-"""The course's week-3 collaborative model: positive interactions of the log, a tuned matrix factorisation from the
-`implicit` library, and the per-user lists the service's Indexed recommender serves.
+"""The course's week-3 collaborative model: positive interactions of the log, a tuned matrix factorisation, and the
+per-user lists the service's Indexed recommender serves.
 
-The course trained LightFM (WARP loss). LightFM 1.17 (its last release, 2023) ships only a source archive whose
-setup.py fails under PEP 517 builds (`AttributeError: 'dict' object has no attribute '__LIGHTFM_SETUP__'`,
-lyst/lightfm#687, open), so `pip install -r requirements.txt` cannot install it on Python 3.11. `implicit`
-(maintained, CPU wheels for Python 3.11, no GPU needed) fits the same kind of model: `als` (alternating least squares
-on implicit feedback, Hu, Koren and Volinsky 2008) or `bpr` (Bayesian personalised ranking, a pairwise ranking loss
-like WARP).
+The course trained LightFM with the WARP loss: `lightfm` here, from `lightfm-next` (a maintained fork that builds on
+Python 3.11; LightFM 1.17's own source archive fails under PEP 517 builds, lyst/lightfm#687). `make venv` builds it
+without native CPU flags, and it fits on one thread, so its factors are the same bytes on any x86-64 machine. The
+`implicit` library's models stay available: `als` (alternating least squares on implicit feedback, Hu, Koren and
+Volinsky 2008) and `bpr` (Bayesian personalised ranking, a pairwise ranking loss like WARP). LightFM's item biases
+enter the exported factors as one more column, so `user_factors @ item_factors.T` ranks as its `predict` does.
 
 The course's recipe, kept: positives are listens longer than `threshold` (0.8); only users and tracks with at least
 `min_user_positives` / `min_track_positives` distinct positive tracks / users are kept (one pass over the counts of
@@ -39,11 +39,18 @@ from botify_lab.research.offline import matrix_precision_at_k
 
 POSITIVE_TIME = 0.8
 MIN_POSITIVES = 5
-ALGORITHMS = ("als", "bpr")
+ALGORITHMS = ("lightfm", "als", "bpr")
 USER_BLOCK = 1024
 
 # optuna's search space per algorithm: name -> (kind, low, high); ints and log-uniform floats.
 SEARCH_SPACE = {
+    "lightfm": {
+        "factors": ("int_log", 8, 128),
+        "learning_rate": ("float_log", 5e-3, 0.2),
+        "item_alpha": ("float_log", 1e-8, 1e-3),
+        "user_alpha": ("float_log", 1e-8, 1e-3),
+        "iterations": ("int", 5, 40),
+    },
     "als": {
         "factors": ("int_log", 8, 128),
         "regularization": ("float_log", 1e-2, 100.0),
@@ -147,6 +154,8 @@ def _one_thread():
 
 
 def _library_model(algorithm: str, settings: Mapping, seed: int):
+    if algorithm == "lightfm":
+        return _LightFMWarp(settings, seed)
     if algorithm == "als":
         from implicit.cpu.als import AlternatingLeastSquares
 
@@ -170,6 +179,42 @@ def _library_model(algorithm: str, settings: Mapping, seed: int):
             num_threads=1,
         )
     raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+class _LightFMWarp:
+    """LightFM's WARP model behind the interface `fit_model` drives (`fit` with a per-epoch callback, the factors),
+    its biases folded into the factors: [user, 1, user bias] . [item, item bias, 1]."""
+
+    def __init__(self, settings: Mapping, seed: int):
+        from lightfm import LightFM
+
+        self.iterations = int(settings["iterations"])
+        self.model = LightFM(
+            no_components=int(settings["factors"]),
+            loss="warp",
+            learning_rate=float(settings["learning_rate"]),
+            item_alpha=float(settings["item_alpha"]),
+            user_alpha=float(settings["user_alpha"]),
+            random_state=np.random.RandomState(seed),
+        )
+
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False, callback=None) -> None:
+        for epoch in range(self.iterations):
+            self.model.fit_partial(user_items, epochs=1, num_threads=1)
+            if callback is not None:
+                callback(epoch)
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        users = self.model.user_embeddings
+        ones = np.ones((len(users), 1), dtype=users.dtype)
+        return np.hstack([users, ones, self.model.user_biases[:, None]])
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        items = self.model.item_embeddings
+        ones = np.ones((len(items), 1), dtype=items.dtype)
+        return np.hstack([items, self.model.item_biases[:, None], ones])
 
 
 def heldout_precision(user_factors: np.ndarray, item_factors: np.ndarray, data: Interactions, k: int = 10) -> float:
