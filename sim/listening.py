@@ -14,7 +14,8 @@ music service's and factorizes it the same way:
 - LightFM WARP factorizes the listener x song matrix on one thread (Hogwild threads would make the bytes depend on
   timing); the item factors times `scale` are the hidden embeddings.
 
-The users keep the course's construction, with its "listen count" being how many listeners a track has here.
+The users keep the course's construction, with its "listen count" being how many listeners a track has here
+(interests in proportion to it ** `interest_listen_exponent`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ LISTENING_KNOB_HELP: dict[str, str] = {
     "mainstream_share": "share of a listener's songs drawn from the whole catalog by popularity, not their communities",
     "artist_follow_share": "share of the artists a listener heard whose other songs they also take",
     "artist_follow_songs": "songs (by popularity, repeats merged) taken from each followed artist",
+    "interest_listen_exponent": "the users' interests are drawn in proportion to a track's listeners ** this",
     "components": "LightFM no_components: the hidden embeddings' dimension (the course: 100)",
     "epochs": "LightFM WARP epochs",
     "learning_rate": "LightFM learning rate (the course: 0.01)",
@@ -62,7 +64,7 @@ LISTENING_INTEGER_KNOBS = frozenset(
         "max_sampled",
     }
 )
-# The `world:` knobs this source shares with the tree generator (sizes, popularity, the users' interests).
+# The `world:` knobs this source shares with the tree generator (artist sizes, popularity, interests per user).
 SHARED_KNOBS = (
     "artist_size_mu",
     "artist_size_sigma",
@@ -70,7 +72,6 @@ SHARED_KNOBS = (
     "artist_popularity_sigma",
     "track_popularity_sigma",
     "interests",
-    "interest_popularity_exponent",
 )
 
 # Seeds of independent sub-generators (the tree generator's structure, popularity and users parts keep its numbers).
@@ -196,7 +197,7 @@ def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: di
         listeners, tracks, settings["listeners"], n_tracks, settings, [seed, _FIT]
     )
     listen_count = np.bincount(tracks, minlength=n_tracks).astype(np.float64)
-    interest_weights = listen_count ** shared["interest_popularity_exponent"] * (listen_count > 0)
+    interest_weights = listen_count ** settings["interest_listen_exponent"] * (listen_count > 0)
     return {
         "embeddings": embeddings.astype(np.float32),
         "track_artist": track_artist,

@@ -70,6 +70,7 @@ class ListeningParams(Section):
     mainstream_share: UnitShare
     artist_follow_share: UnitShare
     artist_follow_songs: PositiveInt
+    interest_listen_exponent: NonNegativeFloat
     components: PositiveInt
     epochs: PositiveInt
     learning_rate: PositiveFloat
