@@ -13,6 +13,7 @@ from botify_lab.pipeline import fidelity, fidelity_search, reference
 from botify_lab.research import fidelity as F
 from sim.generator import generate_world, world_arrays
 from sim.loader import load_world
+from tests.conftest import REPO_ROOT
 from tests.sim.test_generator_fidelity import fitted_knobs
 
 SIZES = dict(seed=1, n_tracks=3000, n_users=300, dim=16)
@@ -162,6 +163,33 @@ def test_search_candidates_and_best():
     assert len(fidelity_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
     table = pd.DataFrame({"family": ["a", "b", "c"], "failed": [1, 0, 0], "worst": [0.5, 0.9, 0.8]})
     assert fidelity_search.best_candidate(table)["family"] == "c"
+
+
+def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monkeypatch):
+    import yaml
+
+    import sim.listening
+    from botify_lab.pipeline.params import load_params
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    params["world"]["source"] = "listening"
+    params["world"].update(tracks=1500, users=100)
+    params["world"]["listening"].update(listeners=300, communities=6, epochs=2)
+    params["fidelity_search"]["listening"] = {"points": {}, "sweeps": {"scale": [2.0, 6.0]}, "grid": {"epochs": [3]}}
+    base, search = fidelity_search.search_base(params)
+    assert base["listening"]["scale"] == params["world"]["listening"]["scale"] and "genre_spread" not in base["shared"]
+    fits = []
+    real_fit = sim.listening.listening_world_arrays
+    monkeypatch.setattr(sim.listening, "listening_world_arrays", lambda **kw: fits.append(kw) or real_fit(**kw))
+    build = fidelity_search.candidate_builder(base)
+    found = {family + str(overrides): build(overrides) for family, overrides in fidelity_search.candidates(search)}
+    assert len(found) == 4 and len(fits) == 2  # base, scale 2 and 6 share one fit; epochs 3 is the second
+    embeddings = [arrays["embeddings"] for arrays in found.values()]
+    assert np.allclose(embeddings[1] * 3.0, embeddings[2], rtol=1e-6)
+    assert yaml.safe_dump(fidelity_search.flat_knobs(base))  # one level of knobs for the table
+    params["fidelity_search"]["listening"] = None
+    with pytest.raises(ValueError, match="fidelity_search.listening must list its candidates"):
+        fidelity_search.search_base(params)
 
 
 @pytest.mark.timeout(300)

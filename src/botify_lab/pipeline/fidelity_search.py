@@ -6,7 +6,9 @@ knobs replaced) and played in process by the simulator's lock-step engine: Rando
 artist_discount_gamma 0.9 and 0.8, and the TOP_POP experiment; the playbacks become the same statistics as
 `../shared/real-logs/stats.json` (`botify_lab.research.fidelity`) and are compared with the real ones and the
 published tables. A candidate's score is its worst check in units of its tolerance (<= 1: every check passes).
-Every candidate lands in `metrics/fidelity_search.csv` with its knobs, its key statistics and its score.
+Every candidate lands in `metrics/fidelity_search.csv` with its knobs, its key statistics and its score. With
+`world.source: listening` the candidates are `fidelity_search.listening`'s (the listening source's knobs), each
+LightFM fit reused across values of `scale`.
 """
 
 from __future__ import annotations
@@ -259,14 +261,13 @@ def search_worlds(
     base: dict, search: dict, real: dict, published: pd.DataFrame, *, out: Path | None = None, log=print
 ) -> pd.DataFrame:
     """One row per candidate (knobs, key statistics, failed checks, worst distance, score); written as it goes."""
-    from sim.generator import world_arrays
-
     seeds = range(int(search.get("seeds", 2)))
     episodes = {group_name(kind, gamma): int(search.get("episodes", 3000)) for kind, gamma in GROUPS}
     rows = []
+    build = candidate_builder(base)
     for family, overrides in candidates(search):
         started = time.perf_counter()
-        arrays = world_arrays(**{**base, **overrides})
+        arrays = build(overrides)
         checks, _ = evaluate_arrays(
             arrays,
             real,
@@ -278,7 +279,7 @@ def search_worlds(
         )
         row = {
             "family": family,
-            **{k: v for k, v in base.items() if k not in ("n_tracks", "n_users")},
+            **{k: v for k, v in flat_knobs(base).items() if k not in ("n_tracks", "n_users")},
             **overrides,
             "artists": len(arrays["sizes"]),
             **summary_row(checks),
@@ -293,6 +294,57 @@ def search_worlds(
             out.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(out, index=False)
     return pd.DataFrame(rows)
+
+
+def flat_knobs(base: dict) -> dict:
+    """The base world's knobs in one level (a listening base nests its shared and listening knobs)."""
+    if "listening" not in base:
+        return dict(base)
+    return {"seed": base["seed"], **base["shared"], **base["listening"]}
+
+
+def candidate_builder(base: dict):
+    """overrides -> the candidate world's arrays. A listening base refits LightFM only when a knob other than
+    `scale` changes (the factors are kept per fit, and `scale` only multiplies them)."""
+    if "listening" not in base:
+        from sim.generator import world_arrays
+
+        return lambda overrides: world_arrays(**{**base, **overrides})
+    from sim.listening import listening_world_arrays
+
+    fits: dict[tuple, dict] = {}
+
+    def build(overrides: dict) -> dict:
+        listening = {**base["listening"], **overrides}
+        key = tuple(sorted((k, v) for k, v in listening.items() if k != "scale"))
+        if key not in fits:
+            fits[key] = listening_world_arrays(**{**base, "listening": {**listening, "scale": 1.0}})
+        fitted = fits[key]
+        return {**fitted, "embeddings": (fitted["embeddings"] * float(listening["scale"])).astype("float32")}
+
+    return build
+
+
+def search_base(params: dict) -> tuple[dict, dict]:
+    """The search's base world and candidates for params.yaml's world source (`fidelity_search.listening` holds the
+    listening source's candidates)."""
+    from botify_lab.pipeline.world import world_arguments
+    from sim.listening import SHARED_KNOBS
+
+    search = params["fidelity_search"]
+    arguments = world_arguments(params)
+    if params["world"].get("source") != "listening":
+        return arguments, search
+    if not search.get("listening"):
+        raise ValueError("world.source is listening: fidelity_search.listening must list its candidates")
+    base = {
+        "seed": arguments["seed"],
+        "n_tracks": arguments["n_tracks"],
+        "n_users": arguments["n_users"],
+        "shared": {name: arguments[name] for name in SHARED_KNOBS},
+        "listening": dict(params["world"]["listening"]),
+    }
+    return base, {**search, **search["listening"]}
 
 
 KNOB_COLUMNS = (
@@ -323,7 +375,7 @@ def best_candidate(table: pd.DataFrame) -> pd.Series:
 
 def main(argv: list[str] | None = None) -> None:
     from botify_lab.pipeline.params import load_params
-    from botify_lab.pipeline.world import world_arguments
+    from sim.listening import LISTENING_KNOBS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", type=Path)
@@ -333,15 +385,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip params.yaml's schema check")
     args = parser.parse_args(argv)
     params = load_params(args.params, check=not args.no_check)
-    search = params["fidelity_search"]
-    table = search_worlds(
-        world_arguments(params), search, load_real_stats(args.real_stats), load_published(args.published), out=args.out
-    )
+    base, search = search_base(params)
+    table = search_worlds(base, search, load_real_stats(args.real_stats), load_published(args.published), out=args.out)
     best = best_candidate(table)
     print(table[["family", "failed", "worst", "worst_check", "score"]].to_string())
+    columns = [*KNOB_COLUMNS, *LISTENING_KNOBS] if "listening" in base else KNOB_COLUMNS
     print(
         f"\nbest candidate: {best['family']} (failed {best['failed']}, worst check at {best['worst']} of its "
-        f"tolerance): {best[[name for name in KNOB_COLUMNS if name in best.index]].to_dict()}"
+        f"tolerance): {best[[name for name in columns if name in best.index]].to_dict()}"
     )
 
 

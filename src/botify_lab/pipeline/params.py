@@ -244,14 +244,20 @@ class FidelityParams(Section):
     ]
 
 
-class FidelitySearchParams(Section):
+class KnobSearch(Section):
+    """Candidate worlds: named points, one-knob sweeps and a grid, each a set of knob overrides."""
+
+    points: dict[str, dict[str, float]]
+    sweeps: dict[str, list[float]]
+    grid: dict[str, list[float]]
+
+
+class FidelitySearchParams(KnobSearch):
     seeds: PositiveInt
     episodes: PositiveInt
     top_pop_seeds: PositiveInt
     top_pop_episodes: PositiveInt
-    points: dict[str, dict[str, float]]
-    sweeps: dict[str, list[float]]
-    grid: dict[str, list[float]]
+    listening: KnobSearch | None = None  # the candidates when world.source is listening (its knobs)
 
 
 class AnalysisParams(Section):
@@ -308,6 +314,14 @@ class Params(Section):
             unknown = sorted(set(names) - knobs)
             if unknown:
                 raise ValueError(f"fidelity_search.{group} names unknown world knobs {unknown}")
+        if search.listening is not None:
+            known = set(ListeningParams.model_fields)
+            listening = search.listening
+            groups = [(f"points.{name}", point) for name, point in listening.points.items()]
+            for group, names in groups + [("sweeps", listening.sweeps), ("grid", listening.grid)]:
+                unknown = sorted(set(names) - known)
+                if unknown:
+                    raise ValueError(f"fidelity_search.listening.{group} names unknown listening knobs {unknown}")
         for name, model in self.models.items():
             if model.neighbours > self.world.tracks - model.exclude_self:
                 raise ValueError(
