@@ -251,6 +251,13 @@ class KnobSearch(Section):
     sweeps: dict[str, list[float]]
     grid: dict[str, list[float]]
 
+    def check_knobs(self, known: set[str], where: str, kind: str) -> None:
+        groups = [(f"points.{name}", point) for name, point in self.points.items()]
+        for group, names in groups + [("sweeps", self.sweeps), ("grid", self.grid)]:
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise ValueError(f"{where}.{group} names unknown {kind} knobs {unknown}")
+
 
 class FidelitySearchParams(KnobSearch):
     seeds: PositiveInt
@@ -308,20 +315,11 @@ class Params(Section):
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"source", "course_dir", "listening", "seed", "tracks", "users", "dim"}
-        search = self.fidelity_search
-        groups = [(f"points.{name}", point) for name, point in search.points.items()]
-        for group, names in groups + [("sweeps", search.sweeps), ("grid", search.grid)]:
-            unknown = sorted(set(names) - knobs)
-            if unknown:
-                raise ValueError(f"fidelity_search.{group} names unknown world knobs {unknown}")
-        if search.listening is not None:
-            known = set(ListeningParams.model_fields)
-            listening = search.listening
-            groups = [(f"points.{name}", point) for name, point in listening.points.items()]
-            for group, names in groups + [("sweeps", listening.sweeps), ("grid", listening.grid)]:
-                unknown = sorted(set(names) - known)
-                if unknown:
-                    raise ValueError(f"fidelity_search.listening.{group} names unknown listening knobs {unknown}")
+        self.fidelity_search.check_knobs(knobs, "fidelity_search", "world")
+        if self.fidelity_search.listening is not None:
+            self.fidelity_search.listening.check_knobs(
+                set(ListeningParams.model_fields), "fidelity_search.listening", "listening"
+            )
         for name, model in self.models.items():
             if model.neighbours > self.world.tracks - model.exclude_self:
                 raise ValueError(
