@@ -111,6 +111,9 @@ def test_lightfm_is_deterministic_and_ranks_as_its_own_predict():
         np.repeat(np.arange(len(data.users)), len(data.tracks)), np.tile(np.arange(len(data.tracks)), len(data.users))
     )
     assert np.allclose(first.scores(), predicted.reshape(len(data.users), len(data.tracks)), atol=1e-5)
+    assert np.array_equal(first.item_embeddings, np.asarray(warp.model.item_embeddings))
+    bpr = collab.fit_model(data, "bpr", {"factors": 4, "learning_rate": 0.05, "regularization": 0.01, "iterations": 2})
+    assert bpr.item_embeddings.shape[1] == bpr.item_factors.shape[1] - 1 and (bpr.user_factors[:, -1] == 1).all()
     best, table = collab.tune(data, "lightfm", 3, seed=11, k=5)
     assert set(best) == set(collab.SEARCH_SPACE["lightfm"]) and len(table) == 3
 

@@ -1,11 +1,11 @@
 """Stage `diverse_i2i`: the course's week-5 diverse item-to-item lists (notebooks/diverse_i2i.ipynb).
 
 From the `indexed` stage's collaborative model (build/indexed/model.npz): for every track it knows, the
-`diverse_i2i.k` nearest tracks by cosine of the item factors with at most `diverse_i2i.per_artist` of one artist,
-written as a track-recommendations file for the service's Contextual recommender (tracks the model never saw get an
-empty list: the service answers them at random). The same lists without the artist cap (the model's plain
-item-to-item neighbours, the leaderboard's "collaborative model" arm) are written beside them. Offline coverage
-metrics of both go to metrics/diverse_i2i.json.
+`diverse_i2i.k` nearest tracks by cosine of the item factors (biases left out) with at most
+`diverse_i2i.per_artist` of one artist, written as a track-recommendations file for the service's Contextual
+recommender (tracks the model never saw get an empty list: the service answers them at random). The same lists
+without the artist cap (the model's plain item-to-item neighbours, the leaderboard's "collaborative model" arm) are
+written beside them. Offline coverage metrics of both go to metrics/diverse_i2i.json.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def build_lists(model_path: Path, catalog_path: Path, k: int, per_artist: int) -
     catalog = read_catalog(catalog_path)
     model = load_model(model_path)
     artists = catalog["artist"].to_numpy()
-    lists = diverse_neighbours(model.item_factors, model.tracks, artists, k, per_artist)
-    uncapped = diverse_neighbours(model.item_factors, model.tracks, artists, k, k)
+    lists = diverse_neighbours(model.item_embeddings, model.tracks, artists, k, per_artist)
+    uncapped = diverse_neighbours(model.item_embeddings, model.tracks, artists, k, k)
     metrics = {
         "k": k,
         "per_artist": per_artist,

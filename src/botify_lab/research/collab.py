@@ -41,6 +41,9 @@ POSITIVE_TIME = 0.8
 MIN_POSITIVES = 5
 ALGORITHMS = ("lightfm", "als", "bpr")
 USER_BLOCK = 1024
+# Trailing item-factor columns that hold biases rather than taste: LightFM's [item bias, 1] (folded in here) and
+# implicit BPR's item bias (its user factors end with a constant 1).
+BIAS_COLUMNS = {"lightfm": 2, "bpr": 1}
 
 # optuna's search space per algorithm: name -> (kind, low, high); ints and log-uniform floats.
 SEARCH_SPACE = {
@@ -141,6 +144,13 @@ class CollaborativeModel:
 
     def scores(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         return self.user_factors[rows] @ self.item_factors.T
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """The item factors without the bias columns (what item-to-item similarity compares): LightFM's folded item
+        bias and constant, implicit BPR's item bias."""
+        extra = BIAS_COLUMNS.get(self.algorithm, 0)
+        return self.item_factors[:, : self.item_factors.shape[1] - extra]
 
 
 @contextlib.contextmanager
