@@ -163,10 +163,11 @@ def test_front_page_says_whether_the_world_is_the_courses(tmp_path):
     }
     index = build_index([], {}, fidelity=passed, figures=tmp_path)
     section = index[index.index("The real logs</h2>") :]
-    assert "all 74 checks within tolerance" in section and "Random gamma=0.9 | hist 1.0 at 0.91" in section
+    assert "all 74 checks within tolerance" in section
+    assert "the closest to its limit: Random gamma=0.9 | hist 1.0 at 0.91" in section
     assert 'href="fidelity.html"' in section and "data:image/png;base64," in section
     failing = build_index([], {}, fidelity={**passed, "passed": False, "failed": 3}, figures=tmp_path)
-    assert "3 of 74 checks OUTSIDE tolerance" in failing
+    assert "3 of 74 checks OUTSIDE tolerance; the farthest: Random gamma=0.9 | hist 1.0 at 0.91" in failing
     assert "The real logs</h2>" not in build_index([], {}, figures=tmp_path)
 
 

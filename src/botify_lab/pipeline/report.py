@@ -162,16 +162,17 @@ def _fidelity_section(fidelity: dict, figures: Path) -> str:
         else f"{failed} of {checks} checks OUTSIDE tolerance"
     )
     worst_text = (
-        f"; the closest to its limit: {html.escape(str(worst.get('check')))} at "
-        f"{number(worst.get('distance'), 2)} of its tolerance"
+        f"; {'the closest to its limit' if fidelity.get('passed') else 'the farthest'}: "
+        f"{html.escape(str(worst.get('check')))} at {number(worst.get('distance'), 2)} of its tolerance"
         if worst
         else ""
     )
     return (
         "<h2>Does this world react like the course's? The real logs</h2>"
-        "<p>Random and StickyArtist served through the service at each gamma the course's real logs ran, every "
-        f"statistic of those logs computed the same way from both: {verdict}{worst_text}. Every check and the other "
-        'figures are on the <a href="fidelity.html">fidelity page</a>.</p>'
+        "<p>Random, StickyArtist and the course's 2023 Contextual (as this pipeline trains it) served through the "
+        "service as the course's real logs ran them, every statistic of those logs computed the same way from both: "
+        f"{verdict}{worst_text}. Every check and the other figures are on the "
+        '<a href="fidelity.html">fidelity page</a>.</p>'
         f"{_figure(figures / 'fidelity_random.png', 'listen times of Random: real logs and this world')}"
     )
 
