@@ -299,19 +299,15 @@ def course_contextual_checks(
             relative=True,
             real_range=CONTEXTUAL_RATIO_RANGE,
         ),
-        Check(
-            group,
-            "hist 0",
-            real["listen_time_hist"]["0"],
-            [s["listen_time_hist"]["0"] for s in contextual_stats],
-            tol["share"],
-        ),
-        Check(
-            group,
-            "hist 1.0",
-            real["listen_time_hist"]["1.0"],
-            [s["listen_time_hist"]["1.0"] for s in contextual_stats],
-            tol["share"],
+        *(
+            Check(
+                group,
+                f"hist {label}",
+                real["listen_time_hist"][label],
+                [s["listen_time_hist"][label] for s in contextual_stats],
+                tol["share"],
+            )
+            for label in ("0", "1.0")
         ),
         Check(
             group,
