@@ -11,7 +11,7 @@ import yaml
 
 from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
 from sim.generator import KNOB_HELP, course_world, generate_world, knob_type
-from sim.listening import LISTENING_INTEGER_KNOBS, LISTENING_KNOB_HELP, SHARED_KNOBS, listening_world
+from sim.listening import LISTENING_INTEGER_KNOBS, LISTENING_KNOB_HELP, listening_world
 from sim.world import WorldError
 
 # The world settings besides the structure knobs: params.yaml `world:` key (and flag) -> (type, help text).
@@ -71,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         world.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=text)
     listening = world.add_argument_group(
         "the listening source's knobs (default: the params file's world.listening)",
-        "Shared with the tree: seed, tracks, users, the artist-size and popularity knobs, interests and "
-        "interest_popularity_exponent.",
+        "Shared with the tree: seed, tracks, users, the artist-size and popularity knobs, and interests.",
     )
     for name, text in LISTENING_KNOB_HELP.items():
         kind = int if name in LISTENING_INTEGER_KNOBS else float
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=settings["seed"],
                     n_tracks=settings["tracks"],
                     n_users=settings["users"],
-                    shared={name: settings[name] for name in SHARED_KNOBS},
+                    shared=settings,
                     listening=listening_knobs(given, args.params),
                 )
                 print(f"listening world written to {args.out} (content sha256 {meta['content_sha256']})")

@@ -144,16 +144,17 @@ def listening_history(
     track[mainstream] = _draw_by_weight(
         rng, everywhere, np.zeros(mainstream.sum()), np.full(mainstream.sum(), everywhere[-1])
     )
-    pairs = np.unique(listener * len(track_artist) + track)
+    n_tracks, n_artists = len(track_artist), int(track_artist.max()) + 1
+    pairs = np.unique(listener * n_tracks + track)
 
-    heard = np.unique((pairs // len(track_artist)) * (track_artist.max() + 1) + track_artist[pairs % len(track_artist)])
+    heard = np.unique((pairs // n_tracks) * n_artists + track_artist[pairs % n_tracks])
     followed = heard[rng.random(len(heard)) < settings["artist_follow_share"]]
-    follower = np.repeat(followed // (track_artist.max() + 1), settings["artist_follow_songs"])
-    artist = np.repeat(followed % (track_artist.max() + 1), settings["artist_follow_songs"])
-    by_artist, cumulative, low, high = _grouped(track_artist, weights, int(track_artist.max()) + 1)
+    follower = np.repeat(followed // n_artists, settings["artist_follow_songs"])
+    artist = np.repeat(followed % n_artists, settings["artist_follow_songs"])
+    by_artist, cumulative, low, high = _grouped(track_artist, weights, n_artists)
     more = by_artist[_draw_by_weight(rng, cumulative, low[artist], high[artist])]
-    pairs = np.unique(np.r_[pairs, follower * len(track_artist) + more])
-    return pairs // len(track_artist), pairs % len(track_artist)
+    pairs = np.unique(np.r_[pairs, follower * n_tracks + more])
+    return pairs // n_tracks, pairs % n_tracks
 
 
 def factorize(listeners: np.ndarray, tracks: np.ndarray, n_listeners: int, n_tracks: int, settings, seed) -> np.ndarray:
@@ -211,7 +212,8 @@ def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: di
 def listening_world(
     out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, shared: dict, listening: dict
 ) -> dict:
-    """Write the listening world into `out_dir` (byte-identical for the same arguments); return world.json's content."""
+    """Write the listening world into `out_dir` (byte-identical for the same arguments); return world.json's content.
+    `shared` may hold more of the `world:` section: only `SHARED_KNOBS` are read."""
     shared = {name: shared[name] for name in SHARED_KNOBS}
     settings = listening_settings(listening)
     arrays = listening_world_arrays(seed=seed, n_tracks=n_tracks, n_users=n_users, shared=shared, listening=settings)

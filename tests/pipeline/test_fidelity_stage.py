@@ -85,9 +85,10 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
     assert len(figure.axes) == 4
     contextual = table[table["group"] == fidelity.COURSE_CONTEXTUAL_GROUP].set_index("statistic")
     assert list(contextual.index) == ["time per session / Random", "hist 0", "hist 1.0", "mean listen (recommended)"]
+    per_session = "mean_time_per_session_user_level"
     ratio = (
-        result.simulated[fidelity.COURSE_CONTEXTUAL_GROUP][0]["mean_time_per_session_user_level"]
-        / (result.simulated["Random (beside Contextual) gamma=0.8"][0]["mean_time_per_session_user_level"])
+        result.simulated[fidelity.COURSE_CONTEXTUAL_GROUP][0][per_session]
+        / result.simulated[fidelity.RANDOM_BESIDE_CONTEXTUAL_GROUP][0][per_session]
     )
     assert contextual.loc["time per session / Random", "simulated"] == pytest.approx(ratio)
     assert contextual.loc["time per session / Random", "real_range"] == [2.30, 2.61]

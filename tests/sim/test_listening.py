@@ -45,6 +45,15 @@ def small_arguments(**listening_overrides) -> dict:
     }
 
 
+def small_listening_params(folder) -> dict:
+    """params.yaml with the listening source at the small sizes, written into `folder`; returns its content."""
+    params = yaml.safe_load(PARAMS.read_text())
+    params["world"].update(source="listening", **SMALL)
+    params["world"]["listening"].update(SMALL_LISTENING)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
 def test_the_schema_and_the_generator_know_the_same_knobs():
     assert tuple(ListeningParams.model_fields) == LISTENING_KNOBS
     assert set(world_section()["listening"]) == set(LISTENING_KNOBS)
@@ -145,10 +154,7 @@ def test_the_same_settings_give_the_same_bytes_on_any_machine(tmp_path):
 
 
 def test_the_command_line_builds_it_from_the_params_file_and_names_bad_knobs(tmp_path):
-    params = yaml.safe_load(PARAMS.read_text())
-    params["world"].update(source="listening", **SMALL)
-    params["world"]["listening"].update(SMALL_LISTENING)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params = small_listening_params(tmp_path)
     sim = [sys.executable, "-m", "sim", "world", "--params", str(tmp_path / "params.yaml")]
     built = subprocess.run([*sim, "--out", str(tmp_path / "w")], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
@@ -166,9 +172,6 @@ def test_the_command_line_builds_it_from_the_params_file_and_names_bad_knobs(tmp
 def test_the_pipeline_builds_it_when_params_choose_it(tmp_path):
     from botify_lab.pipeline.world import generate_world_dir
 
-    params = yaml.safe_load(PARAMS.read_text())
-    params["world"].update(source="listening", **SMALL)
-    params["world"]["listening"].update(SMALL_LISTENING)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    small_listening_params(tmp_path)
     built = generate_world_dir(tmp_path)
     assert orjson.loads((built / "world.json").read_bytes())["content_sha256"] == SMALL_WORLD_SHA256

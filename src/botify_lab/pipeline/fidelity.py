@@ -73,47 +73,57 @@ def gamma_world(world_dir: Path, gamma: float, out_dir: Path) -> Path:
     return out_dir
 
 
-def reference_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> dict:
-    """C Random vs T1 the true-neighbour reference at gamma 0.8, one seed: user-level means per arm."""
+def served_beside_random(
+    params: dict, world: Path, scratch: Path, recs: Path, experiment: str, *, episodes: int, seed: int | None = None
+) -> pd.DataFrame:
+    """The event log of experiment `experiment`: C Random vs T1 the Contextual recommender serving `recs`, on
+    `world` (a gamma world), `episodes` sessions of the stage's traffic with `seed` (default: params.yaml's)."""
+    arms = [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}]
+    traffic = Traffic.from_params(params["fidelity"], params, seed=seed, episodes=episodes)
+    run_dir = scratch / (f"run-{experiment.lower()}" if seed is None else f"run-{experiment.lower()}-{seed}")
+    return read_log(run_experiment(world, [{"name": experiment, "arms": arms}], traffic, run_dir))
+
+
+def reference_run(params: dict, world_08: Path, scratch: Path, recs: Path) -> dict:
+    """C Random vs T1 the true-neighbour reference on the gamma-0.8 world, one seed: user-level means per arm."""
     from botify_lab.research import ab
     from botify_lab.research.logs import sessionize
 
-    settings = params["fidelity"]
-    world = gamma_world(world_dir, 0.8, scratch / "world-reference")
-    experiment = {
-        "name": "REFERENCE",
-        "arms": [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}],
-    }
-    traffic = Traffic.from_params(settings, params, episodes=int(settings["reference_episodes"]))
-    log = run_experiment(world, [experiment], traffic, scratch / "run-reference")
-    metrics = ab.user_metrics(sessionize(read_log(log)), "REFERENCE")
+    episodes = int(params["fidelity"]["reference_episodes"])
+    events = served_beside_random(params, world_08, scratch, recs, "REFERENCE", episodes=episodes)
+    metrics = ab.user_metrics(sessionize(events), "REFERENCE")
     means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
     labels = {"C": "Random", "T1": REFERENCE_LABEL}
     return {labels[arm]: {key: round(float(value), 4) for key, value in row.items()} for arm, row in means.iterrows()}
 
 
 COURSE_CONTEXTUAL_GROUP = "Contextual-2023 gamma=0.8"
+RANDOM_BESIDE_CONTEXTUAL_GROUP = "Random (beside Contextual) gamma=0.8"
 
 
-def course_contextual_run(params: dict, world_dir: Path, scratch: Path, recs: Path) -> tuple[list, list]:
-    """C Random vs T1 the course's Contextual (the model `fidelity.course_contextual` names, as exported) at gamma 0.8
-    over the seeds, as the real logs pooled as Contextual-2023 served it: per seed the statistics of each arm."""
+def course_contextual_run(
+    params: dict, world_08: Path, scratch: Path, recs: Path, artist: np.ndarray
+) -> tuple[list, list]:
+    """C Random vs T1 the course's Contextual (the model `fidelity.course_contextual` names, as exported) on the
+    gamma-0.8 world over the seeds, as the real logs pooled as Contextual-2023 served it: per seed the statistics of
+    each arm."""
     settings = params["fidelity"]
     if not Path(recs).is_file():
         raise FileNotFoundError(
             f"{recs} is missing: fidelity.course_contextual = {settings['course_contextual']!r} must name a model "
             "of `models:` whose export ran (dvc repro runs it first)"
         )
-    artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
-    world = gamma_world(world_dir, 0.8, scratch / "world-contextual")
-    experiment = {
-        "name": "COURSE_CONTEXTUAL",
-        "arms": [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}],
-    }
     random_stats, contextual_stats = [], []
     for seed in (int(params["seed"]) + i for i in range(int(settings["seeds"]))):
-        traffic = Traffic.from_params(settings, params, seed=seed, episodes=int(settings["contextual_episodes"]))
-        events = read_log(run_experiment(world, [experiment], traffic, scratch / f"run-contextual-{seed}"))
+        events = served_beside_random(
+            params,
+            world_08,
+            scratch,
+            recs,
+            "COURSE_CONTEXTUAL",
+            episodes=int(settings["contextual_episodes"]),
+            seed=seed,
+        )
         for arm, found in (("C", random_stats), ("T1", contextual_stats)):
             rows = F.playback_rows(events, "COURSE_CONTEXTUAL", arm, source=f"seed {seed}")
             found.append(F.statistics(rows, track_artist=artist, gamma=0.8))
@@ -139,16 +149,18 @@ class FidelityRun:
         return bool(self.table["passed"].all())
 
 
-def simulate_groups(params: dict, world_dir: Path, scratch: Path) -> dict[str, list[dict]]:
-    """Serve C Random / T1 StickyArtist at each gamma over the seeds; per group the statistics of each seed."""
+def simulate_groups(
+    params: dict, worlds: dict[float, Path], scratch: Path, artist: np.ndarray
+) -> dict[str, list[dict]]:
+    """Serve C Random / T1 StickyArtist at each gamma (on `worlds[gamma]`) over the seeds; per group the statistics
+    of each seed."""
     settings = params["fidelity"]
-    artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
     seeds = [int(params["seed"]) + i for i in range(int(settings["seeds"]))]
     found: dict[str, list[dict]] = {}
     experiment = {"name": EXPERIMENT, "arms": [{"recommender": recommender} for _, recommender in ARMS.values()]}
     for entry in settings["gammas"]:
         gamma, episodes = float(entry["gamma"]), int(entry["episodes"])
-        world = gamma_world(world_dir, gamma, scratch / f"world-gamma-{gamma:g}")
+        world = worlds[gamma]
         for seed in seeds:
             traffic = Traffic.from_params(settings, params, seed=seed, episodes=episodes)
             log = run_experiment(world, [experiment], traffic, scratch / f"run-gamma-{gamma:g}-seed-{seed}")
@@ -223,23 +235,32 @@ def run(
     settings = params["fidelity"]
     real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
     reference = None
+    with_reference = bool(int(settings.get("reference_episodes", 0)))
+    with_contextual = bool(int(settings.get("contextual_episodes", 0)))
+    artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
     with tempfile.TemporaryDirectory(prefix="fidelity-") as folder:
-        simulated = simulate_groups(params, Path(world_dir), Path(folder))
-        if int(settings.get("reference_episodes", 0)):
+        gammas = {float(entry["gamma"]) for entry in settings["gammas"]}
+        if with_reference or with_contextual:
+            gammas.add(0.8)  # the reference and the course's Contextual run at the course's 2023 gamma
+        worlds = {
+            gamma: gamma_world(Path(world_dir), gamma, Path(folder) / f"world-gamma-{gamma:g}") for gamma in gammas
+        }
+        simulated = simulate_groups(params, worlds, Path(folder), artist)
+        if with_reference:
             recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
-            reference = reference_run(params, Path(world_dir), Path(folder), recs)
-        if int(settings.get("contextual_episodes", 0)):
+            reference = reference_run(params, worlds[0.8], Path(folder), recs)
+        if with_contextual:
             recs = course_contextual_recs or layout.recs_file(settings["course_contextual"])
-            random_stats, contextual_stats = course_contextual_run(params, Path(world_dir), Path(folder), recs)
+            random_stats, contextual_stats = course_contextual_run(params, worlds[0.8], Path(folder), recs, artist)
             simulated[COURSE_CONTEXTUAL_GROUP] = contextual_stats
-            simulated["Random (beside Contextual) gamma=0.8"] = random_stats
+            simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP] = random_stats
     means = top_pop(params, Path(world_dir)) if int(settings.get("top_pop_seeds", 0)) else []
     checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
     if COURSE_CONTEXTUAL_GROUP in simulated:
         checks += F.course_contextual_checks(
             COURSE_CONTEXTUAL_GROUP,
             real["types"]["Contextual-2023"]["gamma=0.8"],
-            simulated["Random (beside Contextual) gamma=0.8"],
+            simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP],
             simulated[COURSE_CONTEXTUAL_GROUP],
         )
     products = inner_products(Path(world_dir), int(params["seed"]))

@@ -301,17 +301,14 @@ class Params(Section):
 
     @model_validator(mode="after")
     def names_exist(self):
-        for role in ("control", "treatment"):
-            name = getattr(self.simulate, role)
+        references = {
+            "simulate.control": self.simulate.control,
+            "simulate.treatment": self.simulate.treatment,
+            "fidelity.course_contextual": self.fidelity.course_contextual,
+        }
+        for key, name in references.items():
             if name not in self.models:
-                raise ValueError(
-                    f"simulate.{role} = {name!r}: must name a model of `models:` ({', '.join(self.models)})"
-                )
-        if self.fidelity.course_contextual not in self.models:
-            raise ValueError(
-                f"fidelity.course_contextual = {self.fidelity.course_contextual!r}: must name a model of `models:` "
-                f"({', '.join(self.models)})"
-            )
+                raise ValueError(f"{key} = {name!r}: must name a model of `models:` ({', '.join(self.models)})")
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"source", "course_dir", "listening", "seed", "tracks", "users", "dim"}
