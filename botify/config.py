@@ -27,7 +27,7 @@ TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "clock", "log_max_bytes
 # request carries its simulated time (the X-Botify-Time header, ms since epoch) and latency is not measured (logged
 # as 0), so a seeded simulation writes the same log on every run, however the machine is loaded.
 CLOCKS = ("wall", "simulated")
-ARM_KEYS = {"name", "recommender", "path", "k"}
+ARM_KEYS = {"name", "recommender", "path", "k", "exploration"}
 
 
 class ConfigError(ValueError):
@@ -36,10 +36,19 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ArmConfig:
+    """One arm of an experiment, as its config keys give it.
+
+    `name` (default C, T1, T2, ...), `recommender` (a key of `RECOMMENDERS`), `path` (its data file, for those that
+    read one), `k` (toppop's list length) and `exploration` (optional, 0 <= exploration < 1, default 0: the share of
+    the arm's /next requests answered by the Random recommender instead of the arm's own, epsilon-greedy, so a model
+    retrained on the arm's log also sees tracks the arm would never have served).
+    """
+
     name: str
     recommender: str
     path: Path | None = None
     k: int | None = None
+    exploration: float = 0.0
 
     def describe(self, base_dir: Path | None = None) -> dict[str, Any]:
         """What this arm serves, for GET /experiments; the data path relative to `base_dir` (the config's folder)."""
@@ -48,6 +57,8 @@ class ArmConfig:
             description["path"] = str(self.path) if base_dir is None else os.path.relpath(self.path, base_dir)
         if self.k is not None:
             description["k"] = self.k
+        if self.exploration > 0:
+            description["exploration"] = self.exploration
         return description
 
 
@@ -135,8 +146,8 @@ def _parse_experiment(raw: Any, index: int, base_dir: Path) -> ExperimentConfig:
         raise ConfigError(f"{where} must be a mapping with `name` and `arms`")
     name = _require_str(raw.get("name"), f"{where}.name")
     arms = raw.get("arms")
-    if not isinstance(arms, list) or len(arms) < 2:
-        raise ConfigError(f"{where} ({name}) needs a list of at least 2 arms")
+    if not isinstance(arms, list) or not arms:
+        raise ConfigError(f"{where} ({name}) needs a list of arms (one arm serves every user, as a rollout does)")
     parsed = tuple(
         _parse_arm(arm, position, f"{where}.arms[{position}]", base_dir) for position, arm in enumerate(arms)
     )
@@ -167,8 +178,11 @@ def _parse_arm(raw: Any, position: int, where: str, base_dir: Path) -> ArmConfig
     elif "k" in raw:
         takers = sorted(name for name, other in RECOMMENDERS.items() if other.takes_k)
         raise ConfigError(f"{where}: `k` is only for {', '.join(takers)}")
+    exploration = _require_share(raw.get("exploration", 0.0), f"{where}.exploration")
     name = raw.get("name", arm_name(position))
-    return ArmConfig(name=_require_str(name, f"{where}.name"), recommender=recommender, path=path, k=k)
+    return ArmConfig(
+        name=_require_str(name, f"{where}.name"), recommender=recommender, path=path, k=k, exploration=exploration
+    )
 
 
 def _resolve(value: str, base_dir: Path) -> Path:
@@ -187,3 +201,9 @@ def _require_int(value: Any, key: str, *, minimum: int | None) -> int:
         bound = "" if minimum is None else f" >= {minimum}"
         raise ConfigError(f"`{key}` must be an integer{bound}, got {value!r}")
     return value
+
+
+def _require_share(value: Any, key: str) -> float:
+    if type(value) not in (int, float) or not 0 <= value < 1:  # NaN fails the comparison
+        raise ConfigError(f"`{key}` must be a number >= 0 and < 1 (a share of requests), got {value!r}")
+    return float(value)

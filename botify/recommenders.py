@@ -6,6 +6,7 @@ hash of seed, user, request count and request) and the choice is reproducible.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,27 @@ class Contextual:
         return neighbours[draw % len(neighbours)]
 
 
+class Exploring:
+    """An arm's recommender that answers a fixed share of requests with Random instead (epsilon-greedy exploration).
+
+    Exploration keeps a loop of retrained models seeing tracks its previous version never served: a model trained
+    only on the log of its own recommendations can never learn about the rest of the catalog. The service's draw is
+    uniform over 128 bits: its high 64 decide whether to explore, and both recommenders then pick with `draw % n`,
+    i.e. mostly the low bits, so the decision and the pick are independent (up to a bias of n / 2**64).
+    """
+
+    def __init__(self, recommender, catalog: Catalog, share: float):
+        self.recommender = recommender
+        self.random = Random(catalog)
+        # Integer threshold on the high 64 bits: explore exactly when (draw >> 64) < share * 2**64.
+        self.threshold = math.ceil(share * 2**64)
+
+    def recommend(self, user: int, track: int, draw: int) -> int:
+        if (draw >> 64) < self.threshold:
+            return self.random.recommend(user, track, draw)
+        return self.recommender.recommend(user, track, draw)
+
+
 @dataclass(frozen=True)
 class RecommenderKind:
     """How a config arm names a recommender: its class, and whether it reads a data `path` and takes `k`."""
@@ -116,11 +138,14 @@ RECOMMENDERS: dict[str, RecommenderKind] = {
 
 
 def build_recommender(arm: ArmConfig, catalog: Catalog):
-    """The recommender a (validated) arm names, built from the registry."""
+    """The recommender a (validated) arm names, built from the registry; wrapped in `Exploring` if it explores."""
     kind = RECOMMENDERS[arm.recommender]
     arguments = [catalog]
     if kind.needs_path:
         arguments.append(arm.path)
     if kind.takes_k:
         arguments.append(arm.k)
-    return kind.factory(*arguments)
+    recommender = kind.factory(*arguments)
+    if arm.exploration > 0:
+        return Exploring(recommender, catalog, arm.exploration)
+    return recommender

@@ -1,15 +1,21 @@
-"""Every endpoint and every recommender through the app's test client, and what only the real server does
-(HTTP framing, chunked and stalled bodies) over real HTTP against `python -m botify serve`."""
+"""Every endpoint and every recommender through the app's test client (the exploring wrapper also draw by draw),
+and what only the real server does (HTTP framing, chunked and stalled bodies) over real HTTP against
+`python -m botify serve`."""
 
+import dataclasses
 import socket
 from urllib.parse import urlparse
 
+import numpy as np
 import orjson
 import pytest
 import requests
 
 from botify import create_app
+from botify.catalog import load_catalog
+from botify.config import ArmConfig
 from botify.launch import served
+from botify.recommenders import Exploring, Random, TopPop, build_recommender
 
 
 def write_api_config(world, folder):
@@ -264,3 +270,37 @@ def test_contextual_uses_the_last_tracks_neighbours_and_falls_back_to_random(sin
     assert set(recommendations_for(client, 1, 1)) == set(world.context_neighbours[1])
     assert len(set(recommendations_for(client, 1, 2))) > 20  # empty list
     assert len(set(recommendations_for(client, 1, 3))) > 20  # no row at all
+
+
+def uniform_128_bit_draws(count: int, seed: int) -> list[int]:
+    """Draws like the service's (an unsigned 128-bit hash), from two uniform 64-bit halves."""
+    halves = np.random.default_rng(seed).integers(0, 2**64, size=(count, 2), dtype=np.uint64)
+    return [(int(high) << 64) | int(low) for high, low in halves]
+
+
+def test_an_exploring_arm_answers_its_share_with_random_and_otherwise_its_own(world):
+    catalog = load_catalog(world.path / "tracks.json")
+    arm = ArmConfig("T1", "toppop", path=world.path / "top_tracks.json", k=3)
+    own = build_recommender(arm, catalog)
+    exploring = build_recommender(dataclasses.replace(arm, exploration=0.25), catalog)
+    assert type(own) is TopPop and type(exploring) is Exploring
+    random = Random(catalog)
+    draws = uniform_128_bit_draws(20_000, seed=11)
+    answers = [exploring.recommend(1, 0, draw) for draw in draws]
+    explored = [(draw >> 64) < 2**62 for draw in draws]  # the high 64 bits below a quarter of their range
+    assert answers == [(random if explores else own).recommend(1, 0, draw) for draw, explores in zip(draws, explored)]
+    # 25% of 20,000 is 5,000 with a binomial standard deviation of 61: allow 4 of them.
+    assert abs(sum(explored) - 5_000) < 245
+    # Seen from outside: Random leaves the top 3 in 497 of 500 picks, TopPop(3) never does (mean 4,970, sd 61).
+    assert abs(sum(answer not in world.top_tracks[:3] for answer in answers) - 4_970) < 245
+
+
+def test_an_exploring_arm_is_served_and_described(single_recommender, world):
+    client = single_recommender(
+        {"recommender": "toppop", "path": str(world.path / "top_tracks.json"), "k": 1, "exploration": 0.25}
+    )
+    arms = client.get("/experiments").get_json()["experiments"][0]["arms"]
+    assert [(arm["name"], arm["k"], arm["exploration"]) for arm in arms] == [("C", 1, 0.25), ("T1", 1, 0.25)]
+    recommendations = recommendations_for(client, 1, 0, count=400)
+    # About a quarter leaves the top track (mean 99.8, sd 8.7).
+    assert 65 < sum(track != world.top_tracks[0] for track in recommendations) < 135

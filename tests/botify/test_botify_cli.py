@@ -1,5 +1,6 @@
 """The command line and config checks: help, the startup line, clear errors for configs that cannot run."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_explicit_arm_names_and_dict_configs(world, tmp_path, monkeypatch, open_
     [
         ({"colour": "red"}, "unknown config keys"),
         ({"experiments": []}, "non-empty list"),
-        ({"experiments": [{"name": "E", "arms": [{"recommender": "random"}]}]}, "at least 2 arms"),
+        ({"experiments": [{"name": "E", "arms": []}]}, "needs a list of arms"),
         (
             {
                 "experiments": [
@@ -112,6 +113,27 @@ def test_log_sizes_at_the_floor_or_without_rotation_are_accepted(write_config, w
     path = write_config([world.top_pop_experiment()])
     path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | size))
     assert load_config(path).log_max_bytes == size["log_max_bytes"]
+
+
+def exploring_top_pop(world, exploration) -> dict:
+    """The TOP_POP experiment with its T1 arm exploring."""
+    experiment = world.top_pop_experiment()
+    experiment["arms"][1]["exploration"] = exploration
+    return experiment
+
+
+def test_an_arm_may_explore_a_share_of_its_requests(write_config, world):
+    arms = load_config(write_config([exploring_top_pop(world, 0.2)])).experiments[0].arms
+    assert [arm.exploration for arm in arms] == [0.0, 0.2, 0.0, 0.0]
+    assert arms[1].describe()["exploration"] == 0.2
+    assert "exploration" not in arms[0].describe()
+
+
+@pytest.mark.parametrize("exploration", [-0.1, 1.0, "x", True, float("nan")])
+def test_exploration_must_be_a_share_below_one(write_config, world, exploration):
+    message = "`experiments[0].arms[1].exploration` must be a number >= 0 and < 1 (a share of requests), got "
+    with pytest.raises(ConfigError, match=re.escape(message + repr(exploration))):
+        load_config(write_config([exploring_top_pop(world, exploration)]))
 
 
 def test_data_files_with_ids_outside_the_catalog_are_refused(write_config, tmp_path):
