@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--episodes", type=int, default=100, help="sessions per day")
     run.add_argument("--seed", type=int, required=True, help="seed of the simulated traffic")
     run.add_argument("--days", type=int, default=1, help="days to run back to back")
+    run.add_argument(
+        "--first-day",
+        type=int,
+        default=0,
+        help="continue an earlier run of the same seed and --episodes: start at this day (its users, first tracks "
+        "and clock), e.g. after retraining the service's models on the days before",
+    )
     run.add_argument("--shard", help="I/N: play only the episodes of users whose row is I modulo N (0 <= I < N)")
     run.add_argument("--processes", type=int, default=1, help="worker processes (users are split between them)")
     run.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections per process (http)")
@@ -209,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             episodes=args.episodes,
             seed=args.seed,
             days=args.days,
+            first_day=args.first_day,
             processes=args.processes,
             url=args.url,
             trace_path=args.trace,

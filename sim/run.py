@@ -64,6 +64,7 @@ def simulate(
     episodes: int,
     seed: int,
     days: int = 1,
+    first_day: int = 0,
     processes: int = 1,
     url: str | None = None,
     trace_path=None,
@@ -77,10 +78,14 @@ def simulate(
 
     `agent` is "random", "http" (needs `url`), "console", or an in-process recommender object. `connections`
     is the number of concurrent keep-alive connections per process for the http agent. `shard=(i, n)` plays only
-    the episodes whose user row is i modulo n; the summary then covers those episodes.
+    the episodes whose user row is i modulo n; the summary then covers those episodes. `first_day` continues an
+    earlier run of the same seed and episodes per day: its days are that run's next days (their users, first
+    tracks and simulated clock), so a service can be changed between days, as the course's loop of days did.
     """
     if episodes < 1 or days < 1 or processes < 1 or connections < 1:
         raise ValueError("episodes, days, processes and connections must be at least 1")
+    if first_day < 0:
+        raise ValueError(f"first_day must be at least 0, got {first_day}")
     if agent == "console" and processes != 1:
         raise ValueError("the console agent runs in one process")
     shard_index, shard_count = check_shard(shard) if shard is not None else (0, 1)
@@ -89,7 +94,8 @@ def simulate(
         make_agent(agent, world, url)  # fail early on a bad agent or missing URL (a factory is checked when used)
     all_episodes = np.arange(episodes, dtype=np.int64)
     plans = []  # per day: (episodes, user rows) of this shard
-    for day in range(days):
+    day_numbers = range(first_day, first_day + days)
+    for day in day_numbers:
         _, user_rows, interests = episode_starts(world, seed, day, all_episodes)
         mine = user_rows % shard_count == shard_index
         world.prepare_neighbours(interests[mine])
@@ -115,8 +121,8 @@ def simulate(
         connections=connections,
     )
     try:
-        for day, (day_episodes, user_rows) in enumerate(plans):
-            if day and pause_between_days and not ask_to_continue(day):
+        for day, (day_episodes, user_rows) in zip(day_numbers, plans):
+            if day > first_day and pause_between_days and not ask_to_continue(day):
                 break
             started = clock.perf_counter()
             if processes == 1:
@@ -147,6 +153,7 @@ def simulate(
         "episodes": episodes,
         "shard": [shard_index, shard_count] if shard is not None else None,
         "days": days,
+        "first_day": first_day,
         "days_run": len(per_day),
         "processes": processes,
         "connections": connections if agent == "http" else None,

@@ -58,6 +58,23 @@ class StubbornRecommender:
         self.ended.append(user)
 
 
+def test_first_day_continues_an_earlier_run_day_for_day(small_world, tmp_path):
+    """The loop of days serves day 1 after retraining: it must be the very day 1 of a two-day run."""
+    both = tmp_path / "both.jsonl"
+    simulate(small_world, agent="random", episodes=150, days=2, seed=4, trace_path=both, progress=False)
+    parts = []
+    for first_day in (0, 1):
+        path = tmp_path / f"day-{first_day}.jsonl"
+        summary = simulate(
+            small_world, agent="random", episodes=150, seed=4, first_day=first_day, trace_path=path, progress=False
+        )
+        assert [d["day"] for d in summary["per_day"]] == [first_day]
+        parts.append(path.read_bytes())
+    assert parts[0] + parts[1] == both.read_bytes() and parts[0] != parts[1]
+    with pytest.raises(ValueError, match="first_day"):
+        simulate(small_world, agent="random", episodes=10, seed=4, first_day=-1, progress=False)
+
+
 def test_invalid_answers_are_counted_heard_as_nothing_and_never_crash(world):
     agent = StubbornRecommender(world.n_tracks)
     summary = simulate(world, agent=agent, episodes=60, seed=5, progress=False)
