@@ -1,10 +1,10 @@
 """Training time and test error of the default models with dense Adam and lazy Adam; prints one JSON object.
 
 Trains every model of params.yaml's `models:` with its exact `train:` settings and seed on the pairs of a
-collected log (`dvc repro collect` writes build/collect/log), once per optimizer, and reports seconds, epochs,
+collected log (`dvc repro collect` writes build/rounds/round0/log), once per optimizer, and reports seconds, epochs,
 the best epoch, test MSE and the relative test-MSE difference of lazy against dense:
 
-    .venv/bin/python bench/train_speed.py [--log build/collect/log] [--threads 1] [--models ours]
+    .venv/bin/python bench/train_speed.py [--log build/rounds/round0/log] [--threads 1] [--models ours]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log", type=Path, default=Path("build/collect/log"), help="a collected event log folder")
+    parser.add_argument("--log", type=Path, default=Path("build/rounds/round0/log"), help="an event log folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train_contextual's)")
     parser.add_argument("--models", nargs="+", default=None, help="models of params.yaml (default: all)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)

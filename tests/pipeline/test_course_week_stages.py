@@ -45,7 +45,7 @@ def tiny_log_rows(seed: int = 0) -> list[dict]:
 
 @pytest.fixture
 def stage_root(tmp_path, monkeypatch):
-    """A repository-like folder: build/collect/log/data.json, data/tracks.json (6 artists), the cwd of the stages."""
+    """A repository-like folder: round 0's log (layout.COLLECT_LOG), data/tracks.json (6 artists), the stages' cwd."""
     log = tmp_path / layout.COLLECT_LOG / "data.json"
     log.parent.mkdir(parents=True)
     log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in tiny_log_rows()))

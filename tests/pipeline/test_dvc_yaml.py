@@ -61,6 +61,7 @@ def test_layout_paths_are_the_ones_dvc_yaml_declares():
         "CATALOG",
         "COLLECT",
         "COLLECT_LOG",
+        "ROUNDS",
         "TOP_TRACKS",
         "SIMULATE",
         "SIMULATE_LOG",

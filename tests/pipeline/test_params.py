@@ -65,6 +65,24 @@ def test_cross_checks_name_the_models():
     )
 
 
+def test_rounds_must_follow_each_other_with_string_names():
+    """DVC templates a stage per key of collect.rounds and silently drops integer keys, so the schema says so."""
+    skipped = problems(lambda params: params["collect"]["rounds"].update(round4={"after": "round3"}))
+    assert skipped == [
+        "params.yaml: collect.rounds: entry 3 is round4: {after: round3}, expected round3: "
+        "{after: round2} (rounds are round1, round2, ... in order, each after the one before)"
+    ]
+    numbered = problems(lambda params: params["collect"].update(rounds={1: {"after": "round0"}}))
+    assert len(numbered) == 1 and numbered[0].startswith("params.yaml: collect.rounds.1")
+    assert problems(lambda params: params["collect"].update(serve="nobody")) == [
+        "params.yaml: collect.serve = 'nobody': must name a model of `models:` (contextual, contextual_seminar, ours)"
+    ]
+    assert problems(lambda params: params["collect"].update(exploration=1.0))[0].startswith(
+        "params.yaml: collect.exploration = 1.0: Input should be less than 1"
+    )
+    check_params({**copy.deepcopy(PARAMS), "collect": {**PARAMS["collect"], "rounds": {}}})  # no loop: round 0 only
+
+
 def test_the_check_stage_fails_in_one_line_per_problem(tmp_path):
     params = copy.deepcopy(PARAMS)
     params["models"]["ours"]["loss"] = "huber"

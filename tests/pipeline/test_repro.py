@@ -137,7 +137,15 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     ]
     assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 11)}
     fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
-    assert fidelity["checks"] > 50 and "training_data" in fidelity
+    assert fidelity["checks"] > 50 and fidelity["training_data"]["pairs"] > 0
+    checks = json.loads((clone / "build" / "fidelity" / "checks.json").read_text())
+    training_checks = [row["statistic"] for row in checks if row["group"] == "Training data (week 4)"]
+    assert training_checks == ["listen-time variance", "model test MSE / train mean's"]
+    feedback = json.loads((clone / "metrics" / "feedback.json").read_text())
+    assert list(feedback["rounds"]) == ["round0", "round1", "round2"]
+    assert set(feedback["rounds"]["round0"]["arms"]) == {"random", "sticky_artist", "all"}
+    assert feedback["rounds"]["round2"]["model"] == "contextual" and 0 < feedback["final"]["model_mse"] < 1
+    assert "the loop of days" in (clone / "reports" / "html" / "index.html").read_text()
     for figure in (
         "ab_effects.png",
         "ab_cumulative.png",
@@ -145,6 +153,7 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
         "train_ours.png",
         "calibration.png",
         "leaderboard.png",
+        "feedback_loop.png",
     ):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000
     index = (clone / "reports" / "html" / "index.html").read_text()
@@ -279,3 +288,30 @@ def test_spark_engine_experiment_gives_the_same_metrics(tiny_clone):
     assert yaml.safe_load((clone / "params.yaml").read_text())["analysis"]["engine"] == "spark"
     for path, document in before.items():
         assert_same_numbers(document, json.loads((clone / path).read_text()), path)
+
+
+def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_clone):
+    """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
+    stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four."""
+    clone, env, _ = tiny_clone
+    output = run_readme_block(clone, env, "The loop of days")
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert {"loop@round3", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
+    cached = {
+        "collect",
+        "loop@round1",
+        "loop@round2",
+        "toppop",
+        "indexed",
+        "calibrate",
+        "toppop_offline",
+        "diverse_i2i",
+    }
+    assert not ran & cached, ran & cached
+    summary = json.loads((clone / "build" / "rounds" / "round3" / "round.json").read_text())
+    assert summary["first_day"] == 3 and summary["model"]["rounds"] == ["round0", "round1", "round2"]
+    assert summary["arms"]["contextual"]["sessions"] == TINY["collect"]["episodes"]
+    feedback = json.loads((clone / "metrics" / "feedback.json").read_text())
+    assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3"]
+    training = json.loads((clone / "build" / "models" / "ours" / "training.json").read_text())
+    assert training["rounds"] == ["round0", "round1", "round2", "round3"]

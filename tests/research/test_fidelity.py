@@ -127,6 +127,23 @@ def test_the_course_contextual_checks_compare_ratio_and_shares_per_seed():
     assert not checks["hist 1.0"].passed and checks["hist 1.0"].distance == pytest.approx(2.0)
 
 
+def test_the_training_checks_compare_variance_and_the_models_share_of_the_train_mean():
+    def checks(variance, model_mse, train_mean_mse):
+        found = F.course_training_checks(
+            {"variance": variance}, {"model_mse": model_mse, "train_mean_mse": train_mean_mse}
+        )
+        return {check.statistic: check for check in found}
+
+    course_like = checks(0.15, 0.111, 0.15)  # the student reruns: 0.145-0.154, model 0.110-0.113 (share 0.74)
+    assert all(check.passed for check in course_like.values())
+    assert course_like["listen-time variance"].real_range == (0.145, 0.154)
+    assert course_like["model test MSE / train mean's"].real_range == (round(0.110 / 0.154, 4), round(0.113 / 0.145, 4))
+    random_traffic = checks(0.089, 0.144, 0.089)  # a Random log: low variance, a model worse than the mean
+    assert random_traffic["listen-time variance"].distance == pytest.approx((0.145 - 0.089) / 0.02)
+    assert not random_traffic["model test MSE / train mean's"].passed
+    assert checks(0.13, 0.111, 0.15)["listen-time variance"].passed  # within 0.02 of the range, absolute
+
+
 def test_training_data_summary_matches_the_baselines():
     rng = np.random.default_rng(0)
     times = rng.uniform(0, 1, 20000)

@@ -1,6 +1,8 @@
-"""Stage `collect`: the service serves the course's early recommenders to seeded simulated traffic.
+"""Stage `collect`: round 0 of the loop of days, the service serving the course's early recommenders to seeded
+simulated traffic.
 
-Its event log is the training data for every model, as in the course: models never see the simulator's world.
+Its event log (with the later rounds', `loop@roundN`) is the training data for every model, as in the course:
+models never see the simulator's world.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from pathlib import Path
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.outputs import atomic_output_dir
-from botify_lab.pipeline.params import load_params
+from botify_lab.pipeline.outputs import atomic_output_dir, write_json
+from botify_lab.pipeline.params import load_params, round_name
+from botify_lab.pipeline.rounds import describe_round, round_summary
+from botify_lab.research.catalog import read_catalog
 
 
 def collect(params: dict, world_dir: Path = layout.WORLD, out_dir: Path = layout.COLLECT) -> Path:
@@ -21,6 +25,9 @@ def collect(params: dict, world_dir: Path = layout.WORLD, out_dir: Path = layout
     # The scratch folder sits beside out_dir, so the config's relative paths hold once it is renamed.
     with atomic_output_dir(out_dir) as scratch:
         run_experiment(world_dir, [experiment], Traffic.from_params(settings, params), scratch)
+        catalog = read_catalog(Path(world_dir) / "tracks.json")
+        summary = round_summary(round_name(0), params, scratch / "log", catalog)
+        write_json(scratch / layout.ROUND_SUMMARY, summary, sort_keys=True)
     return Path(out_dir) / "log"
 
 
@@ -28,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", type=Path)
     log = collect(load_params(parser.parse_args(argv).params))
-    print(f"collect: event log in {log}")
+    print(f"collect: {describe_round(log.parent)}")
 
 
 if __name__ == "__main__":

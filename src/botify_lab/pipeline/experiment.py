@@ -46,6 +46,7 @@ class Traffic:
     episodes: int
     seed: int
     days: int = 1
+    first_day: int = 0  # continue the same seed's traffic at this day (the loop of days: rounds after the first)
     processes: int = 1
     connections: int = 4
     transport: str = "http"
@@ -194,6 +195,7 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
         episodes=traffic.episodes,
         seed=traffic.seed,
         days=traffic.days,
+        first_day=traffic.first_day,
         processes=traffic.processes,
         strict=True,
         progress=show_progress(),

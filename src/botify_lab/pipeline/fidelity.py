@@ -37,10 +37,11 @@ from botify_lab.pipeline.fidelity_search import (
     group_name,
     load_real_stats,
 )
+from botify_lab.pipeline.params import training_rounds
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
-from botify_lab.research.logs import read_log, training_pairs
+from botify_lab.research.logs import read_log, read_logs, training_pairs
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
 
 EXPERIMENT = "FIDELITY"
@@ -213,12 +214,19 @@ def inner_product_summary(products: np.ndarray) -> dict:
     }
 
 
-def training_summary(log_dir: Path, params: dict) -> dict | None:
-    """Variance and baseline MSEs of the collected log's (first track, track, time) pairs, beside the course's."""
-    if not Path(log_dir).exists():
+def training_summary(log_dirs: list[Path], params: dict) -> dict | None:
+    """Variance and baseline MSEs of the (first track, track, time) pairs every model trains on (the rounds' logs),
+    beside the course's."""
+    if not all(Path(log_dir).exists() for log_dir in log_dirs):
         return None
-    pairs = training_pairs(read_log(log_dir))
+    pairs = training_pairs(read_logs(log_dirs))
     return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params["seed"]), splits=params["train"]["splits"])
+
+
+def course_contextual_fit(params: dict) -> dict | None:
+    """The test errors of the course's Contextual as trained on the rounds (metrics/train_<model>.json), if trained."""
+    path = layout.metrics_file(f"train_{params['fidelity']['course_contextual']}")
+    return orjson.loads(path.read_bytes())["test"] if path.exists() else None
 
 
 def run(
@@ -227,11 +235,12 @@ def run(
     *,
     real_stats: Path | None = None,
     published: Path = PUBLISHED_TABLE,
-    collect_log: Path = layout.COLLECT_LOG,
+    training_logs: list[Path] | None = None,
     course_contextual_recs: Path | None = None,
 ) -> FidelityRun:
     """Every check of the stage; the course's Contextual serves `course_contextual_recs` (default: the exported
-    lists of the model `fidelity.course_contextual` names)."""
+    lists of the model `fidelity.course_contextual` names); the training data are the logs of `training_logs`
+    (default: the rounds the models train on)."""
     settings = params["fidelity"]
     real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
     reference = None
@@ -263,8 +272,14 @@ def run(
             simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP],
             simulated[COURSE_CONTEXTUAL_GROUP],
         )
+    if training_logs is None:
+        training_logs = [layout.round_log(name) for name in training_rounds(params)]
+    training = training_summary(training_logs, params)
+    fit = course_contextual_fit(params) if training is not None else None
+    if fit is not None:
+        checks += F.course_training_checks(training, fit)
     products = inner_products(Path(world_dir), int(params["seed"]))
-    return FidelityRun(checks, simulated, real, means, training_summary(collect_log, params), reference, products)
+    return FidelityRun(checks, simulated, real, means, training, reference, products)
 
 
 def metrics_json(result: FidelityRun) -> dict:

@@ -10,8 +10,10 @@ CATALOG = WORLD / "tracks.json"
 BUILD = Path("build")
 PARAMS_CHECKED = BUILD / "params.checked"
 NOTEBOOKS = BUILD / "notebooks"
-COLLECT = BUILD / "collect"
+ROUNDS = BUILD / "rounds"  # the loop of days: one folder per round (its log, and the models it served)
+COLLECT = ROUNDS / "round0"  # round 0: the collection from the course's early recommenders
 COLLECT_LOG = COLLECT / "log"
+ROUND_SUMMARY = "round.json"  # in each round's folder: what it served and how the served traffic went
 TOP_TRACKS = BUILD / "toppop" / "top_tracks.json"
 MODELS = BUILD / "models"
 RECS = BUILD / "recs"
@@ -35,6 +37,14 @@ PLOTS = Path("plots")  # small CSV tables DVC draws with `dvc plots show/diff`
 WORLD_SEARCH_TABLE = METRICS / "fidelity_search.csv"  # `make calibrate`: the worlds tried
 FIGURES = Path("reports") / "figures"
 REPORT = Path("reports") / "html"
+
+
+def round_dir(name: str) -> Path:
+    return ROUNDS / name
+
+
+def round_log(name: str) -> Path:
+    return round_dir(name) / "log"
 
 
 def model_dir(name: str) -> Path:

@@ -130,10 +130,52 @@ class TrafficParams(Section):
     transport: Transport
 
 
+class RoundParams(Section):
+    after: Name  # the round before (DVC cannot count, so each round names the one it follows)
+
+
+ROUND_PREFIX = "round"
+
+
+def round_name(number: int) -> str:
+    """Round 0 is the collection itself; later rounds are round1, round2, ... (their stage is loop@roundN)."""
+    return f"{ROUND_PREFIX}{number}"
+
+
+def round_names(params: dict) -> list[str]:
+    """Every round of the loop of days, round0 (the collection) first."""
+    return [round_name(0), *params["collect"]["rounds"]]
+
+
+def training_rounds(params: dict, before: str | None = None) -> list[str]:
+    """The rounds whose logs a training reads: every round (or those before round `before`), the last
+    `collect.window` of them when the window is not 0."""
+    rounds = round_names(params)
+    if before is not None:
+        rounds = rounds[: rounds.index(before)]
+    window = int(params["collect"]["window"])
+    return rounds[-window:] if window else rounds
+
+
 class CollectParams(TrafficParams):
     experiment: Name
     recommenders: Annotated[list[Literal["random", "sticky_artist"]], Field(min_length=2)]
     days: PositiveInt
+    serve: Name
+    exploration: Annotated[float, Field(ge=0, lt=1)]
+    window: NonNegativeInt
+    rounds: dict[str, RoundParams]
+
+    @model_validator(mode="after")
+    def rounds_follow_each_other(self):
+        for number, (name, round_) in enumerate(self.rounds.items(), start=1):
+            if name != round_name(number) or round_.after != round_name(number - 1):
+                expected = f"{round_name(number)}: {{after: {round_name(number - 1)}}}"
+                raise ValueError(
+                    f"collect.rounds: entry {number} is {name}: {{after: {round_.after}}}, expected {expected} "
+                    "(rounds are round1, round2, ... in order, each after the one before)"
+                )
+        return self
 
 
 class ModelParams(Section):
@@ -305,6 +347,7 @@ class Params(Section):
             "simulate.control": self.simulate.control,
             "simulate.treatment": self.simulate.treatment,
             "fidelity.course_contextual": self.fidelity.course_contextual,
+            "collect.serve": self.collect.serve,
         }
         for key, name in references.items():
             if name not in self.models:

@@ -177,6 +177,31 @@ def _fidelity_section(fidelity: dict, figures: Path) -> str:
     )
 
 
+def _feedback_section(feedback: dict, figures: Path) -> str:
+    """Where the models' data came from: the loop of days, round by round, in one sentence and one figure."""
+    rounds = feedback.get("rounds") or {}
+    if not rounds:
+        return ""
+    served = []
+    for name, entry in rounds.items():
+        arms = [
+            f"{arm} {number(values.get('mean_time_per_session'))}"
+            for arm, values in entry["arms"].items()
+            if arm != "all"
+        ]
+        served.append(f"{name} {', '.join(arms)}")
+    final = feedback.get("final") or {}
+    return (
+        "<h2>Where the models' data came from: the loop of days</h2>"
+        "<p>As in the course, the service first served recommenders that need no model, then, day after day, the "
+        "model retrained on everything logged so far (with a share of random exploration). Time per session by round "
+        f"and arm: {html.escape('; '.join(served))}. The models above trained on all {len(rounds)} rounds "
+        f"({number(final.get('pairs'), 0)} pairs; {html.escape(str(final.get('model')))}'s test MSE "
+        f"{number(final.get('model_mse'), 4)} against the train mean's {number(final.get('train_mean_mse'), 4)}).</p>"
+        f"{_figure(figures / 'feedback_loop.png', 'the loop of days, round by round')}"
+    )
+
+
 def _calibration_section(calibration: dict, tolerances: dict) -> str:
     if not calibration:
         return ""
@@ -228,6 +253,7 @@ def build_index(
     leaderboard: dict | None = None,
     calibration: dict | None = None,
     fidelity: dict | None = None,
+    feedback: dict | None = None,
     figures: Path = layout.FIGURES,
 ) -> str:
     """The study's front page: what was compared, the answers with their colours and figures, links to the rest."""
@@ -240,6 +266,7 @@ def build_index(
         f"{_homework_section(params or {}, ab_metrics, latency or {}, figures)}"
         f"{_leaderboard_section(leaderboard or {}, figures)}"
         f"{_fidelity_section(fidelity or {}, figures)}"
+        f"{_feedback_section(feedback or {}, figures)}"
         f"{_calibration_section(calibration or {}, (params or {}).get('calibrate', {}).get('tolerances', {}))}"
         f"{DEFINITIONS}<h2>Notebooks</h2><ul>{links}</ul></body></html>\n"
     )
@@ -275,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             leaderboard=_read_json(args.metrics / "leaderboard.json"),
             calibration=_read_json(args.metrics / "calibration.json"),
             fidelity=_read_json(args.metrics / "fidelity.json"),
+            feedback=_read_json(args.metrics / "feedback.json"),
         )
         (scratch / "index.html").write_text(index, encoding="utf-8")
     print(f"report: {len(pages)} pages and index.html in {args.out}")

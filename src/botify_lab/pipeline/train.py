@@ -1,7 +1,9 @@
-"""Stage `train@<model>`: the course's week-4 contextual model fitted on the collected log (notebooks/train.ipynb).
+"""Stage `train@<model>`: the course's week-4 contextual model fitted on the rounds' logs (notebooks/train.ipynb).
 
 The model's section of `models:` (embedding_dim, similarity, loss, mlp settings) plus the shared `train:`
-optimisation settings and the seed define the run; it reads only the event log and the public catalog.
+optimisation settings and the seed define the run; it reads only the event logs of the loop of days (every round,
+or the last `collect.window` of them) and the public catalog. The rounds' own models (`loop@roundN`) are fitted by
+the same `fit_on_logs`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json, write_metrics, write_plot
+from botify_lab.pipeline.params import training_rounds
 from botify_lab.research.catalog import read_catalog
-from botify_lab.research.logs import read_log, training_pairs
+from botify_lab.research.logs import read_logs, training_pairs
 from botify_lab.research.model import TrainingResult, predict, save_model, train_contextual
 
 MODEL_KEYS = ("embedding_dim", "similarity", "loss", "mlp_hidden", "mlp_sigmoid", "optimizer")
@@ -50,21 +53,41 @@ def train_settings(name: str, params: dict) -> dict:
     }
 
 
-def train_model(name: str, params: dict) -> TrainedModel:
-    """Train model `name` on the collected log.
+@dataclass
+class Fit:
+    events: int
+    pairs: pd.DataFrame
+    result: TrainingResult
 
-    Writes the weights and the full training record (settings, every epoch) to build/models/<name>, the headline
-    numbers to metrics/train_<name>.json and the loss curves to plots/train_<name>.csv.
+
+def fit_on_logs(name: str, params: dict, rounds: list[str], catalog_size: int) -> Fit:
+    """Model `name` fitted on the (first track, track, time) pairs of the rounds' logs."""
+    events = read_logs([layout.round_log(round_) for round_ in rounds])
+    pairs = training_pairs(events)
+    result = train_contextual(pairs, catalog_size, **train_settings(name, params), progress=show_progress())
+    return Fit(len(events), pairs, result)
+
+
+def training_record(name: str, rounds: list[str], fit: Fit) -> dict:
+    """What build/models/<name>/training.json keeps: the rounds read, the settings and every epoch."""
+    return {"model": name, "rounds": rounds, **fit.result.metrics()}
+
+
+def train_model(name: str, params: dict) -> TrainedModel:
+    """Train model `name` on the rounds' logs.
+
+    Writes the weights and the full training record (rounds, settings, every epoch) to build/models/<name>, the
+    headline numbers to metrics/train_<name>.json and the loss curves to plots/train_<name>.csv.
     """
     catalog = read_catalog(layout.CATALOG)
-    events = read_log(layout.COLLECT_LOG)
-    pairs = training_pairs(events)
-    result = train_contextual(pairs, len(catalog), **train_settings(name, params), progress=show_progress())
+    rounds = training_rounds(params)
+    fit = fit_on_logs(name, params, rounds, len(catalog))
+    pairs, result = fit.pairs, fit.result
     with atomic_output_dir(layout.model_dir(name)) as scratch:
         save_model(result.model, scratch)
-        write_json(scratch / "training.json", {"model": name, **result.metrics()}, sort_keys=True)
+        write_json(scratch / "training.json", training_record(name, rounds, fit), sort_keys=True)
     write_metrics(f"train_{name}", {"model": name, **result.headline()}, sort_keys=True)
     write_plot(f"train_{name}", pd.DataFrame(result.metrics()["history"]))
     test_pairs = pairs.iloc[result.test_index]
     predictions = predict(result.model, test_pairs["context"].to_numpy(), test_pairs["track"].to_numpy())
-    return TrainedModel(name, len(events), len(catalog), pairs, result, test_pairs, predictions)
+    return TrainedModel(name, fit.events, len(catalog), pairs, result, test_pairs, predictions)

@@ -272,7 +272,7 @@ class RangeCheck(Check):
         if low <= self.mean <= high:
             return 0.0
         edge = low if self.mean < low else high
-        return abs(self.mean - edge) / (self.tolerance * abs(edge))
+        return abs(self.mean - edge) / (self.tolerance * abs(edge) if self.relative else self.tolerance)
 
 
 # The course's 2023 Contextual in the real world: time per session as a ratio to Random in the same experiment (2023
@@ -427,6 +427,37 @@ COURSE_TRAINING = {
     "train_mean_mse": [0.145, 0.154],
     "model_test_mse": [0.110, 0.113],
 }
+
+
+TRAINING_GROUP = "Training data (week 4)"
+TRAINING_TOLERANCES = {"variance": 0.02, "mse_ratio": 0.05}
+
+
+def course_training_checks(training: dict, model_test: dict) -> list[Check]:
+    """The pairs every model trains on and the course's Contextual fitted to them, against the student reruns of the
+    2023 week-4 notebook: the listen-time variance (what the train mean's test MSE measures), and how far the model
+    gets below the train mean (its test MSE as a share of the train mean's)."""
+    low, high = COURSE_TRAINING["train_mean_mse"]
+    model_low, model_high = COURSE_TRAINING["model_test_mse"]
+    ratio_range = (round(model_low / high, 4), round(model_high / low, 4))
+    return [
+        RangeCheck(
+            TRAINING_GROUP,
+            "listen-time variance",
+            round((low + high) / 2, 4),
+            [training["variance"]],
+            TRAINING_TOLERANCES["variance"],
+            real_range=(low, high),
+        ),
+        RangeCheck(
+            TRAINING_GROUP,
+            "model test MSE / train mean's",
+            round(sum(ratio_range) / 2, 4),
+            [model_test["model_mse"] / model_test["train_mean_mse"]],
+            TRAINING_TOLERANCES["mse_ratio"],
+            real_range=ratio_range,
+        ),
+    ]
 
 
 def training_data_summary(times: np.ndarray, *, seed: int = 0, splits: Sequence[float] = (0.8, 0.1, 0.1)) -> dict:

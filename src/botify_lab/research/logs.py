@@ -59,6 +59,16 @@ def read_log(log_dir: Path | str) -> pd.DataFrame:
     return events
 
 
+def read_logs(log_dirs: list[Path | str]) -> pd.DataFrame:
+    """Several log folders as one log (`read_log` of each, in the given order, `order` counting on across them): the
+    days of one service, or the rounds of the loop of days, whose clock continues from one to the next."""
+    if not log_dirs:
+        raise ValueError("read_logs needs at least one log folder")
+    events = pd.concat([read_log(log_dir) for log_dir in log_dirs], ignore_index=True)
+    events["order"] = np.arange(len(events), dtype=np.int64)
+    return events
+
+
 def _events_frame(rows: list[dict]) -> pd.DataFrame:
     count = len(rows)
     recommendation = pd.array([row["recommendation"] for row in rows], dtype="Int64")
