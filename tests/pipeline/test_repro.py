@@ -21,7 +21,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "world": {"tracks": 5000, "users": 1000},
+    "world": {"source": "generated", "tracks": 5000, "users": 1000},  # the listening world has its own tests
     "collect": {"episodes": 1500, "processes": 1},
     "train": {"max_epochs": 4, "batch_size": 512},
     "models": {

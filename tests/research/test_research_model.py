@@ -215,8 +215,11 @@ def test_lazy_adam_is_deterministic_for_a_seed():
     assert not all(torch.equal(first[name], other[name]) for name in first)
 
 
-def lazy_and_dense_steps(rows: torch.Tensor, weight_decay: float, steps: int = 25) -> tuple[dict, dict]:
-    """Train a 6-row table on the given rows with LazyAdam and with fused dense Adam: weights and moments of each."""
+def lazy_and_dense_steps(
+    rows: torch.Tensor, weight_decay: float, steps: int = 25, catch_up: bool = True
+) -> tuple[dict, dict]:
+    """Train a 6-row table on the given rows with LazyAdam (brought to the last step unless `catch_up` is False) and
+    with fused dense Adam: weights and moments of each."""
     generator = torch.Generator().manual_seed(0)
     start, target = torch.randn(6, 3, generator=generator), torch.randn(len(rows), generator=generator)
     results = []
@@ -233,7 +236,9 @@ def lazy_and_dense_steps(rows: torch.Tensor, weight_decay: float, steps: int = 2
             optimizer.zero_grad(set_to_none=True)
             ((table(rows).sum(-1) - target) ** 2).mean().backward()
             optimizer.step()
-        results.append({"start": start, "weight": table.weight.detach(), **optimizer.state[table.weight]})
+        if lazy and catch_up:
+            optimizer.catch_up()
+        results.append({"start": start, "weight": table.weight.detach().clone(), **optimizer.state[table.weight]})
     return results[0], results[1]
 
 
@@ -244,12 +249,23 @@ def test_lazy_adam_is_dense_adam_with_weight_decay_on_the_rows_a_batch_touches()
         assert torch.equal(lazy[name], dense[name]), name
     undecayed, _ = lazy_and_dense_steps(every_row, weight_decay=0.0)
     assert not torch.allclose(lazy["weight"], undecayed["weight"], atol=1e-3)
-    # Rows no batch touches keep their weights and zero moments: no decay, no momentum reaches them.
-    lazy, _ = lazy_and_dense_steps(torch.tensor([0, 2, 2, 5]), weight_decay=0.1)
-    untouched, touched = [1, 3, 4], [0, 2, 5]
-    assert torch.equal(lazy["weight"][untouched], lazy["start"][untouched])
-    assert not (lazy["exp_avg"][untouched].any() or lazy["exp_avg_sq"][untouched].any())
-    assert (lazy["weight"][touched] != lazy["start"][touched]).all()
+
+
+def test_lazy_adam_takes_the_steps_dense_adam_takes_on_rows_no_batch_touches():
+    """Rows 1, 3 and 4 are never in a batch: dense Adam still shrinks them toward zero (their L2 gradient), and the
+    catch-up takes the same steps late; without it they would keep their starting weights."""
+    some_rows, untouched = torch.tensor([0, 2, 2, 5]), [1, 3, 4]
+    for steps in (5, 25, 100):
+        lazy, dense = lazy_and_dense_steps(some_rows, weight_decay=0.1, steps=steps)
+        # Within 3 steps of lr (0.05 here): dense Adam overshoots zero and swings around it, the catch-up stops at it.
+        assert (lazy["weight"] - dense["weight"]).abs().max() < 0.15, steps
+        assert (lazy["weight"][untouched].abs() < lazy["start"][untouched].abs()).all()
+    not_caught_up, _ = lazy_and_dense_steps(some_rows, weight_decay=0.1, catch_up=False)
+    assert torch.equal(not_caught_up["weight"][untouched], not_caught_up["start"][untouched])
+    # Without weight decay a never-touched row has no gradient at all, in both.
+    lazy, dense = lazy_and_dense_steps(some_rows, weight_decay=0.0)
+    assert torch.equal(lazy["weight"][untouched], dense["weight"][untouched])
+    assert torch.allclose(lazy["weight"], dense["weight"], atol=1e-6)
 
 
 def test_lazy_adam_refuses_dense_gradients():

@@ -178,7 +178,7 @@ def test_the_default_world_from_params_yaml_is_the_one_data_dvc_records(tmp_path
         [sys.executable, "-m", "sim", "world", "--out", tmp_path / "data", "--params", PARAMS],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,  # the listening world's LightFM fit: 4-5 minutes on 2 busy cores
     )
     assert result.returncode == 0, result.stderr
     assert dvc_dir_md5(tmp_path / "data") == recorded_world_md5(PARAMS.parent)
