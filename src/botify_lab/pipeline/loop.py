@@ -1,13 +1,13 @@
 """Stage `loop@roundN`: one day of the course's loop of days (serve, collect, retrain, serve again).
 
-Round N fits each model of `collect.serve` on the logs of the rounds before it (all of them, or the last
-`collect.window`), exports its neighbours, and serves them (one arm each, `collect.exploration` of each arm's
-requests answered by Random) to the next `collect.days` days of the collection's seeded traffic: the same users'
-next days on the same simulated clock, in process or over HTTP as `collect.transport` says. Its folder keeps the
-log, the served lists, each fit's training record and `round.json` (what was served and how the traffic went).
+Round N fits the model `collect.serve` names on the logs of the rounds before it (all of them, or the last
+`collect.window`), exports its neighbours, and serves them as one arm (`collect.exploration` of its requests
+answered by Random) to the next `collect.days` days of the collection's seeded traffic: the same users' next days on
+the same simulated clock, in process or over HTTP as `collect.transport` says. Its folder keeps the log, the served
+lists, the fit's training record and `round.json` (what was served and how the traffic went).
 
-The course's recipe learns from such logs far better than from Random traffic alone (see the fidelity issue's probe);
-this stage is also where the feedback loop shows: what a model learns from traffic it shaped itself.
+The course's 2023 recipe learns from such logs far better than from the first round's alone; this stage is also
+where the feedback loop shows: what a model learns from traffic it shaped itself.
 """
 
 from __future__ import annotations
