@@ -77,7 +77,8 @@ def test_importing_sim_pins_numpys_loops_to_the_same_floats_on_every_machine():
     assert completed.stdout.strip() == TRANSCENDENTALS_SHA256
 
 
-# sha256 of each file of a small world generated from params.yaml's knobs (`python -m sim world`), on the pinned loops.
+# sha256 of each file of a small catalog-tree world from params.yaml's knobs (`python -m sim world --source generated`),
+# on the pinned loops (the listening world's own digest is in tests/sim/test_listening.py).
 # A change of the `world:` knobs changes them on purpose; the pinned bytes are the same on any machine, so record
 # the new ones wherever the test runs.
 SMALL_WORLD_SHA256 = {
@@ -92,7 +93,7 @@ SMALL_WORLD_SHA256 = {
 def test_the_world_generator_writes_the_same_bytes_on_every_machine(tmp_path):
     out = tmp_path / "world"
     command = [sys.executable, "-m", "sim", "world", "--out", str(out), "--params", str(REPO_ROOT / "params.yaml")]
-    command += ["--tracks", "3000", "--users", "400"]
+    command += ["--source", "generated", "--tracks", "3000", "--users", "400"]
     subprocess.run(command, env=unpinned_environment(), cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(out.iterdir())}
     assert digests == SMALL_WORLD_SHA256

@@ -35,6 +35,8 @@ def test_world_help_documents_every_knob_and_generation_is_deterministic(tmp_pat
             tmp_path / name,
             "--params",
             PARAMS,
+            "--source",
+            "generated",  # the catalog tree's knobs; the listening world has its own tests
             "--tracks",
             600,
             "--users",
@@ -55,7 +57,7 @@ def test_world_help_documents_every_knob_and_generation_is_deterministic(tmp_pat
 
 def test_world_settings_come_from_the_params_file_in_the_current_folder(tmp_path):
     section = yaml.safe_load(PARAMS.read_text())["world"]
-    small = {**section, "tracks": 500, "users": 30, "dim": 6, "genres": 3}
+    small = {**section, "source": "generated", "tracks": 500, "users": 30, "dim": 6, "genres": 3}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 5, "world": small}, sort_keys=False))
     from_file = run("world", "--out", tmp_path / "from-file", cwd=tmp_path)
     assert from_file.returncode == 0, from_file.stderr
