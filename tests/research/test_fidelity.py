@@ -68,6 +68,21 @@ def test_statistics_of_a_hand_made_log(tmp_path):
     assert stats["mean_time_at_position"]["2"] == pytest.approx((0.9 + 0.05 + 0.5) / 3)
     assert stats["sessions_reaching_position"]["4"] == 1
     assert stats["session_length_quantiles"]["p50"] == 3.0 and stats["session_length_max"] == 4
+    # first tracks 0, 3, 0: of the 6 ordered pairs of sessions, 2 start on the same track
+    assert (stats["first_track_pairs"], stats["first_track_same_pairs"]) == (6, 2)
+
+
+def test_the_first_tracks_check_compares_the_effective_number_with_the_real_logs_range():
+    real = F.real_first_tracks()
+    low, high = real["range"]
+    assert low < real["pooled"] < high
+    inside = {"first_track_pairs": 1_000_000, "first_track_same_pairs": round(1_000_000 / real["pooled"])}
+    check = F.first_tracks_check([inside, inside])
+    assert check.passed and check.distance == 0.0
+    hubby = {"first_track_pairs": 1_000_000, "first_track_same_pairs": 5_000}  # 200 effective first tracks
+    check = F.first_tracks_check([hubby])
+    assert not check.passed
+    assert check.distance == pytest.approx((low - 200) / (F.FIRST_TRACKS_TOLERANCE * low))
 
 
 def test_concurrent_sessions_of_one_user_are_kept_apart(tmp_path):
@@ -170,6 +185,17 @@ def test_the_committed_statistics_are_the_shared_ones(real_stats):
     committed = json.loads(COMMITTED_REAL_STATS.read_text())
     assert "course" in committed.pop("provenance")
     assert committed == real_stats
+
+
+def test_the_first_tracks_of_the_real_logs_are_the_committed_figures(real_stats):
+    """Every real log of at least 1,000 sessions, all arms (a session's first track does not depend on the arm)."""
+    measured = {}
+    for path in sorted(REAL_LOGS.glob("*.jsonl.gz")):
+        rows = F.playback_rows(read_log(path))
+        sessions = int((rows["position"] == 1).sum())
+        if sessions >= F.FIRST_TRACKS_MIN_SESSIONS:
+            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, *F.first_track_pairs(rows))
+    assert measured == F.REAL_FIRST_TRACKS
 
 
 @pytest.mark.parametrize("kind", ["Random", "StickyArtist"])

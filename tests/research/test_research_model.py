@@ -268,6 +268,18 @@ def test_lazy_adam_takes_the_steps_dense_adam_takes_on_rows_no_batch_touches():
     assert torch.allclose(lazy["weight"], dense["weight"], atol=1e-6)
 
 
+def test_a_row_that_fades_out_keeps_its_direction_at_a_negligible_norm():
+    """Rows 1-4 are never in a batch and fade out: they keep a direction (as dense Adam's residue does) instead of
+    exact zeros, which would give every such track one tie-broken export list."""
+    lazy, _ = lazy_and_dense_steps(torch.tensor([0, 0, 5]), weight_decay=0.1, steps=200)
+    faded = lazy["weight"][1:5]
+    norms = faded.norm(dim=1)
+    assert (norms > 0).all() and torch.allclose(norms, torch.full_like(norms, contextual.FADED_ROW_NORM), rtol=1e-3)
+    assert (nn.functional.cosine_similarity(faded, lazy["start"][1:5]) > 0.5).all()
+    assert len({tuple(row) for row in torch.sign(faded).tolist()}) > 1  # not one shared direction
+    assert not ((faded.abs() > 0) & (faded.abs() < contextual.NEGLIGIBLE_WEIGHT)).any()
+
+
 def test_lazy_adam_refuses_dense_gradients():
     table = nn.Embedding(4, 2)
     optimizer = contextual.LazyAdam([table.weight], lr=0.1)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import orjson
 import pandas as pd
 
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.outputs import save_figure, write_metrics, write_plot
+from botify_lab.pipeline.outputs import read_metrics, save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_names
 from botify_lab.pipeline.rounds import read_round_summary
 from botify_lab.research.fidelity import COURSE_TRAINING
@@ -47,7 +46,9 @@ def feedback_table(params: dict) -> pd.DataFrame:
 def final_fit(params: dict) -> dict:
     """The headline of the model every later stage serves (metrics/train_<collect.serve>.json)."""
     name = params["collect"]["serve"]
-    trained = orjson.loads(layout.metrics_file(f"train_{name}").read_bytes())
+    trained = read_metrics(f"train_{name}")
+    if trained is None:
+        raise FileNotFoundError(f"{layout.metrics_file(f'train_{name}')} is missing: run `dvc repro train@{name}`")
     return {
         "model": name,
         "pairs": trained["sizes"]["pairs"],

@@ -37,6 +37,7 @@ from botify_lab.pipeline.fidelity_search import (
     group_name,
     load_real_stats,
 )
+from botify_lab.pipeline.outputs import read_metrics
 from botify_lab.pipeline.params import training_rounds
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
@@ -225,8 +226,8 @@ def training_summary(log_dirs: list[Path], params: dict) -> dict | None:
 
 def course_contextual_fit(params: dict) -> dict | None:
     """The test errors of the course's Contextual as trained on the rounds (metrics/train_<model>.json), if trained."""
-    path = layout.metrics_file(f"train_{params['fidelity']['course_contextual']}")
-    return orjson.loads(path.read_bytes())["test"] if path.exists() else None
+    trained = read_metrics(f"train_{params['fidelity']['course_contextual']}")
+    return trained["test"] if trained is not None else None
 
 
 def run(
@@ -300,6 +301,7 @@ def metrics_json(result: FidelityRun) -> dict:
         "training_data": result.training,
         "reference_true_neighbours": result.reference,
         "hidden_inner_products": inner_product_summary(result.inner_products),
+        "first_tracks_real_logs": F.real_first_tracks(),
     }
 
 

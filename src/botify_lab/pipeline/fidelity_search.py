@@ -168,8 +168,8 @@ def fidelity_checks(
     published: pd.DataFrame | None,
     tolerances: dict | None = None,
 ) -> list[F.Check]:
-    """Every check of the issue: the four groups against stats.json / the published StickyArtist table, and the
-    TOP_POP arms against the published table."""
+    """Every check of the issue: the four groups against stats.json / the published StickyArtist table, their
+    sessions' first tracks against the real logs', and the TOP_POP arms against the published table."""
     checks: list[F.Check] = []
     types = real["types"]
     for kind, gamma in GROUPS:
@@ -182,6 +182,9 @@ def fidelity_checks(
         elif kind == "StickyArtist":
             values = {metric: [s[f"{metric}_user_level"] for s in simulated[name]] for metric in STICKY_08}
             checks += F.mean_checks(name + " (published)", STICKY_08, values, tolerances, STICKY_08_RANGE)
+    groups = [group_name(kind, gamma) for kind, gamma in GROUPS if group_name(kind, gamma) in simulated]
+    if groups:
+        checks.append(F.first_tracks_check([stats for name in groups for stats in simulated[name]]))
     if top_pop is not None and published is not None:
         for row in published.itertuples(index=False):
             if row.metric not in ("mean_time_per_session", "mean_tracks_per_session"):

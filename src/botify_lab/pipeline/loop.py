@@ -19,7 +19,7 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_names, training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, round_names, training_rounds
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.pipeline.train import fit_on_logs, training_record
 from botify_lab.research.catalog import read_catalog
@@ -62,7 +62,7 @@ def run_round(round_name: str, params: dict, world_dir: Path = layout.WORLD) -> 
         }
         arm = {"name": name, "recommender": "contextual", "path": recs, "exploration": float(settings["exploration"])}
         traffic = Traffic.from_params(settings, params)
-        traffic = dataclasses.replace(traffic, first_day=rounds.index(round_name) * traffic.days)
+        traffic = dataclasses.replace(traffic, first_day=round_first_day(params, round_name))
         print(f"{round_name}: serving {name} from day {traffic.first_day}", flush=True)
         run_experiment(world_dir, [{"name": settings["experiment"], "arms": [arm]}], traffic, scratch)
         summary = round_summary(round_name, params, scratch / "log", catalog, served)

@@ -48,6 +48,12 @@ def write_metrics(name: str, document: dict, *, sort_keys: bool = False) -> Path
     return write_json(layout.metrics_file(name), document, sort_keys=sort_keys)
 
 
+def read_metrics(name: str) -> dict | None:
+    """metrics/<name>.json as a later stage reads it, or None before the stage that writes it has run."""
+    path = layout.metrics_file(name)
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
 def write_plot(name: str, table) -> Path:
     """plots/<name>.csv: the data of a DVC plot (a pandas frame), floats as the caller rounded them."""
     return atomic_write_bytes(layout.plot_file(name), table.to_csv(index=False, lineterminator="\n").encode())

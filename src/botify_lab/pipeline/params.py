@@ -147,6 +147,11 @@ def round_names(params: dict) -> list[str]:
     return [round_name(0), *params["collect"]["rounds"]]
 
 
+def round_first_day(params: dict, round_: str) -> int:
+    """The first simulated day a round serves: each round continues the same seeded traffic `collect.days` later."""
+    return round_names(params).index(round_) * int(params["collect"]["days"])
+
+
 def training_rounds(params: dict, before: str | None = None) -> list[str]:
     """The rounds whose logs a training reads: every round (or those before round `before`), the last
     `collect.window` of them when the window is not 0."""

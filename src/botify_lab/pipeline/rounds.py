@@ -10,7 +10,7 @@ import pandas as pd
 
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.params import round_names
+from botify_lab.pipeline.params import round_first_day, round_names
 from botify_lab.research.feedback import served_summary
 from botify_lab.research.logs import read_log
 
@@ -27,7 +27,7 @@ def round_summary(round_name: str, params: dict, log_dir: Path, catalog: pd.Data
     return {
         "round": round_name,
         "number": number,
-        "first_day": number * int(settings["days"]),
+        "first_day": round_first_day(params, round_name),
         "exploration": float(settings["exploration"]) if served else 0.0,
         "model": served,
         **traffic,

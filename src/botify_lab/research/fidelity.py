@@ -203,7 +203,15 @@ def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, ga
     result["session_length_quantiles"] = {name: float(np.percentile(lengths, q)) for name, q in QUANTILES.items()}
     result["session_length_max"] = int(lengths.max()) if len(lengths) else 0
     result["first_track_time_1_share"] = float((np.abs(rows.loc[rows["position"] == 1, "time"] - 1.0) < _EPS).mean())
+    result["first_track_pairs"], result["first_track_same_pairs"] = first_track_pairs(rows)
     return result
+
+
+def first_track_pairs(rows: pd.DataFrame) -> tuple[int, int]:
+    """(ordered pairs of these rows' sessions, how many of them start with the same track)."""
+    firsts = rows.loc[rows["position"] == 1, "track"].to_numpy()
+    counts = np.unique(firsts, return_counts=True)[1]
+    return len(firsts) * (len(firsts) - 1), int((counts * (counts - 1)).sum())
 
 
 def pooled_statistics(parts: Iterable[pd.DataFrame], **kwargs) -> dict:
@@ -415,6 +423,55 @@ def mean_checks(
 
 def checks_table(checks: Sequence[Check]) -> pd.DataFrame:
     return pd.DataFrame([check.as_row() for check in checks])
+
+
+# ---- sessions' first tracks -------------------------------------------------------------------------------------
+
+# A session starts on one of the 10 tracks with the largest inner product with one of the user's interests, so the
+# world's geometry decides how many tracks ever start a session, and so which tracks a Contextual model (keyed on the
+# session's first track) ever learns about. Measured from the course's real logs (../shared/real-logs, every arm:
+# the first track does not depend on the recommender) as the effective number of first tracks, 1 / P(two sessions
+# of one log start on the same track): per log (sessions, ordered session pairs, pairs on the same track), the
+# logs of at least 1,000 sessions. tests/research/test_fidelity.py recomputes them from the logs when present.
+REAL_FIRST_TRACKS = {
+    "KirillPushkarev__data": (2000, 3_998_000, 890),
+    "Panamec1__data": (1718, 2_949_806, 2088),
+    "Panamec1__data1": (2028, 4_110_756, 2082),
+    "Panamec1__data3": (1241, 1_538_840, 970),
+    "aamamaev__data": (2000, 3_998_000, 1052),
+    "red19958__input_hw": (1000, 999_000, 210),
+    "vikstr__data_1711": (1000, 999_000, 252),
+}
+FIRST_TRACKS_MIN_SESSIONS = 1000
+FIRST_TRACKS_GROUP = "Sessions' first tracks"
+FIRST_TRACKS_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range
+
+
+def effective_first_tracks(pairs: int, same: int) -> float:
+    """1 / P(two sessions start on the same track); with no such pair among few sessions, the bound `pairs`."""
+    return pairs / max(same, 1)
+
+
+def real_first_tracks() -> dict:
+    """Per real log, and pooled, the effective number of first tracks; their range."""
+    per_log = {name: round(effective_first_tracks(pairs, same)) for name, (_, pairs, same) in REAL_FIRST_TRACKS.items()}
+    pooled = effective_first_tracks(*(sum(values) for values in list(zip(*REAL_FIRST_TRACKS.values()))[1:]))
+    return {"per_log": per_log, "pooled": round(pooled), "range": (min(per_log.values()), max(per_log.values()))}
+
+
+def first_tracks_check(simulated: Sequence[dict]) -> Check:
+    """The world's effective number of first tracks, one value per simulated arm and seed, against the real logs'."""
+    real = real_first_tracks()
+    values = [effective_first_tracks(s["first_track_pairs"], s["first_track_same_pairs"]) for s in simulated]
+    return RangeCheck(
+        FIRST_TRACKS_GROUP,
+        "effective first tracks (1 / P(same first track))",
+        real["pooled"],
+        values,
+        FIRST_TRACKS_TOLERANCE,
+        relative=True,
+        real_range=real["range"],
+    )
 
 
 # ---- training data like the course's ---------------------------------------------------------------------------

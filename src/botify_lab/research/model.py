@@ -212,6 +212,12 @@ def predict(model: ContextualModel, context: np.ndarray | torch.Tensor, track: n
     return torch.cat(chunks).numpy() if chunks else np.zeros(0, dtype=np.float32)
 
 
+# A faded row's norm: far below what a prediction resolves. Weights under NEGLIGIBLE_WEIGHT become zeros, so neither
+# they nor their moments ever reach float32's subnormal range (about 100 times slower arithmetic on x86).
+FADED_ROW_NORM = 1e-6
+NEGLIGIBLE_WEIGHT = 1e-12
+
+
 class LazyAdam(torch.optim.Optimizer):
     """Adam for embedding tables with sparse gradients: a batch computes only the rows it touches, yet every row
     ends where the course's dense Adam would have taken it.
@@ -267,7 +273,16 @@ class LazyAdam(torch.optim.Optimizer):
         decay_sum = (growth * (growth**missed - 1.0) / (growth - 1.0)).to(weight.dtype)
         shrunk = weight.abs() * torch.exp(-(lr * correction * decay) * decay_sum / root)
         at_most_lr = weight.abs() - (missed * lr).to(weight.dtype)
-        weight.copy_(torch.sign(weight) * torch.maximum(shrunk, at_most_lr).clamp_(min=0.0))
+        direction = weight.clone()
+        remaining = torch.maximum(shrunk, at_most_lr)
+        weight.copy_(torch.sign(weight) * remaining.masked_fill_(remaining < NEGLIGIBLE_WEIGHT, 0.0))
+        # Dense Adam never lands a faded row on exact zeros: it swings around zero and leaves a residue whose signs
+        # still point somewhere. A row of exact zeros would score every track alike, and an export would then give
+        # every such track one tie-broken list (the smallest track ids). So a row that fades out keeps its last
+        # direction, at a norm no prediction can see.
+        faded = ~weight.ne(0).any(dim=1) & direction.ne(0).any(dim=1)
+        if bool(faded.any()):
+            weight[faded] = F.normalize(direction[faded], dim=1) * FADED_ROW_NORM
         # The moments decay toward the L2 term's.
         keep1, keep2 = (beta1**missed).to(weight.dtype), (beta2**missed).to(weight.dtype)
         exp_avg.mul_(keep1).add_((1.0 - keep1) * decay * weight)
