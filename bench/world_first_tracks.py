@@ -2,8 +2,9 @@
 
 The fidelity stage measures it from a simulated log (sessions' first tracks: 207 in the default world against the
 real logs' 1,413 to 4,757). Here it comes exactly from the world's arrays, without simulating, so a knob's effect
-costs one LightFM fit: a session draws a user uniformly, one of their interests uniformly, then one of the
-interest's `interest_neighbours` nearest tracks by inner product uniformly. Prints JSON.
+costs one LightFM fit (built as `make calibrate` builds its candidates, read by the simulator's own candidate
+lists): a session draws a user uniformly, one of their interests uniformly, then one of the interest's
+`interest_neighbours` (the course's 10) nearest tracks by inner product uniformly. Prints JSON.
 
     python bench/world_first_tracks.py --set communities=600 --set epochs=30
 """
@@ -22,17 +23,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from sim.listening import LISTENING_KNOBS, SHARED_KNOBS, listening_world_arrays  # noqa: E402
-from sim.world import nearest_by_inner_product  # noqa: E402
-
-INTEREST_NEIGHBOURS = 10  # the course's default (spec, section 2)
+from botify_lab.pipeline.fidelity_search import candidate_builder, search_base, world_from_arrays  # noqa: E402
+from sim.listening import LISTENING_KNOBS  # noqa: E402
 
 
-def first_track_shares(embeddings: np.ndarray, interests: np.ndarray, neighbours: int) -> np.ndarray:
-    """Each track's probability of starting a session, every (user, interest) pair being equally likely."""
-    distinct, counts = np.unique(interests.ravel(), return_counts=True)
-    nearest = nearest_by_inner_product(embeddings, distinct, neighbours)
-    shares = np.bincount(nearest.ravel(), weights=np.repeat(counts, nearest.shape[1]), minlength=len(embeddings))
+def first_track_shares(world) -> np.ndarray:
+    """Each track's probability of starting a session, every (user, interest) pair being equally likely (every user
+    of a generated world has as many interests and the same `interest_neighbours`)."""
+    candidates = world.neighbour_lists(world.users.interests)[:, : int(world.users.interest_neighbours[0])]
+    shares = np.bincount(candidates.ravel(), minlength=world.n_tracks).astype(np.float64)
     return shares / shares.sum()
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a world.listening knob")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
-    world = yaml.safe_load(args.params.read_text())["world"]
+    params = yaml.safe_load(args.params.read_text())
     overrides = {}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -49,19 +48,16 @@ def main() -> None:
             parser.error(f"--set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(LISTENING_KNOBS)}")
         overrides[name] = float(value)
     started = time.monotonic()
-    arrays = listening_world_arrays(
-        seed=world["seed"],
-        n_tracks=world["tracks"],
-        n_users=world["users"],
-        shared={name: world[name] for name in SHARED_KNOBS},
-        listening={**world["listening"], **overrides},
-    )
+    if params["world"].get("source") != "listening":
+        source = params["world"].get("source")
+        parser.error(f"{args.params}: world.source is {source!r}; this bench reads a listening world")
+    try:
+        base, _ = search_base(params)
+    except ValueError as error:
+        parser.error(str(error))
+    world = world_from_arrays(candidate_builder(base)(overrides))
     built = time.monotonic() - started
-    embeddings = arrays["embeddings"].astype(np.float64)
-    shares = first_track_shares(embeddings, np.asarray(arrays["interests"]), INTEREST_NEIGHBOURS)
-    pairs = np.random.default_rng(0).integers(0, len(embeddings), size=(2, 200_000))
-    inner = np.einsum("ij,ij->i", embeddings[pairs[0]], embeddings[pairs[1]])
-    percentiles = [round(float(x), 2) for x in np.percentile(inner, [1, 50, 99])]
+    shares = first_track_shares(world)
     print(
         json.dumps(
             {
@@ -69,8 +65,7 @@ def main() -> None:
                 "overrides": overrides,
                 "effective_first_tracks": round(1.0 / float((shares**2).sum())),
                 "possible_first_tracks": int((shares > 0).sum()),
-                "random_pairs_inner_product_p1_p50_p99": percentiles,
-                "largest_norm": round(float(np.linalg.norm(embeddings, axis=1).max()), 2),
+                "largest_norm": round(float(np.linalg.norm(world.embeddings, axis=1).max()), 2),
                 "seconds_to_build": round(built, 1),
             },
             indent=2,
