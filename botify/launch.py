@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 URL_PATTERN = re.compile(r"serving at (http://\S+)")
@@ -31,16 +31,17 @@ def served(
     startup_timeout: float = 30.0,
     reset_counters: bool = False,
     output: str | Path | None = None,
+    entry_point: Sequence[str] = ("-m", "botify"),
 ) -> Iterator[str]:
     """Yield the base URL ("http://127.0.0.1:PORT") of `python -m botify serve` once GET / answers.
 
     The service's stdout and stderr go to `output` when given (kept after the service stops), else to a
-    temporary file shown in the error when it fails to start.
+    temporary file shown in the error when it fails to start. `entry_point` (the interpreter's arguments before
+    `serve`) lets a fault test start the CLI through a script that injects the fault first.
     """
     command = [
         sys.executable,
-        "-m",
-        "botify",
+        *entry_point,
         "serve",
         "--config",
         str(config_path),

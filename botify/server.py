@@ -24,8 +24,9 @@ What the server adds to the app, so slow or failing parts cannot take the servic
 - A worker that dies (even by SIGKILL) is replaced by granian's supervisor at once; one that dies again within
   5.5 s of its replacement stops the service (a crash loop). With the in-memory store a replacement (also a SIGHUP
   reload) starts only once the old worker has stopped, and continues its counters (see botify.store).
-- Workers stop with their supervisor, even one killed by SIGKILL (the kernel sends them SIGTERM), so no orphan
-  keeps serving and holding the locks.
+- Workers stop with their supervisor, even one killed by SIGKILL (the kernel signals them; they stop cleanly, or
+  are ended by an alarm WORKER_STOP_SECONDS later if that stop hangs), so no orphan keeps serving and holding the
+  locks.
 - Under a flood of clients that stall mid-body, bodies awaited beyond half the in-flight limit get a short timeout,
   so slots keep freeing and probes get in.
 - One service per port and per log folder: a lock file per address (its pid inside) plus a plain bind of the port
@@ -85,6 +86,7 @@ STORE_THREADS = 8
 MAX_OPEN_FILES = 65536
 RESERVED_FILES = 128  # log files, locks, Redis connections, the catalog and data files being read
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ORPHAN_SIGNAL = signal.SIGUSR1  # what the kernel sends a worker whose supervisor died
 EVENT_PATH = re.compile(rf"/(next|last)/({USER_ID_PATTERN.pattern})")  # the app's event routes, a user id of digits
 TIME_HEADER_KEY = TIME_HEADER.lower()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -278,16 +280,33 @@ def _default_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _stop_as_an_orphan(_signum=None, _frame=None) -> None:
+    """Stop cleanly (SIGTERM), and die by SIGALRM's default action if that stop has not ended WORKER_STOP_SECONDS later.
+
+    A supervisor kills a worker whose stop hangs; an orphan has nobody to do so. granian's shutdown can deadlock
+    (seen under heavy disk load: a native thread holding the GIL waits on one that waits for the GIL) and the
+    orphan then held the port and the log folder for good. The default action needs no GIL and loses nothing: each
+    log line is a single write and the memory store journals every increment. The kernel may signal an orphan
+    more than once (seen: twice within 13 ms); the first signal sets the deadline.
+    """
+    if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+        signal.alarm(WORKER_STOP_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _stop_with_the_supervisor(supervisor_pid: int) -> None:
-    """In a forked worker: get SIGTERM (a clean stop) when the supervisor dies, even by SIGKILL.
+    """In a forked worker: stop (within WORKER_STOP_SECONDS) when the supervisor dies, even by SIGKILL.
 
     Otherwise init adopts the workers, which keep serving and logging and hold the port and log-folder locks, so no
-    restart can take over.
+    restart can take over. The kernel sends ORPHAN_SIGNAL, whose handler runs at once: granian handles only SIGINT
+    and SIGTERM.
     """
-    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.signal(ORPHAN_SIGNAL, _stop_as_an_orphan)
+    if _libc.prctl(PR_SET_PDEATHSIG, ORPHAN_SIGNAL, 0, 0, 0) != 0:
         warn(f"worker {os.getpid()} cannot ask to stop with its supervisor: {os.strerror(ctypes.get_errno())}")
     if os.getppid() != supervisor_pid:  # the supervisor died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        _stop_as_an_orphan()
 
 
 class ServeError(RuntimeError):

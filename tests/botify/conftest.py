@@ -101,7 +101,7 @@ def write_config(world, tmp_path):
 
 
 def botify_supervisor(url: str) -> psutil.Process:
-    """The `python -m botify serve` process this test started that serves `url`.
+    """The `python -m botify serve` process (or `python -c SCRIPT serve`) this test started that serves `url`.
 
     Found by its listening socket, never by its place among the test's children: the session's redis-server is a
     child too, and once pids wrap around it may come last (a test once killed it instead of the service)."""
@@ -113,7 +113,9 @@ def botify_supervisor(url: str) -> psutil.Process:
 
     for child in psutil.Process().children():
         try:
-            if child.status() == psutil.STATUS_ZOMBIE or child.cmdline()[1:4] != ["-m", "botify", "serve"]:
+            command = child.cmdline()
+            started_by_served = command[1:4] == ["-m", "botify", "serve"] or command[1::2][:2] == ["-c", "serve"]
+            if child.status() == psutil.STATUS_ZOMBIE or not started_by_served:
                 continue
             if any(map(listens, [child, *child.children()])):  # granian's workers hold the socket, not the supervisor
                 return child

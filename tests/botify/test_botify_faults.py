@@ -4,6 +4,7 @@ unusable, a planted symlink, a killed worker, a second instance, lost or stalled
 Real servers bind 127.0.0.1 only; Redis is a private redis-server on a free loopback port; every loop is bounded.
 """
 
+import contextlib
 import errno
 import os
 import random
@@ -27,7 +28,7 @@ import requests
 
 import botify.eventlog
 from botify.launch import served
-from botify.server import BODY_TIMEOUT_SECONDS
+from botify.server import BODY_TIMEOUT_SECONDS, WORKER_STOP_SECONDS
 from tests.botify.conftest import botify_supervisor, free_loopback_port
 
 
@@ -309,8 +310,12 @@ def test_a_worker_killed_with_sigkill_is_replaced_within_a_second(write_config, 
 def test_a_supervisor_killed_with_sigkill_takes_its_workers_along_and_a_restart_takes_over(
     write_config, world, request, workers, tmp_path
 ):
-    """kill -9 of the supervisor alone: the workers stop cleanly within a second (the log ends in complete lines,
-    the memory store's counters are saved) and the same port and log folder serve again."""
+    """kill -9 of the supervisor alone: the workers stop cleanly (the log ends in complete lines, the memory store's
+    counters are saved) and the same port and log folder serve again.
+
+    On an idle disk they stop in about 0.02 s. The stop's own work takes milliseconds; the rest is the disk's (the
+    counters' rename and the log's fsync took up to 1.6 s under a disk-write load), so the bound tested is the one
+    the service enforces whatever the disk: WORKER_STOP_SECONDS, the orphan's alarm."""
     store = request.getfixturevalue("redis_url") if workers > 1 else "memory"
     config = write_config([world.top_pop_experiment()], store=store)
     with served(config, workers=workers) as url, requests.Session() as session:
@@ -320,16 +325,62 @@ def test_a_supervisor_killed_with_sigkill_takes_its_workers_along_and_a_restart_
         assert all(post(session, url, "next", user).status_code == 200 for user in range(30))
         supervisor.send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        while any(map(still_running, orphans)) and time.monotonic() - killed < 3:
+        while any(map(still_running, orphans)) and time.monotonic() - killed < WORKER_STOP_SECONDS + 2:
             time.sleep(0.01)
         stopped = time.monotonic() - killed
-        assert stopped < 1.0, stopped
+        assert stopped < WORKER_STOP_SECONDS, stopped
         with served(config, workers=workers, port=urlparse(url).port) as again:
             assert again == url
             assert all(post(session, again, "next", user).status_code == 200 for user in range(30))
     assert len(log_lines(tmp_path / "log")) == 60
     if store == "memory":
         assert orjson.loads((tmp_path / "log" / ".botify-counters.json").read_bytes())["counts"]["0"] == 2
+
+
+# Starts the CLI with each worker's clean stop hanging while it holds the GIL, as granian's shutdown once
+# deadlocked in an orphan (a native thread holding the GIL waited for one that waited for the GIL).
+HANGING_STOP = """
+import sys
+import botify.server
+from botify.__main__ import main
+
+
+def hang_holding_the_gil(self, loop):
+    while True:
+        pass
+
+
+botify.server.FlaskOverRSGI.__rsgi_del__ = hang_holding_the_gil
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_orphan_whose_clean_stop_hangs_is_ended_by_its_alarm_and_loses_nothing(write_config, world, tmp_path):
+    """kill -9 of the supervisor while every clean stop hangs: the orphan dies WORKER_STOP_SECONDS later (no
+    supervisor is left to kill it), the restart takes over the port and log folder, and the journal gives back the
+    counters the hung stop never saved."""
+    config = write_config([world.top_pop_experiment()], store="memory")
+    with served(config, entry_point=("-c", HANGING_STOP)) as url, requests.Session() as session:
+        supervisor = botify_supervisor(url)
+        (orphan,) = supervisor.children()
+        assert all(post(session, url, "next", user).status_code == 200 for user in range(30))
+        supervisor.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            while still_running(orphan) and time.monotonic() - killed < WORKER_STOP_SECONDS + 5:
+                time.sleep(0.01)
+            stopped = time.monotonic() - killed
+            assert WORKER_STOP_SECONDS - 0.5 < stopped < WORKER_STOP_SECONDS + 1.5, stopped
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                orphan.kill()  # a failed test leaves no spinning orphan behind
+        output = tmp_path / "restart.txt"
+        with served(config, port=urlparse(url).port, output=output) as again:
+            assert again == url
+            assert all(post(session, again, "next", user).status_code == 200 for user in range(30))
+    assert "the last stop was not clean: 30 users' counters restored from the journal" in output.read_text()
+    assert len(log_lines(tmp_path / "log")) == 60
+    assert orjson.loads((tmp_path / "log" / ".botify-counters.json").read_bytes())["counts"]["0"] == 2
 
 
 def seconds_until_replaced(
