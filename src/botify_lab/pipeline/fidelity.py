@@ -36,6 +36,7 @@ from botify_lab.pipeline.fidelity_search import (
     fidelity_checks,
     group_name,
     load_real_stats,
+    world_interests,
 )
 from botify_lab.pipeline.outputs import read_metrics
 from botify_lab.pipeline.params import training_rounds
@@ -44,6 +45,7 @@ from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_log, read_logs, training_pairs
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
+from sim.loader import load_world
 
 EXPERIMENT = "FIDELITY"
 ARMS = {"C": ("Random", "random"), "T1": ("StickyArtist", "sticky_artist")}
@@ -152,10 +154,10 @@ class FidelityRun:
 
 
 def simulate_groups(
-    params: dict, worlds: dict[float, Path], scratch: Path, artist: np.ndarray
+    params: dict, worlds: dict[float, Path], scratch: Path, artist: np.ndarray, interests: pd.DataFrame
 ) -> dict[str, list[dict]]:
-    """Serve C Random / T1 StickyArtist at each gamma (on `worlds[gamma]`) over the seeds; per group the statistics
-    of each seed."""
+    """Serve C Random / T1 StickyArtist at each gamma (on `worlds[gamma]`, whose users have `interests`) over the
+    seeds; per group the statistics of each seed."""
     settings = params["fidelity"]
     seeds = [int(params["seed"]) + i for i in range(int(settings["seeds"]))]
     found: dict[str, list[dict]] = {}
@@ -170,14 +172,13 @@ def simulate_groups(
             for arm, (kind, _) in ARMS.items():
                 rows = F.playback_rows(events, EXPERIMENT, arm, source=f"seed {seed}")
                 found.setdefault(group_name(kind, gamma), []).append(
-                    F.statistics(rows, track_artist=artist, gamma=gamma)
+                    F.statistics(rows, track_artist=artist, gamma=gamma, interests=interests)
                 )
     return found
 
 
 def top_pop(params: dict, world_dir: Path) -> list[pd.DataFrame]:
     from botify_lab.pipeline.top_pop_in_process import replicate_top_pop
-    from sim.loader import load_world
 
     settings = params["fidelity"]
     world = load_world(world_dir, verify=False)
@@ -255,7 +256,8 @@ def run(
         worlds = {
             gamma: gamma_world(Path(world_dir), gamma, Path(folder) / f"world-gamma-{gamma:g}") for gamma in gammas
         }
-        simulated = simulate_groups(params, worlds, Path(folder), artist)
+        interests = world_interests(load_world(world_dir, verify=False))
+        simulated = simulate_groups(params, worlds, Path(folder), artist, interests)
         if with_reference:
             recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
             reference = reference_run(params, worlds[0.8], Path(folder), recs)
@@ -302,6 +304,7 @@ def metrics_json(result: FidelityRun) -> dict:
         "reference_true_neighbours": result.reference,
         "hidden_inner_products": inner_product_summary(result.inner_products),
         "first_tracks_real_logs": F.real_first_tracks(),
+        "own_interest_starts_real_logs": F.real_own_interest_starts(),
     }
 
 

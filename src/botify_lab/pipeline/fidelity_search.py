@@ -136,11 +136,18 @@ def play_rows(world, agent, seed: int, episodes: int) -> pd.DataFrame:
     )
 
 
+def world_interests(world) -> pd.DataFrame:
+    """The (user, track) pairs of a `sim.world.World`'s users' interests (`F.interest_pairs`)."""
+    users = world.users
+    return F.interest_pairs(users.ids, np.split(users.interests, users.interest_offsets[1:-1]))
+
+
 def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, list[dict]]:
     """Per group ("Random gamma=0.9", ...) the statistics of each seed's sessions."""
     from sim.agents import RandomRecommender
 
     sticky = StickyArtistBatch(world.track_artist)
+    interests = world_interests(world)
     found: dict[str, list[dict]] = {}
     for kind, gamma in GROUPS:
         name = group_name(kind, gamma)
@@ -149,7 +156,7 @@ def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, li
         found[name] = []
         for seed in seeds:
             rows = play_rows(twin, agent, 1000 * int(seed) + len(found), int(episodes.get(name, 2000)))
-            found[name].append(F.statistics(rows, track_artist=world.track_artist, gamma=gamma))
+            found[name].append(F.statistics(rows, track_artist=world.track_artist, gamma=gamma, interests=interests))
     return found
 
 
@@ -184,7 +191,10 @@ def fidelity_checks(
             checks += F.mean_checks(name + " (published)", STICKY_08, values, tolerances, STICKY_08_RANGE)
     groups = [group_name(kind, gamma) for kind, gamma in GROUPS if group_name(kind, gamma) in simulated]
     if groups:
-        checks.append(F.first_tracks_check([stats for name in groups for stats in simulated[name]]))
+        every_arm = [stats for name in groups for stats in simulated[name]]
+        checks.append(F.first_tracks_check(every_arm))
+        if all("own_interest_starts" in stats for stats in every_arm):
+            checks.append(F.own_interest_starts_check(every_arm))
     if top_pop is not None and published is not None:
         for row in published.itertuples(index=False):
             if row.metric not in ("mean_time_per_session", "mean_tracks_per_session"):

@@ -157,8 +157,15 @@ def histogram(times: np.ndarray) -> dict[str, float]:
     return shares
 
 
-def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, gamma: float | None = None) -> dict:
-    """The statistics of stats.json for these playback rows (one recommender type, possibly several logs)."""
+def statistics(
+    rows: pd.DataFrame,
+    *,
+    track_artist: np.ndarray | None = None,
+    gamma: float | None = None,
+    interests: pd.DataFrame | None = None,
+) -> dict:
+    """The statistics of stats.json for these playback rows (one recommender type, possibly several logs); with the
+    users' `interests` (`interest_pairs`) also how many sessions start on one of their user's own interests."""
     rows = annotate(rows, track_artist)
     per_session = rows.groupby("session_code").agg(
         user=("user", "first"), source=("source", "first"), tracks=("time", "size"), time=("time", "sum")
@@ -204,7 +211,21 @@ def statistics(rows: pd.DataFrame, *, track_artist: np.ndarray | None = None, ga
     result["session_length_max"] = int(lengths.max()) if len(lengths) else 0
     result["first_track_time_1_share"] = float((np.abs(rows.loc[rows["position"] == 1, "time"] - 1.0) < _EPS).mean())
     result["first_track_pairs"], result["first_track_same_pairs"] = first_track_pairs(rows)
+    if interests is not None:
+        result["own_interest_starts"] = own_interest_starts(rows, interests)
     return result
+
+
+def interest_pairs(users: Iterable[int], interests: Iterable[Iterable[int]]) -> pd.DataFrame:
+    """(user, track) for every interest of every user, as users.json lists them."""
+    pairs = [(int(user), int(track)) for user, tracks in zip(users, interests) for track in tracks]
+    return pd.DataFrame(pairs, columns=["user", "track"], dtype=np.int64).drop_duplicates(ignore_index=True)
+
+
+def own_interest_starts(rows: pd.DataFrame, interests: pd.DataFrame) -> int:
+    """How many of these rows' sessions start on one of their user's own interests (`interest_pairs`)."""
+    firsts = rows.loc[rows["position"] == 1, ["user", "track"]].astype(np.int64)
+    return int(len(firsts.merge(interests, on=["user", "track"])))
 
 
 def first_track_pairs(rows: pd.DataFrame) -> tuple[int, int]:
@@ -445,6 +466,49 @@ REAL_FIRST_TRACKS = {
 FIRST_TRACKS_MIN_SESSIONS = 1000
 FIRST_TRACKS_GROUP = "Sessions' first tracks"
 FIRST_TRACKS_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range
+
+
+# A session's first track is drawn among the `interest_neighbours` (10) nearest tracks of one of its user's interests,
+# the interest itself included when it is among them: in the real world about 1 session in 11 starts on one of its
+# user's own interests (users.json is the course's), so an interest nearly always ranks among its own 10 nearest
+# tracks. In a world whose inner products are ruled by a few long (popular) vectors, those outrank the interest
+# itself. Per real log of at least 1,000 sessions: (sessions, sessions starting on an own interest), every arm;
+# tests/research/test_fidelity.py recomputes them from the logs and ../shared/upstream-world/users.json when present.
+REAL_OWN_INTEREST_STARTS = {
+    "KirillPushkarev__data": (2000, 185),
+    "Panamec1__data": (1718, 152),
+    "Panamec1__data1": (2028, 197),
+    "Panamec1__data3": (1241, 116),
+    "aamamaev__data": (2000, 154),
+    "red19958__input_hw": (1000, 85),
+    "vikstr__data_1711": (1000, 80),
+}
+OWN_INTEREST_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range
+
+
+def real_own_interest_starts() -> dict:
+    """Per real log, and pooled, the share of sessions that start on one of their user's own interests."""
+    per_log = {name: round(own / sessions, 4) for name, (sessions, own) in REAL_OWN_INTEREST_STARTS.items()}
+    sessions, own = (sum(values) for values in zip(*REAL_OWN_INTEREST_STARTS.values()))
+    return {
+        "per_log": per_log,
+        "pooled": round(own / sessions, 4),
+        "range": (min(per_log.values()), max(per_log.values())),
+    }
+
+
+def own_interest_starts_check(simulated: Sequence[dict]) -> Check:
+    """The world's share of sessions starting on an own interest, one value per simulated arm and seed."""
+    real = real_own_interest_starts()
+    return RangeCheck(
+        FIRST_TRACKS_GROUP,
+        "sessions starting on an own interest",
+        real["pooled"],
+        [s["own_interest_starts"] / s["sessions"] for s in simulated],
+        OWN_INTEREST_TOLERANCE,
+        relative=True,
+        real_range=real["range"],
+    )
 
 
 def effective_first_tracks(pairs: int, same: int) -> float:
