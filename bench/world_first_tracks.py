@@ -1,11 +1,12 @@
-"""How many tracks the simulated sessions start on, for the listening world of params.yaml with knobs overridden.
+"""How sessions start in the listening world of params.yaml, with knobs overridden.
 
 The fidelity stage measures from a simulated log how many tracks sessions start on (207 in the default world
-against the real logs' 1,413 to 4,757) and how many sessions start on one of their user's own interests (0.006
-against 0.077 to 0.097). Here both come exactly from the world's arrays, without simulating, so a knob's effect
-costs one LightFM fit (built as `make calibrate` builds its candidates, read by the simulator's own candidate
-lists): a session draws a user uniformly, one of their interests uniformly, then one of the interest's
-`interest_neighbours` (the course's 10) nearest tracks by inner product uniformly. Prints JSON.
+against the real logs' 1,413 to 4,757), and how many sessions start on one of their user's own interests (0.006
+against 0.077 to 0.097) or on a track by the artist of one (0.071 against 0.55 to 0.59). Here all three come
+exactly from the world's arrays, without simulating, so a knob's effect costs one LightFM fit (built as
+`make calibrate` builds its candidates, read by the simulator's own candidate lists): a session draws a user
+uniformly, one of their interests uniformly, then one of the interest's `interest_neighbours` (the course's 10)
+nearest tracks by inner product uniformly. Prints JSON.
 
     python bench/world_first_tracks.py --set communities=600 --set epochs=30
 """
@@ -40,12 +41,15 @@ def first_track_shares(world, candidates: np.ndarray) -> np.ndarray:
     return shares / shares.sum()
 
 
-def own_interest_start_share(world, candidates: np.ndarray) -> float:
-    """The probability that a session starts on one of its user's own interests (the real logs: 0.077-0.097)."""
+def interest_start_shares(world, candidates: np.ndarray) -> tuple[float, float]:
+    """The probabilities that a session starts on one of its user's own interests (the real logs: 0.077-0.097) and
+    on a track by the artist of one of them (0.55-0.59)."""
     per_user = np.diff(world.users.interest_offsets)[0]
-    own = world.users.interests.reshape(-1, per_user)
-    owner = np.repeat(np.arange(len(own)), per_user)
-    return float((candidates[:, :, None] == own[owner][:, None, :]).any(axis=2).mean())
+    own = world.users.interests.reshape(-1, per_user)[np.repeat(np.arange(world.n_users), per_user)]
+    on_own = (candidates[:, :, None] == own[:, None, :]).any(axis=2)
+    artist = world.track_artist
+    by_artist = (artist[candidates][:, :, None] == artist[own][:, None, :]).any(axis=2)
+    return float(on_own.mean()), float(by_artist.mean())
 
 
 def main() -> None:
@@ -72,6 +76,7 @@ def main() -> None:
     built = time.monotonic() - started
     candidates = first_track_candidates(world)
     shares = first_track_shares(world, candidates)
+    own_share, artist_share = interest_start_shares(world, candidates)
     print(
         json.dumps(
             {
@@ -79,7 +84,8 @@ def main() -> None:
                 "overrides": overrides,
                 "effective_first_tracks": round(1.0 / float((shares**2).sum())),
                 "possible_first_tracks": int((shares > 0).sum()),
-                "own_interest_start_share": round(own_interest_start_share(world, candidates), 4),
+                "own_interest_start_share": round(own_share, 4),
+                "interest_artist_start_share": round(artist_share, 4),
                 "largest_norm": round(float(np.linalg.norm(world.embeddings, axis=1).max()), 2),
                 "seconds_to_build": round(built, 1),
             },

@@ -72,12 +72,12 @@ def test_statistics_of_a_hand_made_log(tmp_path):
     # first tracks 0, 3, 0: of the 6 ordered pairs of sessions, 2 start on the same track
     assert (stats["first_track_pairs"], stats["first_track_same_pairs"]) == (6, 2)
     assert "own_interest_starts" not in stats
-    # user 1's interests hold its first track 0; user 2's hold 0 (its second session's) but not 3 (its first's);
-    # user 3 (the other arm) starts on its interest 0 and does not count
+    # user 1's interests hold its first track 0; user 2's hold 0 (its second session's) but not 3 (its first's),
+    # though its interest 5 is by 3's artist; user 3 (the other arm) starts on its interest 0 and does not count
     interests = F.interest_pairs([1, 2, 3], [[9, 0, 0], [0, 5], [0]])
     assert len(interests) == 5  # a duplicated interest counts once
-    stats = F.statistics(playbacks, track_artist=artist, gamma=0.9, interests=interests)
-    assert stats["own_interest_starts"] == 2
+    stats = F.statistics(playbacks, track_artist=np.r_[artist, 1, 0, 0, 0], gamma=0.9, interests=interests)
+    assert (stats["own_interest_starts"], stats["interest_artist_starts"]) == (2, 3)
 
 
 def test_the_first_tracks_check_compares_the_effective_number_with_the_real_logs_range():
@@ -93,16 +93,18 @@ def test_the_first_tracks_check_compares_the_effective_number_with_the_real_logs
     assert check.distance == pytest.approx((low - 200) / (F.FIRST_TRACKS_TOLERANCE * low))
 
 
-def test_the_own_interest_check_compares_the_share_of_sessions_with_the_real_logs_range():
-    real = F.real_own_interest_starts()
-    low, high = real["range"]
-    assert 0.07 < low < real["pooled"] < high < 0.1  # about 1 session in 11 starts on an own interest
-    inside = {"sessions": 10_000, "own_interest_starts": round(10_000 * real["pooled"])}
-    assert F.own_interest_starts_check([inside, inside]).distance == 0.0
-    hubby = {"sessions": 10_000, "own_interest_starts": 60}  # the listening world's 0.006
-    check = F.own_interest_starts_check([hubby])
-    assert not check.passed
-    assert check.distance == pytest.approx((low - 0.006) / (F.OWN_INTEREST_TOLERANCE * low))
+def test_the_interest_starts_checks_compare_the_shares_of_sessions_with_the_real_logs_ranges():
+    real = F.real_interest_starts()
+    own, by_artist = real["own_interest_starts"], real["interest_artist_starts"]
+    assert 0.07 < own["range"][0] < own["pooled"] < own["range"][1] < 0.1  # about 1 session in 11
+    assert 0.5 < by_artist["range"][0] < by_artist["pooled"] < by_artist["range"][1] < 0.6  # over half
+    inside = {"sessions": 10_000, **{key: round(10_000 * real[key]["pooled"]) for key in F.INTEREST_STARTS}}
+    assert [check.distance for check in F.interest_starts_checks([inside, inside])] == [0.0, 0.0]
+    hubby = {"sessions": 10_000, "own_interest_starts": 60, "interest_artist_starts": 700}  # the listening world
+    checks = F.interest_starts_checks([hubby])
+    assert not any(check.passed for check in checks)
+    low = own["range"][0]
+    assert checks[0].distance == pytest.approx((low - 0.006) / (F.INTEREST_STARTS_TOLERANCE * low))
 
 
 def test_concurrent_sessions_of_one_user_are_kept_apart(tmp_path):
@@ -218,17 +220,18 @@ def test_the_first_tracks_of_the_real_logs_are_the_committed_figures(real_stats)
     assert measured == F.REAL_FIRST_TRACKS
 
 
-def test_the_own_interest_starts_of_the_real_logs_are_the_committed_figures(real_stats):
-    """The same logs as the first tracks', against the course's own users.json (the users of every real log)."""
+def test_the_interest_starts_of_the_real_logs_are_the_committed_figures(real_stats):
+    """The same logs as the first tracks', against the course's own users.json and tracks.json (every real log's)."""
     users = [row for _, row in iter_json_lines(UPSTREAM_WORLD / "users.json")]
     interests = F.interest_pairs([user["user"] for user in users], [user["interests"] for user in users])
+    artist = pd.factorize(read_catalog(UPSTREAM_WORLD / "tracks.json")["artist"])[0]
     measured = {}
     for path in sorted(REAL_LOGS.glob("*.jsonl.gz")):
         rows = F.playback_rows(read_log(path))
         sessions = int((rows["position"] == 1).sum())
         if sessions >= F.FIRST_TRACKS_MIN_SESSIONS:
-            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, F.own_interest_starts(rows, interests))
-    assert measured == F.REAL_OWN_INTEREST_STARTS
+            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, *F.interest_starts(rows, interests, artist))
+    assert measured == F.REAL_INTEREST_STARTS
 
 
 @pytest.mark.parametrize("kind", ["Random", "StickyArtist"])

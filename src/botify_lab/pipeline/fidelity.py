@@ -304,7 +304,7 @@ def metrics_json(result: FidelityRun) -> dict:
         "reference_true_neighbours": result.reference,
         "hidden_inner_products": inner_product_summary(result.inner_products),
         "first_tracks_real_logs": F.real_first_tracks(),
-        "own_interest_starts_real_logs": F.real_own_interest_starts(),
+        "interest_starts_real_logs": F.real_interest_starts(),
     }
 
 

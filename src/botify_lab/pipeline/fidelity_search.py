@@ -193,8 +193,8 @@ def fidelity_checks(
     if groups:
         every_arm = [stats for name in groups for stats in simulated[name]]
         checks.append(F.first_tracks_check(every_arm))
-        if all("own_interest_starts" in stats for stats in every_arm):
-            checks.append(F.own_interest_starts_check(every_arm))
+        if all(key in stats for stats in every_arm for key in F.INTEREST_STARTS):
+            checks += F.interest_starts_checks(every_arm)
     if top_pop is not None and published is not None:
         for row in published.itertuples(index=False):
             if row.metric not in ("mean_time_per_session", "mean_tracks_per_session"):
