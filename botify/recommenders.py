@@ -1,13 +1,17 @@
 """The course's recommenders and the one registry of them (`RECOMMENDERS`) that config checks and the service use.
 
 Each recommender picks with a caller-supplied uniform draw, so the service decides where randomness comes from (a
-hash of seed, user, request count and request) and the choice is reproducible.
+hash of seed, user, request count and request) and the choice is reproducible. Each also knows the distribution it
+draws from: `distribution(user, track)` (track -> probability, for replaying it as a target policy) and
+`propensity(user, track, served)` (the probability of the track it served, which every "next" log line carries).
+A pick is `draw % n` of a 128-bit draw, uniform over n up to a bias of n / 2**128.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +24,16 @@ if TYPE_CHECKING:
     from .config import ArmConfig
 
 
+def share_of(tracks: Sequence[int], served: int) -> float:
+    """The probability of drawing `served` uniformly from `tracks` (a list may hold a track more than once)."""
+    return tracks.count(served) / len(tracks)
+
+
+def uniform_over(tracks: Sequence[int]) -> dict[int, float]:
+    """Track -> probability of a uniform draw from `tracks`."""
+    return {candidate: count / len(tracks) for candidate, count in Counter(tracks).items()}
+
+
 class Random:
     """A uniformly random catalog track; also every other recommender's fallback."""
 
@@ -28,6 +42,12 @@ class Random:
 
     def recommend(self, user: int, track: int, draw: int) -> int:
         return draw % self.size
+
+    def propensity(self, user: int, track: int, served: int) -> float:
+        return 1.0 / self.size
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        return dict.fromkeys(range(self.size), 1.0 / self.size)
 
 
 class TopPop:
@@ -46,6 +66,12 @@ class TopPop:
             return self.fallback.recommend(user, track, draw)
         return self.top[draw % len(self.top)]
 
+    def propensity(self, user: int, track: int, served: int) -> float:
+        return share_of(self.top, served) if self.top else self.fallback.propensity(user, track, served)
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        return uniform_over(self.top) if self.top else self.fallback.distribution(user, track)
+
 
 class StickyArtist:
     """A random track by the artist of the last track."""
@@ -57,6 +83,12 @@ class StickyArtist:
     def recommend(self, user: int, track: int, draw: int) -> int:
         tracks = self.tracks_by_artist[self.artist_of_track[track]]
         return tracks[draw % len(tracks)]
+
+    def propensity(self, user: int, track: int, served: int) -> float:
+        return share_of(self.tracks_by_artist[self.artist_of_track[track]], served)
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        return uniform_over(self.tracks_by_artist[self.artist_of_track[track]])
 
 
 class Indexed:
@@ -76,6 +108,14 @@ class Indexed:
         if not tracks:
             return self.fallback.recommend(user, track, draw)
         return tracks[draw % len(tracks)]
+
+    def propensity(self, user: int, track: int, served: int) -> float:
+        tracks = self.tracks_by_user.get(user)
+        return share_of(tracks, served) if tracks else self.fallback.propensity(user, track, served)
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        tracks = self.tracks_by_user.get(user)
+        return uniform_over(tracks) if tracks else self.fallback.distribution(user, track)
 
 
 class Contextual:
@@ -97,6 +137,14 @@ class Contextual:
             return self.fallback.recommend(user, track, draw)
         return neighbours[draw % len(neighbours)]
 
+    def propensity(self, user: int, track: int, served: int) -> float:
+        neighbours = self.neighbours[track]
+        return share_of(neighbours, served) if neighbours else self.fallback.propensity(user, track, served)
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        neighbours = self.neighbours[track]
+        return uniform_over(neighbours) if neighbours else self.fallback.distribution(user, track)
+
 
 class Exploring:
     """An arm's recommender that answers a fixed share of requests with Random instead (epsilon-greedy exploration).
@@ -112,11 +160,22 @@ class Exploring:
         self.random = Random(catalog)
         # Integer threshold on the high 64 bits: explore exactly when (draw >> 64) < share * 2**64.
         self.threshold = math.ceil(share * 2**64)
+        self.share = self.threshold / 2**64  # the exact probability of exploring
 
     def recommend(self, user: int, track: int, draw: int) -> int:
         if (draw >> 64) < self.threshold:
             return self.random.recommend(user, track, draw)
         return self.recommender.recommend(user, track, draw)
+
+    def propensity(self, user: int, track: int, served: int) -> float:
+        exploit = self.recommender.propensity(user, track, served)
+        return self.share * self.random.propensity(user, track, served) + (1.0 - self.share) * exploit
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        mixed = {candidate: self.share * p for candidate, p in self.random.distribution(user, track).items()}
+        for candidate, p in self.recommender.distribution(user, track).items():
+            mixed[candidate] = mixed.get(candidate, 0.0) + (1.0 - self.share) * p
+        return mixed
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ measured): the log then depends only on the requests, not on when they were serv
 
 Log lines follow the project's event schema (`botify_lab.formats.event`): message, timestamp (ms since epoch),
 user, track, time, latency (seconds), recommendation (null on "last"), experiments (experiment name -> the user's
-arm, for every experiment). The first experiment of the config serves /next; the others are only logged.
+arm, for every experiment), and on "next" lines propensity (the probability with which the serving arm's
+recommender drew that recommendation). The first experiment of the config serves /next; the others are only logged.
 """
 
 from __future__ import annotations
@@ -160,8 +161,10 @@ class Service:
             raise ServiceUnavailable(str(error)) from None
         draw = mmh3.hash128(f"{self._seed}:{user}:{request_number}:{track}:{listen_time!r}", signed=False)
         serving = self._serving
-        recommendation = serving.recommenders[serving.arm_index(user)].recommend(user, track, draw)
-        self._log("next", user, track, listen_time, started, recommendation, timestamp)
+        recommender = serving.recommenders[serving.arm_index(user)]
+        recommendation = recommender.recommend(user, track, draw)
+        propensity = recommender.propensity(user, track, recommendation)
+        self._log("next", user, track, listen_time, started, recommendation, timestamp, propensity)
         return recommendation
 
     def last_track(
@@ -172,7 +175,7 @@ class Service:
             started = _clock()
         listen_time = self._check(user, track, time)
         timestamp = self._check_timestamp(timestamp)
-        self._log("last", user, track, listen_time, started, None, timestamp)
+        self._log("last", user, track, listen_time, started, None, timestamp, None)
 
     def _check(self, user, track, listen_time) -> float:
         if type(user) is not int or not 0 <= user <= MAX_USER_ID:
@@ -204,6 +207,7 @@ class Service:
         started: float,
         recommendation,
         timestamp: int | None,
+        propensity: float | None,
     ) -> None:
         """One log line; latency covers the request up to here, as the course measured it (0 on a simulated clock)."""
         if timestamp is None:
@@ -212,7 +216,17 @@ class Service:
             latency = 0.0
         try:
             self.event_log.write(
-                event(message, timestamp, user, track, listen_time, latency, recommendation, self.arms_of(user))
+                event(
+                    message,
+                    timestamp,
+                    user,
+                    track,
+                    listen_time,
+                    latency,
+                    recommendation,
+                    self.arms_of(user),
+                    propensity,
+                )
             )
         except LogUnavailable as error:
             raise ServiceUnavailable(f"event log unavailable, the event was not recorded: {error}") from None

@@ -27,6 +27,9 @@ import orjson
 CATALOG_KEYS = ("artist", "title", "track")
 LOG_FILE_NAME = "data.json"
 EVENT_KEYS = ("message", "timestamp", "user", "track", "time", "latency", "recommendation", "experiments")
+# Additive: the probability with which the serving recommender drew its recommendation (what off-policy evaluation
+# weighs by). Every "next" line the service writes carries it last; the course's logs and older ones do not.
+PROPENSITY_KEY = "propensity"
 MESSAGES = ("next", "last")
 CONTROL_ARM = "C"
 _ROTATED_LOG = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d+)")
@@ -153,13 +156,18 @@ def event_problem(row: object) -> str | None:
     """
     if type(row) is not dict:
         return "not a JSON object"
-    if row.keys() != _EVENT_KEY_SET:
+    message = row.get("message")
+    optional = {PROPENSITY_KEY} if message == "next" else set()
+    if not _EVENT_KEY_SET <= row.keys() or not row.keys() - _EVENT_KEY_SET <= optional:
         missing = sorted(_EVENT_KEY_SET - row.keys())
-        extra = sorted(row.keys() - _EVENT_KEY_SET)
+        extra = sorted(row.keys() - _EVENT_KEY_SET - optional)
         return f"keys differ from the schema (missing {missing}, unexpected {extra})"
-    message = row["message"]
     if message not in MESSAGES:
         return f"message must be 'next' or 'last', got {message!r}"
+    if PROPENSITY_KEY in row:
+        propensity = row[PROPENSITY_KEY]
+        if not is_finite_number(propensity) or not 0.0 < propensity <= 1.0:
+            return f"propensity must be a number in (0, 1], got {propensity!r}"
     for key in ("timestamp", "user", "track"):
         if not is_int(row[key]):
             return f"{key} must be an integer, got {row[key]!r}"
@@ -189,9 +197,10 @@ def event(
     latency: float,
     recommendation: int | None,
     experiments: dict[str, str],
+    propensity: float | None = None,
 ) -> dict:
-    """One event as the log holds it, keys in the schema's order."""
-    return {
+    """One event as the log holds it, keys in the schema's order; `propensity` (a "next" line's) last when given."""
+    row = {
         "message": message,
         "timestamp": timestamp,
         "user": user,
@@ -201,6 +210,9 @@ def event(
         "recommendation": recommendation,
         "experiments": experiments,
     }
+    if propensity is not None:
+        row[PROPENSITY_KEY] = propensity
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import redis
 import yaml
 
 from botify_lab.formats import EVENT_KEYS as SCHEMA_KEYS
-from botify_lab.formats import iter_json_lines, log_files
+from botify_lab.formats import PROPENSITY_KEY, iter_json_lines, log_files
 
 EVENT_KEYS = list(SCHEMA_KEYS)
 
@@ -228,12 +228,14 @@ def read_events(log_dir: Path) -> list[dict]:
 
 @pytest.fixture
 def events():
-    """Read a log folder, checking every line has exactly the schema's keys in order."""
+    """Read a log folder, checking every line has exactly the schema's keys in order (a "next" line's propensity
+    last), and that each propensity is a probability."""
 
     def read(log_dir: Path) -> list[dict]:
         logged = read_events(log_dir)
         for event in logged:
-            assert list(event) == EVENT_KEYS
+            assert list(event) == (EVENT_KEYS + [PROPENSITY_KEY] if event["message"] == "next" else EVENT_KEYS)
+            assert event["message"] == "last" or 0 < event[PROPENSITY_KEY] <= 1
         return logged
 
     return read

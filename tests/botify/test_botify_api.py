@@ -295,6 +295,51 @@ def test_an_exploring_arm_answers_its_share_with_random_and_otherwise_its_own(wo
     assert abs(sum(answer not in world.top_tracks[:3] for answer in answers) - 4_970) < 245
 
 
+def propensity_cases(world, tmp_path) -> list[tuple[str, object, int, int]]:
+    """(label, recommender, user, track): every kind, its fallback, a list naming a track twice, exploration."""
+    catalog = load_catalog(world.path / "tracks.json")
+    repeats = tmp_path / "repeats.json"
+    repeats.write_bytes(orjson.dumps({"track": 4, "recommendations": [9, 9, 12]}) + b"\n")
+    top = world.path / "top_tracks.json"
+
+    def build(recommender: str, **arm) -> object:
+        return build_recommender(ArmConfig("T1", recommender, **arm), catalog)
+
+    contextual = build("contextual", path=world.path / "recs.json")
+    return [
+        ("random", build("random"), 1, 0),
+        ("toppop", build("toppop", path=top, k=3), 1, 0),
+        ("sticky_artist", build("sticky_artist"), 1, 7),
+        ("indexed", build("indexed", path=world.path / "user_recs.json"), 5, 0),
+        ("indexed, unknown user: Random", build("indexed", path=world.path / "user_recs.json"), 77, 0),
+        ("contextual", contextual, 1, 0),
+        ("contextual, empty list: Random", contextual, 1, 2),
+        ("contextual, a track listed twice", build("contextual", path=repeats), 1, 4),
+        ("exploring contextual", build("contextual", path=world.path / "recs.json", exploration=0.3), 1, 0),
+    ]
+
+
+def test_every_recommender_knows_the_probability_of_what_it_serves(world, tmp_path):
+    """distribution() sums to 1 and propensity() of a served track is its probability in it; over 20,000 draws each
+    track is served at that probability (within 4 binomial standard deviations)."""
+    draws = uniform_128_bit_draws(20_000, seed=5)
+    for label, recommender, user, track in propensity_cases(world, tmp_path):
+        distribution = recommender.distribution(user, track)
+        assert sum(distribution.values()) == pytest.approx(1.0), label
+        served = [recommender.recommend(user, track, draw) for draw in draws]
+        counts = dict(zip(*np.unique(served, return_counts=True)))
+        assert set(counts) <= set(distribution), label
+        for candidate, probability in distribution.items():
+            assert recommender.propensity(user, track, candidate) == pytest.approx(probability), (label, candidate)
+            expected, sd = len(draws) * probability, (len(draws) * probability * (1 - probability)) ** 0.5
+            assert abs(counts.get(candidate, 0) - expected) <= 4 * sd + 1, (label, candidate)
+    explored = dict((label, recommender) for label, recommender, _, _ in propensity_cases(world, tmp_path))
+    # 30% Random over 500 tracks, 70% one of the 3 neighbours of track 0; a listed track twice in three
+    assert explored["exploring contextual"].propensity(1, 0, 10) == pytest.approx(0.3 / 500 + 0.7 / 3)
+    assert explored["exploring contextual"].propensity(1, 0, 11) == pytest.approx(0.3 / 500)
+    assert explored["contextual, a track listed twice"].propensity(1, 4, 9) == pytest.approx(2 / 3)
+
+
 def test_an_exploring_arm_is_served_and_described(single_recommender, world):
     client = single_recommender(
         {"recommender": "toppop", "path": str(world.path / "top_tracks.json"), "k": 1, "exploration": 0.25}

@@ -40,11 +40,17 @@ def assert_log_matches(sent, logged) -> None:
 
 
 def test_concurrent_burst_logs_every_event_once(write_config, world, events, tmp_path):
+    """...and each "next" line carries the probability its arm drew the recommendation with."""
     with served(write_config([world.top_pop_experiment()])) as url:
         sent = run_burst(url)
     logged = events(tmp_path / "log")
     assert len(logged) == CLIENTS * REQUESTS_PER_CLIENT
     assert_log_matches(sent, logged)
+    arm_probability = {"C": 1 / world.n_tracks, "T1": 1.0, "T2": 1 / 3, "T3": 1 / 6}  # Random, TopPop(1, 3, 6)
+    served_next = [event for event in logged if event["message"] == "next"]
+    assert {event["experiments"]["TOP_POP"] for event in served_next} == set(arm_probability)
+    for event in served_next:
+        assert event["propensity"] == pytest.approx(arm_probability[event["experiments"]["TOP_POP"]])
 
 
 def test_several_workers_on_redis_share_one_rotating_log(write_config, world, events, tmp_path, redis_url):

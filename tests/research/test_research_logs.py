@@ -6,6 +6,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from botify_lab.formats import EVENT_KEYS
 from botify_lab.research import logs
 
 from .research_helpers import event, write_log
@@ -63,6 +64,10 @@ def test_read_log_reads_rotated_files_without_a_current_file(tmp_path):
         (orjson.dumps(event("next", 1, 1, 1, 1.0, recommendation=None)), "needs an integer recommendation"),
         (orjson.dumps({**event("last", 1, 1, 1, 1.0), "recommendation": 3}), "recommendation null"),
         (orjson.dumps(event("next", 1, 1, 1, 1.0, experiments={"EXP": 1})), "experiments must map"),
+        (orjson.dumps({**event("last", 1, 1, 1, 1.0), "propensity": 0.5}), "unexpected ['propensity']"),
+        (orjson.dumps({**event("next", 1, 1, 1, 1.0), "propensity": 0.0}), "propensity must be a number in (0, 1]"),
+        (orjson.dumps({**event("next", 1, 1, 1, 1.0), "propensity": 1.5}), "propensity must be a number in (0, 1]"),
+        (orjson.dumps({**event("next", 1, 1, 1, 1.0), "propensity": "1"}), "propensity must be a number in (0, 1]"),
     ],
 )
 def test_read_log_names_file_and_line_of_a_bad_row(tmp_path, bad_line, complaint):
@@ -74,6 +79,30 @@ def test_read_log_names_file_and_line_of_a_bad_row(tmp_path, bad_line, complaint
         logs.read_log(folder)
     assert f"{folder / 'data.json'}:3:" in str(error.value)
     assert complaint in str(error.value)
+
+
+def test_a_next_lines_propensity_is_read_and_older_lines_without_one_read_as_nan(tmp_path):
+    """The additive field: the course's logs have none, the service's "next" lines carry it."""
+    folder = tmp_path / "log"
+    rows = [
+        event("next", 1, 1, 1, 1.0),  # an older line
+        {**event("next", 2, 1, 2, 0.5), "propensity": 0.25},
+        event("last", 3, 1, 3, 0.5),
+    ]
+    events = logs.read_log(write_log(folder / "data.json", rows))
+    assert events["propensity"].tolist()[1] == 0.25
+    assert events["propensity"].isna().tolist() == [True, False, True]
+
+
+def test_the_courses_notebooks_read_a_log_with_propensities_as_before(tmp_path):
+    """The course's notebooks load a log with pandas.read_json(lines=True) and use the schema's columns."""
+    rows = [{**event("next", 1, 1, 1, 1.0, recommendation=4), "propensity": 0.5}, event("last", 2, 1, 4, 0.25)]
+    course = pd.read_json(write_log(tmp_path / "log" / "data.json", rows), lines=True)
+    ours = logs.read_log(tmp_path / "log")
+    assert list(course.columns[:8]) == list(EVENT_KEYS)
+    for column in ("timestamp", "user", "track", "time"):
+        assert course[column].tolist() == ours[column].tolist()
+    assert course["recommendation"].tolist()[0] == 4 and course["propensity"].tolist()[0] == 0.5
 
 
 def test_read_log_skips_blank_lines_and_rejects_missing_folders(tmp_path):

@@ -6,13 +6,14 @@ events loads and sessionizes in a few seconds.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from botify_lab.formats import LOG_FILE_NAME, event_problem, iter_json_lines, log_files
+from botify_lab.formats import LOG_FILE_NAME, PROPENSITY_KEY, event_problem, iter_json_lines, log_files
 
 SESSION_FIELDS = ("user", "session", "start", "tracks", "time", "latency", "closed")
 
@@ -38,8 +39,9 @@ def read_log(log_dir: Path | str) -> pd.DataFrame:
     """All events of a log folder (or of one log file) in the log's own order, with an `order` column (0, 1, ...).
 
     Columns: order, message, timestamp (ms), user, track, time, latency (s), recommendation (nullable Int64),
-    experiments (dict per row). Blank lines are skipped; any other malformed line raises LogFormatError naming
-    file:line, so nothing is silently dropped. Gzipped files (`data.json.gz`, `x.jsonl.gz`) are read as they are.
+    experiments (dict per row), propensity (NaN where the line has none: "last" lines, older logs). Blank lines are
+    skipped; any other malformed line raises LogFormatError naming file:line, so nothing is silently dropped.
+    Gzipped files (`data.json.gz`, `x.jsonl.gz`) are read as they are.
     Negative latencies (the course's own logs hold a few, from clock adjustments) are kept, with a warning.
     """
     rows: list[dict] = []
@@ -83,6 +85,9 @@ def _events_frame(rows: list[dict]) -> pd.DataFrame:
             "latency": np.fromiter((row["latency"] for row in rows), dtype=np.float64, count=count),
             "recommendation": recommendation,
             "experiments": pd.Series([row["experiments"] for row in rows], dtype=object),
+            "propensity": np.fromiter(
+                (row.get(PROPENSITY_KEY, math.nan) for row in rows), dtype=np.float64, count=count
+            ),
         }
     )
 

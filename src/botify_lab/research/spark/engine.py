@@ -40,7 +40,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def event_schema():
-    """The event log's schema (botify_lab.formats.EVENT_KEYS) as a Spark struct."""
+    """The event log's schema (botify_lab.formats.EVENT_KEYS, then PROPENSITY_KEY) as a Spark struct."""
     from pyspark.sql import types as T
 
     return T.StructType(
@@ -53,6 +53,7 @@ def event_schema():
             T.StructField("latency", T.DoubleType()),
             T.StructField("recommendation", T.LongType()),
             T.StructField("experiments", T.MapType(T.StringType(), T.StringType())),
+            T.StructField("propensity", T.DoubleType()),  # additive: null on "last" lines and in older logs
         ]
     )
 
