@@ -3,7 +3,6 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -18,14 +17,9 @@ import yaml
 
 from botify_lab.formats import EVENT_KEYS as SCHEMA_KEYS
 from botify_lab.formats import PROPENSITY_KEY, iter_json_lines, log_files
+from tests.conftest import free_port
 
 EVENT_KEYS = list(SCHEMA_KEYS)
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -176,7 +170,7 @@ def redis_executable() -> str:
 @pytest.fixture
 def own_redis():
     """A function-scoped RedisServer, always stopped at the end."""
-    server = RedisServer(redis_executable(), free_loopback_port())
+    server = RedisServer(redis_executable(), free_port())
     server.start()
     try:
         yield server
@@ -192,7 +186,7 @@ def redis_url():
         if os.environ.get("CI"):
             pytest.fail("redis-server is required on CI")
         pytest.skip("redis-server not installed")
-    port = free_loopback_port()
+    port = free_port()
     process = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

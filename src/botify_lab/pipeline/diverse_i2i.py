@@ -10,7 +10,6 @@ written beside them. Offline coverage metrics of both go to metrics/diverse_i2i.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics, write_plot
-from botify_lab.pipeline.params import load_params
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.collab import load_model
 from botify_lab.research.i2i import distinct_artists, diverse_neighbours, list_metrics, write_track_lists
@@ -94,17 +92,3 @@ def artists_figure(result: DiverseLists):
     ax.legend()
     figure.tight_layout()
     return figure
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
-    metrics = run_diverse_i2i(load_params(parser.parse_args(argv).params)).metrics
-    print(
-        f"diverse_i2i: {metrics['tracks_with_list']} lists, coverage {metrics['coverage']}, "
-        f"{metrics['mean_distinct_artists']} distinct artists per list"
-    )
-
-
-if __name__ == "__main__":
-    main()

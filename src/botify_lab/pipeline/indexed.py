@@ -12,7 +12,6 @@ written beside it as a second user-recommendations file (build/indexed/user_base
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
-from botify_lab.pipeline.params import load_params
 from botify_lab.research.collab import (
     CollaborativeModel,
     Interactions,
@@ -136,15 +134,3 @@ def precision_figure(result: IndexedResult):
     ax.legend()
     figure.tight_layout()
     return figure
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
-    metrics = run_indexed(load_params(parser.parse_args(argv).params)).metrics
-    precision = {key: value for key, value in metrics.items() if "precision_at_" in key}
-    print(f"indexed: {metrics['users']} users, {metrics['tracks']} tracks, best {metrics['best']}, {precision}")
-
-
-if __name__ == "__main__":
-    main()

@@ -3,5 +3,5 @@ statistics.
 
 Models learn only from the service's event log and the public catalog. This package therefore imports nothing from
 the simulator (`sim`), which holds the hidden world, nor from the service (`botify`), nor from the orchestration
-that starts them (`botify_lab.pipeline`); `tests/research/test_import_rule.py` enforces it.
+that starts them (`botify_lab.pipeline`); `tests/architecture/test_import_rules.py` enforces it.
 """
