@@ -59,6 +59,7 @@ class TopPop:
         except (OSError, orjson.JSONDecodeError) as error:
             raise DataFileError(f"cannot read top tracks {path}: {error}") from error
         self.top = catalog.track_ids(values, str(path))[:k]
+        self.probability = uniform_over(self.top)  # one list for every request: its k-long count done once
         self.fallback = Random(catalog)
 
     def recommend(self, user: int, track: int, draw: int) -> int:
@@ -67,10 +68,10 @@ class TopPop:
         return self.top[draw % len(self.top)]
 
     def propensity(self, user: int, track: int, served: int) -> float:
-        return share_of(self.top, served) if self.top else self.fallback.propensity(user, track, served)
+        return self.probability.get(served, 0.0) if self.top else self.fallback.propensity(user, track, served)
 
     def distribution(self, user: int, track: int) -> dict[int, float]:
-        return uniform_over(self.top) if self.top else self.fallback.distribution(user, track)
+        return dict(self.probability) if self.top else self.fallback.distribution(user, track)
 
 
 class StickyArtist:
