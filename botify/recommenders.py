@@ -24,13 +24,8 @@ if TYPE_CHECKING:
     from .config import ArmConfig
 
 
-def share_of(tracks: Sequence[int], served: int) -> float:
-    """The probability of drawing `served` uniformly from `tracks` (a list may hold a track more than once)."""
-    return tracks.count(served) / len(tracks)
-
-
 def uniform_over(tracks: Sequence[int]) -> dict[int, float]:
-    """Track -> probability of a uniform draw from `tracks`."""
+    """Track -> probability of a uniform draw from `tracks` (a list may hold a track more than once)."""
     return {candidate: count / len(tracks) for candidate, count in Counter(tracks).items()}
 
 
@@ -50,79 +45,81 @@ class Random:
         return dict.fromkeys(range(self.size), 1.0 / self.size)
 
 
-class TopPop:
+class FromList:
+    """A recommender that draws uniformly from the list `candidates(user, track)` names for the request, and from
+    Random when that list is empty or missing; picking, propensity and distribution all follow from the list."""
+
+    def __init__(self, catalog: Catalog):
+        self.fallback = Random(catalog)
+
+    def candidates(self, user: int, track: int) -> Sequence[int] | None:
+        raise NotImplementedError
+
+    def recommend(self, user: int, track: int, draw: int) -> int:
+        tracks = self.candidates(user, track)
+        return tracks[draw % len(tracks)] if tracks else self.fallback.recommend(user, track, draw)
+
+    def propensity(self, user: int, track: int, served: int) -> float:
+        tracks = self.candidates(user, track)
+        return tracks.count(served) / len(tracks) if tracks else self.fallback.propensity(user, track, served)
+
+    def distribution(self, user: int, track: int) -> dict[int, float]:
+        tracks = self.candidates(user, track)
+        return uniform_over(tracks) if tracks else self.fallback.distribution(user, track)
+
+
+class TopPop(FromList):
     """A random track among the k most popular of a top-tracks file (one JSON list, most popular first)."""
 
     def __init__(self, catalog: Catalog, path: Path, k: int):
+        super().__init__(catalog)
         try:
             values = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError) as error:
             raise DataFileError(f"cannot read top tracks {path}: {error}") from error
         self.top = catalog.track_ids(values, str(path))[:k]
         self.probability = uniform_over(self.top)  # one list for every request: its k-long count done once
-        self.fallback = Random(catalog)
 
-    def recommend(self, user: int, track: int, draw: int) -> int:
-        if not self.top:
-            return self.fallback.recommend(user, track, draw)
-        return self.top[draw % len(self.top)]
+    def candidates(self, user: int, track: int) -> Sequence[int]:
+        return self.top
 
     def propensity(self, user: int, track: int, served: int) -> float:
         return self.probability.get(served, 0.0) if self.top else self.fallback.propensity(user, track, served)
 
-    def distribution(self, user: int, track: int) -> dict[int, float]:
-        return dict(self.probability) if self.top else self.fallback.distribution(user, track)
 
-
-class StickyArtist:
+class StickyArtist(FromList):
     """A random track by the artist of the last track."""
 
     def __init__(self, catalog: Catalog):
+        super().__init__(catalog)
         self.artist_of_track = catalog.artist_of_track
         self.tracks_by_artist = catalog.tracks_by_artist
 
-    def recommend(self, user: int, track: int, draw: int) -> int:
-        tracks = self.tracks_by_artist[self.artist_of_track[track]]
-        return tracks[draw % len(tracks)]
-
-    def propensity(self, user: int, track: int, served: int) -> float:
-        return share_of(self.tracks_by_artist[self.artist_of_track[track]], served)
-
-    def distribution(self, user: int, track: int) -> dict[int, float]:
-        return uniform_over(self.tracks_by_artist[self.artist_of_track[track]])
+    def candidates(self, user: int, track: int) -> Sequence[int]:
+        return self.tracks_by_artist[self.artist_of_track[track]]
 
 
-class Indexed:
+class Indexed(FromList):
     """A random track from the user's precomputed list (JSONL {"user", "tracks"}); random for unknown users."""
 
     def __init__(self, catalog: Catalog, path: Path):
+        super().__init__(catalog)
         self.tracks_by_user: dict[int, tuple[int, ...]] = {}
         for number, row in iter_data_lines(path):
             where = f"{path}:{number}"
             if not isinstance(row, dict) or type(row.get("user")) is not int:
                 raise DataFileError(f'{where}: expected {{"user": int, "tracks": [int, ...]}}')
             self.tracks_by_user[row["user"]] = catalog.track_ids(row.get("tracks"), where)
-        self.fallback = Random(catalog)
 
-    def recommend(self, user: int, track: int, draw: int) -> int:
-        tracks = self.tracks_by_user.get(user)
-        if not tracks:
-            return self.fallback.recommend(user, track, draw)
-        return tracks[draw % len(tracks)]
-
-    def propensity(self, user: int, track: int, served: int) -> float:
-        tracks = self.tracks_by_user.get(user)
-        return share_of(tracks, served) if tracks else self.fallback.propensity(user, track, served)
-
-    def distribution(self, user: int, track: int) -> dict[int, float]:
-        tracks = self.tracks_by_user.get(user)
-        return uniform_over(tracks) if tracks else self.fallback.distribution(user, track)
+    def candidates(self, user: int, track: int) -> Sequence[int] | None:
+        return self.tracks_by_user.get(user)
 
 
-class Contextual:
+class Contextual(FromList):
     """A random one of the last track's precomputed neighbours (tracks.json rows + "recommendations")."""
 
     def __init__(self, catalog: Catalog, path: Path):
+        super().__init__(catalog)
         size = len(catalog)
         self.neighbours: list[tuple[int, ...]] = [()] * size
         for number, row in iter_data_lines(path):
@@ -130,21 +127,9 @@ class Contextual:
             if not isinstance(row, dict) or type(row.get("track")) is not int or not 0 <= row["track"] < size:
                 raise DataFileError(f"{where}: expected a catalog row with a track id in 0..{size - 1}")
             self.neighbours[row["track"]] = catalog.track_ids(row.get("recommendations"), where)
-        self.fallback = Random(catalog)
 
-    def recommend(self, user: int, track: int, draw: int) -> int:
-        neighbours = self.neighbours[track]
-        if not neighbours:
-            return self.fallback.recommend(user, track, draw)
-        return neighbours[draw % len(neighbours)]
-
-    def propensity(self, user: int, track: int, served: int) -> float:
-        neighbours = self.neighbours[track]
-        return share_of(neighbours, served) if neighbours else self.fallback.propensity(user, track, served)
-
-    def distribution(self, user: int, track: int) -> dict[int, float]:
-        neighbours = self.neighbours[track]
-        return uniform_over(neighbours) if neighbours else self.fallback.distribution(user, track)
+    def candidates(self, user: int, track: int) -> Sequence[int]:
+        return self.neighbours[track]
 
 
 class Exploring:
