@@ -104,7 +104,7 @@ def test_the_interest_starts_checks_compare_the_shares_of_sessions_with_the_real
     checks = F.interest_starts_checks([hubby])
     assert not any(check.passed for check in checks)
     low = own["range"][0]
-    assert checks[0].distance == pytest.approx((low - 0.006) / (F.INTEREST_STARTS_TOLERANCE * low))
+    assert checks[0].distance == pytest.approx((low - 0.006) / (F.FIRST_TRACKS_TOLERANCE * low))
 
 
 def test_concurrent_sessions_of_one_user_are_kept_apart(tmp_path):
@@ -210,18 +210,8 @@ def test_the_committed_statistics_are_the_shared_ones(real_stats):
 
 
 def test_the_first_tracks_of_the_real_logs_are_the_committed_figures(real_stats):
-    """Every real log of at least 1,000 sessions, all arms (a session's first track does not depend on the arm)."""
-    measured = {}
-    for path in sorted(REAL_LOGS.glob("*.jsonl.gz")):
-        rows = F.playback_rows(read_log(path))
-        sessions = int((rows["position"] == 1).sum())
-        if sessions >= F.FIRST_TRACKS_MIN_SESSIONS:
-            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, *F.first_track_pairs(rows))
-    assert measured == F.REAL_FIRST_TRACKS
-
-
-def test_the_interest_starts_of_the_real_logs_are_the_committed_figures(real_stats):
-    """The same logs as the first tracks', against the course's own users.json and tracks.json (every real log's)."""
+    """Every real log of at least 1,000 sessions, all arms (a session's first track does not depend on the arm),
+    against the course's own users.json and tracks.json (every real log's)."""
     users = [row for _, row in iter_json_lines(UPSTREAM_WORLD / "users.json")]
     interests = F.interest_pairs([user["user"] for user in users], [user["interests"] for user in users])
     artist = pd.factorize(read_catalog(UPSTREAM_WORLD / "tracks.json")["artist"])[0]
@@ -230,8 +220,9 @@ def test_the_interest_starts_of_the_real_logs_are_the_committed_figures(real_sta
         rows = F.playback_rows(read_log(path))
         sessions = int((rows["position"] == 1).sum())
         if sessions >= F.FIRST_TRACKS_MIN_SESSIONS:
-            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, *F.interest_starts(rows, interests, artist))
-    assert measured == F.REAL_INTEREST_STARTS
+            starts = F.interest_starts(rows, interests, artist)
+            measured[path.name.removesuffix(".jsonl.gz")] = (sessions, *F.first_track_pairs(rows), *starts)
+    assert measured == F.REAL_FIRST_TRACKS
 
 
 @pytest.mark.parametrize("kind", ["Random", "StickyArtist"])

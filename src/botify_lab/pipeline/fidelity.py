@@ -177,11 +177,11 @@ def simulate_groups(
     return found
 
 
-def top_pop(params: dict, world_dir: Path) -> list[pd.DataFrame]:
+def top_pop(params: dict, world) -> list[pd.DataFrame]:
+    """The published TOP_POP experiment replayed in process on `world` (a `sim.world.World`), per seed."""
     from botify_lab.pipeline.top_pop_in_process import replicate_top_pop
 
     settings = params["fidelity"]
-    world = load_world(world_dir, verify=False)
     seeds = [int(params["seed"]) + i for i in range(int(settings["top_pop_seeds"]))]
     episodes = int(settings["top_pop_episodes"])
     return [arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=episodes)) for seed in seeds]
@@ -249,6 +249,7 @@ def run(
     with_reference = bool(int(settings.get("reference_episodes", 0)))
     with_contextual = bool(int(settings.get("contextual_episodes", 0)))
     artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
+    world = load_world(world_dir, verify=False)  # its users' interests, and the in-process TOP_POP replay
     with tempfile.TemporaryDirectory(prefix="fidelity-") as folder:
         gammas = {float(entry["gamma"]) for entry in settings["gammas"]}
         if with_reference or with_contextual:
@@ -256,8 +257,7 @@ def run(
         worlds = {
             gamma: gamma_world(Path(world_dir), gamma, Path(folder) / f"world-gamma-{gamma:g}") for gamma in gammas
         }
-        interests = world_interests(load_world(world_dir, verify=False))
-        simulated = simulate_groups(params, worlds, Path(folder), artist, interests)
+        simulated = simulate_groups(params, worlds, Path(folder), artist, world_interests(world))
         if with_reference:
             recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
             reference = reference_run(params, worlds[0.8], Path(folder), recs)
@@ -266,7 +266,7 @@ def run(
             random_stats, contextual_stats = course_contextual_run(params, worlds[0.8], Path(folder), recs, artist)
             simulated[COURSE_CONTEXTUAL_GROUP] = contextual_stats
             simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP] = random_stats
-    means = top_pop(params, Path(world_dir)) if int(settings.get("top_pop_seeds", 0)) else []
+    means = top_pop(params, world) if int(settings.get("top_pop_seeds", 0)) else []
     checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
     if COURSE_CONTEXTUAL_GROUP in simulated:
         checks += F.course_contextual_checks(

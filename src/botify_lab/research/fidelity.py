@@ -454,57 +454,43 @@ def checks_table(checks: Sequence[Check]) -> pd.DataFrame:
 
 # ---- sessions' first tracks -------------------------------------------------------------------------------------
 
-# A session starts on one of the 10 tracks with the largest inner product with one of the user's interests, so the
-# world's geometry decides how many tracks ever start a session, and so which tracks a Contextual model (keyed on the
-# session's first track) ever learns about. Measured from the course's real logs (../shared/real-logs, every arm:
-# the first track does not depend on the recommender) as the effective number of first tracks, 1 / P(two sessions
-# of one log start on the same track): per log (sessions, ordered session pairs, pairs on the same track), the
-# logs of at least 1,000 sessions. tests/research/test_fidelity.py recomputes them from the logs when present.
+# A session starts on one of the `interest_neighbours` (10) tracks with the largest inner product with one of its
+# user's interests (the interest itself included when it is among them), so the world's geometry decides how sessions
+# start, and so which tracks a Contextual model (keyed on the session's first track) ever learns about. Measured in
+# the course's real logs (../shared/real-logs, every arm: the first track does not depend on the recommender; the
+# logs of at least 1,000 sessions) with the course's own users.json and tracks.json:
+# - the effective number of first tracks, 1 / P(two sessions of one log start on the same track);
+# - about 1 session in 11 starts on one of its user's own interests (an interest nearly always ranks among its own
+#   10 nearest tracks), and well over half on a track by the artist of one of them (most of an interest's nearest
+#   tracks are its artist's). A world whose inner products are ruled by a few long (popular) vectors has those
+#   outrank both.
+# Per log: (sessions, ordered session pairs, pairs on the same track, sessions starting on an own interest, sessions
+# starting on a track by an interest's artist). tests/research/test_fidelity.py recomputes them when present.
 REAL_FIRST_TRACKS = {
-    "KirillPushkarev__data": (2000, 3_998_000, 890),
-    "Panamec1__data": (1718, 2_949_806, 2088),
-    "Panamec1__data1": (2028, 4_110_756, 2082),
-    "Panamec1__data3": (1241, 1_538_840, 970),
-    "aamamaev__data": (2000, 3_998_000, 1052),
-    "red19958__input_hw": (1000, 999_000, 210),
-    "vikstr__data_1711": (1000, 999_000, 252),
+    "KirillPushkarev__data": (2000, 3_998_000, 890, 185, 1145),
+    "Panamec1__data": (1718, 2_949_806, 2088, 152, 976),
+    "Panamec1__data1": (2028, 4_110_756, 2082, 197, 1153),
+    "Panamec1__data3": (1241, 1_538_840, 970, 116, 685),
+    "aamamaev__data": (2000, 3_998_000, 1052, 154, 1134),
+    "red19958__input_hw": (1000, 999_000, 210, 85, 594),
+    "vikstr__data_1711": (1000, 999_000, 252, 80, 553),
 }
 FIRST_TRACKS_MIN_SESSIONS = 1000
 FIRST_TRACKS_GROUP = "Sessions' first tracks"
-FIRST_TRACKS_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range
-
-
-# A session's first track is drawn among the `interest_neighbours` (10) nearest tracks of one of its user's interests,
-# the interest itself included when it is among them. Measured in the real logs with the course's own users.json:
-# about 1 session in 11 starts on one of its user's own interests (so an interest nearly always ranks among its own
-# 10 nearest tracks), and well over half start on a track by the artist of one of them (so most of an interest's
-# nearest tracks are its artist's). A world whose inner products are ruled by a few long (popular) vectors has those
-# outrank both. Per real log of at least 1,000 sessions, every arm: (sessions, sessions starting on an own interest,
-# sessions starting on a track by an interest's artist); tests/research/test_fidelity.py recomputes them from the logs
-# and ../shared/upstream-world/ when present.
-REAL_INTEREST_STARTS = {
-    "KirillPushkarev__data": (2000, 185, 1145),
-    "Panamec1__data": (1718, 152, 976),
-    "Panamec1__data1": (2028, 197, 1153),
-    "Panamec1__data3": (1241, 116, 685),
-    "aamamaev__data": (2000, 154, 1134),
-    "red19958__input_hw": (1000, 85, 594),
-    "vikstr__data_1711": (1000, 80, 553),
-}
-INTEREST_STARTS = {  # statistics key -> what the check calls it
+FIRST_TRACKS_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range, for every check of the group
+INTEREST_STARTS = {  # statistics key -> what the check calls it, in REAL_FIRST_TRACKS' column order
     "own_interest_starts": "sessions starting on an own interest",
     "interest_artist_starts": "sessions starting on an interest's artist",
 }
-INTEREST_STARTS_TOLERANCE = 0.25  # relative to the nearest edge of the real logs' range
 
 
 def real_interest_starts() -> dict:
     """Per statistic of INTEREST_STARTS, per real log and pooled, its share of sessions; the logs' range."""
-    sessions = {name: counts[0] for name, counts in REAL_INTEREST_STARTS.items()}
+    sessions = {name: counts[0] for name, counts in REAL_FIRST_TRACKS.items()}
     result = {}
-    for column, key in enumerate(INTEREST_STARTS, start=1):
-        per_log = {name: round(counts[column] / sessions[name], 4) for name, counts in REAL_INTEREST_STARTS.items()}
-        pooled = sum(counts[column] for counts in REAL_INTEREST_STARTS.values()) / sum(sessions.values())
+    for column, key in enumerate(INTEREST_STARTS, start=3):
+        per_log = {name: round(counts[column] / sessions[name], 4) for name, counts in REAL_FIRST_TRACKS.items()}
+        pooled = sum(counts[column] for counts in REAL_FIRST_TRACKS.values()) / sum(sessions.values())
         result[key] = {
             "per_log": per_log,
             "pooled": round(pooled, 4),
@@ -523,7 +509,7 @@ def interest_starts_checks(simulated: Sequence[dict]) -> list[Check]:
             label,
             real[key]["pooled"],
             [s[key] / s["sessions"] for s in simulated],
-            INTEREST_STARTS_TOLERANCE,
+            FIRST_TRACKS_TOLERANCE,
             relative=True,
             real_range=real[key]["range"],
         )
@@ -538,8 +524,8 @@ def effective_first_tracks(pairs: int, same: int) -> float:
 
 def real_first_tracks() -> dict:
     """Per real log, and pooled, the effective number of first tracks; their range."""
-    per_log = {name: round(effective_first_tracks(pairs, same)) for name, (_, pairs, same) in REAL_FIRST_TRACKS.items()}
-    pooled = effective_first_tracks(*(sum(values) for values in list(zip(*REAL_FIRST_TRACKS.values()))[1:]))
+    per_log = {name: round(effective_first_tracks(*counts[1:3])) for name, counts in REAL_FIRST_TRACKS.items()}
+    pooled = effective_first_tracks(*(sum(column) for column in list(zip(*REAL_FIRST_TRACKS.values()))[1:3]))
     return {"per_log": per_log, "pooled": round(pooled), "range": (min(per_log.values()), max(per_log.values()))}
 
 
