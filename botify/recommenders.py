@@ -10,7 +10,6 @@ A pick is `draw % n` of a 128-bit draw, uniform over n up to a bias of n / 2**12
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from botify_lab.formats import uniform_over
+
 from .catalog import Catalog, DataFileError, iter_data_lines
 
 if TYPE_CHECKING:
     from .config import ArmConfig
-
-
-def uniform_over(tracks: Sequence[int]) -> dict[int, float]:
-    """Track -> probability of a uniform draw from `tracks` (a list may hold a track more than once)."""
-    return {candidate: count / len(tracks) for candidate, count in Counter(tracks).items()}
 
 
 class Random:

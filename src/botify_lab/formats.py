@@ -18,7 +18,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mmh3
@@ -34,6 +35,12 @@ MESSAGES = ("next", "last")
 CONTROL_ARM = "C"
 _ROTATED_LOG = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d+)")
 _EVENT_KEY_SET = frozenset(EVENT_KEYS)
+
+
+def uniform_over(tracks: Sequence[int]) -> dict[int, float]:
+    """Track -> probability of a uniform draw from a recommender's list (a list may hold a track more than once): the
+    propensity a "next" line logs, and what off-policy evaluation replays."""
+    return {candidate: count / len(tracks) for candidate, count in Counter(tracks).items()}
 
 
 class FormatError(ValueError):

@@ -52,6 +52,7 @@ TINY = {
         "reference_episodes": 200,
     },
     "leaderboard": {"episodes": 300, "processes": 1},
+    "ope": {"episodes": 1500, "processes": 1},
 }
 
 
@@ -146,6 +147,23 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     assert set(feedback["rounds"]["round0"]["arms"]) == {"random", "sticky_artist", "all"}
     assert feedback["rounds"]["round2"]["model"] == "contextual" and 0 < feedback["final"]["model_mse"] < 1
     assert "the loop of days" in (clone / "reports" / "html" / "index.html").read_text()
+    cuped = ab["cuped"]  # the covariate: the same users' metric in the loop's last round, untouched by the test
+    assert "build/rounds/round2/log" in cuped["covariate"] and cuped["metrics"]["mean_time_per_session"]["theta"] > 0
+    assert set(cuped["effects"]["T1"]["mean_time_per_session"]) >= {"effect", "lower", "upper", "mde"}
+    ope = json.loads((clone / "metrics" / "ope.json").read_text())
+    assert list(ope["estimates"]) == ["random", "sticky_artist"]
+    assert list(ope["online"]) == list(leaderboard["recommenders"].values())
+    for logger, targets in ope["estimates"].items():
+        assert list(targets) == list(ope["online"])
+        for label, row in targets.items():
+            assert row["IPS"]["ci_low"] <= row["IPS"]["value"] <= row["IPS"]["ci_high"], (logger, label)
+    # Random replayed on its own log: every weight is 1, so IPS and SNIPS are the log's mean reward, fully supported
+    itself = ope["estimates"]["random"]["Random"]
+    assert itself["support"] == 1.0 and itself["IPS"]["value"] == pytest.approx(itself["SNIPS"]["value"])
+    assert itself["IPS"]["effective_decisions"] == pytest.approx(ope["logging"]["loggers"]["random"]["decisions"])
+    # StickyArtist's log cannot see a Random draw outside the artist, nor Random's log a narrow list well
+    assert ope["estimates"]["sticky_artist"]["Random"]["support"] < 0.05
+    assert ope["estimates"]["sticky_artist"]["StickyArtist"]["support"] == 1.0
     for figure in (
         "ab_effects.png",
         "ab_cumulative.png",
@@ -154,6 +172,7 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
         "calibration.png",
         "leaderboard.png",
         "feedback_loop.png",
+        "ope.png",
     ):
         assert (clone / "reports" / "figures" / figure).stat().st_size > 1000
     index = (clone / "reports" / "html" / "index.html").read_text()
@@ -204,10 +223,20 @@ def test_readme_experiment_commands_work_as_written(tiny_clone):
     clone, env, _ = tiny_clone
     output = run_readme_block(clone, env, "Experiments: change a parameter and compare")
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert ran == {"params", "train@ours", "export@ours", "simulate", "analyze", "leaderboard", "report"}
+    assert ran == {"params", "train@ours", "export@ours", "simulate", "analyze", "leaderboard", "ope", "report"}
     assert "models.ours.similarity" in output and "cosine" in output and "dot" in output  # dvc params diff
     table = [line for line in output.splitlines() if line.startswith("| ")]
     assert table and "models.ours.similarity" in table[0] and "metrics/ab.json:" in table[0]  # make compare
+
+
+def test_readme_off_policy_and_cuped_commands_work_as_written(tiny_clone):
+    clone, env, _ = tiny_clone
+    output = run_readme_block(clone, env, "Judging a recommender before serving it: off-policy evaluation and CUPED")
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert ran == {"params", "ope", "report"}, ran
+    assert "with CUPED (each user's same metric in build/rounds/round2/log (COLLECT))" in output
+    assert re.search(r"^T1 +mean_time_per_session .* [\d.]+%$", output, re.MULTILINE), output
+    assert "warning" not in output  # the loop's rounds never held the homework's arms
 
 
 def test_the_course_workflow_by_hand(tiny_clone):
@@ -254,6 +283,8 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
         "The real logs",
         "checks",
         'href="fidelity.html"',
+        "Judged before serving",
+        "With CUPED",
     ):
         assert text in index
     board = index[index.index("The course's leaderboard") : index.index("The real logs")]

@@ -34,3 +34,20 @@ def test_the_published_table_of_a_course_log_is_reproduced():
     assert means == {"C": 2.046, "T1": 4.875, "T2": 2.347, "T3": 4.589}
     effects = ab.ab_effects(metrics).set_index(["treatment", "metric"])
     assert effects.loc[("T1", "mean_time_per_session"), "significant"]
+
+
+def test_cuped_on_two_runs_of_one_students_experiment_warns_that_the_covariate_follows_the_arm(capsys):
+    """Two of one student's runs of RECOMMENDERS: a user sits in the same arm in both (the same hash), so the earlier
+    run's metric already holds the treatment. The CLI prints the course's table unchanged, then the CUPED table with
+    the warning not to use it."""
+    from botify_lab.__main__ import main
+
+    log = REAL_LOGS / "Panamec1__data.jsonl.gz"
+    assert main(["ab", str(log), "--experiment", "RECOMMENDERS"]) == 0
+    plain = capsys.readouterr().out
+    earlier = REAL_LOGS / "Panamec1__data3.jsonl.gz"
+    assert main(["ab", str(log), "--experiment", "RECOMMENDERS", "--cuped", str(earlier)]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith(plain.rstrip("\n"))  # the course's table first, as without --cuped
+    assert "with CUPED" in output and "9.8% of the users are in the earlier log" in output
+    assert "warning: the covariate differs between the arms" in output

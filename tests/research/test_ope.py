@@ -50,7 +50,7 @@ def test_the_estimators_on_a_hand_computed_case():
     estimate = ope.ips(rewards, weights)
     assert estimate.value == pytest.approx(1.0)  # mean of 2, 0, 1
     assert estimate.standard_error == pytest.approx(1.0 / math.sqrt(3))  # sd of 2, 0, 1 is 1
-    assert estimate.effective_decisions == pytest.approx(16 / 8) and estimate.supported_share == pytest.approx(2 / 3)
+    assert estimate.effective_decisions == pytest.approx(16 / 8) and estimate.matched_share == pytest.approx(2 / 3)
     low, high = estimate.interval
     assert (high - low) / 2 == pytest.approx(1.959964 / math.sqrt(3), rel=1e-5)
     estimate = ope.snips(rewards, weights)
@@ -91,3 +91,54 @@ def test_the_estimates_cover_the_truth_of_a_known_bandit():
     assert estimates[2].standard_error < estimates[1].standard_error < estimates[0].standard_error
     table = ope.estimates_table(estimates)
     assert table["estimator"].tolist() == ["IPS", "SNIPS", "DR"]
+
+
+def test_a_list_policys_terms_at_each_decision_are_hand_computed():
+    """A target that draws from a track's list (one list holds a track twice), else from the whole catalog, against
+    a logger that draws by artist (tracks 0-1 and 2-5) or, for user 9, from the whole catalog."""
+    reward_model = np.array([0.0, 1.0, 0.5, 0.5, 0.2, 0.8])
+    lists = {0: (1, 1, 2), 2: (3, 4)}
+    artist_tracks = {0: (0, 1), 1: (0, 1), 2: (2, 3, 4, 5), 3: (2, 3, 4, 5), 4: (2, 3, 4, 5), 5: (2, 3, 4, 5)}
+    decisions = pd.DataFrame(
+        {"user": [1, 1, 2, 9, 1], "track": [0, 2, 5, 0, 0], "action": [1, 4, 3, 2, 0], "reward": [1, 0, 1, 1, 0.0]}
+    )
+    terms = ope.policy_terms(
+        lambda user, track: lists.get(track),
+        lambda user, track: None if user == 9 else artist_tracks[track],
+        decisions,
+        reward_model,
+    )
+    assert terms.probability.tolist() == pytest.approx([2 / 3, 1 / 2, 1 / 6, 1 / 3, 0.0])
+    assert terms.model_expectation.tolist() == pytest.approx([2.5 / 3, 0.35, 0.5, 2.5 / 3, 2.5 / 3])
+    # support: the target's mass on the logger's tracks: (1, 1) of (1, 1, 2) from track 0; all of (3, 4) from track
+    # 2; 4 of 6 catalog tracks from track 5; everything for the uniform logger
+    assert terms.support.tolist() == pytest.approx([2 / 3, 1.0, 4 / 6, 1.0, 2 / 3])
+
+
+def test_a_target_equal_to_the_logger_is_estimated_by_the_logs_own_mean():
+    """Weights are all 1 when the target is the logging policy: IPS and SNIPS give the logged rewards' mean."""
+    rng = np.random.default_rng(5)
+    size, n_tracks = 500, 40
+    tracks = rng.integers(0, n_tracks, size)
+    decisions = pd.DataFrame(
+        {
+            "user": rng.integers(0, 50, size),
+            "track": tracks,
+            "action": (tracks // 4) * 4 + rng.integers(0, 4, size),  # a draw from the track's group of 4
+            "propensity": np.full(size, 0.25),
+            "reward": rng.random(size),
+        }
+    )
+    groups = {group: tuple(range(group * 4, group * 4 + 4)) for group in range(n_tracks // 4)}
+    by_group = lambda user, track: groups[track // 4]  # noqa: E731
+    reward_model = ope.track_mean_rewards(decisions, n_tracks)
+    terms = ope.policy_terms(by_group, by_group, decisions, reward_model)
+    assert terms.support.tolist() == [1.0] * size
+    estimates = ope.estimate_all(decisions, terms, reward_model)
+    for estimate in estimates[:2]:
+        assert estimate.value == pytest.approx(decisions["reward"].mean())
+        assert estimate.effective_decisions == pytest.approx(size)
+    # DR: the logged mean plus the model's mean under the target minus its mean on the logged actions (near 0)
+    correction = (terms.model_expectation - reward_model[decisions["action"]]).mean()
+    assert estimates[2].value == pytest.approx(decisions["reward"].mean() + correction)
+    assert abs(correction) < 0.01

@@ -221,3 +221,66 @@ def test_ab_json_is_stable_rounded_and_free_of_nan():
     latency = ab.latency_metrics_json(metrics, effects)
     assert list(latency["effects"]["T2"]) == ["mean_request_latency"]
     assert latency["arms"]["C"]["requests"] == 400
+
+
+def cuped_case(seed: int = 11, users: int = 4000, effect: float = 0.05):
+    """Users whose metric is mostly their earlier metric plus noise; the treatment adds `effect`; every 10th user
+    has no earlier metric."""
+    rng = np.random.default_rng(seed)
+    earlier = rng.normal(1.0, 0.3, users)
+    arm = np.where(rng.random(users) < 0.5, "C", "T1")
+    metric = 0.8 * earlier + rng.normal(0, 0.1, users) + np.where(arm == "T1", effect, 0.0)
+    metrics = pd.DataFrame({"user": np.arange(users), "arm": arm, "mean_time_per_session": metric})
+    covariates = pd.DataFrame({"user": np.arange(users), "mean_time_per_session": earlier})
+    return metrics, covariates[covariates["user"] % 10 != 0]
+
+
+def test_cuped_adjusts_each_user_by_the_pooled_slope_and_narrows_the_interval():
+    metrics, covariates = cuped_case()
+    names = ("mean_time_per_session",)
+    moments = ab.covariate_moments(metrics, covariates, names)
+    statistics, summary = ab.cuped_statistics(moments)
+    # by hand, on the users' rows: a missing covariate is the present ones' mean; theta is the slope of y on x
+    x = metrics.merge(covariates, on="user", how="left", suffixes=("", "_x"))["mean_time_per_session_x"]
+    x = x.fillna(x.mean()).to_numpy()
+    y = metrics["mean_time_per_session"].to_numpy()
+    theta = np.cov(x, y, ddof=1)[0, 1] / x.var(ddof=1)
+    assert summary["mean_time_per_session"]["theta"] == pytest.approx(theta, rel=1e-10)
+    assert summary["mean_time_per_session"]["covered_share"] == pytest.approx(0.9, abs=0.002)
+    adjusted = metrics.assign(mean_time_per_session=y - theta * (x - x.mean()))
+    by_hand = ab.ab_effects(adjusted, metric_names=names)
+    from_moments = ab.ab_effects_from_statistics(statistics, metric_names=names)
+    for column in ("effect", "lower", "upper", "mde", "p_value"):
+        assert from_moments[column].iloc[0] == pytest.approx(by_hand[column].iloc[0], rel=1e-9), column
+    within = adjusted.groupby("arm")["mean_time_per_session"].var().mean()
+    before = metrics.groupby("arm")["mean_time_per_session"].var().mean()
+    assert summary["mean_time_per_session"]["variance_reduction"] == pytest.approx(1 - within / before, rel=1e-3)
+    # the covariate explains most of the variance of the 90% covered: the interval is less than half as wide
+    plain = ab.ab_effects(metrics, metric_names=names)
+    assert (by_hand["upper"] - by_hand["lower"]).iloc[0] < 0.5 * (plain["upper"] - plain["lower"]).iloc[0]
+    assert by_hand["mde"].iloc[0] < 0.5 * plain["mde"].iloc[0]
+    assert by_hand["lower"].iloc[0] < 5.0 / 0.8 < by_hand["upper"].iloc[0]  # the true +0.05 on a mean near 0.8
+
+
+def test_an_unrelated_covariate_removes_no_variance_and_moves_no_effect():
+    metrics, covariates = cuped_case(seed=12)
+    covariates = covariates.assign(
+        mean_time_per_session=np.random.default_rng(1).permutation(covariates["mean_time_per_session"].to_numpy())
+    )
+    document = ab.cuped_document(ab.covariate_moments(metrics, covariates, ("mean_time_per_session",)), covariate="x")
+    assert abs(document["metrics"]["mean_time_per_session"]["variance_reduction"]) < 0.01
+    plain = ab.ab_effects(metrics, metric_names=("mean_time_per_session",))
+    adjusted = document["effects"]["T1"]["mean_time_per_session"]
+    assert adjusted["effect"] == pytest.approx(plain["effect"].iloc[0], abs=0.3)
+    assert document["covariate"] == "x" and document["balanced"]
+    assert set(adjusted) == {"effect", "lower", "upper", "significant", "mde", "covariate_balance_p"}
+
+
+def test_a_covariate_that_follows_the_arm_is_flagged():
+    """An earlier log of the same experiment (its users in the same arms, the treatment already in their metric)."""
+    metrics, covariates = cuped_case(seed=13)
+    treated = covariates["user"].isin(metrics.loc[metrics["arm"] == "T1", "user"])
+    covariates.loc[treated, "mean_time_per_session"] += 0.1
+    document = ab.cuped_document(ab.covariate_moments(metrics, covariates, ("mean_time_per_session",)), covariate="x")
+    assert not document["balanced"]
+    assert document["effects"]["T1"]["mean_time_per_session"]["covariate_balance_p"] < 1e-6

@@ -254,6 +254,27 @@ def test_analyze_log_spark_reads_the_folder_itself(spark, synthetic_log, synthet
 
 
 @SPARK
+def test_cuped_from_an_earlier_log_equals_the_pandas_engines(spark, synthetic_log, synthetic_events, tmp_path):
+    """Another seed's log as the earlier one (the same users, other sessions): the same moments and CUPED table."""
+    earlier_log = tmp_path / "earlier"
+    synthetic.write_synthetic_log(earlier_log, 20_000, seed=8, files=2)
+    metrics = ab.user_metrics(logs.sessionize(synthetic_events), synthetic.EXPERIMENT)
+    earlier = ab.user_metrics(logs.sessionize(read_pandas(earlier_log)), synthetic.EXPERIMENT)
+    expected = ab.covariate_moments(metrics, earlier)
+    assert 0 < expected["covered"].sum() < expected["count"].sum()  # some users of the test are not in the other
+    analysis = engine.analyze_log_spark(
+        synthetic_log,
+        synthetic.EXPERIMENT,
+        alpha=0.05,
+        spark=spark,
+        covariate_log=earlier_log,
+        covariate_experiment=synthetic.EXPERIMENT,
+    )
+    assert_frames_close(analysis.moments, expected)
+    assert_close(ab.cuped_document(analysis.moments, covariate="x"), ab.cuped_document(expected, covariate="x"))
+
+
+@SPARK
 def test_a_malformed_log_is_refused(spark, tmp_path):
     good = (
         '{"message":"next","timestamp":1,"user":1,"track":2,"time":1.0,"latency":0.1,"recommendation":3,'

@@ -4,6 +4,9 @@ Writes metrics/ab.json (the headline: effects on time and tracks per session wit
 detectable effect, the SRM verdict), plots/ab_effects.csv, and build/analysis/ (the full table with p-values and
 Holm, and latency.json when the log measured latency: the pipeline's service runs on the simulated clock and
 measures none, and a log on the wall clock depends on the machine's load, so latency stays out of the metrics).
+
+With `ab.cuped`, metrics/ab.json also holds the CUPED table (`cuped`): the covariate is each user's same metric in
+the loop of days' last round, a day of the same users that the test's assignment never touched.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
+from botify_lab.pipeline.params import round_names
 from botify_lab.research.ab import (
     ab_effects,
     ab_metrics_json,
+    covariate_moments,
+    cuped_document,
     effect_rows,
     headline,
     latency_metrics_json,
@@ -35,16 +41,36 @@ class AbAnalysis:
     metrics: pd.DataFrame
     effects: pd.DataFrame
     srm: dict
+    moments: pd.DataFrame | None = None  # CUPED's per-arm moments, when a covariate log was given
 
 
-def analyze_log(log_dir, experiment: str, *, alpha: float, power: float, srm_alpha: float) -> AbAnalysis:
-    """Sessionize a log, aggregate per (user, arm) and compare each treatment with control C."""
+def analyze_log(
+    log_dir,
+    experiment: str,
+    *,
+    alpha: float,
+    power: float,
+    srm_alpha: float,
+    covariate_log=None,
+    covariate_experiment: str | None = None,
+) -> AbAnalysis:
+    """Sessionize a log, aggregate per (user, arm) and compare each treatment with control C; with `covariate_log`
+    (an earlier log, its users' arms in `covariate_experiment`), CUPED's moments too."""
     events = read_log(log_dir)
     sessions = sessionize(events)
     metrics = user_metrics(sessions, experiment)
     effects = ab_effects(metrics, alpha=alpha, power=power)
     srm = srm_check(metrics["arm"].value_counts(), alpha=srm_alpha)
-    return AbAnalysis(experiment, alpha, events, sessions, metrics, effects, srm)
+    moments = None
+    if covariate_log is not None:
+        earlier = user_metrics(sessionize(read_log(covariate_log)), covariate_experiment)
+        moments = covariate_moments(metrics, earlier)
+    return AbAnalysis(experiment, alpha, events, sessions, metrics, effects, srm, moments)
+
+
+def cuped_log(params: dict):
+    """The covariate's log: the loop of days' last round (None with `ab.cuped` off)."""
+    return layout.round_log(round_names(params)[-1]) if params["ab"]["cuped"] else None
 
 
 def analyze(params: dict):
@@ -54,6 +80,7 @@ def analyze(params: dict):
     (`botify_lab.research.spark`), finished by the same statistics code, so metrics/ab.json is the same.
     """
     settings, experiment = params["ab"], params["simulate"]["experiment"]
+    covariate = {"covariate_log": cuped_log(params), "covariate_experiment": params["collect"]["experiment"]}
     if params["analysis"]["engine"] == "spark":
         from botify_lab.research.spark import analyze_log_spark
 
@@ -64,6 +91,7 @@ def analyze(params: dict):
             power=settings["power"],
             srm_alpha=settings["srm_alpha"],
             master=params["spark"]["master"],
+            **covariate,
         )
         document, latency = analysis.ab_json(), analysis.latency_json()
     else:
@@ -73,6 +101,7 @@ def analyze(params: dict):
             alpha=settings["alpha"],
             power=settings["power"],
             srm_alpha=settings["srm_alpha"],
+            **covariate,
         )
         document = ab_metrics_json(
             analysis.effects,
@@ -82,6 +111,13 @@ def analyze(params: dict):
             alpha=analysis.alpha,
         )
         latency = latency_metrics_json(analysis.metrics, analysis.effects)
+    if analysis.moments is not None:
+        document["cuped"] = cuped_document(
+            analysis.moments,
+            covariate=f"each user's same metric in {covariate['covariate_log']}",
+            alpha=settings["alpha"],
+            power=settings["power"],
+        )
     with atomic_output_dir(layout.ANALYSIS) as scratch:
         write_json(scratch / "ab.json", document)
         if any(arm["mean_request_latency_ms"] for arm in latency["arms"].values()):

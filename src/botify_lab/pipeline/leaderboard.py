@@ -138,12 +138,12 @@ def run_leaderboard(params: dict) -> Leaderboard:
     """Serve the experiment (build/leaderboard), analyse it and write metrics/leaderboard.json."""
     settings, alpha = params["leaderboard"], float(params["ab"]["alpha"])
     with atomic_output_dir(layout.LEADERBOARD) as scratch:
-        reference = write_reference_recommendations(layout.WORLD, scratch / "reference_true_neighbours.json")
-        arms = leaderboard_arms(params, layout.LEADERBOARD / reference.name)
+        reference = write_reference_recommendations(layout.WORLD, scratch / layout.LEADERBOARD_REFERENCE.name)
+        arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
         labels = {arm["name"]: arm["label"] for arm in arms}
         experiment = {"name": settings["experiment"], "arms": service_arms(leaderboard_arms(params, reference))}
         run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
-    metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD / "log")), settings["experiment"])
+    metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD_LOG)), settings["experiment"])
     effects = ab.ab_effects(metrics, alpha=alpha, power=float(params["ab"]["power"]))
     srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params["ab"]["srm_alpha"]))
     document = leaderboard_json(

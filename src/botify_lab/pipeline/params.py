@@ -223,6 +223,7 @@ class AbParams(Section):
     alpha: Share
     power: Share
     srm_alpha: Share
+    cuped: bool
 
 
 class HttpParams(Section):
@@ -327,6 +328,12 @@ class LeaderboardParams(TrafficParams):
     toppop_k: PositiveInt
 
 
+class OpeParams(TrafficParams):
+    experiment: Name
+    replicates: Annotated[int, Field(ge=2)]
+    reward_prior: NonNegativeFloat
+
+
 class Params(Section):
     seed: NonNegativeInt
     world: WorldParams
@@ -341,6 +348,7 @@ class Params(Section):
     toppop_offline: ToppopOfflineParams
     diverse_i2i: DiverseI2IParams
     leaderboard: LeaderboardParams
+    ope: OpeParams
     fidelity: FidelityParams
     fidelity_search: FidelitySearchParams
     analysis: AnalysisParams

@@ -81,6 +81,33 @@ def metric_rows(ab_metrics: dict, latency: dict | None = None) -> str:
     return "\n".join(rows)
 
 
+def _cuped_table(ab_metrics: dict) -> str:
+    """The CUPED rows beside the plain ones: the same test, each user's metric adjusted by their earlier one."""
+    cuped = ab_metrics.get("cuped")
+    if not cuped:
+        return ""
+    rows = []
+    for treatment, metrics in cuped["effects"].items():
+        for metric, values in metrics.items():
+            plain = ab_metrics["effects"].get(treatment, {}).get(metric, {})
+            removed = cuped["metrics"][metric]
+            rows.append(
+                f"<tr><td>{html.escape(treatment)}</td><td>{html.escape(metric)}</td>"
+                f"<td>[{percent(plain.get('lower'))}, {percent(plain.get('upper'))}]</td>"
+                f"{_effect_cells(metric, values)}"
+                f"<td>{_share(removed.get('variance_reduction'))} (theta {number(removed.get('theta'))}, "
+                f"{_share(removed.get('covered_share'))} of users covered)</td></tr>"
+            )
+    return (
+        f"<p><b>With CUPED</b> (covariate: {html.escape(cuped['covariate'])}): the same users and sessions, each "
+        "user's metric minus theta times their earlier metric's distance from its mean. The expected effect stays; "
+        "the variance the earlier day explains goes, so the interval narrows and a smaller effect is detectable.</p>"
+        "<table><tr><th>arm</th><th>metric</th><th>plain interval</th><th>effect</th><th>CUPED interval</th><th></th>"
+        "<th>detectable with 80% power</th><th>variance removed</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
 def _model_description(name: str, model: dict) -> str:
     return (
         f"<b>{html.escape(model.get('label', name))}</b> (<code>models.{html.escape(name)}</code>: "
@@ -121,7 +148,7 @@ def _homework_section(params: dict, ab_metrics: dict, latency: dict, figures: Pa
         "<table><tr><th>arm</th><th>metric</th><th>control mean</th><th>treatment mean</th><th>effect</th>"
         f"<th>{100 * (1 - ab_metrics.get('alpha', 0.05)):.0f}% Welch interval</th><th></th>"
         "<th>detectable with 80% power</th></tr>"
-        f"{metric_rows(ab_metrics, latency)}</table>"
+        f"{metric_rows(ab_metrics, latency)}</table>{_cuped_table(ab_metrics)}"
         f"{_figure(figures / 'ab_effects.png', 'effects with their intervals')}"
     )
 
@@ -202,6 +229,68 @@ def _feedback_section(feedback: dict, figures: Path) -> str:
     )
 
 
+def _share(value) -> str:
+    """A share in percent, with a decimal below 10% (a support of 0.1% is not 0%)."""
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if abs(value) < 0.1 else f"{100 * value:.0f}%"
+
+
+def _interval_cell(found: dict) -> str:
+    return f"{number(found.get('value'))} [{number(found.get('ci_low'))}, {number(found.get('ci_high'))}]"
+
+
+def _ope_section(document: dict, figures: Path) -> str:
+    """Judged before serving: each logging policy's off-policy estimates of the leaderboard, beside the online value."""
+    estimates = document.get("estimates") or {}
+    if not estimates:
+        return ""
+    online = document["online"]
+    estimators = ("IPS", "SNIPS", "DR")
+    tables = []
+    for logger, targets in estimates.items():
+        rows = []
+        for label, row in targets.items():
+            truth = online[label]
+            support = row.get("support")
+            short = support is not None and support < 0.99
+            cells = "".join(
+                f"<td>{_interval_cell(row[name])}<br><small>bias {number(row[name].get('bias'))}, coverage "
+                f"{_share(row[name].get('coverage'))}</small></td>"
+                for name in estimators
+            )
+            shade = f" style='background-color: {LOSS_COLOUR}'" if short else ""
+            rows.append(
+                f"<tr><td>{html.escape(label)}</td><td>{_interval_cell({'value': truth['per_step'], **truth})}</td>"
+                f"<td>{number(truth.get('mean_time_per_session'))}</td>"
+                f"<td{shade}>{_share(support)}</td>{cells}</tr>"
+            )
+        ranks = ", ".join(
+            f"{name} {number(value, 2)}" for name, value in document.get("rank_correlation", {}).get(logger, {}).items()
+        )
+        decisions = document["logging"]["loggers"][logger]["decisions"]
+        tables.append(
+            f"<h3>Logged by {html.escape(logger)} ({decisions:,} decisions)</h3>"
+            "<table><tr><th>recommender</th><th>online, per decision</th><th>online, time per session</th>"
+            f"<th>support</th>{''.join(f'<th>{name}</th>' for name in estimators)}</tr>{''.join(rows)}</table>"
+            f"<p>Rank correlation of the estimates with the online values per decision (Spearman): {ranks}.</p>"
+        )
+    return (
+        "<h2>Judged before serving: off-policy estimates against the online truth</h2>"
+        "<p>Every recommender of the leaderboard estimated before it is served, from the log of a held-out day "
+        f"(day {document['logging'].get('day')}, after the loop's last round: no model trained on it) on which Random "
+        "and StickyArtist served: its mean listen time of the next track by IPS, self-normalised IPS and doubly "
+        f"robust (reward model: {html.escape(document.get('reward_model', ''))}), with 95% intervals. Beside each, "
+        "what it earned when it was served in the leaderboard. Bias is estimate minus online value; coverage is the "
+        f"share of {document.get('replicates')} disjoint user groups of the log whose estimate lies within the 95% "
+        "interval of its difference from the online value. Support is the share of the recommender's draw that the "
+        "logging policy could have served at all: where it is short of 100% (shaded), the estimators cannot see the "
+        "rest, and the estimate says nothing about it. An estimate is the next-track reward in the logging policy's "
+        "contexts; served, the recommender also chooses what users hear before, which no one-step estimate sees.</p>"
+        f"{''.join(tables)}{_figure(figures / 'ope.png', 'off-policy estimates beside the online values')}"
+    )
+
+
 def _calibration_section(calibration: dict, tolerances: dict) -> str:
     if not calibration:
         return ""
@@ -254,6 +343,7 @@ def build_index(
     calibration: dict | None = None,
     fidelity: dict | None = None,
     feedback: dict | None = None,
+    ope: dict | None = None,
     figures: Path = layout.FIGURES,
 ) -> str:
     """The study's front page: what was compared, the answers with their colours and figures, links to the rest."""
@@ -265,6 +355,7 @@ def build_index(
         "back to seeded traffic. Every number below was regenerated by <code>make repro</code>.</p>"
         f"{_homework_section(params or {}, ab_metrics, latency or {}, figures)}"
         f"{_leaderboard_section(leaderboard or {}, figures)}"
+        f"{_ope_section(ope or {}, figures)}"
         f"{_fidelity_section(fidelity or {}, figures)}"
         f"{_feedback_section(feedback or {}, figures)}"
         f"{_calibration_section(calibration or {}, (params or {}).get('calibrate', {}).get('tolerances', {}))}"
@@ -303,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
             calibration=_read_json(args.metrics / "calibration.json"),
             fidelity=_read_json(args.metrics / "fidelity.json"),
             feedback=_read_json(args.metrics / "feedback.json"),
+            ope=_read_json(args.metrics / "ope.json"),
         )
         (scratch / "index.html").write_text(index, encoding="utf-8")
     print(f"report: {len(pages)} pages and index.html in {args.out}")

@@ -371,7 +371,7 @@ def headline(
 
     The full document (every metric, p-values, user counts, the SRM counts) stays beside it as a detail file.
     """
-    short = {key: value for key, value in document.items() if key not in ("srm", "effects")}
+    short = {key: value for key, value in document.items() if key not in ("srm", "effects", "cuped")}
     if "srm" in document:
         short["srm"] = {"p_value": document["srm"]["p_value"], "mismatch": document["srm"]["mismatch"]}
     short["effects"] = {
@@ -382,6 +382,8 @@ def headline(
         }
         for treatment, by_metric in document["effects"].items()
     }
+    if "cuped" in document:  # already short: the headline metrics' adjusted effects and the variance removed
+        short["cuped"] = document["cuped"]
     return short
 
 
@@ -584,3 +586,150 @@ def latency_metrics_json_from_totals(
             "user_mean_request_latency_ms": _clean(float(user_means[arm]), digits),
         }
     return {"arms": arms, "effects": _effects_dict(effects[effects["metric"].isin(LATENCY_METRICS)], digits)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CUPED: each user's same metric from a log the test never touched (an earlier day) as a covariate. The adjusted
+# metric y - theta * (x - mean x), theta = cov(x, y) / var(x) over all the test's users, keeps each arm's expected
+# difference and loses the share of the variance the covariate explains, so the interval narrows and the detectable
+# effect shrinks. Computed from per-arm moments, so both engines send only a few numbers per arm to the driver.
+
+CUPED_METRICS = ("mean_time_per_session", "mean_tracks_per_session")
+MOMENT_COLUMNS = (
+    "arm",
+    "metric",
+    "count",
+    "mean",
+    "variance",
+    "covariate_mean",
+    "covariate_variance",
+    "covariance",
+    "covered",
+)
+COVARIATE_SUFFIX = "_before"
+
+
+def covariate_moments(
+    metrics: pd.DataFrame,
+    covariates: pd.DataFrame,
+    metric_names: Sequence[str] = CUPED_METRICS,
+    control: str = "C",
+) -> pd.DataFrame:
+    """Per arm and metric, the moments CUPED needs (MOMENT_COLUMNS; variances and covariance ddof 1).
+
+    `covariates` holds one row per user with the same metric columns, from the earlier log. A test user absent
+    from it takes the covariate's mean over the test users present (so is not adjusted); `covered` counts the
+    present ones.
+    """
+    before = covariates[["user", *metric_names]].rename(columns={m: m + COVARIATE_SUFFIX for m in metric_names})
+    joined = metrics.merge(before, on="user", how="left", validate="many_to_one")
+    rows = []
+    for metric in metric_names:
+        known = joined[metric + COVARIATE_SUFFIX]
+        covariate = known.fillna(known.mean())
+        for arm in arm_order(joined["arm"], control):
+            in_arm = (joined["arm"] == arm).to_numpy()
+            y, x = joined.loc[in_arm, metric].to_numpy(float), covariate[in_arm].to_numpy(float)
+            rows.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "count": len(y),
+                    "mean": y.mean(),
+                    "variance": y.var(ddof=1) if len(y) > 1 else math.nan,
+                    "covariate_mean": x.mean(),
+                    "covariate_variance": x.var(ddof=1) if len(x) > 1 else math.nan,
+                    "covariance": float(np.cov(x, y, ddof=1)[0, 1]) if len(y) > 1 else math.nan,
+                    "covered": int(known[in_arm].notna().sum()),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(MOMENT_COLUMNS))
+
+
+def cuped_statistics(moments: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The adjusted metric's per-arm (count, mean, variance), `arm_statistics`-shaped for the Welch table, and per
+    metric theta, the share of the (within-arm) variance removed and the share of users with a covariate."""
+    statistics, summary = [], {}
+    for metric, rows in moments.groupby("metric", sort=False):
+        n, my, mx = rows["count"].to_numpy(float), rows["mean"].to_numpy(float), rows["covariate_mean"].to_numpy(float)
+        vy, vx, cxy = (rows[c].to_numpy(float) for c in ("variance", "covariate_variance", "covariance"))
+        total_x, total_y = (n * mx).sum() / n.sum(), (n * my).sum() / n.sum()
+        # theta over all users: total covariance over total variance (within-arm sums plus the between-arm terms)
+        spread_x = ((n - 1) * vx).sum() + (n * (mx - total_x) ** 2).sum()
+        theta = (((n - 1) * cxy).sum() + (n * (mx - total_x) * (my - total_y)).sum()) / spread_x if spread_x else 0.0
+        adjusted_variance = vy - 2 * theta * cxy + theta**2 * vx
+        for index, arm in enumerate(rows["arm"]):
+            statistics.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "count": int(n[index]),
+                    "mean": my[index] - theta * (mx[index] - total_x),
+                    "variance": adjusted_variance[index],
+                }
+            )
+        within = ((n - 1) * vy).sum()
+        summary[metric] = {
+            "theta": float(theta),
+            "variance_reduction": float(1 - ((n - 1) * adjusted_variance).sum() / within) if within else 0.0,
+            "covered_share": float(rows["covered"].sum() / n.sum()),
+        }
+    return pd.DataFrame(statistics, columns=list(STATISTICS_COLUMNS)), summary
+
+
+def covariate_balance(moments: pd.DataFrame, control: str = "C") -> dict:
+    """Per treatment and metric, Welch's p-value of the covariate's difference from control. The covariate must not
+    depend on the arm: a tiny p says it does (an earlier log of the same experiment, whose users sat in the same
+    arms), and CUPED would then subtract part of the effect itself."""
+    balance: dict = {}
+    for metric, rows in moments.groupby("metric", sort=False):
+        by_arm = rows.set_index("arm")
+        c = by_arm.loc[control]
+        for arm in arm_order(by_arm.index, control)[1:]:
+            t = by_arm.loc[arm]
+            p_value = welch_from_statistics(
+                t["covariate_mean"],
+                t["covariate_variance"],
+                int(t["count"]),
+                c["covariate_mean"],
+                c["covariate_variance"],
+                int(c["count"]),
+            )[3]
+            balance.setdefault(arm, {})[metric] = p_value
+    return balance
+
+
+def cuped_document(
+    moments: pd.DataFrame,
+    *,
+    covariate: str,
+    control: str = "C",
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
+    balance_alpha: float = DEFAULT_SRM_ALPHA,
+    digits: int = 6,
+) -> dict:
+    """metrics/ab.json's `cuped` block: where the covariate came from, per metric theta, the variance removed and
+    the users covered; per treatment the adjusted effects with their Welch intervals and detectable effect; and
+    whether the covariate is balanced across the arms (`balanced`: no Welch p-value of a covariate's difference
+    below `balance_alpha`, the threshold of the sample-ratio check; `balance`: those p-values)."""
+    statistics, summary = cuped_statistics(moments)
+    effects = ab_effects_from_statistics(statistics, control, alpha, list(summary), power)
+    balance = covariate_balance(moments, control)
+    fields = ("effect", "lower", "upper", "significant", "mde")
+    return {
+        "covariate": covariate,
+        "balanced": all(p >= balance_alpha for by_metric in balance.values() for p in by_metric.values() if p == p),
+        "metrics": {
+            metric: {key: _clean(value, digits) for key, value in numbers.items()}
+            for metric, numbers in summary.items()
+        },
+        "effects": {
+            treatment: {
+                metric: {field: values[field] for field in fields}
+                | {"covariate_balance_p": _clean(balance[treatment][metric], digits)}
+                for metric, values in by_metric.items()
+            }
+            for treatment, by_metric in _effects_dict(effects, digits).items()
+        },
+    }

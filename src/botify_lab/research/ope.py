@@ -19,11 +19,14 @@ here, each tested against hand-computed cases.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from botify_lab.formats import uniform_over
 
 CONFIDENCE = 0.95
 DECISION_COLUMNS = ["order", "user", "track", "action", "propensity", "reward"]
@@ -70,7 +73,7 @@ class Estimate:
     standard_error: float
     decisions: int
     effective_decisions: float  # (sum w)^2 / sum w^2: how many decisions the weights are worth
-    supported_share: float  # decisions the target could have made (w > 0)
+    matched_share: float  # decisions whose logged action the target could have chosen (w > 0)
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -87,7 +90,7 @@ class Estimate:
             "standard_error": self.standard_error,
             "decisions": self.decisions,
             "effective_decisions": self.effective_decisions,
-            "supported_share": self.supported_share,
+            "matched_share": self.matched_share,
         }
 
 
@@ -146,3 +149,75 @@ def track_mean_rewards(decisions: pd.DataFrame, n_tracks: int, prior_weight: flo
 
 def estimates_table(estimates: list[Estimate]) -> pd.DataFrame:
     return pd.DataFrame([estimate.as_row() for estimate in estimates])
+
+
+# A policy that draws uniformly from a list per context (user, track just heard): the list, or None (or an empty one)
+# for a uniform draw from the whole catalog. The service's recommenders are all of this form.
+Candidates = Callable[[int, int], Sequence[int] | None]
+
+
+@dataclass(frozen=True)
+class PolicyTerms:
+    """What the estimators need of a target policy at each logged decision."""
+
+    probability: np.ndarray  # the target's probability of the logged action
+    model_expectation: np.ndarray  # the reward model's mean over the target's draw in that context
+    support: np.ndarray  # the target's probability mass on actions the logging policy could have served there
+
+
+def policy_terms(
+    target: Candidates, logger: Candidates, decisions: pd.DataFrame, reward_model: np.ndarray
+) -> PolicyTerms:
+    """The target's terms at every decision. Each list's work is done once: a policy returns the same list object
+    for every context that shares it (a track's neighbours, an artist's tracks, a user's list), and the caches keep
+    every list they key by id alive, so an id is never reused within a call."""
+    n_tracks = len(reward_model)
+    everything = range(n_tracks)  # the draw when a policy has no list: uniform over the catalog
+    lists: dict[int, tuple[Sequence[int], dict[int, float], float]] = {}  # id -> (list, probabilities, model mean)
+    masses: dict[tuple[int, int], float] = {}
+
+    def described(tracks: Sequence[int]) -> tuple[Sequence[int], dict[int, float], float]:
+        entry = lists.get(id(tracks))
+        if entry is None:
+            if tracks is everything:
+                entry = (tracks, {}, float(reward_model.mean()))
+            else:
+                entry = (tracks, uniform_over(tracks), float(reward_model[list(tracks)].mean()))
+            lists[id(tracks)] = entry
+        return entry
+
+    size = len(decisions)
+    probability, expectation, support = np.empty(size), np.empty(size), np.empty(size)
+    columns = (decisions[name].to_numpy().tolist() for name in ("user", "track", "action"))
+    for row, (user, track, action) in enumerate(zip(*columns, strict=True)):
+        tracks = target(user, track) or everything
+        _, probabilities, mean = described(tracks)
+        probability[row] = 1.0 / n_tracks if tracks is everything else probabilities.get(action, 0.0)
+        expectation[row] = mean
+        served = logger(user, track) or everything
+        if served is everything:  # a logger drawing from the whole catalog supports every action
+            support[row] = 1.0
+            continue
+        described(served)  # kept alive for its id
+        mass = masses.get((id(tracks), id(served)))
+        if mass is None:
+            allowed = set(served)
+            if tracks is everything:
+                mass = len(allowed) / n_tracks
+            else:
+                mass = sum(p for candidate, p in probabilities.items() if candidate in allowed)
+            masses[(id(tracks), id(served))] = mass
+        support[row] = mass
+    return PolicyTerms(probability, expectation, support)
+
+
+def estimate_all(decisions: pd.DataFrame, terms: PolicyTerms, reward_model: np.ndarray) -> list[Estimate]:
+    """IPS, SNIPS and DR of one target on a set of decisions (rows of `terms` aligned with `decisions`)."""
+    rewards = decisions["reward"].to_numpy(np.float64)
+    weights = importance_weights(terms.probability, decisions["propensity"].to_numpy())
+    on_logged = reward_model[decisions["action"].to_numpy()]
+    return [
+        ips(rewards, weights),
+        snips(rewards, weights),
+        doubly_robust(rewards, weights, on_logged, terms.model_expectation),
+    ]

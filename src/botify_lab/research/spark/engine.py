@@ -325,6 +325,46 @@ def arm_aggregates(metrics, metric_names=ab.METRICS, control: str = "C") -> ArmA
     )
 
 
+def covariate_moments(metrics, covariates, metric_names=ab.CUPED_METRICS, control: str = "C") -> pd.DataFrame:
+    """`ab.covariate_moments` in Spark: the test's user metrics joined with each user's earlier ones (a user without
+    one takes their mean over the test's users), reduced to a few moments per arm and metric on the driver."""
+    from pyspark.sql import functions as F
+
+    before = covariates.select("user", *[F.col(m).alias(m + ab.COVARIATE_SUFFIX) for m in metric_names])
+    joined = metrics.select("user", "arm", *metric_names).join(before, on="user", how="left")
+    means = joined.agg(*[F.avg(m + ab.COVARIATE_SUFFIX).alias(m) for m in metric_names]).collect()[0]
+    columns = [F.count(F.lit(1)).alias("count")]
+    for index, metric in enumerate(metric_names):
+        known = F.col(metric + ab.COVARIATE_SUFFIX)
+        covariate = F.coalesce(known, F.lit(means[metric]))
+        columns += [
+            F.avg(metric).alias(f"mean_{index}"),
+            F.var_samp(metric).alias(f"variance_{index}"),
+            F.avg(covariate).alias(f"covariate_mean_{index}"),
+            F.var_samp(covariate).alias(f"covariate_variance_{index}"),
+            F.covar_samp(covariate, F.col(metric)).alias(f"covariance_{index}"),
+            F.count(known).alias(f"covered_{index}"),
+        ]
+    rows = {row["arm"]: row for row in joined.groupBy("arm").agg(*columns).collect()}
+    moments = []
+    for index, metric in enumerate(metric_names):
+        for arm in ab.arm_order(rows, control):
+            row = rows[arm]
+            moments.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "count": int(row["count"]),
+                    **{
+                        name: math.nan if row[f"{name}_{index}"] is None else float(row[f"{name}_{index}"])
+                        for name in ("mean", "variance", "covariate_mean", "covariate_variance", "covariance")
+                    },
+                    "covered": int(row[f"covered_{index}"]),
+                }
+            )
+    return pd.DataFrame(moments, columns=list(ab.MOMENT_COLUMNS))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training pairs and popularity
 
@@ -398,6 +438,7 @@ class SparkAbAnalysis:
     effects: pd.DataFrame
     srm: dict
     control: str = "C"
+    moments: pd.DataFrame | None = None  # CUPED's per-arm moments, when a covariate log was given
 
     def ab_json(self) -> dict:
         return ab.ab_metrics_json_from_totals(
@@ -421,13 +462,21 @@ def analyze_events(
     power: float = ab.DEFAULT_POWER,
     srm_alpha: float = ab.DEFAULT_SRM_ALPHA,
     control: str = "C",
+    covariate_events=None,
+    covariate_experiment: str | None = None,
 ) -> SparkAbAnalysis:
-    """Sessions, user metrics and per-arm aggregates in Spark; Welch, SRM and Holm on the driver (`ab`)."""
+    """Sessions, user metrics and per-arm aggregates in Spark; Welch, SRM and Holm on the driver (`ab`). With
+    `covariate_events` (an earlier log, its users' arms in `covariate_experiment`), CUPED's moments too."""
     sessions = sessionize(events, experiments=[experiment])
-    aggregates = arm_aggregates(user_metrics(sessions, experiment), control=control)
+    metrics = user_metrics(sessions, experiment)
+    aggregates = arm_aggregates(metrics, control=control)
     effects = ab.ab_effects_from_statistics(aggregates.statistics, control=control, alpha=alpha, power=power)
     srm = ab.srm_check(aggregates.totals.set_index("arm")["users"], alpha=srm_alpha)
-    return SparkAbAnalysis(experiment, alpha, aggregates.statistics, aggregates.totals, effects, srm, control)
+    moments = None
+    if covariate_events is not None:
+        earlier = sessionize(covariate_events, experiments=[covariate_experiment])
+        moments = covariate_moments(metrics, user_metrics(earlier, covariate_experiment), control=control)
+    return SparkAbAnalysis(experiment, alpha, aggregates.statistics, aggregates.totals, effects, srm, control, moments)
 
 
 def analyze_log_spark(
@@ -440,9 +489,12 @@ def analyze_log_spark(
     master: str = "local[2]",
     spark=None,
     config: dict | None = None,
+    covariate_log=None,
+    covariate_experiment: str | None = None,
 ) -> SparkAbAnalysis:
     """The analyze stage on Spark: read the log (folder, file or hdfs:// / s3a:// URI), sessionize, aggregate per
-    arm, finish the statistics on the driver. A session this call starts is stopped at the end."""
+    arm, finish the statistics on the driver; with `covariate_log`, CUPED's moments from it. A session this call
+    starts is stopped at the end."""
     from botify_lab.research.spark.session import spark_session
 
     own = spark is None
@@ -452,7 +504,15 @@ def analyze_log_spark(
         own = SparkSession.getActiveSession() is None
         spark = spark_session(master, config=config)
     try:
-        return analyze_events(read_log(spark, log_path), experiment, alpha=alpha, power=power, srm_alpha=srm_alpha)
+        return analyze_events(
+            read_log(spark, log_path),
+            experiment,
+            alpha=alpha,
+            power=power,
+            srm_alpha=srm_alpha,
+            covariate_events=None if covariate_log is None else read_log(spark, covariate_log),
+            covariate_experiment=covariate_experiment,
+        )
     finally:
         if own:
             spark.stop()
