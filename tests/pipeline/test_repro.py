@@ -237,6 +237,8 @@ def test_readme_off_policy_and_cuped_commands_work_as_written(tiny_clone):
     assert "with CUPED (each user's same metric in build/rounds/round2/log (COLLECT))" in output
     assert re.search(r"^T1 +mean_time_per_session .* [\d.]+%$", output, re.MULTILINE), output
     assert "warning" not in output  # the loop's rounds never held the homework's arms
+    ope = json.loads((clone / "metrics" / "ope.json").read_text())  # an unshrunk reward model still gives every DR
+    assert all(row["DR"]["value"] is not None for rows in ope["estimates"].values() for row in rows.values())
 
 
 def test_the_course_workflow_by_hand(tiny_clone):

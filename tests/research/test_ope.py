@@ -70,6 +70,12 @@ def test_the_track_mean_reward_model_shrinks_toward_the_logs_mean():
     assert model.tolist() == pytest.approx([(1.5 + overall) / 3, overall, (0.0 + overall) / 2, overall])
 
 
+def test_without_a_prior_a_track_never_served_still_gets_the_logs_mean():
+    decisions = pd.DataFrame({"action": [0, 0, 2], "reward": [1.0, 0.5, 0.0]})
+    model = ope.track_mean_rewards(decisions, n_tracks=4, prior_weight=0.0)
+    assert model.tolist() == pytest.approx([0.75, 0.5, 0.0, 0.5])
+
+
 def test_the_estimates_cover_the_truth_of_a_known_bandit():
     """Uniform logging over 5 actions, a target that prefers the best: each estimate's interval holds the target's
     true value, and DR with the true reward means is the tightest."""

@@ -129,6 +129,14 @@ def _rounded(value: float) -> float | None:
     return None if not math.isfinite(value) else round(float(value), DIGITS)
 
 
+def rank_correlation(estimates: list[float | None], truths: list[float]) -> float | None:
+    """Spearman's rho of the estimates with the online values; None when an estimate is missing (no decision, or
+    no weight) or either side is constant."""
+    if any(value is None for value in estimates) or len(set(estimates)) < 2 or len(set(truths)) < 2:
+        return None
+    return _rounded(stats.spearmanr(estimates, truths).statistic)
+
+
 def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool:
     """Whether the estimate is within the 95% interval of its difference from the online value."""
     half = stats.norm.ppf(0.5 + ope.CONFIDENCE / 2) * math.hypot(estimate.standard_error, truth_error)
@@ -172,8 +180,7 @@ def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
     truths = [online[label]["per_step"] for label in targets]
     correlation = {
         logger: {
-            name: _rounded(stats.spearmanr([rows[label][name]["value"] for label in targets], truths).statistic)
-            for name in ESTIMATORS
+            name: rank_correlation([rows[label][name]["value"] for label in targets], truths) for name in ESTIMATORS
         }
         for logger, rows in estimates.items()
     }

@@ -140,11 +140,14 @@ def doubly_robust(
 
 def track_mean_rewards(decisions: pd.DataFrame, n_tracks: int, prior_weight: float = 10.0) -> np.ndarray:
     """A simple reward model: each track's mean logged reward, shrunk toward the log's mean by `prior_weight`
-    pseudo-decisions (a track never served gets the log's mean)."""
+    pseudo-decisions (a track never served gets the log's mean, with any prior, 0 included)."""
     overall = float(decisions["reward"].mean())
     sums = np.bincount(decisions["action"], weights=decisions["reward"], minlength=n_tracks)
     counts = np.bincount(decisions["action"], minlength=n_tracks)
-    return (sums + prior_weight * overall) / (counts + prior_weight)
+    model = np.full(n_tracks, overall)
+    seen = counts + prior_weight > 0
+    model[seen] = (sums[seen] + prior_weight * overall) / (counts[seen] + prior_weight)
+    return model
 
 
 def estimates_table(estimates: list[Estimate]) -> pd.DataFrame:
