@@ -32,12 +32,11 @@ import pandas as pd
 from scipy import stats
 
 from botify.catalog import load_catalog
-from botify.config import ArmConfig
+from botify.config import load_config
 from botify.recommenders import build_recommender
-from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.leaderboard import leaderboard_arms
+from botify_lab.pipeline.leaderboard import leaderboard_arms, service_arms
 from botify_lab.pipeline.outputs import atomic_output_dir, read_metrics, save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, round_names
 from botify_lab.research import ope
@@ -52,17 +51,20 @@ def logging_day(params: dict) -> int:
     return round_first_day(params, round_names(params)[-1]) + int(params["collect"]["days"])
 
 
-def serve_logging_day(params: dict) -> Path:
-    """build/ope/log: the collection's recommenders, one arm each, served on the held-out day."""
-    settings = params["ope"]
-    experiment = {
-        "name": settings["experiment"],
+def logging_experiment(params: dict) -> dict:
+    """The held-out day's experiment: the collection's recommenders, one arm each (C, T1, ...)."""
+    return {
+        "name": params["ope"]["experiment"],
         "arms": [{"recommender": name} for name in params["collect"]["recommenders"]],
     }
-    traffic = dataclasses.replace(Traffic.from_params(settings, params), first_day=logging_day(params))
+
+
+def serve_logging_day(params: dict) -> Path:
+    """build/ope/log: the logging experiment served on the held-out day."""
+    traffic = dataclasses.replace(Traffic.from_params(params["ope"], params), first_day=logging_day(params))
     print(f"ope: serving {', '.join(params['collect']['recommenders'])} on day {traffic.first_day}", flush=True)
     with atomic_output_dir(layout.OPE) as scratch:
-        run_experiment(layout.WORLD, [experiment], traffic, scratch)
+        run_experiment(layout.WORLD, [logging_experiment(params)], traffic, scratch)
     return layout.OPE_LOG
 
 
@@ -71,18 +73,14 @@ def candidates_of(recommender) -> ope.Candidates:
     return getattr(recommender, "candidates", lambda user, track: None)
 
 
-def policies(arms: list[dict], catalog) -> dict[str, ope.Candidates]:
-    """Label -> the list function of the recommender the service builds for that arm."""
-    built = {}
-    for arm in arms:
-        config = ArmConfig(
-            name=arm["name"],
-            recommender=arm["recommender"],
-            path=Path(arm["path"]) if "path" in arm else None,
-            k=arm.get("k"),
-        )
-        built[arm["label"]] = candidates_of(build_recommender(config, catalog))
-    return built
+def policies(experiment: dict, catalog) -> dict[str, tuple[str, ope.Candidates]]:
+    """Arm name -> (its recommender's name, the list function of the recommender the service builds for it), the
+    arms parsed by the service's own config reader."""
+    config = load_config({"catalog": str(layout.CATALOG), "experiments": [experiment]})
+    return {
+        arm.name: (arm.recommender, candidates_of(build_recommender(arm, catalog)))
+        for arm in config.experiments[0].arms
+    }
 
 
 def online_values(params: dict, labels: dict[str, str]) -> dict[str, dict]:
@@ -145,30 +143,28 @@ def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool
 
 def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
     """metrics/ope.json's content: the logging arms, the online values and every (logger, target, estimator)."""
-    settings, collect = params["ope"], params["collect"]
+    settings = params["ope"]
     catalog = load_catalog(layout.CATALOG)
     decisions = ope.logged_decisions(read_log(log_dir), settings["experiment"])
     reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings["reward_prior"]))
-    loggers = {arm_name(position): name for position, name in enumerate(collect["recommenders"])}
+    loggers = policies(logging_experiment(params), catalog)
     arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
     labels = {arm["name"]: arm["label"] for arm in arms}
     online = online_values(params, labels)
-    targets = policies(arms, catalog)
-    logger_policies = policies(
-        [{"name": arm, "label": name, "recommender": name} for arm, name in loggers.items()], catalog
-    )
+    served = policies({"name": params["leaderboard"]["experiment"], "arms": service_arms(arms)}, catalog)
+    targets = {labels[arm]: target for arm, (_, target) in served.items()}
     estimates: dict[str, dict] = {}
-    for arm, logger in loggers.items():
+    for arm, (logger, logging_policy) in loggers.items():
         logged = decisions[decisions["arm"] == arm].reset_index(drop=True)
         per_target = estimates[logger] = {}
         for label, target in targets.items():
-            terms = ope.policy_terms(target, logger_policies[logger], logged, reward_model)
+            terms = ope.policy_terms(target, logging_policy, logged, reward_model)
             truth, truth_error = online[label]["per_step"], online[label]["standard_error"]
             replicated = replicate_estimates(logged, terms, reward_model, int(settings["replicates"]))
             row = {"support": _rounded(terms.support.mean())}
             for estimate in ope.estimate_all(logged, terms, reward_model):
                 found = estimate.as_row()
-                covered = [consistent(found, truth, truth_error) for found in replicated[estimate.estimator]]
+                covered = [consistent(part, truth, truth_error) for part in replicated[estimate.estimator]]
                 row[estimate.estimator] = {
                     **{key: _rounded(found[key]) for key in ("value", "ci_low", "ci_high", "standard_error")},
                     "bias": _rounded(estimate.value - truth),
@@ -190,7 +186,8 @@ def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
             "day": logging_day(params),
             "experiment": settings["experiment"],
             "loggers": {
-                name: {"arm": arm, "decisions": int((decisions["arm"] == arm).sum())} for arm, name in loggers.items()
+                name: {"arm": arm, "decisions": int((decisions["arm"] == arm).sum())}
+                for arm, (name, _) in loggers.items()
             },
         },
         "reward_model": f"per-track mean listen time of the log, shrunk by {settings['reward_prior']} decisions",

@@ -177,7 +177,7 @@ def policy_terms(
     n_tracks = len(reward_model)
     everything = range(n_tracks)  # the draw when a policy has no list: uniform over the catalog
     lists: dict[int, tuple[Sequence[int], dict[int, float], float]] = {}  # id -> (list, probabilities, model mean)
-    masses: dict[tuple[int, int], float] = {}
+    masses: dict[tuple[int, int], tuple[Sequence[int], float]] = {}  # (target id, logger id) -> (logger list, mass)
 
     def described(tracks: Sequence[int]) -> tuple[Sequence[int], dict[int, float], float]:
         entry = lists.get(id(tracks))
@@ -201,16 +201,15 @@ def policy_terms(
         if served is everything:  # a logger drawing from the whole catalog supports every action
             support[row] = 1.0
             continue
-        described(served)  # kept alive for its id
-        mass = masses.get((id(tracks), id(served)))
-        if mass is None:
+        entry = masses.get((id(tracks), id(served)))
+        if entry is None:
             allowed = set(served)
             if tracks is everything:
                 mass = len(allowed) / n_tracks
             else:
                 mass = sum(p for candidate, p in probabilities.items() if candidate in allowed)
-            masses[(id(tracks), id(served))] = mass
-        support[row] = mass
+            entry = masses[(id(tracks), id(served))] = (served, mass)  # the logger's list kept alive for its id
+        support[row] = entry[1]
     return PolicyTerms(probability, expectation, support)
 
 
