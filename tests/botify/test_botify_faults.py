@@ -217,7 +217,12 @@ def test_a_really_full_disk_leaves_complete_lines_and_the_service_up(write_confi
         assert session.get(f"{url}/", timeout=5).status_code == 200
     assert refused >= 200 and ok > 50
     assert len(log_lines(log_dir)) == ok
-    assert output.read_text().count("cannot write the event log") == 1
+    # A shorter line can still fit where a longer one was cut back, so a nearly full disk may let one through: each
+    # outage is reported once, each recovery once, in turn, not once per refused request.
+    said = [line for line in output.read_text().splitlines() if "event log" in line]
+    outages = [line for line in said if "cannot write the event log" in line]
+    assert said[0::2] == outages and all("writable again" in line for line in said[1::2])
+    assert len(outages) == len(said) - len(outages) + 1 <= 5
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,7 +491,9 @@ def keep_asking(url: str, users: range, stop: threading.Event, fresh_connections
 @pytest.mark.parametrize("how", ["sighup", "sigkill"])
 def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, world, tmp_path, how):
     """SIGHUP (granian's reload) or kill -9 of the worker: the new worker counts on from the old one's numbers, so
-    after the clean stop every user's counter equals their /next lines (no random draw repeats)."""
+    no random draw repeats. A reload finishes its requests, so every counter equals its user's /next lines; a kill
+    can land between a request's journal record and its log line, so a counter may run ahead (that draw is
+    skipped) by at most the requests in flight, one per asking client, and is never behind."""
     output = tmp_path / "output.txt"
     with served(write_config([world.top_pop_experiment()]), output=output) as url:
         supervisor = botify_supervisor(url)
@@ -509,7 +516,12 @@ def test_a_replaced_worker_continues_the_memory_stores_counters(write_config, wo
     log_dir = tmp_path / "log"
     expected = next_lines_per_user(log_dir)
     assert expected["0"] == 3 and expected["30"] == 5 and expected["59"] == 2
-    assert saved_counts(log_dir) == expected
+    saved = saved_counts(log_dir)
+    assert saved.keys() == expected.keys()
+    ahead = {user: saved[user] - expected[user] for user in saved if saved[user] != expected[user]}
+    assert all(skipped > 0 for skipped in ahead.values()), f"counters behind their log lines: {ahead}"
+    assert sum(ahead.values()) <= (len(answered) if how == "sigkill" else 0), ahead
+    assert set(ahead) <= {str(user) for user in range(60, 70)}
     assert not (log_dir / ".botify-counters.journal").exists()  # folded into the file by the clean stop
 
 
