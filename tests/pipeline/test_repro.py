@@ -15,6 +15,7 @@ import orjson
 import pytest
 import yaml
 
+from botify_lab.pipeline.params import PARAMS_TRACE
 from botify_lab.pipeline.report import EXTERNAL_REFERENCE
 from tests.conftest import REPO_ROOT
 
@@ -88,6 +89,7 @@ def tiny_clone(tmp_path_factory):
         "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc-global"),
         "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc-system"),
         "SHELL": "/bin/bash",
+        PARAMS_TRACE: str(base / "params-read"),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@localhost",
         "GIT_COMMITTER_NAME": "test",
@@ -97,6 +99,9 @@ def tiny_clone(tmp_path_factory):
     shutil.rmtree(clone / "data")  # so that `make repro` regenerates it and checks it against data.dvc
     subprocess.run(["git", "commit", "--quiet", "-am", "tiny sizes"], cwd=clone, env=env, check=True)
     output = run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], clone, env)
+    # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
+    shutil.copytree(base / "params-read", base / "first-run-params-read")
+    shutil.copy(clone / "dvc.lock", base / "first-run-dvc.lock")
     return clone, env, output
 
 
@@ -180,6 +185,40 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     page = (clone / "reports" / "html" / "ab_analysis.html").read_text()
     assert "data:image/png;base64" in page
     assert not EXTERNAL_REFERENCE.findall(page), "the report must not load anything from the network"
+
+
+def listed_params(lock_stage: dict) -> set[str]:
+    """A stage's params.yaml keys as dvc.lock resolved them (a foreach stage's `models.${key}` named)."""
+    return set(lock_stage.get("params", {}).get("params.yaml", {}))
+
+
+def covers(listed: str, read: str) -> bool:
+    return read == listed or read.startswith(listed + ".")
+
+
+def test_every_stage_lists_exactly_the_params_it_reads(tiny_clone):
+    """Each stage's `params:` in dvc.yaml is what DVC reruns it on: a key read but not listed leaves a stale output
+    when it changes, a key listed but not read reruns the stage for nothing."""
+    clone, _, _ = tiny_clone
+    base = clone.parent
+    stages = yaml.safe_load((base / "first-run-dvc.lock").read_text())["stages"]
+    traced = {path.stem for path in (base / "first-run-params-read").glob("*.keys")} - {"params"}
+    assert traced == set(stages) - {"params"}, "every stage but `params` (which checks the whole file) ran traced"
+    problems = []
+    for stage in sorted(traced):
+        read = set((base / "first-run-params-read" / f"{stage}.keys").read_text().split())
+        listed = listed_params(stages[stage])
+        problems += [
+            f"{stage} reads {key} but dvc.yaml does not list it"
+            for key in sorted(read)
+            if not any(covers(entry, key) for entry in listed)
+        ]
+        problems += [
+            f"{stage} lists {entry} but never reads it"
+            for entry in sorted(listed)
+            if not any(covers(entry, key) for key in read)
+        ]
+    assert not problems, "\n".join(problems)
 
 
 def test_status_is_clean_and_world_untouched(tiny_clone):

@@ -8,6 +8,7 @@ stage, `params`, runs `python -m botify_lab.pipeline.params`, and every other st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,9 @@ import yaml
 from botify_lab.pipeline import layout
 
 PARAMS_FILE = Path("params.yaml")
+# A folder: every DVC stage then notes the params.yaml keys it reads there (`<stage>.keys`), so that a test can hold
+# each stage's `params:` list in dvc.yaml to exactly what it reads (DVC names the running stage in DVC_STAGE).
+PARAMS_TRACE = "BOTIFY_LAB_PARAMS_TRACE"
 
 
 def load_params(path: Path | str = PARAMS_FILE, *, check: bool = True) -> dict:
@@ -26,7 +30,88 @@ def load_params(path: Path | str = PARAMS_FILE, *, check: bool = True) -> dict:
         params = yaml.safe_load(handle)
     if check:
         check_params(params, str(path))
+    trace_dir, stage = os.environ.get(PARAMS_TRACE), os.environ.get("DVC_STAGE")
+    if trace_dir and stage:
+        record = Path(trace_dir) / f"{stage}.keys"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.touch()  # a stage that reads nothing still says it ran
+        return ReadParams(params, "", str(record))
     return params
+
+
+_NOTED_READS: set[tuple[str, str]] = set()
+
+
+class ReadParams(dict):
+    """params.yaml (or one of its sections) that notes the key path of every value read from it: a leaf by its
+    path, a section read whole (iterated, listed, compared, copied) by the section's path ("" is the whole file).
+    Stages behave exactly as with the plain dict it copies."""
+
+    def __init__(self, values: dict, path: str, record: str):
+        super().__init__(values)
+        self._path, self._record = path, record
+
+    def __reduce__(self):  # a worker process gets a traced copy, without noting the whole dict on the way
+        return ReadParams, (dict(dict.items(self)), self._path, self._record)
+
+    def _key_path(self, key) -> str:
+        return f"{self._path}.{key}" if self._path else str(key)
+
+    def _note(self, key_path: str) -> None:
+        if (self._record, key_path) not in _NOTED_READS:
+            _NOTED_READS.add((self._record, key_path))
+            with open(self._record, "a", encoding="utf-8") as handle:
+                handle.write(key_path + "\n")
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if isinstance(value, dict):
+            return ReadParams(value, self._key_path(key), self._record)
+        self._note(self._key_path(key))
+        return value
+
+    def get(self, key, default=None):
+        if dict.__contains__(self, key):
+            return self[key]
+        self._note(self._key_path(key))
+        return default
+
+    def __contains__(self, key) -> bool:
+        self._note(self._key_path(key))
+        return dict.__contains__(self, key)
+
+    def _read_whole(self) -> None:
+        self._note(self._path)
+
+    def __iter__(self):
+        self._read_whole()
+        return dict.__iter__(self)
+
+    def keys(self):
+        self._read_whole()
+        return dict.keys(self)
+
+    def values(self):
+        self._read_whole()
+        return dict.values(self)
+
+    def items(self):
+        self._read_whole()
+        return dict.items(self)
+
+    def __len__(self) -> int:
+        self._read_whole()
+        return dict.__len__(self)
+
+    def __eq__(self, other) -> bool:
+        self._read_whole()
+        return dict.__eq__(self, other)
+
+    __hash__ = None
+
+    def copy(self) -> dict:
+        self._read_whole()
+        return dict(dict.items(self))
 
 
 def model_names(params: dict) -> list[str]:
