@@ -25,8 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from botify_lab.pipeline.fidelity_search import candidate_builder, search_base, world_from_arrays  # noqa: E402
+from botify_lab.pipeline.fidelity_search import candidate_builder, search_base  # noqa: E402
 from sim.listening import LISTENING_KNOBS  # noqa: E402
+from sim.loader import world_from_arrays  # noqa: E402
 
 
 def first_track_candidates(world) -> np.ndarray:

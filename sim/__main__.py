@@ -10,24 +10,28 @@ import orjson
 import yaml
 
 from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
-from sim.generator import KNOB_HELP, course_world, generate_world, knob_type
-from sim.listening import LISTENING_INTEGER_KNOBS, LISTENING_KNOB_HELP, listening_world
+from sim.settings import (
+    INTEGER_KINDS,
+    KNOB_HELP,
+    LISTENING_INTEGER_KNOBS,
+    LISTENING_KNOB_HELP,
+    SIZE_SETTINGS,
+    SOURCE_KEYS,
+    SOURCES,
+    generator_arguments,
+    knob_type,
+)
+from sim.sources import build_world
 from sim.world import WorldError
 
-# The world settings besides the structure knobs: params.yaml `world:` key (and flag) -> (type, help text).
-SIZE_FLAGS = {
-    "seed": (int, "seed of every random choice"),
-    "tracks": (int, "catalog size"),
-    "users": (int, "number of simulated users"),
-    "dim": (int, "dimension of the hidden track embeddings"),
+# Every `world:` setting of a generated world: key (and flag) -> (type, help text).
+WORLD_SETTINGS = {
+    **{key: (int if kind in INTEGER_KINDS else float, text) for key, (_, kind, text) in SIZE_SETTINGS.items()},
+    **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()},
 }
-WORLD_SETTINGS = {**SIZE_FLAGS, **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()}}
-# Keys of the params file's `world:` section that choose the world's source rather than set a knob.
-SOURCE_KEYS = ("source", "course_dir", "listening")
-SOURCES = ("generated", "listening", "course")
 
 
-class ParamsError(ValueError):
+class WorldSettingsError(ValueError):
     """The world's settings cannot be completed from the command line and the params file."""
 
 
@@ -111,9 +115,9 @@ def _world_section(params_path: Path) -> dict:
     try:
         section = (yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}).get("world")
     except yaml.YAMLError as error:
-        raise ParamsError(f"{params_path}: not valid YAML ({error})") from None
+        raise WorldSettingsError(f"{params_path}: not valid YAML ({error})") from None
     if not isinstance(section, dict):
-        raise ParamsError(f"{params_path} has no `world:` section")
+        raise WorldSettingsError(f"{params_path} has no `world:` section")
     return section
 
 
@@ -121,7 +125,7 @@ def source_of(params_path: Path) -> str:
     """The params file's `world.source` (generated when there is no params file or no source key)."""
     source = _world_section(params_path).get("source", "generated") if params_path.is_file() else "generated"
     if source not in SOURCES:
-        raise ParamsError(f"{params_path}: world.source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise WorldSettingsError(f"{params_path}: world.source must be one of {', '.join(SOURCES)}, got {source!r}")
     return source
 
 
@@ -129,7 +133,7 @@ def course_catalog_of(params_path: Path) -> Path:
     """The course folder the params file's `world:` names (`course_dir`), relative to that file."""
     section = _world_section(params_path)
     if not section.get("course_dir"):
-        raise ParamsError(f"{params_path}: world.source is 'course' but world.course_dir is not set")
+        raise WorldSettingsError(f"{params_path}: world.source is 'course' but world.course_dir is not set")
     return params_path.parent / Path(section["course_dir"]).expanduser()
 
 
@@ -138,11 +142,12 @@ def listening_knobs(given: dict, params_path: Path) -> dict:
     section = (_world_section(params_path).get("listening") if params_path.is_file() else None) or {}
     unknown = sorted(set(section) - set(LISTENING_KNOB_HELP))
     if unknown:
-        raise ParamsError(f"{params_path}: unknown world.listening knobs {unknown}; known: {list(LISTENING_KNOB_HELP)}")
+        known = list(LISTENING_KNOB_HELP)
+        raise WorldSettingsError(f"{params_path}: unknown world.listening knobs {unknown}; known: {known}")
     knobs = {name: given[name] if given.get(name) is not None else section.get(name) for name in LISTENING_KNOB_HELP}
     absent = [name for name, value in knobs.items() if value is None]
     if absent:
-        raise ParamsError(
+        raise WorldSettingsError(
             f"the listening world needs {absent}: give them as --listening-* flags or in {params_path}'s "
             "world.listening section"
         )
@@ -155,17 +160,17 @@ def world_settings(given: dict, params_path: Path) -> dict:
     if not missing:
         return dict(given)
     if not params_path.is_file():
-        raise ParamsError(
+        raise WorldSettingsError(
             f"{params_path} not found, and these world settings were not given as flags: "
             f"{', '.join('--' + name.replace('_', '-') for name in missing)}"
         )
     section = _world_section(params_path)
     unknown = sorted(set(section) - set(WORLD_SETTINGS) - set(SOURCE_KEYS))
     if unknown:
-        raise ParamsError(f"{params_path}: unknown world settings {unknown}; known: {list(WORLD_SETTINGS)}")
+        raise WorldSettingsError(f"{params_path}: unknown world settings {unknown}; known: {list(WORLD_SETTINGS)}")
     absent = [name for name in missing if name not in section]
     if absent:
-        raise ParamsError(f"{params_path}: `world:` lacks {absent} and no flag gives them")
+        raise WorldSettingsError(f"{params_path}: `world:` lacks {absent} and no flag gives them")
     return {name: given[name] if given.get(name) is not None else section[name] for name in WORLD_SETTINGS}
 
 
@@ -175,36 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "world":
             settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
             source = "course" if args.course_catalog else args.source or source_of(args.params)
+            given = {name: getattr(args, f"listening_{name}") for name in LISTENING_KNOB_HELP}
+            meta = build_world(
+                args.out,
+                source,
+                generator_arguments(settings),
+                listening=listening_knobs(given, args.params) if source == "listening" else None,
+                course_catalog=(args.course_catalog or course_catalog_of(args.params)) if source == "course" else None,
+            )
             if source == "listening":
-                given = {name: getattr(args, f"listening_{name}") for name in LISTENING_KNOB_HELP}
-                meta = listening_world(
-                    args.out,
-                    seed=settings["seed"],
-                    n_tracks=settings["tracks"],
-                    n_users=settings["users"],
-                    shared=settings,
-                    listening=listening_knobs(given, args.params),
-                )
                 print(f"listening world written to {args.out} (content sha256 {meta['content_sha256']})")
                 return 0
             if source == "course":
-                catalog = args.course_catalog or course_catalog_of(args.params)
-                for name in ("tracks", "users"):
-                    settings.pop(name)
-                meta = course_world(catalog, args.out, seed=settings.pop("seed"), dim=settings.pop("dim"), **settings)
                 print(
                     f"course world written to {args.out} ({meta['parameters']['n_tracks']} tracks, "
                     f"{meta['parameters']['n_users']} users; content sha256 {meta['content_sha256']})"
                 )
                 return 0
-            meta = generate_world(
-                args.out,
-                seed=settings.pop("seed"),
-                n_tracks=settings.pop("tracks"),
-                n_users=settings.pop("users"),
-                dim=settings.pop("dim"),
-                **settings,
-            )
             print(f"world written to {args.out} (content sha256 {meta['content_sha256']})")
             return 0
         from sim.run import parse_shard, simulate

@@ -25,44 +25,13 @@ import numpy as np
 import orjson
 
 from botify_lab.formats import CATALOG_KEYS, atomic_write_bytes
+from sim.settings import INTEGER_KNOBS, KNOBS, knob_type
 from sim.world import DATA_FILES
 
 FORMAT_VERSION = 1
 # Written into world.json as it always was, so the files of a world (and data.dvc's hash) do not depend on where
 # the generator's code lives.
 GENERATOR_NAME = "sim.world.generate_world"
-
-# The structure knobs in world.json's order, with the help text `python -m sim world --help` shows. Their values
-# come from the caller (params.yaml's `world:` section); the knobs below are integers, the others floats.
-KNOB_HELP: dict[str, str] = {
-    "genres": "number of genres",
-    "styles_per_genre": "styles inside each genre",
-    "artist_size_mu": "an artist's catalog size is ceil(lognormal(mu, sigma)) up to artist_size_max: its mu "
-    "(fitted to the course catalog: median 1 track, 90th percentile 11, max 80)",
-    "artist_size_sigma": "lognormal sigma of an artist's catalog size (larger = more skewed)",
-    "artist_size_max": "largest catalog of an artist (the lognormal is truncated there)",
-    "genre_zipf": "Zipf exponent of genre sizes",
-    "genre_spread": "norm scale of genre centres",
-    "style_spread": "norm scale of a style's offset from its genre",
-    "artist_spread": "norm scale of an artist's offset from its style",
-    "track_spread": "norm scale of a track's offset from its artist",
-    "artist_popularity_sigma": "lognormal sigma of artist popularity",
-    "track_popularity_sigma": "lognormal sigma of a track's popularity within its artist",
-    "popularity_alignment": "shift along the shared mainstream direction per standard deviation of log popularity",
-    "popularity_offset": "standardized log popularity at which a track has no mainstream shift: less popular tracks "
-    "lean away from the mainstream that popular tracks (and so most interests) lean into",
-    "interests": "interests per user, drawn with probability proportional to track popularity ** "
-    "interest_popularity_exponent",
-    "interest_popularity_exponent": "how strongly interests follow popularity (1 = proportional, 0 = uniform; fitted "
-    "to how often the course's users share an interest)",
-}
-KNOBS: tuple[str, ...] = tuple(KNOB_HELP)
-INTEGER_KNOBS = frozenset({"genres", "styles_per_genre", "interests", "artist_size_max"})
-
-
-def knob_type(name: str) -> type:
-    return int if name in INTEGER_KNOBS else float
-
 
 # Seeds of independent sub-generators, so that changing one part of the generator leaves the others' draws intact.
 _STRUCTURE, _EMBEDDING, _POPULARITY, _NAMES, _USERS = range(5)

@@ -26,44 +26,10 @@ import numpy as np
 import scipy.sparse
 
 from sim.generator import _artist_sizes, _log_popularity, course_users, write_world
+from sim.settings import LISTENING_INTEGER_KNOBS, LISTENING_KNOBS
 
 GENERATOR_NAME = "sim.listening.listening_world"
 
-# The listening source's knobs (params.yaml `world: listening:`), with the help `python -m sim world --help` shows.
-LISTENING_KNOB_HELP: dict[str, str] = {
-    "listeners": "listeners in the synthetic history",
-    "communities": "taste communities; each artist belongs to one",
-    "community_zipf": "Zipf exponent of community sizes",
-    "communities_per_listener": "a listener holds 1 to this many communities (uniformly)",
-    "songs_log_mean": "a listener's distinct songs ~ lognormal(songs_log_mean, songs_log_sigma), clipped to "
-    "[songs_min, songs_max]",
-    "songs_log_sigma": "lognormal sigma of a listener's distinct songs",
-    "songs_min": "fewest songs of a listener (the Taste Profile kept users with at least 5)",
-    "songs_max": "most songs of a listener",
-    "mainstream_share": "share of a listener's songs drawn from the whole catalog by popularity, not their communities",
-    "artist_follow_share": "share of the artists a listener heard whose other songs they also take",
-    "artist_follow_songs": "songs (by popularity, repeats merged) taken from each followed artist",
-    "interest_listen_exponent": "the users' interests are drawn in proportion to a track's listeners ** this",
-    "components": "LightFM no_components: the hidden embeddings' dimension (the course: 100)",
-    "epochs": "LightFM WARP epochs",
-    "learning_rate": "LightFM learning rate (the course: 0.01)",
-    "max_sampled": "LightFM WARP max_sampled (the course: 100)",
-    "scale": "the item factors are multiplied by this before the simulated users score them",
-}
-LISTENING_KNOBS: tuple[str, ...] = tuple(LISTENING_KNOB_HELP)
-LISTENING_INTEGER_KNOBS = frozenset(
-    {
-        "listeners",
-        "communities",
-        "communities_per_listener",
-        "songs_min",
-        "songs_max",
-        "artist_follow_songs",
-        "components",
-        "epochs",
-        "max_sampled",
-    }
-)
 # The `world:` knobs this source shares with the tree generator (artist sizes, popularity, interests per user).
 SHARED_KNOBS = (
     "artist_size_mu",

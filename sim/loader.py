@@ -138,3 +138,35 @@ def load_world(directory: str | os.PathLike, *, verify: bool = True) -> World:
         users=_load_users(path / "users.json", len(titles)),
         meta=meta,
     )
+
+
+def world_from_arrays(
+    arrays: dict,
+    *,
+    gamma: float = DEFAULT_ARTIST_DISCOUNT_GAMMA,
+    interest_neighbours: int = DEFAULT_INTEREST_NEIGHBOURS,
+    session_budget: int = DEFAULT_SESSION_BUDGET,
+) -> World:
+    """A world of the generator's arrays (no files: a calibration builds many), every user with the course's user
+    model at `gamma`."""
+    interests = np.asarray(arrays["interests"], dtype=np.int64)
+    n_users, per_user = interests.shape
+    users = Users(
+        ids=np.arange(n_users, dtype=np.int64),
+        interests=interests.ravel(),
+        interest_offsets=np.arange(n_users + 1, dtype=np.int64) * per_user,
+        consume_bias=np.asarray(arrays["consume_bias"], dtype=np.float64),
+        consume_sharpness=np.asarray(arrays["consume_sharpness"], dtype=np.float64),
+        interest_neighbours=np.full(n_users, interest_neighbours, dtype=np.int64),
+        session_budget=np.full(n_users, session_budget, dtype=np.int64),
+        artist_discount_gamma=np.full(n_users, float(gamma)),
+    )
+    return World(
+        path=None,
+        embeddings=np.asarray(arrays["embeddings"], dtype=np.float64),
+        track_artist=np.asarray(arrays["track_artist"], dtype=np.int64),
+        artist_names=[],
+        titles=[],
+        users=users,
+        meta=None,
+    )

@@ -6,6 +6,7 @@ and the nearest-neighbour lists that start each session.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,11 @@ class World:
     meta: dict | None  # world.json's content, None for a folder without one
     _neighbour_rows: np.ndarray | None = field(default=None, repr=False)
     _neighbour_table: np.ndarray | None = field(default=None, repr=False)
+
+    def with_gamma(self, gamma: float) -> World:
+        """The same world (shared arrays and neighbour lists) with every user's artist discount at `gamma`."""
+        users = dataclasses.replace(self.users, artist_discount_gamma=np.full(self.n_users, float(gamma)))
+        return dataclasses.replace(self, users=users)  # the neighbour cache is a field, so the twin shares it
 
     @property
     def n_tracks(self) -> int:

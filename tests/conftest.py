@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sim.generator import KNOBS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("BOTIFY_LAB_SHARED", REPO_ROOT.parent / "shared"))
 UPSTREAM_WORLD = SHARED_DIR / "upstream-world"
@@ -17,12 +19,7 @@ REAL_LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 def world_knobs(**overrides) -> dict:
     """The world generator's structure knobs of params.yaml (seed and sizes left out), with some replaced."""
     world = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["world"]
-    knobs = {
-        name: value
-        for name, value in world.items()
-        if name not in ("source", "course_dir", "listening", "seed", "tracks", "users", "dim")
-    }
-    return {**knobs, **overrides}
+    return {**{name: world[name] for name in KNOBS}, **overrides}
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 from botify_lab.pipeline import fidelity, fidelity_search, reference
 from botify_lab.research import fidelity as F
 from sim.generator import generate_world, world_arrays
-from sim.loader import load_world
+from sim.loader import load_world, world_from_arrays
 from tests.conftest import REPO_ROOT
 from tests.sim.test_generator_fidelity import fitted_knobs
 
@@ -105,8 +105,8 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
 def test_in_process_engine_matches_the_world_loader(world):
     """The search's in-memory world plays like the world folder: same statistics for the same episodes."""
     arrays = world_arrays(**SIZES, **fitted_knobs())
-    in_memory = fidelity_search.world_from_arrays(arrays, gamma=0.9)
-    from_files = fidelity_search.with_gamma(load_world(world, verify=False), 0.9)
+    in_memory = world_from_arrays(arrays, gamma=0.9)
+    from_files = load_world(world, verify=False).with_gamma(0.9)
     sticky = fidelity_search.StickyArtistBatch(in_memory.track_artist)
     a = fidelity_search.play_rows(in_memory, sticky, 3, 200)
     b = fidelity_search.play_rows(from_files, fidelity_search.StickyArtistBatch(from_files.track_artist), 3, 200)

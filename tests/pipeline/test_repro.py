@@ -202,11 +202,12 @@ def test_every_stage_lists_exactly_the_params_it_reads(tiny_clone):
     clone, _, _ = tiny_clone
     base = clone.parent
     stages = yaml.safe_load((base / "first-run-dvc.lock").read_text())["stages"]
-    traced = {path.stem for path in (base / "first-run-params-read").glob("*.keys")} - {"params"}
-    assert traced == set(stages) - {"params"}, "every stage but `params` (which checks the whole file) ran traced"
+    reads = base / "first-run-params-read"
+    traced = {path.stem for path in reads.glob("*.keys")} - {"params"}  # `params` checks the whole file
+    assert traced <= set(stages) and len(traced) > len(stages) // 2
     problems = []
-    for stage in sorted(traced):
-        read = set((base / "first-run-params-read" / f"{stage}.keys").read_text().split())
+    for stage in sorted(set(stages) - {"params"}):  # a stage that never loads params.yaml has no trace: it reads none
+        read = set((reads / f"{stage}.keys").read_text().split()) if stage in traced else set()
         listed = listed_params(stages[stage])
         problems += [
             f"{stage} reads {key} but dvc.yaml does not list it"

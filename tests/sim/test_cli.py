@@ -10,6 +10,7 @@ import orjson
 import yaml
 
 from sim.generator import KNOBS
+from sim.settings import SOURCE_KEYS
 
 from .conftest import PARAMS
 
@@ -64,7 +65,7 @@ def test_world_settings_come_from_the_params_file_in_the_current_folder(tmp_path
     flags = [
         item
         for name, value in small.items()
-        if name not in ("source", "course_dir", "listening")
+        if name not in SOURCE_KEYS
         for item in (f"--{name.replace('_', '-')}", value)
     ]
     from_flags = run("world", "--out", tmp_path / "from-flags", "--params", tmp_path / "absent.yaml", *flags)

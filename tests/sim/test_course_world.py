@@ -34,12 +34,12 @@ def test_the_course_files_are_kept_and_the_world_loads(rebuilt):
 
 def test_the_course_world_plays_like_the_fitted_one(rebuilt):
     """Random and StickyArtist on the rebuilt world: listening is all-or-nothing and an artist's tracks are loved."""
-    from botify_lab.pipeline.fidelity_search import StickyArtistBatch, play_rows, with_gamma
+    from botify_lab.pipeline.fidelity_search import StickyArtistBatch, play_rows
     from botify_lab.research import fidelity as F
     from sim.agents import RandomRecommender
 
     _, out, _ = rebuilt
-    world = with_gamma(load_world(out, verify=False), 0.9)
+    world = load_world(out, verify=False).with_gamma(0.9)
     random_stats = F.statistics(play_rows(world, RandomRecommender(world.n_tracks), 1, 1500))
     sticky_stats = F.statistics(
         play_rows(world, StickyArtistBatch(world.track_artist), 2, 1500), track_artist=world.track_artist, gamma=0.9

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from botify_lab.pipeline.params import ParamsError, load_params
+from botify_lab.pipeline.params import PARAMS_FILE, ParamsError, load_params
 from botify_lab.pipeline.world import (
     DATA_DIR_NAME,
     REPO_ROOT,
@@ -84,7 +84,7 @@ def command_world(root: Path = REPO_ROOT) -> None:
 
 
 def command_repro(extra: list[str], root: Path = REPO_ROOT) -> None:
-    load_params(root / "params.yaml")  # a typo fails here, in one line per problem, before any work
+    load_params(root / PARAMS_FILE)  # a typo fails here, in one line per problem, before any work
     ensure_world(root)
     dvc("repro", *extra, root=root)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json
-from botify_lab.pipeline.params import load_params, round_name
+from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_name
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.research.catalog import read_catalog
 
@@ -33,7 +33,7 @@ def collect(params: dict, world_dir: Path = layout.WORLD, out_dir: Path = layout
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     log = collect(load_params(parser.parse_args(argv).params))
     print(f"collect: {describe_round(log.parent)}")
 

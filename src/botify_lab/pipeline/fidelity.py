@@ -39,7 +39,7 @@ from botify_lab.pipeline.fidelity_search import (
     world_interests,
 )
 from botify_lab.pipeline.outputs import read_metrics
-from botify_lab.pipeline.params import training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, load_params, training_rounds
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
@@ -394,10 +394,9 @@ def inner_product_figure(result: FidelityRun):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from botify_lab.pipeline.params import load_params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     parser.add_argument("--world", default=layout.WORLD, type=Path)
     args = parser.parse_args(argv)
     result = run(load_params(args.params), args.world)

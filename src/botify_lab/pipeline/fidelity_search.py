@@ -14,7 +14,6 @@ LightFM fit reused across values of `scale`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -26,8 +25,10 @@ import orjson
 import pandas as pd
 
 from botify_lab.pipeline import layout
+from botify_lab.pipeline.params import PARAMS_FILE, load_params
 from botify_lab.research import fidelity as F
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
+from sim.loader import world_from_arrays
 
 # The real logs' statistics: figures measured from the course's committed logs (which this project does not
 # redistribute), kept with their provenance beside the research code; BOTIFY_LAB_REAL_STATS names another file.
@@ -62,41 +63,6 @@ def load_real_stats(path: Path | str | None = None) -> dict:
 
 
 # ---- the world in memory ----------------------------------------------------------------------------------------
-
-
-def world_from_arrays(arrays: dict, *, gamma: float = 0.8, interest_neighbours: int = 10, session_budget: int = 5):
-    """A `sim.world.World` of generator arrays (no files), every user at `gamma`."""
-    from sim.world import Users, World
-
-    interests = np.asarray(arrays["interests"], dtype=np.int64)
-    n_users, per_user = interests.shape
-    users = Users(
-        ids=np.arange(n_users, dtype=np.int64),
-        interests=interests.ravel(),
-        interest_offsets=np.arange(n_users + 1, dtype=np.int64) * per_user,
-        consume_bias=np.asarray(arrays["consume_bias"], dtype=np.float64),
-        consume_sharpness=np.asarray(arrays["consume_sharpness"], dtype=np.float64),
-        interest_neighbours=np.full(n_users, interest_neighbours, dtype=np.int64),
-        session_budget=np.full(n_users, session_budget, dtype=np.int64),
-        artist_discount_gamma=np.full(n_users, float(gamma)),
-    )
-    return World(
-        path=None,
-        embeddings=np.asarray(arrays["embeddings"], dtype=np.float64),
-        track_artist=np.asarray(arrays["track_artist"], dtype=np.int64),
-        artist_names=[],
-        titles=[],
-        users=users,
-        meta=None,
-    )
-
-
-def with_gamma(world, gamma: float):
-    """The same world (shared arrays and neighbour lists) with every user at `gamma`."""
-    users = dataclasses.replace(world.users, artist_discount_gamma=np.full(world.n_users, float(gamma)))
-    twin = dataclasses.replace(world, users=users)
-    twin._neighbour_rows, twin._neighbour_table = world._neighbour_rows, world._neighbour_table
-    return twin
 
 
 class StickyArtistBatch:
@@ -151,7 +117,7 @@ def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, li
     found: dict[str, list[dict]] = {}
     for kind, gamma in GROUPS:
         name = group_name(kind, gamma)
-        twin = with_gamma(world, gamma)
+        twin = world.with_gamma(gamma)
         agent = RandomRecommender(world.n_tracks) if kind == "Random" else sticky
         found[name] = []
         for seed in seeds:
@@ -341,11 +307,11 @@ def candidate_builder(base: dict):
 def search_base(params: dict) -> tuple[dict, dict]:
     """The search's base world and candidates for params.yaml's world source (`fidelity_search.listening` holds the
     listening source's candidates)."""
-    from botify_lab.pipeline.world import world_arguments
     from sim.listening import SHARED_KNOBS
+    from sim.settings import generator_arguments
 
     search = params["fidelity_search"]
-    arguments = world_arguments(params)
+    arguments = generator_arguments(params["world"])
     if params["world"].get("source") != "listening":
         return arguments, search
     if not search.get("listening"):
@@ -387,11 +353,10 @@ def best_candidate(table: pd.DataFrame) -> pd.Series:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from botify_lab.pipeline.params import load_params
     from sim.listening import LISTENING_KNOBS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     parser.add_argument("--published", default=PUBLISHED_TABLE, type=Path)
     parser.add_argument("--real-stats", default=None, type=Path)
     parser.add_argument("--out", default=SEARCH_TABLE, type=Path)

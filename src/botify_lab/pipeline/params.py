@@ -77,8 +77,10 @@ class ReadParams(dict):
         return default
 
     def __contains__(self, key) -> bool:
-        self._note(self._key_path(key))
-        return dict.__contains__(self, key)
+        present = dict.__contains__(self, key)
+        if not (present and isinstance(dict.__getitem__(self, key), dict)):  # a section's presence is its keys' to say
+            self._note(self._key_path(key))
+        return present
 
     def _read_whole(self) -> None:
         self._note(self._path)
@@ -124,7 +126,20 @@ def model_names(params: dict) -> list[str]:
 
 from typing import Annotated, Literal  # noqa: E402
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator  # noqa: E402
+
+from sim.settings import (  # noqa: E402
+    COUNT,
+    KNOB_KINDS,
+    LISTENING_KNOB_KINDS,
+    NON_NEGATIVE,
+    POSITIVE,
+    REAL,
+    SEED,
+    SHARE,
+    SIZE_SETTINGS,
+    SOURCES,
+)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -140,53 +155,35 @@ class Section(BaseModel):
 
 UnitShare = Annotated[float, Field(ge=0, le=1)]
 
-
-class ListeningParams(Section):
-    """`world.listening:`, the knobs of the world factorized from a listening history (`sim.listening`)."""
-
-    listeners: PositiveInt
-    communities: PositiveInt
-    community_zipf: NonNegativeFloat
-    communities_per_listener: PositiveInt
-    songs_log_mean: float
-    songs_log_sigma: NonNegativeFloat
-    songs_min: PositiveInt
-    songs_max: PositiveInt
-    mainstream_share: UnitShare
-    artist_follow_share: UnitShare
-    artist_follow_songs: PositiveInt
-    interest_listen_exponent: NonNegativeFloat
-    components: PositiveInt
-    epochs: PositiveInt
-    learning_rate: PositiveFloat
-    max_sampled: PositiveInt
-    scale: PositiveFloat
+# The simulator names the world's knobs and the kind of value each takes (`sim.settings`); the schema bounds them.
+KIND_FIELDS = {
+    COUNT: PositiveInt,
+    SEED: NonNegativeInt,
+    REAL: float,
+    NON_NEGATIVE: NonNegativeFloat,
+    POSITIVE: PositiveFloat,
+    SHARE: UnitShare,
+}
 
 
-class WorldParams(Section):
-    source: Literal["generated", "listening", "course"] = "generated"
+def _knob_fields(kinds: dict[str, str]) -> dict:
+    return {name: (KIND_FIELDS[kind], ...) for name, kind in kinds.items()}
+
+
+ListeningParams = create_model(
+    "ListeningParams",
+    __base__=Section,
+    __doc__="`world.listening:`, the knobs of the world factorized from a listening history (`sim.listening`).",
+    **_knob_fields(LISTENING_KNOB_KINDS),
+)
+
+
+class WorldSource(Section):
+    """`world:`'s keys that choose where the world comes from; `WorldParams` adds its sizes and knobs."""
+
+    source: Literal[SOURCES] = "generated"
     listening: ListeningParams | None = None
     course_dir: str | None = None
-    seed: NonNegativeInt
-    tracks: PositiveInt
-    users: PositiveInt
-    dim: PositiveInt
-    genres: PositiveInt
-    styles_per_genre: PositiveInt
-    artist_size_mu: float
-    artist_size_sigma: NonNegativeFloat
-    artist_size_max: PositiveInt
-    genre_zipf: NonNegativeFloat
-    genre_spread: NonNegativeFloat
-    style_spread: NonNegativeFloat
-    artist_spread: NonNegativeFloat
-    track_spread: NonNegativeFloat
-    artist_popularity_sigma: NonNegativeFloat
-    track_popularity_sigma: NonNegativeFloat
-    popularity_alignment: float
-    popularity_offset: float
-    interests: PositiveInt
-    interest_popularity_exponent: NonNegativeFloat
 
     @model_validator(mode="after")
     def listening_source_has_its_knobs(self):
@@ -202,6 +199,14 @@ class WorldParams(Section):
                 "course's tracks.json and users.json"
             )
         return self
+
+
+WorldParams = create_model(
+    "WorldParams",
+    __base__=WorldSource,
+    **_knob_fields({key: kind for key, (_, kind, _) in SIZE_SETTINGS.items()}),
+    **_knob_fields(KNOB_KINDS),
+)
 
 
 # How a stage's traffic reaches the service: over HTTP (the real server) or in process (the same log, no sockets).

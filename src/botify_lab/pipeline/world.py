@@ -21,7 +21,7 @@ import yaml
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir
-from botify_lab.pipeline.params import WorldParams, check_params, load_params
+from botify_lab.pipeline.params import PARAMS_FILE, WorldParams, check_params, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR_NAME = layout.WORLD.name
@@ -54,21 +54,6 @@ def recorded_world_md5(root: Path = REPO_ROOT) -> str | None:
     return next(out["md5"] for out in outs if out["path"] == DATA_DIR_NAME)
 
 
-def world_arguments(params: dict) -> dict:
-    """`params.yaml`'s `world:` section as keyword arguments of the world generator (every knob is there)."""
-    world = dict(params["world"])
-    for key in ("source", "course_dir", "listening"):
-        world.pop(key, None)
-    arguments = {
-        "seed": world.pop("seed"),
-        "n_tracks": world.pop("tracks"),
-        "n_users": world.pop("users"),
-        "dim": world.pop("dim"),
-    }
-    arguments.update(world)
-    return arguments
-
-
 def course_dir(world: dict, root: Path = REPO_ROOT) -> Path:
     """The folder of the course's own files that `world.source: course` names, checked before any work."""
     folder = root / Path(world["course_dir"]).expanduser()
@@ -83,30 +68,21 @@ def course_dir(world: dict, root: Path = REPO_ROOT) -> Path:
 
 def generate_world_dir(root: Path = REPO_ROOT) -> Path:
     """Build the world of `params.yaml` into a scratch folder that replaces `data/` only on success."""
-    from sim.generator import course_world, generate_world
+    from sim.settings import generator_arguments
+    from sim.sources import build_world
 
-    params = load_params(root / "params.yaml", check=False)
-    world = check_params(params.get("world"), "params.yaml", WorldParams).model_dump()
-    arguments = world_arguments(params)
+    params = load_params(root / PARAMS_FILE, check=False)
+    world = check_params(params.get("world"), str(PARAMS_FILE), WorldParams).model_dump()
     source = course_dir(world, root) if world["source"] == "course" else None
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
-        if world["source"] == "listening":
-            from sim.listening import listening_world
-
-            listening_world(
-                scratch,
-                seed=arguments.pop("seed"),
-                n_tracks=arguments.pop("n_tracks"),
-                n_users=arguments.pop("n_users"),
-                shared=arguments,
-                listening=world["listening"],
-            )
-        elif source is None:
-            generate_world(scratch, **arguments)
-        else:
-            del arguments["n_tracks"], arguments["n_users"]  # the course's files fix both
-            course_world(source, scratch, **arguments)
+        build_world(
+            scratch,
+            world["source"],
+            generator_arguments(params["world"]),
+            listening=world["listening"],
+            course_catalog=source,
+        )
     return target
 
 
