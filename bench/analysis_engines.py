@@ -51,7 +51,10 @@ def run_engine(engine: str, log: str, out: str, driver_memory: str) -> None:
         metrics = ab.user_metrics(sessionize(events), EXPERIMENT)
         effects = ab.ab_effects(metrics)
         document = ab.ab_metrics_json(
-            effects, experiment=EXPERIMENT, metrics=metrics, srm=ab.srm_check(metrics["arm"].value_counts())
+            effects,
+            experiment=EXPERIMENT,
+            totals=ab.arm_totals(metrics),
+            srm=ab.srm_check(metrics["arm"].value_counts()),
         )
         phases = {"read": read_seconds, "table": time.perf_counter() - started - read_seconds}
     else:

@@ -45,7 +45,7 @@ def _format_table(effects, colour: bool) -> str:
 def _pandas_analysis(args):
     """(the header line, effects, SRM check, the JSON document's maker, CUPED's moments or None) of the log, in
     memory."""
-    from botify_lab.research.ab import ab_effects, ab_metrics_json, arm_statistics, srm_check, user_metrics
+    from botify_lab.research.ab import ab_effects, ab_metrics_json, arm_statistics, arm_totals, srm_check, user_metrics
     from botify_lab.research.logs import experiment_names, read_log, sessionize
 
     events = read_log(args.log)
@@ -70,7 +70,9 @@ def _pandas_analysis(args):
         header,
         effects,
         srm,
-        lambda: ab_metrics_json(effects, experiment=args.experiment, metrics=metrics, srm=srm, alpha=args.alpha),
+        lambda: ab_metrics_json(
+            effects, experiment=args.experiment, totals=arm_totals(metrics), srm=srm, alpha=args.alpha
+        ),
         moments,
     )
 

@@ -58,7 +58,22 @@ def test_user_metrics_follow_the_course_recipe(tmp_path):
         ab.user_metrics(logs.sessionize(logs.read_log(tmp_path / "log")), "OTHER")
 
 
-def test_welch_interval_matches_the_hand_computation():
+def welch(treatment, control, alpha=0.05, power=0.8):
+    """`welch_from_statistics` on two raw samples' count, mean and variance."""
+    treatment, control = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
+    return ab.welch_from_statistics(
+        treatment.mean() if len(treatment) else math.nan,
+        treatment.var(ddof=1) if len(treatment) > 1 else math.nan,
+        len(treatment),
+        control.mean() if len(control) else math.nan,
+        control.var(ddof=1) if len(control) > 1 else math.nan,
+        len(control),
+        alpha,
+        power,
+    )
+
+
+def test_welch_interval_matches_the_hand_computation_and_scipy_on_raw_samples():
     treatment = np.array([1.0, 2.0, 3.0, 4.0])
     control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
     # By hand: means 2.5 and 6; variances 5/3 and 10; squared standard error 5/12 + 2 = 29/12.
@@ -66,12 +81,19 @@ def test_welch_interval_matches_the_hand_computation():
     dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0**2 / 4)
     assert dof == pytest.approx(5.52078, abs=1e-5)
     half_width = stats.t.ppf(0.975, dof) * standard_error
-    effect, lower, upper, p_value = ab.welch_interval(treatment, control, alpha=0.05)
+    effect, lower, upper, p_value, _ = welch(treatment, control, alpha=0.05)
     assert effect == pytest.approx(-3.5)
     assert lower == pytest.approx(-3.5 - half_width, rel=1e-12)
     assert upper == pytest.approx(-3.5 + half_width, rel=1e-12)
     assert p_value == pytest.approx(2 * stats.t.sf(3.5 / standard_error, dof), rel=1e-12)
-    assert all(math.isnan(value) for value in ab.welch_interval(treatment, control[:1])[1:])
+    raw = stats.ttest_ind(treatment, control, equal_var=False)
+    interval = raw.confidence_interval(confidence_level=0.95)
+    assert (lower, upper, p_value) == (
+        pytest.approx(interval.low, rel=1e-12),
+        pytest.approx(interval.high, rel=1e-12),
+        pytest.approx(raw.pvalue, rel=1e-12),
+    )
+    assert all(math.isnan(value) for value in welch(treatment, control[:1])[1:])
 
 
 def test_minimum_detectable_effect_by_hand():
@@ -79,11 +101,11 @@ def test_minimum_detectable_effect_by_hand():
     control = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
     dof = (29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2.0**2 / 4)
     expected = (stats.t.ppf(0.975, dof) + stats.t.ppf(0.8, dof)) * math.sqrt(29 / 12)
-    assert ab.minimum_detectable_effect(treatment, control) == pytest.approx(expected, rel=1e-12)
+    assert welch(treatment, control)[4] == pytest.approx(expected, rel=1e-12)
     # Quadrupling the sample about halves the standard error, and the t quantiles shrink with the extra dof.
-    bigger = ab.minimum_detectable_effect(np.tile(treatment, 4), np.tile(control, 4))
+    bigger = welch(np.tile(treatment, 4), np.tile(control, 4))[4]
     assert 0.35 < bigger / expected < 0.5
-    assert math.isnan(ab.minimum_detectable_effect(treatment, control[:1]))
+    assert math.isnan(welch(treatment, control[:1])[4])
 
 
 def test_effects_are_percent_of_the_control_mean():
@@ -93,7 +115,7 @@ def test_effects_are_percent_of_the_control_mean():
     assert list(effects.columns) == list(ab.EFFECT_COLUMNS)
     assert (row["treatment"], row["control_n"], row["treatment_n"]) == ("T1", 5, 4)
     assert (row["control_mean"], row["treatment_mean"]) == (6.0, 2.5)
-    _, low, high, _ = ab.welch_interval(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0, 8.0, 10.0]))
+    _, low, high, _, _ = welch([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0])
     assert row["effect"] == pytest.approx(-3.5 / 6 * 100)
     assert (row["lower"], row["upper"]) == (pytest.approx(low / 6 * 100), pytest.approx(high / 6 * 100))
     assert bool(row["significant"]) == (high < 0)
@@ -140,12 +162,13 @@ def test_holm_adjusts_across_treatments_per_metric():
 
 def test_control_must_exist_and_alpha_must_be_a_probability():
     metrics = metrics_frame({"T1": [1.0, 2.0], "T2": [1.0, 3.0]})
+    names = ["mean_time_per_session"]
     with pytest.raises(ValueError, match="control arm 'C'"):
-        ab.ab_effects(metrics)
+        ab.ab_effects(metrics, metric_names=names)
     with pytest.raises(ValueError, match="alpha"):
-        ab.ab_effects(metrics, control="T1", alpha=1.5)
+        ab.ab_effects(metrics, control="T1", alpha=1.5, metric_names=names)
     with pytest.raises(ValueError, match="no treatment"):
-        ab.ab_effects(metrics_frame({"C": [1.0, 2.0]}))
+        ab.ab_effects(metrics_frame({"C": [1.0, 2.0]}), metric_names=names)
 
 
 def test_srm_check_against_a_hand_computed_chi_square():
@@ -201,13 +224,13 @@ def test_lower_latency_is_the_green_one():
 def test_ab_json_is_stable_rounded_and_free_of_nan():
     metrics, effects = sample_effects()
     single = metrics_frame({"C": [1.0, 2.0], "T1": [3.0]})  # one treatment user: no interval
-    single["sessions"] = 1
+    single["sessions"], single["tracks"], single["latency"] = 1, 2, 0.0
     lonely = ab.ab_effects(single, metric_names=["mean_time_per_session"])
-    document = ab.ab_metrics_json(lonely, experiment="HW", metrics=single)
+    document = ab.ab_metrics_json(lonely, experiment="HW", totals=ab.arm_totals(single))
     entry = document["effects"]["T1"]["mean_time_per_session"]
     assert entry["lower"] is None and entry["upper"] is None and entry["effect"] == 100.0
     srm = ab.srm_check(metrics.groupby("arm").size())
-    document = ab.ab_metrics_json(effects, experiment="HW", metrics=metrics, srm=srm, digits=4)
+    document = ab.ab_metrics_json(effects, experiment="HW", totals=ab.arm_totals(metrics), srm=srm, digits=4)
     assert list(document) == ["experiment", "control", "alpha", "arms", "srm", "effects"]
     assert list(document["arms"]) == ["C", "T1", "T2", "T3"]
     assert list(document["effects"]) == ["T1", "T2", "T3"]
@@ -217,8 +240,10 @@ def test_ab_json_is_stable_rounded_and_free_of_nan():
     assert b"NaN" not in text and b"Infinity" not in text
     value = document["effects"]["T1"]["time"]["effect"]
     assert value == round(value, 4)
-    assert text == orjson.dumps(ab.ab_metrics_json(effects, experiment="HW", metrics=metrics, srm=srm, digits=4))
-    latency = ab.latency_metrics_json(metrics, effects)
+    assert text == orjson.dumps(
+        ab.ab_metrics_json(effects, experiment="HW", totals=ab.arm_totals(metrics), srm=srm, digits=4)
+    )
+    latency = ab.latency_metrics_json(ab.arm_totals(metrics), ab.arm_statistics(metrics), effects)
     assert list(latency["effects"]["T2"]) == ["mean_request_latency"]
     assert latency["arms"]["C"]["requests"] == 400
 

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from botify_lab.formats import log_files
 from botify_lab.research import ab, logs
@@ -102,8 +103,8 @@ def pandas_reference(events: pd.DataFrame, experiment: str) -> tuple[dict, dict,
     effects = ab.ab_effects(metrics)
     srm = ab.srm_check(metrics["arm"].value_counts())
     return (
-        ab.ab_metrics_json(effects, experiment=experiment, metrics=metrics, srm=srm),
-        ab.latency_metrics_json(metrics, effects),
+        ab.ab_metrics_json(effects, experiment=experiment, totals=ab.arm_totals(metrics), srm=srm),
+        ab.latency_metrics_json(ab.arm_totals(metrics), ab.arm_statistics(metrics), effects),
         effects,
     )
 
@@ -130,21 +131,21 @@ def synthetic_events(synthetic_log):
     return read_pandas(synthetic_log)
 
 
-def test_effects_from_per_arm_statistics_equal_ab_effects(synthetic_events):
+def test_effects_from_per_arm_statistics_equal_welch_on_the_users_rows(synthetic_events):
+    """The one path every engine takes (count, mean, variance per arm) against scipy's Welch test on raw samples."""
     metrics = ab.user_metrics(logs.sessionize(synthetic_events), synthetic.EXPERIMENT)
     for power, alpha in ((0.8, 0.05), (0.9, 0.01)):
-        expected = ab.ab_effects(metrics, alpha=alpha, power=power)
-        got = ab.ab_effects_from_statistics(ab.arm_statistics(metrics), alpha=alpha, power=power)
-        assert_frames_close(got, expected, relative=1e-12)
-    effects = ab.ab_effects(metrics)
-    totals = ab.arm_totals(metrics)
-    srm = ab.srm_check(metrics["arm"].value_counts())
-    assert ab.ab_metrics_json_from_totals(effects, experiment="EXP", totals=totals, srm=srm) == ab.ab_metrics_json(
-        effects, experiment="EXP", metrics=metrics, srm=srm
-    )
-    assert ab.latency_metrics_json_from_totals(totals, ab.arm_statistics(metrics), effects) == ab.latency_metrics_json(
-        metrics, effects
-    )
+        effects = ab.ab_effects_from_statistics(ab.arm_statistics(metrics), alpha=alpha, power=power)
+        assert len(effects) >= len(ab.METRICS) - 1  # every measured metric of every treatment
+        for row in effects.itertuples(index=False):
+            treatment = metrics.loc[metrics["arm"] == row.treatment, row.metric].to_numpy()
+            control = metrics.loc[metrics["arm"] == "C", row.metric].to_numpy()
+            raw = stats.ttest_ind(treatment, control, equal_var=False)
+            interval = raw.confidence_interval(confidence_level=1 - alpha)
+            assert row.p_value == pytest.approx(raw.pvalue, rel=1e-9, abs=1e-300)
+            assert row.lower == pytest.approx(100 * interval.low / control.mean(), rel=1e-9)
+            assert row.upper == pytest.approx(100 * interval.high / control.mean(), rel=1e-9)
+            assert (row.control_n, row.treatment_n) == (len(control), len(treatment))
 
 
 def test_effects_from_statistics_keep_the_small_sample_rules():
@@ -158,8 +159,8 @@ def test_effects_from_statistics_keep_the_small_sample_rules():
             "mean_time_per_session": [1.0, 3.0, 2.0],
         }
     )
-    expected = ab.ab_effects(metrics)
-    assert_frames_close(ab.ab_effects_from_statistics(ab.arm_statistics(metrics)), expected, relative=1e-12)
+    effects = ab.ab_effects_from_statistics(ab.arm_statistics(metrics))
+    assert effects["lower"].isna().all() and effects["p_value"].isna().all()  # one treatment user: no interval
     with pytest.raises(ValueError, match="no treatment arm"):
         ab.ab_effects_from_statistics(ab.arm_statistics(metrics[metrics["arm"] == "C"]))
 

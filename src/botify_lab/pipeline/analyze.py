@@ -21,6 +21,8 @@ from botify_lab.pipeline.params import round_names
 from botify_lab.research.ab import (
     ab_effects,
     ab_metrics_json,
+    arm_statistics,
+    arm_totals,
     covariate_moments,
     cuped_document,
     effect_rows,
@@ -106,11 +108,11 @@ def analyze(params: dict):
         document = ab_metrics_json(
             analysis.effects,
             experiment=analysis.experiment,
-            metrics=analysis.metrics,
+            totals=arm_totals(analysis.metrics),
             srm=analysis.srm,
             alpha=analysis.alpha,
         )
-        latency = latency_metrics_json(analysis.metrics, analysis.effects)
+        latency = latency_metrics_json(arm_totals(analysis.metrics), arm_statistics(analysis.metrics), analysis.effects)
     if analysis.moments is not None:
         document["cuped"] = cuped_document(
             analysis.moments,

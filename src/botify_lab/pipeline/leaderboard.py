@@ -80,7 +80,9 @@ def leaderboard_json(
 ) -> dict:
     """metrics/leaderboard.json: the ranking, per-arm means, and the course's effects vs Random (no latency)."""
     summary = arm_summary(user_metrics, labels)
-    document = ab.ab_metrics_json(effects, experiment=experiment, metrics=user_metrics, srm=srm, alpha=alpha)
+    document = ab.ab_metrics_json(
+        effects, experiment=experiment, totals=ab.arm_totals(user_metrics), srm=srm, alpha=alpha
+    )
     document["recommenders"] = {arm: labels[arm] for arm in ab.arm_order(labels)}
     document["ranking"] = [labels.get(arm, arm) for arm in summary.index]
     document["arm_means"] = {

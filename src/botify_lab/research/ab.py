@@ -12,7 +12,6 @@ multiple comparison; `significant` itself stays the course's unadjusted verdict.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -118,44 +117,6 @@ def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
-def welch_interval(
-    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05
-) -> tuple[float, float, float, float]:
-    """(difference of means, lower, upper, two-sided p) by Welch's t test; NaNs when an arm has < 2 users."""
-    treatment = np.asarray(treatment, dtype=float)
-    control = np.asarray(control, dtype=float)
-    effect = treatment.mean() - control.mean() if len(treatment) and len(control) else math.nan
-    if len(treatment) < 2 or len(control) < 2:
-        return effect, math.nan, math.nan, math.nan
-    with warnings.catch_warnings():
-        # scipy warns when an arm's values are (nearly) all equal; the interval is still right, and tiny arms say so
-        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-        result = stats.ttest_ind(treatment, control, equal_var=False)
-    interval = result.confidence_interval(confidence_level=1 - alpha)
-    return effect, float(interval.low), float(interval.high), float(result.pvalue)
-
-
-def minimum_detectable_effect(
-    treatment: np.ndarray, control: np.ndarray, alpha: float = 0.05, power: float = DEFAULT_POWER
-) -> float:
-    """The smallest true difference of means this sample detects with the given power (two-sided Welch test).
-
-    (t_{1-alpha/2} + t_{power}) * SE, with the Welch standard error and Welch-Satterthwaite degrees of freedom:
-    it tells whether "not significant" means "no effect" or "too few users to tell".
-    """
-    treatment = np.asarray(treatment, dtype=float)
-    control = np.asarray(control, dtype=float)
-    if len(treatment) < 2 or len(control) < 2:
-        return math.nan
-    share_t = treatment.var(ddof=1) / len(treatment)
-    share_c = control.var(ddof=1) / len(control)
-    standard_error = math.sqrt(share_t + share_c)
-    if standard_error == 0:
-        return 0.0
-    dof = (share_t + share_c) ** 2 / (share_t**2 / (len(treatment) - 1) + share_c**2 / (len(control) - 1))
-    return float((stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * standard_error)
-
-
 def _percent(value: float, base: float) -> float:
     return 100.0 * value / base if base != 0 and math.isfinite(base) else math.nan
 
@@ -167,52 +128,17 @@ def ab_effects(
     metric_names: Sequence[str] = METRICS,
     power: float = DEFAULT_POWER,
 ) -> pd.DataFrame:
-    """Per treatment and metric, the effect vs control with its Welch interval, in percent.
+    """Per treatment and metric, the effect vs control with its Welch interval, in percent, from the users' rows.
 
     Columns: treatment, metric, control_n, treatment_n (users), control_mean, treatment_mean, effect, lower,
     upper (percent of control_mean), significant (interval excludes 0), p_value, p_holm (Holm across the
     treatments of one metric; equals p_value with one treatment), significant_holm (p_holm < alpha), mde (the
-    minimum effect detectable with the given power at this alpha, percent of control_mean).
+    minimum effect detectable with the given power at this alpha, percent of control_mean). Computed from each
+    arm's count, mean and variance, the one path every engine takes (`ab_effects_from_statistics`).
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    arms = arm_order(metrics["arm"], control)
-    if control not in arms:
-        raise ValueError(f"control arm {control!r} not among the arms {arms}")
-    treatments = [arm for arm in arms if arm != control]
-    if not treatments:
-        raise ValueError(f"no treatment arm besides the control {control!r}")
-    control_values = metrics[metrics["arm"] == control]
-    metric_names = measured_metrics(
-        metric_names, {metric: metrics.groupby("arm")[metric].mean().tolist() for metric in metric_names}
+    return ab_effects_from_statistics(
+        arm_statistics(metrics, metric_names, control), control, alpha, metric_names, power
     )
-    rows = []
-    for treatment in treatments:
-        treatment_values = metrics[metrics["arm"] == treatment]
-        for metric in metric_names:
-            treatment_sample, control_sample = treatment_values[metric].to_numpy(), control_values[metric].to_numpy()
-            difference, low, high, p_value = welch_interval(treatment_sample, control_sample, alpha)
-            control_mean = float(control_values[metric].mean())
-            lower, upper = _percent(low, control_mean), _percent(high, control_mean)
-            rows.append(
-                {
-                    "treatment": treatment,
-                    "metric": metric,
-                    "control_n": len(control_values),
-                    "treatment_n": len(treatment_values),
-                    "control_mean": control_mean,
-                    "treatment_mean": float(treatment_values[metric].mean()),
-                    "effect": _percent(difference, control_mean),
-                    "lower": lower,
-                    "upper": upper,
-                    "significant": bool(lower > 0 or upper < 0),
-                    "p_value": p_value,
-                    "mde": _percent(
-                        minimum_detectable_effect(treatment_sample, control_sample, alpha, power), control_mean
-                    ),
-                }
-            )
-    return with_holm(pd.DataFrame(rows), metric_names, alpha)
 
 
 def with_holm(effects: pd.DataFrame, metric_names: Sequence[str], alpha: float) -> pd.DataFrame:
@@ -317,33 +243,6 @@ def _effects_dict(effects: pd.DataFrame, digits: int) -> dict:
     return result
 
 
-def ab_metrics_json(
-    effects: pd.DataFrame,
-    *,
-    experiment: str,
-    metrics: pd.DataFrame | None = None,
-    srm: dict | None = None,
-    control: str = "C",
-    alpha: float = 0.05,
-    digits: int = 6,
-) -> dict:
-    """The content of metrics/ab.json: arms (users, sessions), SRM check and effects, latency left out.
-
-    Latency depends on the machine's load, so keeping it out (see `latency_metrics_json`) lets two runs of the
-    same seeded experiment produce byte-identical files. Keys keep a fixed order; floats are rounded; no NaN.
-    """
-    arms = None
-    if metrics is not None:
-        arms = {
-            arm: {
-                "users": int((metrics["arm"] == arm).sum()),
-                "sessions": int(metrics.loc[metrics["arm"] == arm, "sessions"].sum()),
-            }
-            for arm in arm_order(metrics["arm"], control)
-        }
-    return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
-
-
 def _ab_document(
     effects: pd.DataFrame, experiment: str, arms: dict | None, srm: dict | None, control: str, alpha: float, digits: int
 ) -> dict:
@@ -407,19 +306,6 @@ def effect_rows(document: dict, metrics: Sequence[str] = HEADLINE_METRICS) -> pd
     )
 
 
-def latency_metrics_json(metrics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6) -> dict:
-    """The content of metrics/latency.json: per arm request latency (ms) and the latency effects."""
-    arms = {}
-    for arm in arm_order(metrics["arm"], control):
-        values = metrics[metrics["arm"] == arm]
-        arms[arm] = {
-            "requests": int(values["tracks"].sum()),
-            "mean_request_latency_ms": _clean(values["latency"].sum() / values["tracks"].sum(), digits),
-            "user_mean_request_latency_ms": _clean(values["mean_request_latency"].mean(), digits),
-        }
-    return {"arms": arms, "effects": _effects_dict(effects[effects["metric"].isin(LATENCY_METRICS)], digits)}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The same table from per-arm aggregates (count, mean, variance), so an engine that keeps the users elsewhere
 # (Spark) sends only a few numbers per arm to the driver, and both engines finish with this one code path.
@@ -439,7 +325,7 @@ def welch_from_statistics(
     power: float = DEFAULT_POWER,
 ) -> tuple[float, float, float, float, float]:
     """(difference of means, lower, upper, two-sided p, minimum detectable difference) from each arm's count, mean
-    and variance (ddof 1): what `welch_interval` and `minimum_detectable_effect` give on the raw samples.
+    and variance (ddof 1): what Welch's test gives on the raw samples.
 
     Welch's t with Welch-Satterthwaite degrees of freedom (scipy's `ttest_ind_from_stats`); the interval is
     scipy's `TtestResult.confidence_interval` computed the same way (t quantile x standard error + difference).
@@ -480,11 +366,8 @@ def ab_effects_from_statistics(
     metric_names: Sequence[str] = METRICS,
     power: float = DEFAULT_POWER,
 ) -> pd.DataFrame:
-    """`ab_effects` from per-arm aggregates: rows of (arm, metric, count, mean, variance) as `arm_statistics` gives.
-
-    Same columns, same order of rows, same Holm step; equal to `ab_effects` on the users' rows up to floating
-    point (the tests hold it to 1e-12 relative).
-    """
+    """`ab_effects` from per-arm aggregates: rows of (arm, metric, count, mean, variance) as `arm_statistics` gives
+    (or an engine that keeps the users elsewhere); the tests hold it to scipy's Welch test on raw samples."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     arms = arm_order(statistics["arm"], control)
@@ -550,7 +433,7 @@ def arm_totals(metrics: pd.DataFrame, control: str = "C") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(TOTALS_COLUMNS))
 
 
-def ab_metrics_json_from_totals(
+def ab_metrics_json(
     effects: pd.DataFrame,
     *,
     experiment: str,
@@ -560,7 +443,12 @@ def ab_metrics_json_from_totals(
     alpha: float = 0.05,
     digits: int = 6,
 ) -> dict:
-    """`ab_metrics_json` with the arms' users and sessions taken from `arm_totals`-shaped rows (no user rows)."""
+    """The content of metrics/ab.json: arms (users and sessions, from `arm_totals`-shaped rows), SRM check and
+    effects, latency left out.
+
+    Latency depends on the machine's load, so keeping it out (see `latency_metrics_json`) lets two runs of the
+    same seeded experiment produce byte-identical files. Keys keep a fixed order; floats are rounded; no NaN.
+    """
     arms = None
     if totals is not None:
         by_arm = totals.set_index("arm")
@@ -571,10 +459,11 @@ def ab_metrics_json_from_totals(
     return _ab_document(effects, experiment, arms, srm, control, alpha, digits)
 
 
-def latency_metrics_json_from_totals(
+def latency_metrics_json(
     totals: pd.DataFrame, statistics: pd.DataFrame, effects: pd.DataFrame, *, control: str = "C", digits: int = 6
 ) -> dict:
-    """`latency_metrics_json` from `arm_totals` and `arm_statistics`-shaped rows (no user rows)."""
+    """The content of metrics/latency.json: per arm request latency (ms) and the latency effects, from `arm_totals`
+    and `arm_statistics`-shaped rows."""
     by_arm = totals.set_index("arm")
     user_means = statistics[statistics["metric"] == "mean_request_latency"].set_index("arm")["mean"]
     arms = {}

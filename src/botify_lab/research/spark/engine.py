@@ -441,7 +441,7 @@ class SparkAbAnalysis:
     moments: pd.DataFrame | None = None  # CUPED's per-arm moments, when a covariate log was given
 
     def ab_json(self) -> dict:
-        return ab.ab_metrics_json_from_totals(
+        return ab.ab_metrics_json(
             self.effects,
             experiment=self.experiment,
             totals=self.totals,
@@ -451,7 +451,7 @@ class SparkAbAnalysis:
         )
 
     def latency_json(self) -> dict:
-        return ab.latency_metrics_json_from_totals(self.totals, self.statistics, self.effects, control=self.control)
+        return ab.latency_metrics_json(self.totals, self.statistics, self.effects, control=self.control)
 
 
 def analyze_events(
