@@ -147,3 +147,10 @@ def same_artist_share(neighbours: np.ndarray, track_artists: np.ndarray) -> floa
     neighbours = np.asarray(neighbours)
     track_artists = np.asarray(track_artists)
     return float((track_artists[neighbours] == track_artists[:, None]).mean())
+
+
+def neighbours_table(catalog, neighbours: np.ndarray, track: int):
+    """One track's exported list as a table a reader can scan: rank, track, artist, title."""
+    rows = catalog.loc[neighbours[track], ["track", "artist", "title"]]
+    rows.insert(0, "rank", range(1, len(rows) + 1))
+    return rows.set_index("rank")
