@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv java repro test test-quick lint format world calibrate bench repro-time compare clean-venv
+.PHONY: venv java repro test test-quick lint format world world-search bench repro-time compare clean-venv
 
 venv: $(STAMP)
 
@@ -50,8 +50,8 @@ world: venv
 # Search the world generator's knobs against the course's real logs and the published TOP_POP table (in process,
 # 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. Then set the best knobs in params.yaml `world:`
 # and `make world` to adopt them.
-calibrate: venv
-	$(PY) -m botify_lab.pipeline.fidelity_search
+world-search: venv
+	$(PY) -m botify_lab.tools.world_search
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done

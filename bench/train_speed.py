@@ -19,9 +19,9 @@ import orjson
 import torch
 
 from botify_lab.pipeline.params import load_params
-from botify_lab.pipeline.train import train_settings
 from botify_lab.research.logs import read_log, training_pairs
 from botify_lab.research.model import OPTIMIZERS, train_contextual
+from botify_lab.stages.train import train_settings
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -4,7 +4,7 @@ The fidelity stage measures from a simulated log how many tracks sessions start 
 against the real logs' 1,413 to 4,757), and how many sessions start on one of their user's own interests (0.006
 against 0.077 to 0.097) or on a track by the artist of one (0.071 against 0.55 to 0.59). Here all three come
 exactly from the world's arrays, without simulating, so a knob's effect costs one LightFM fit (built as
-`make calibrate` builds its candidates, read by the simulator's own candidate lists): a session draws a user
+`make world-search` builds its candidates, read by the simulator's own candidate lists): a session draws a user
 uniformly, one of their interests uniformly, then one of the interest's `interest_neighbours` (the course's 10)
 nearest tracks by inner product uniformly. Prints JSON.
 
@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from botify_lab.pipeline.fidelity_search import candidate_builder, search_base  # noqa: E402
+from botify_lab.tools.world_search import candidate_builder, search_base  # noqa: E402
 from sim.listening import LISTENING_KNOBS  # noqa: E402
 from sim.loader import world_from_arrays  # noqa: E402
 

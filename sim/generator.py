@@ -1,7 +1,7 @@
 """Generating a world folder: a plausible music catalog, its hidden embeddings and the simulated users.
 
 The generator builds the structure a music catalog has, so that the course's recommenders behave as they did in
-the course's real world (fitted to its real event logs, `botify_lab.pipeline.fidelity_search`): genres split into
+the course's real world (fitted to its real event logs, `botify_lab.tools.world_search`): genres split into
 styles, artists belong to a style and have the course catalog's skewed sizes (most artists have one track, a few
 dozens), an artist's tracks sit close together far from the origin (so a listener who likes one track of an artist
 loves the others: StickyArtist saturates), and a random track scores widely around the listener's bias (listening

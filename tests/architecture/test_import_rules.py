@@ -1,9 +1,10 @@
 """The rooms of the project stay apart: research code cannot see the simulator's world or start a service.
 
 Models may learn only from the service's log and the public catalog. The research core (`botify_lab.research`) and
-the shared formats therefore import nothing from `sim` (the hidden world), `botify` (the service) or
-`botify_lab.pipeline` (which starts both); the service and the simulator import neither each other nor the
-research code. Adding such an import fails here.
+the shared formats therefore import nothing from `sim` (the hidden world), `botify` (the service) or the
+orchestration that starts both (`botify_lab.pipeline`, `.stages`, `.inprocess`, `.tools`); the service and the
+simulator import neither each other nor the research code; the stages' shared infrastructure imports no stage.
+Adding such an import fails here.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import pytest
 
 from tests.architecture.import_graph import PACKAGE_ROOTS, closure, module_name, project_imports
 
+# The orchestration: what starts the service and the simulator, and what runs them.
+ORCHESTRATION = ("botify_lab.pipeline", "botify_lab.stages", "botify_lab.inprocess", "botify_lab.tools")
 FORBIDDEN = {
-    "botify_lab.research": ("sim", "botify", "botify_lab.pipeline"),
-    "botify_lab.formats": ("sim", "botify", "botify_lab.research", "botify_lab.pipeline"),
-    "botify": ("sim", "botify_lab.research", "botify_lab.pipeline"),
-    "sim": ("botify", "botify_lab.research", "botify_lab.pipeline"),
+    "botify_lab.research": ("sim", "botify", *ORCHESTRATION),
+    "botify_lab.formats": ("sim", "botify", "botify_lab.research", *ORCHESTRATION),
+    "botify": ("sim", "botify_lab.research", *ORCHESTRATION),
+    "sim": ("botify", "botify_lab.research", *ORCHESTRATION),
+    # shared infrastructure never reaches up into a stage or a tool
+    "botify_lab.pipeline": ("botify_lab.stages", "botify_lab.tools"),
 }
 
 

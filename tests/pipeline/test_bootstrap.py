@@ -65,7 +65,7 @@ def test_dvc_hints_are_dropped_and_everything_else_passes(tmp_path):
     from botify_lab.pipeline.bootstrap import pass_through_without_hints
 
     text = (
-        b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
+        b"Running stage 'collect':\n> python -m botify_lab.stages.collect\nepisodes: 10%\r"
         b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n\nTo track the changes with git, run:\n\n"
         b"\tgit add dvc.lock\n\nTo enable auto staging, run:\n\n\tdvc config core.autostage true\n"
         b"Use `dvc push` to send your updates to remote storage.\n"
@@ -77,7 +77,7 @@ def test_dvc_hints_are_dropped_and_everything_else_passes(tmp_path):
     pass_through_without_hints(read, out)
     os.close(read)
     assert out.getvalue() == (
-        b"Running stage 'collect':\n> python -m botify_lab.pipeline.collect\nepisodes: 10%\r"
+        b"Running stage 'collect':\n> python -m botify_lab.stages.collect\nepisodes: 10%\r"
         b"episodes: 100%\rdone\nUpdating lock file 'dvc.lock'\n"
     )
 

@@ -8,7 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from botify_lab.pipeline import diverse_i2i, indexed, layout, toppop_offline
+from botify_lab.pipeline import layout
+from botify_lab.stages import diverse_i2i, indexed, toppop_offline
 
 EXPERIMENT = "COLLECT"
 RECOMMENDERS = ["random", "sticky_artist"]

@@ -9,8 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from botify_lab.pipeline import fidelity, fidelity_search, reference
+from botify_lab.inprocess import world_checks
+from botify_lab.pipeline import reference
 from botify_lab.research import fidelity as F
+from botify_lab.stages import fidelity
+from botify_lab.tools import world_search
 from sim.generator import generate_world, world_arrays
 from sim.loader import load_world, world_from_arrays
 from tests.conftest import REPO_ROOT
@@ -22,7 +25,7 @@ SIZES = dict(seed=1, n_tracks=3000, n_users=300, dim=16)
 @pytest.fixture(scope="module")
 def real_stats_path():
     """The committed statistics: the stage needs nothing beside the repository."""
-    return fidelity_search.COMMITTED_REAL_STATS
+    return world_checks.COMMITTED_REAL_STATS
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +110,9 @@ def test_in_process_engine_matches_the_world_loader(world):
     arrays = world_arrays(**SIZES, **fitted_knobs())
     in_memory = world_from_arrays(arrays, gamma=0.9)
     from_files = load_world(world, verify=False).with_gamma(0.9)
-    sticky = fidelity_search.StickyArtistBatch(in_memory.track_artist)
-    a = fidelity_search.play_rows(in_memory, sticky, 3, 200)
-    b = fidelity_search.play_rows(from_files, fidelity_search.StickyArtistBatch(from_files.track_artist), 3, 200)
+    sticky = world_checks.StickyArtistBatch(in_memory.track_artist)
+    a = world_checks.play_rows(in_memory, sticky, 3, 200)
+    b = world_checks.play_rows(from_files, world_checks.StickyArtistBatch(from_files.track_artist), 3, 200)
     assert a[["session", "position", "time"]].equals(b[["session", "position", "time"]])
     stats = F.statistics(a, track_artist=in_memory.track_artist, gamma=0.9)
     assert stats["share_same_artist_as_previous"] == 1.0 and stats["sessions"] == 200
@@ -158,12 +161,12 @@ def test_search_candidates_and_best():
         "sweeps": {"genre_spread": [1.0, 1.9]},
         "grid": {"artist_spread": [3.5, 4.1], "track_spread": [0.5, 1.9]},
     }
-    found = fidelity_search.candidates(search)
+    found = world_search.candidates(search)
     assert found[0] == ("base", {}) and found[1] == ("point old", {"track_spread": 0.5})
     assert len(found) == 1 + 1 + 2 + 4
-    assert len(fidelity_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
+    assert len(world_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
     table = pd.DataFrame({"family": ["a", "b", "c"], "failed": [1, 0, 0], "worst": [0.5, 0.9, 0.8]})
-    assert fidelity_search.best_candidate(table)["family"] == "c"
+    assert world_search.best_candidate(table)["family"] == "c"
 
 
 def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monkeypatch):
@@ -177,20 +180,20 @@ def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monk
     params["world"].update(tracks=1500, users=100)
     params["world"]["listening"].update(listeners=300, communities=6, epochs=2)
     params["fidelity_search"]["listening"] = {"points": {}, "sweeps": {"scale": [2.0, 6.0]}, "grid": {"epochs": [3]}}
-    base, search = fidelity_search.search_base(params)
+    base, search = world_search.search_base(params)
     assert base["listening"]["scale"] == params["world"]["listening"]["scale"] and "genre_spread" not in base["shared"]
     fits = []
     real_fit = sim.listening.listening_world_arrays
     monkeypatch.setattr(sim.listening, "listening_world_arrays", lambda **kw: fits.append(kw) or real_fit(**kw))
-    build = fidelity_search.candidate_builder(base)
-    found = {family + str(overrides): build(overrides) for family, overrides in fidelity_search.candidates(search)}
+    build = world_search.candidate_builder(base)
+    found = {family + str(overrides): build(overrides) for family, overrides in world_search.candidates(search)}
     assert len(found) == 4 and len(fits) == 2  # base, scale 2 and 6 share one fit; epochs 3 is the second
     embeddings = [arrays["embeddings"] for arrays in found.values()]
     assert np.allclose(embeddings[1] * 3.0, embeddings[2], rtol=1e-6)
-    assert yaml.safe_dump(fidelity_search.flat_knobs(base))  # one level of knobs for the table
+    assert yaml.safe_dump(world_search.flat_knobs(base))  # one level of knobs for the table
     params["fidelity_search"]["listening"] = None
-    with pytest.raises(ValueError, match="fidelity_search.listening must list its candidates"):
-        fidelity_search.search_base(params)
+    with pytest.raises(ValueError, match="world_search.listening must list its candidates"):
+        world_search.search_base(params)
 
 
 @pytest.mark.timeout(300)

@@ -6,8 +6,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from botify_lab.pipeline.notebook import run_notebook
 from botify_lab.pipeline.outputs import atomic_output_dir
-from botify_lab.pipeline.report import EXTERNAL_REFERENCE, build_index
-from botify_lab.pipeline.report import main as report_main
+from botify_lab.stages.report import EXTERNAL_REFERENCE, build_index
+from botify_lab.stages.report import main as report_main
 
 
 def write_notebook(path, *sources):

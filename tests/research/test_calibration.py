@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from botify_lab.formats import assign_arm
-from botify_lab.pipeline import top_pop_in_process as in_process
-from botify_lab.pipeline.calibrate import calibration_json
+from botify_lab.inprocess import top_pop as in_process
 from botify_lab.research import ab
 from botify_lab.research import published as calibration
 from botify_lab.research.logs import sessionize
+from botify_lab.stages.calibrate import calibration_json
 from sim.generator import generate_world
 from sim.loader import load_world
 from sim.lockstep import run_lockstep

@@ -7,10 +7,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from botify_lab.pipeline.calibrate import arm_mean_intervals, replicate_through_the_service
 from botify_lab.pipeline.experiment import Traffic
-from botify_lab.pipeline.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
 from botify_lab.research import ab
+from botify_lab.stages.calibrate import arm_mean_intervals, replicate_through_the_service
+from botify_lab.stages.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
 from sim.generator import generate_world
 from tests.conftest import world_knobs
 

@@ -202,7 +202,7 @@ def real_stats():
 
 def test_the_committed_statistics_are_the_shared_ones(real_stats):
     """The pipeline reads a committed copy (a fresh clone has no shared folder); it must not drift from the source."""
-    from botify_lab.pipeline.fidelity_search import COMMITTED_REAL_STATS
+    from botify_lab.inprocess.world_checks import COMMITTED_REAL_STATS
 
     committed = json.loads(COMMITTED_REAL_STATS.read_text())
     assert "course" in committed.pop("provenance")

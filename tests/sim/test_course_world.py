@@ -34,7 +34,7 @@ def test_the_course_files_are_kept_and_the_world_loads(rebuilt):
 
 def test_the_course_world_plays_like_the_fitted_one(rebuilt):
     """Random and StickyArtist on the rebuilt world: listening is all-or-nothing and an artist's tracks are loved."""
-    from botify_lab.pipeline.fidelity_search import StickyArtistBatch, play_rows
+    from botify_lab.inprocess.world_checks import StickyArtistBatch, play_rows
     from botify_lab.research import fidelity as F
     from sim.agents import RandomRecommender
 

@@ -38,7 +38,7 @@ OPE = BUILD / "ope"  # the held-out logging day that off-policy evaluation reads
 OPE_LOG = OPE / "log"
 METRICS = Path("metrics")
 PLOTS = Path("plots")  # small CSV tables DVC draws with `dvc plots show/diff`
-WORLD_SEARCH_TABLE = METRICS / "fidelity_search.csv"  # `make calibrate`: the worlds tried
+WORLD_SEARCH_TABLE = METRICS / "fidelity_search.csv"  # `make world-search`: the worlds tried
 FIGURES = Path("reports") / "figures"
 REPORT = Path("reports") / "html"
 

@@ -237,17 +237,21 @@ def round_names(params: dict) -> list[str]:
     return [round_name(0), *params["collect"]["rounds"]]
 
 
+def round_number(name: str) -> int:
+    """A round's place in the loop, from its name alone (the schema keeps collect.rounds as round1, round2, ... in
+    order), so a round's stage does not read the rounds after it: adding one reruns none before it."""
+    return int(name.removeprefix(ROUND_PREFIX))
+
+
 def round_first_day(params: dict, round_: str) -> int:
     """The first simulated day a round serves: each round continues the same seeded traffic `collect.days` later."""
-    return round_names(params).index(round_) * int(params["collect"]["days"])
+    return round_number(round_) * int(params["collect"]["days"])
 
 
 def training_rounds(params: dict, before: str | None = None) -> list[str]:
     """The rounds whose logs a training reads: every round (or those before round `before`), the last
     `collect.window` of them when the window is not 0."""
-    rounds = round_names(params)
-    if before is not None:
-        rounds = rounds[: rounds.index(before)]
+    rounds = round_names(params) if before is None else [round_name(number) for number in range(round_number(before))]
     window = int(params["collect"]["window"])
     return rounds[-window:] if window else rounds
 

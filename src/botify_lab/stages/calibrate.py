@@ -20,10 +20,10 @@ import orjson
 import pandas as pd
 
 from botify_lab.formats import atomic_write_bytes
+from botify_lab.inprocess.top_pop import traffic_seeds
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics
-from botify_lab.pipeline.top_pop_in_process import traffic_seeds
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize, top_tracks
 from botify_lab.research.published import (

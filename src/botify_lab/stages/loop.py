@@ -19,21 +19,21 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, round_names, training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, training_rounds
 from botify_lab.pipeline.rounds import describe_round, round_summary
-from botify_lab.pipeline.train import fit_on_logs, training_record
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.export import same_artist_share, top_k_neighbours, write_track_recommendations
+from botify_lab.stages.train import fit_on_logs, training_record
 
 MODEL_SUMMARY_KEYS = ("best_epoch", "sizes", "test")
 
 
 def run_round(round_name: str, params: dict, world_dir: Path = layout.WORLD) -> Path:
     """Fit, export and serve round `round_name` (round1, round2, ...); returns its folder."""
-    rounds = round_names(params)
-    if round_name not in rounds[1:]:
-        raise ValueError(f"no round {round_name!r} in collect.rounds (have {', '.join(rounds[1:]) or 'none'})")
     settings = params["collect"]
+    if round_name not in settings["rounds"]:
+        have = ", ".join(settings["rounds"]) or "none"
+        raise ValueError(f"no round {round_name!r} in collect.rounds (have {have})")
     name, model = settings["serve"], params["models"][settings["serve"]]
     catalog_path = Path(world_dir) / "tracks.json"
     catalog = read_catalog(catalog_path)

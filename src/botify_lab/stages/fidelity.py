@@ -6,7 +6,8 @@ experiment C = Random, T1 = StickyArtist, over several seeds at about the real l
 the statistics of the real logs (`botify_lab.research.fidelity`; the real ones measured from the course's logs are
 committed as `research/real_logs_stats.json`), set beside the real ones with
 the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
-published table and the TOP_POP experiment (in process, `top_pop_in_process`) against the published TOP_POP table.
+published table and the TOP_POP experiment (in process, `botify_lab.inprocess.top_pop`) against the published
+TOP_POP table.
 The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
 The course's 2023 Contextual (`fidelity.course_contextual`, trained and exported by the pipeline) is served beside
 Random and checked against the real Contextual-2023 arms, and the hidden embeddings' random-pair inner products are
@@ -26,9 +27,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from botify_lab.pipeline import layout
-from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.fidelity_search import (
+from botify_lab.inprocess.world_checks import (
     GROUPS,
     STICKY_08,
     STICKY_08_RANGE,
@@ -38,6 +37,8 @@ from botify_lab.pipeline.fidelity_search import (
     load_real_stats,
     world_interests,
 )
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import read_metrics
 from botify_lab.pipeline.params import PARAMS_FILE, load_params, training_rounds
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
@@ -179,7 +180,7 @@ def simulate_groups(
 
 def top_pop(params: dict, world) -> list[pd.DataFrame]:
     """The published TOP_POP experiment replayed in process on `world` (a `sim.world.World`), per seed."""
-    from botify_lab.pipeline.top_pop_in_process import replicate_top_pop
+    from botify_lab.inprocess.top_pop import replicate_top_pop
 
     settings = params["fidelity"]
     seeds = [int(params["seed"]) + i for i in range(int(settings["top_pop_seeds"]))]

@@ -36,11 +36,11 @@ from botify.config import load_config
 from botify.recommenders import build_recommender
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.leaderboard import leaderboard_arms, service_arms
 from botify_lab.pipeline.outputs import atomic_output_dir, read_metrics, save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, round_names
 from botify_lab.research import ope
 from botify_lab.research.logs import read_log
+from botify_lab.stages.leaderboard import leaderboard_arms, service_arms
 
 ESTIMATORS = ("IPS", "SNIPS", "DR")
 DIGITS = 6
