@@ -128,6 +128,7 @@ from typing import Annotated, Literal  # noqa: E402
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator  # noqa: E402
 
+from botify_lab.research.choices import ALGORITHMS, LOSSES, OPTIMIZERS, SIMILARITIES  # noqa: E402
 from sim.settings import (  # noqa: E402
     COUNT,
     KNOB_KINDS,
@@ -280,11 +281,11 @@ class CollectParams(TrafficParams):
 class ModelParams(Section):
     label: Annotated[str, Field(min_length=1)]
     embedding_dim: PositiveInt
-    similarity: Literal["dot", "cosine", "mlp"]
-    loss: Literal["mse", "mae"]
+    similarity: Literal[SIMILARITIES]
+    loss: Literal[LOSSES]
     mlp_hidden: PositiveInt
     mlp_sigmoid: bool
-    optimizer: Literal["lazy_adam", "adam"]
+    optimizer: Literal[OPTIMIZERS]
     neighbours: PositiveInt  # tracks exported per track, one served uniformly by the Contextual recommender
     exclude_self: bool  # whether a track's own id is left out of its neighbours (the course's 2023 file kept it)
 
@@ -338,7 +339,7 @@ class IndexedParams(Section):
     min_user_positives: PositiveInt
     min_track_positives: PositiveInt
     test_share: Share
-    algorithm: Literal["lightfm", "als", "bpr"]
+    algorithm: Literal[ALGORITHMS]
     trials: PositiveInt
     k: PositiveInt
     top: PositiveInt

@@ -35,11 +35,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from botify_lab.formats import atomic_write_bytes
+from botify_lab.research.choices import ALGORITHMS
 from botify_lab.research.offline import matrix_precision_at_k
 
 POSITIVE_TIME = 0.8
 MIN_POSITIVES = 5
-ALGORITHMS = ("lightfm", "als", "bpr")
 USER_BLOCK = 1024
 # Trailing item-factor columns that hold biases rather than taste: LightFM's [item bias, 1] (folded in here) and
 # implicit BPR's item bias (its user factors end with a constant 1).

@@ -26,9 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.adam import adam
 
-SIMILARITIES = ("dot", "cosine", "mlp")
-LOSSES = ("mse", "mae")
-OPTIMIZERS = ("lazy_adam", "adam")
+from botify_lab.research.choices import LOSSES, OPTIMIZERS, SIMILARITIES
+
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
 EVAL_BATCH = 1 << 16
