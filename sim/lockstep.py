@@ -1,10 +1,10 @@
 """Lock-step engine: thousands of sessions advance one recommendation at a time as numpy array operations.
 
 A Python loop per step tops out near 100k steps/s; a recommender with a `recommend_batch` method (the in-process
-random recommender, for one) answers a whole batch at once, so here every rule of `sim.user.Session` is applied to
-arrays instead. The draws are the same counter-based ones and the listen time is the same function, so each
-episode's outcome is bit-identical to `sim.episodes.play_episode` (tests/sim checks this episode by episode, trace
-line by trace line).
+random recommender, for one) answers a whole batch at once, so here the rules of `sim.user` are applied to arrays,
+the very functions `sim.user.Session` applies to one session. Each episode's outcome is therefore bit-identical to
+`sim.episodes.play_episode` (tests/sim checks this episode by episode, trace line by trace line, and rule by rule
+over random worlds and answers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ import numpy as np
 from sim import rng
 from sim.agents import InvalidAnswer
 from sim.episodes import Outcomes
-from sim.user import FIRST_TRACK_TIME, listen_times, trace_line
+from sim.user import (
+    FIRST_TRACK_TIME,
+    draw_first_track,
+    draw_interest,
+    draw_user,
+    listen_times,
+    playable,
+    session_over,
+    spends_budget,
+    trace_line,
+)
 from sim.world import World
 
 # Episodes advanced together: large enough to amortise numpy's per-call cost, small enough to bound memory.
@@ -25,13 +35,9 @@ CHUNK = 8192
 
 def episode_starts(world: World, seed: int, day: int, episodes: np.ndarray):
     """(keys, user rows, interest tracks) of these episodes, exactly as `Session` draws them."""
-    users = world.users
     keys = rng.episode_keys(seed, day, episodes)
-    user_rows = rng.integer_array(keys, rng.USER, 0, world.n_users)
-    starts = users.interest_offsets[user_rows]
-    counts = users.interest_offsets[user_rows + 1] - starts
-    interests = users.interests[starts + rng.integer_array(keys, rng.INTEREST, 0, counts)]
-    return keys, user_rows, interests
+    user_rows = draw_user(world, keys)
+    return keys, user_rows, draw_interest(world, user_rows, keys)
 
 
 def run_lockstep(
@@ -41,24 +47,19 @@ def run_lockstep(
     users = world.users
     n = len(episodes)
     keys, user_rows, interests = episode_starts(world, seed, day, episodes)
-    counts = users.interest_neighbours[user_rows]
-    first = world.neighbour_lists(interests)[np.arange(n), rng.integer_array(keys, rng.FIRST_TRACK, 0, counts)]
+    first = draw_first_track(world, user_rows, interests, keys)
 
     user_ids = users.ids[user_rows]
     session_embeddings = world.embeddings[interests]
     bias, sharpness = users.consume_bias[user_rows], users.consume_sharpness[user_rows]
     gamma = users.artist_discount_gamma[user_rows]
     budget = users.session_budget[user_rows].copy()
-    capacity = 16
-    played = np.full((n, capacity), -1, dtype=np.int64)
-    played_artists = np.full((n, capacity), -1, dtype=np.int64)
-    played[:, 0], played_artists[:, 0] = first, world.track_artist[first]
-    length = np.ones(n, dtype=np.int64)
+    playbacks = Playbacks(world.track_artist, first)
     last_track, last_time = first.copy(), np.full(n, FIRST_TRACK_TIME)
     reward, steps, invalid = np.full(n, FIRST_TRACK_TIME), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     log = [(np.arange(n), np.zeros(n, dtype=np.int64), first, last_time.copy(), budget.copy())] if trace else None
 
-    active = np.arange(n)
+    active = np.flatnonzero(~session_over(budget))
     while len(active):
         step = steps[active] + 1
         answers = np.asarray(
@@ -66,52 +67,69 @@ def run_lockstep(
         )
         if answers.shape != active.shape or not np.issubdtype(answers.dtype, np.integer):
             raise TypeError("recommend_batch must return one integer track id per session")
-        valid = (answers >= 0) & (answers < world.n_tracks)
+        valid = playable(world, answers)
         if strict and not valid.all():
             where = active[np.argmin(valid)]
             raise InvalidAnswer(
                 f"day {day} episode {episodes[where]}: answer {answers[np.argmin(valid)]} is outside the catalog"
             )
-        time = np.zeros(len(active))
+        time = np.zeros(len(active))  # an invalid answer plays nothing, as `Session.hear_nothing`
         chosen, tracks = active[valid], answers[valid]
         if len(chosen):
-            width = int(length[chosen].max())
-            artists = world.track_artist[tracks]
-            repeated = (played[chosen, :width] == tracks[:, None]).any(axis=1)
-            same_artist = (played_artists[chosen, :width] == artists[:, None]).sum(axis=1)
-            fresh = ~repeated
-            fresh_rows = chosen[fresh]
-            new_times = listen_times(
+            fresh, same_artist = playbacks.recall_then_add(chosen, tracks)
+            time[valid] = listen_times(
                 world.embeddings,
-                tracks[fresh],
-                session_embeddings[fresh_rows],
-                bias[fresh_rows],
-                sharpness[fresh_rows],
-                gamma[fresh_rows],
-                same_artist[fresh],
+                tracks,
+                fresh,
+                same_artist,
+                session_embeddings[chosen],
+                bias[chosen],
+                sharpness[chosen],
+                gamma[chosen],
             )
-            chosen_time = np.zeros(len(chosen))
-            chosen_time[fresh] = new_times
-            time[valid] = chosen_time
-            if width >= capacity:
-                grow = np.full((n, capacity), -1, dtype=np.int64)
-                played, played_artists = np.hstack([played, grow]), np.hstack([played_artists, grow])
-                capacity *= 2
-            slots = length[chosen]
-            played[chosen, slots], played_artists[chosen, slots] = tracks, artists
-            length[chosen] += 1
             last_track[chosen] = tracks
         invalid[active] += ~valid
-        budget[active] -= rng.uniform_array(keys[active], rng.BUDGET, step) > time
+        budget[active] -= spends_budget(keys[active], step, time)
         reward[active] += time
         last_time[active] = time
         steps[active] = step
         if trace:
             log.append((active, step, np.where(valid, answers, -1), time, budget[active].copy()))
-        active = active[budget[active] > 0]
+        active = active[~session_over(budget[active])]
 
     trace_lines = _trace_lines(log, day, episodes, user_ids, interests) if trace else None
     return Outcomes(np.asarray(episodes, dtype=np.int64), user_ids, reward, steps, invalid, trace_lines)
+
+
+class Playbacks:
+    """Each session's playbacks so far, the first track and repeats included, invalid answers not: what the repeat
+    rule and the per-artist count of `sim.user` look back on (`Session` keeps the same as a set and a counter).
+
+    One row per session, padded with -1 and doubled in width when full, so a step costs a few array operations.
+    """
+
+    def __init__(self, track_artist: np.ndarray, first_tracks: np.ndarray):
+        self.track_artist = track_artist
+        capacity = 16
+        self.tracks = np.full((len(first_tracks), capacity), -1, dtype=np.int64)
+        self.artists = np.full((len(first_tracks), capacity), -1, dtype=np.int64)
+        self.tracks[:, 0], self.artists[:, 0] = first_tracks, track_artist[first_tracks]
+        self.length = np.ones(len(first_tracks), dtype=np.int64)
+
+    def recall_then_add(self, rows: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each session's track is new to it and how many of its playbacks were by the track's artist; then
+        the track is added to them."""
+        width = int(self.length[rows].max())
+        artists = self.track_artist[tracks]
+        fresh = (self.tracks[rows, :width] != tracks[:, None]).all(axis=1)
+        same_artist = (self.artists[rows, :width] == artists[:, None]).sum(axis=1)
+        if width >= self.tracks.shape[1]:
+            padding = np.full_like(self.tracks, -1)
+            self.tracks, self.artists = np.hstack([self.tracks, padding]), np.hstack([self.artists, padding])
+        slots = self.length[rows]
+        self.tracks[rows, slots], self.artists[rows, slots] = tracks, artists
+        self.length[rows] += 1
+        return fresh, same_artist
 
 
 def run_lockstep_in_chunks(

@@ -4,13 +4,17 @@ A session picks a user uniformly, one of their interests uniformly (its embeddin
 track uniformly among the interest's `interest_neighbours` nearest tracks by inner product; that track plays for 1.0.
 A recommended track r then plays for 0.0 if already played in the session, else for
 `round(sigmoid((dot(emb[r], e) - consume_bias) * consume_sharpness) * artist_discount_gamma ** n, 2)`, n being how
-many of the session's playbacks so far (the first track and repeats included) were by r's artist. After each
-playback a uniform draw u in [0, 1) above the time costs one unit of `session_budget`; the session ends when the
-budget reaches 0. A user's own value in users.json wins over the course's defaults (see `sim.loader`).
+many of the session's playbacks so far (the first track and repeats included) were by r's artist. An answer outside
+the catalog plays nothing (0.0) and is not a playback. After each answer a uniform draw u in [0, 1) above the time
+costs one unit of `session_budget`; the session ends when the budget reaches 0. A user's own value in users.json
+wins over the course's defaults (see `sim.loader`).
 
 Every random choice of a session comes from the counter-based draws of its episode key (`sim.rng`), so a session
-plays out the same wherever and whenever it runs. The listen-time arithmetic lives in one vectorized function used
-by this scalar session and by the lock-step engine alike, so both give bit-identical times.
+plays out the same wherever and whenever it runs. Each rule is written once, below, for one session (an int key,
+scalars) or many (a uint64 array of keys, arrays): `Session` applies them to one session and `sim.lockstep` to
+thousands at once, so both give bit-identical outcomes. Only the memory of a session's playbacks (behind the repeat
+rule and n) is kept twice, as a set and a counter here and as padded arrays there, because either representation
+would slow the other path down several times over; tests/sim/test_user_rules.py holds the two to the same results.
 """
 
 from __future__ import annotations
@@ -26,31 +30,70 @@ from sim.world import World
 FIRST_TRACK_TIME = 1.0
 
 
+def _draw_integer(key, stream: int, high):
+    """rng's integer draw in [0, high) at step 0: Python's for one int key (fast), numpy's for an array of keys."""
+    if isinstance(key, np.ndarray):
+        return rng.integer_array(key, stream, 0, high)
+    return rng.integer(key, stream, 0, int(high))
+
+
+def draw_user(world: World, key):
+    """Row in users.json of the episode's user, uniform over all users."""
+    return _draw_integer(key, rng.USER, world.n_users)
+
+
+def draw_interest(world: World, user_row, key):
+    """The session's interest track, uniform among its user's interests."""
+    offsets = world.users.interest_offsets
+    start = offsets[user_row]
+    return world.users.interests[start + _draw_integer(key, rng.INTEREST, offsets[user_row + 1] - start)]
+
+
+def draw_first_track(world: World, user_row, interest, key):
+    """The first track, uniform among the interest's `interest_neighbours` nearest tracks."""
+    neighbours = world.users.interest_neighbours[user_row]
+    rank = _draw_integer(key, rng.FIRST_TRACK, neighbours)
+    if isinstance(key, np.ndarray):
+        return world.neighbour_lists(interest)[np.arange(len(key)), rank]
+    return world.first_track_candidates(interest, neighbours)[rank]
+
+
+def playable(world: World, track):
+    """Whether an answer is a catalog track id; any other answer plays nothing."""
+    return (track >= 0) & (track < world.n_tracks)
+
+
 def listen_times(
     embeddings: np.ndarray,
     tracks: np.ndarray,
+    fresh: np.ndarray | bool,
+    same_artist_playbacks: np.ndarray,
     session_embeddings: np.ndarray,
     consume_bias: np.ndarray,
     consume_sharpness: np.ndarray,
     artist_discount_gamma: np.ndarray,
-    same_artist_playbacks: np.ndarray,
 ) -> np.ndarray:
-    """round(sigmoid((dot(emb[r], e) - bias) * sharpness) * gamma ** n, 2) for new (not repeated) tracks."""
+    """round(sigmoid((dot(emb[r], e) - bias) * sharpness) * gamma ** n, 2) for a track new to the session (`fresh`),
+    n being the session's earlier playbacks by r's artist; 0.0 for a track played before."""
     scores = np.multiply(embeddings[tracks], session_embeddings).sum(axis=1)
     with np.errstate(over="ignore"):  # exp overflow for very low scores gives 1/inf = 0.0, the right limit
         raw = 1.0 / (1.0 + np.exp(-(scores - consume_bias) * consume_sharpness))
     discount = np.power(artist_discount_gamma, same_artist_playbacks)
-    return np.round(raw * discount, 2)
+    # A repeat keeps the 0.0 it starts with; masking the product costs a session ~1 us less a listen than np.where.
+    heard = np.multiply(raw, discount, out=np.zeros(len(raw)), where=fresh)
+    return np.round(heard, 2)
 
 
-def draw_user(world: World, key: int) -> int:
-    """Index (row in users.json) of the episode's user, uniform over all users."""
-    return rng.integer(key, rng.USER, 0, world.n_users)
+def spends_budget(key, step, time):
+    """Whether an answer costs a unit of budget: the step's uniform draw exceeds its listen time (chance 1 - time)."""
+    if isinstance(key, np.ndarray):
+        return rng.uniform_array(key, rng.BUDGET, step) > time
+    return rng.uniform(key, rng.BUDGET, step) > time
 
 
-def draw_interest(world: World, user_index: int, key: int) -> int:
-    interests = world.users.interests_of(user_index)
-    return int(interests[rng.integer(key, rng.INTEREST, 0, len(interests))])
+def session_over(budget):
+    """A session ends when its budget reaches 0."""
+    return budget <= 0
 
 
 class Session:
@@ -62,9 +105,8 @@ class Session:
         self.key = key
         self.user_index = draw_user(world, key)
         self.user = int(users.ids[self.user_index])
-        self.interest = draw_interest(world, self.user_index, key)
-        candidates = world.first_track_candidates(self.interest, int(users.interest_neighbours[self.user_index]))
-        first = int(candidates[rng.integer(key, rng.FIRST_TRACK, 0, len(candidates))])
+        self.interest = int(draw_interest(world, self.user_index, key))
+        first = int(draw_first_track(world, self.user_index, self.interest, key))
         self._embedding = world.embeddings[self.interest][None, :]
         self._bias = users.consume_bias[self.user_index : self.user_index + 1]
         self._sharpness = users.consume_sharpness[self.user_index : self.user_index + 1]
@@ -72,63 +114,58 @@ class Session:
         self.budget = int(users.session_budget[self.user_index])
         self.step = 0
         self.last_track = first
+        self.reward = FIRST_TRACK_TIME  # total listen time, summed in the order the lock-step engine sums it
         self.history: list[tuple[int | None, float]] = [(first, FIRST_TRACK_TIME)]  # None: an invalid answer
+        # Every playback so far, repeats included (`sim.lockstep.Playbacks` keeps the same as arrays).
         self._played = {first}
         self._artist_playbacks = Counter({int(world.track_artist[first]): 1})
 
     @property
     def done(self) -> bool:
-        return self.budget <= 0
+        return session_over(self.budget)
 
     @property
     def last_time(self) -> float:
         return self.history[-1][1]
 
-    @property
-    def reward(self) -> float:
-        """Total listen time of the session, the first track's 1.0 included."""
-        return float(sum(time for _, time in self.history))
-
     def listen(self, track: int) -> float:
         """The user plays a recommended catalog track; returns its listen time."""
         if self.done:
             raise RuntimeError("the session is over")
-        if not 0 <= track < self.world.n_tracks:
+        if not playable(self.world, track):
             raise ValueError(f"track {track} is outside the catalog 0..{self.world.n_tracks - 1}")
         artist = int(self.world.track_artist[track])
-        if track in self._played:
-            time = 0.0
-        else:
-            time = float(
-                listen_times(
-                    self.world.embeddings,
-                    np.array([track]),
-                    self._embedding,
-                    self._bias,
-                    self._sharpness,
-                    self._gamma,
-                    np.array([self._artist_playbacks[artist]]),
-                )[0]
-            )
+        time = float(
+            listen_times(
+                self.world.embeddings,
+                np.array([track]),
+                track not in self._played,
+                np.array([self._artist_playbacks[artist]]),
+                self._embedding,
+                self._bias,
+                self._sharpness,
+                self._gamma,
+            )[0]
+        )
         self._played.add(track)
         self._artist_playbacks[artist] += 1
         self.last_track = track
-        self.history.append((track, time))
-        self._spend_budget(time)
+        self._record(track, time)
         return time
 
     def hear_nothing(self) -> float:
         """An invalid recommendation: nothing plays (time 0.0), and the budget rule applies as for any 0.0."""
         if self.done:
             raise RuntimeError("the session is over")
-        self.history.append((None, 0.0))
-        self._spend_budget(0.0)
+        self._record(None, 0.0)
         return 0.0
 
-    def _spend_budget(self, time: float) -> None:
+    def _record(self, track: int | None, time: float) -> None:
+        """What every answer does, played or not: one more step, its time added, the budget rule applied."""
+        self.history.append((track, time))
+        self.reward += time
         self.step += 1
-        if rng.uniform(self.key, rng.BUDGET, self.step) > time:
-            self.budget -= 1
+        self.budget -= spends_budget(self.key, self.step, time)
 
 
 def trace_line(day: int, episode: int, user: int, interest: int, step: int, track, time: float, budget: int) -> bytes:
