@@ -192,7 +192,7 @@ def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monk
     assert np.allclose(embeddings[1] * 3.0, embeddings[2], rtol=1e-6)
     assert yaml.safe_dump(world_search.flat_knobs(base))  # one level of knobs for the table
     params["fidelity_search"]["listening"] = None
-    with pytest.raises(ValueError, match="world_search.listening must list its candidates"):
+    with pytest.raises(ValueError, match="fidelity_search.listening must list its candidates"):
         world_search.search_base(params)
 
 

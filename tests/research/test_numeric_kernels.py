@@ -3,7 +3,9 @@ world, the simulated listens and the collaborative model's floats are the same b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -75,6 +77,17 @@ def test_importing_sim_pins_numpys_loops_to_the_same_floats_on_every_machine():
         [sys.executable, "-c", TRANSCENDENTALS], env=unpinned_environment(), capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == TRANSCENDENTALS_SHA256
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+@pytest.mark.skipif(bool(os.environ.get(kernels.OPT_OUT_VARIABLE)), reason="the pin is switched off here")
+def test_the_test_process_itself_runs_the_pinned_loops():
+    """pytest-randomly loads numpy before any conftest: tests/pin_kernels.py (a `-p` plugin in pyproject's addopts)
+    must pin first, or every in-process byte check of the suite would see the AVX-512 loops."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(TRANSCENDENTALS, {})
+    assert printed.getvalue().strip() == TRANSCENDENTALS_SHA256
 
 
 # sha256 of each file of a small catalog-tree world from params.yaml's knobs (`python -m sim world --source generated`),
