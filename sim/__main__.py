@@ -11,23 +11,22 @@ import yaml
 
 from sim.agents import AGENTS, InvalidAnswer, ServiceUnavailable, SimulationStopped
 from sim.settings import (
-    INTEGER_KINDS,
-    KNOB_HELP,
-    LISTENING_INTEGER_KNOBS,
-    LISTENING_KNOB_HELP,
+    KNOB_SPECS,
+    LISTENING_KNOB_SPECS,
+    LISTENING_KNOBS,
     SIZE_SETTINGS,
     SOURCE_KEYS,
     SOURCES,
     generator_arguments,
-    knob_type,
+    kind_type,
 )
 from sim.sources import build_world
 from sim.world import WorldError
 
 # Every `world:` setting of a generated world: key (and flag) -> (type, help text).
 WORLD_SETTINGS = {
-    **{key: (int if kind in INTEGER_KINDS else float, text) for key, (_, kind, text) in SIZE_SETTINGS.items()},
-    **{name: (knob_type(name), text) for name, text in KNOB_HELP.items()},
+    **{key: (kind_type(kind), text) for key, (_, kind, text) in SIZE_SETTINGS.items()},
+    **{name: (kind_type(kind), text) for name, (kind, text) in KNOB_SPECS.items()},
 }
 
 
@@ -77,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "the listening source's knobs (default: the params file's world.listening)",
         "Shared with the tree: seed, tracks, users, the artist-size and popularity knobs, and interests.",
     )
-    for name, text in LISTENING_KNOB_HELP.items():
-        kind = int if name in LISTENING_INTEGER_KNOBS else float
-        listening.add_argument(f"--listening-{name.replace('_', '-')}", dest=f"listening_{name}", type=kind, help=text)
+    for name, (kind, text) in LISTENING_KNOB_SPECS.items():
+        listening.add_argument(
+            f"--listening-{name.replace('_', '-')}", dest=f"listening_{name}", type=kind_type(kind), help=text
+        )
 
     run = commands.add_parser(
         "run",
@@ -140,11 +140,11 @@ def course_catalog_of(params_path: Path) -> Path:
 def listening_knobs(given: dict, params_path: Path) -> dict:
     """The listening source's knobs: the `--listening-*` flags given, the rest from the params file."""
     section = (_world_section(params_path).get("listening") if params_path.is_file() else None) or {}
-    unknown = sorted(set(section) - set(LISTENING_KNOB_HELP))
+    unknown = sorted(set(section) - set(LISTENING_KNOBS))
     if unknown:
-        known = list(LISTENING_KNOB_HELP)
+        known = list(LISTENING_KNOBS)
         raise WorldSettingsError(f"{params_path}: unknown world.listening knobs {unknown}; known: {known}")
-    knobs = {name: given[name] if given.get(name) is not None else section.get(name) for name in LISTENING_KNOB_HELP}
+    knobs = {name: given[name] if given.get(name) is not None else section.get(name) for name in LISTENING_KNOBS}
     absent = [name for name, value in knobs.items() if value is None]
     if absent:
         raise WorldSettingsError(
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "world":
             settings = world_settings({name: getattr(args, name) for name in WORLD_SETTINGS}, args.params)
             source = "course" if args.course_catalog else args.source or source_of(args.params)
-            given = {name: getattr(args, f"listening_{name}") for name in LISTENING_KNOB_HELP}
+            given = {name: getattr(args, f"listening_{name}") for name in LISTENING_KNOBS}
             meta = build_world(
                 args.out,
                 source,

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from botify_lab.formats import CATALOG_KEYS, atomic_write_bytes
-from sim.settings import INTEGER_KNOBS, KNOBS, knob_type
+from sim.settings import INTEGER_KNOBS, KNOB_KINDS, KNOBS, kind_type
 from sim.world import DATA_FILES
 
 FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ def knob_settings(knobs: dict) -> dict:
         value = knobs[name]
         if name in INTEGER_KNOBS and float(value) != int(value):
             raise ValueError(f"world knob {name} must be an integer, got {value!r}")
-        settings[name] = knob_type(name)(value)
+        settings[name] = kind_type(KNOB_KINDS[name])(value)
     return settings
 
 

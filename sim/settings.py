@@ -18,6 +18,12 @@ POSITIVE = "positive"  # a float > 0
 SHARE = "share"  # a float within [0, 1]
 INTEGER_KINDS = frozenset({COUNT, SEED})
 
+
+def kind_type(kind: str) -> type:
+    """The Python type a value of this kind is read as (a flag's type, a knob's conversion)."""
+    return int if kind in INTEGER_KINDS else float
+
+
 # The size settings: `world:` key -> (the generators' keyword argument, kind, help of `python -m sim world`).
 SIZE_SETTINGS: dict[str, tuple[str, str, str]] = {
     "seed": ("seed", SEED, "seed of every random choice"),
@@ -102,10 +108,6 @@ KNOB_HELP = {name: text for name, (_, text) in KNOB_SPECS.items()}
 KNOB_KINDS = {name: kind for name, (kind, _) in KNOB_SPECS.items()}
 KNOBS: tuple[str, ...] = tuple(KNOB_SPECS)
 INTEGER_KNOBS = frozenset(name for name, kind in KNOB_KINDS.items() if kind in INTEGER_KINDS)
-
-
-def knob_type(name: str) -> type:
-    return int if name in INTEGER_KNOBS else float
 
 
 # The listening source's knobs (params.yaml `world: listening:`), the same way.
