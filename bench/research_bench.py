@@ -9,6 +9,7 @@ collected log, so the figures do not depend on the simulator or the service:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -17,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from botify_lab.pipeline.params import load_params
 from botify_lab.research import ab, collab, export, logs, model
+from botify_lab.stages.train import training_settings
 
 ROTATE_EVERY = 100_000
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def write_synthetic_log(folder: Path, *, sessions: int, n_users: int, n_tracks: int, seed: int) -> int:
@@ -86,6 +90,8 @@ def main() -> None:
         metrics = timed(seconds, "user_metrics", ab.user_metrics, sessions, "BENCH")
         timed(seconds, "ab_effects", ab.ab_effects, metrics)
         sizes.update(sessions=len(sessions), pairs=len(pairs), users=len(metrics))
+        params = load_params(PARAMS)  # the pipeline's optimisation settings, the homework model's shape varied
+        training = training_settings(params.simulate.treatment, params)
         for dim, similarity in ((10, "dot"), (128, "cosine")):
             result = timed(
                 seconds,
@@ -93,11 +99,13 @@ def main() -> None:
                 model.train_contextual,
                 pairs,
                 args.tracks,
-                embedding_dim=dim,
-                similarity=similarity,
-                max_epochs=args.epochs,
-                early_stopping_patience=args.epochs,
-                seed=0,
+                dataclasses.replace(
+                    training,
+                    embedding_dim=dim,
+                    similarity=similarity,
+                    max_epochs=args.epochs,
+                    early_stopping_patience=args.epochs,
+                ),
                 progress=False,
             )
             seconds[f"train_{similarity}_{dim}_per_epoch"] = round(

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from botify.launch import served
+from botify.launch import free_loopback_port, served
 
 HERE = Path(__file__).resolve().parent
 USERS = 10_000
@@ -44,17 +44,11 @@ def _throughput_module():
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_redis() -> tuple[subprocess.Popen, str]:
     executable = shutil.which("redis-server")
     if executable is None:
         sys.exit("service_load: --workers > 1 needs redis-server on PATH")
-    port = free_port()
+    port = free_loopback_port()
     process = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

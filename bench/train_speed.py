@@ -10,6 +10,7 @@ the best epoch, test MSE and the relative test-MSE difference of lazy against de
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ import torch
 from botify_lab.pipeline.params import load_params
 from botify_lab.research.logs import read_log, training_pairs
 from botify_lab.research.model import OPTIMIZERS, train_contextual
-from botify_lab.stages.train import train_settings
+from botify_lab.stages.train import training_settings
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -36,18 +37,18 @@ def main() -> None:
     if not args.log.is_dir() or not any(args.log.iterdir()):
         sys.exit(f"no collected log at {args.log}: run `dvc repro collect` first or pass --log PATH")
     params = load_params(PARAMS)
-    n_tracks = params["world"]["tracks"]
+    n_tracks = params.world.tracks
     start = time.perf_counter()
     pairs = training_pairs(read_log(args.log))
     read_seconds = round(time.perf_counter() - start, 3)
     threads = {} if args.threads is None else {"num_threads": args.threads}
     models: dict = {}
-    for name in args.models or list(params["models"]):
+    for name in args.models or list(params.models):
         runs = {}
         for optimizer in args.optimizers:
-            settings = {**train_settings(name, params), "optimizer": optimizer}
+            settings = dataclasses.replace(training_settings(name, params), optimizer=optimizer)
             start = time.perf_counter()
-            result = train_contextual(pairs, n_tracks, **settings, **threads, progress=False)
+            result = train_contextual(pairs, n_tracks, settings, **threads, progress=False)
             seconds = time.perf_counter() - start
             runs[optimizer] = {
                 "seconds": round(seconds, 2),

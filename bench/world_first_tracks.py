@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from botify_lab.pipeline.params import load_params  # noqa: E402
 from botify_lab.tools.world_search import candidate_builder, search_base  # noqa: E402
 from sim.listening import LISTENING_KNOBS  # noqa: E402
 from sim.loader import world_from_arrays  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a world.listening knob")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    params = load_params(args.params)
     overrides = {}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -66,9 +66,8 @@ def main() -> None:
             parser.error(f"--set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(LISTENING_KNOBS)}")
         overrides[name] = float(value)
     started = time.monotonic()
-    if params["world"].get("source") != "listening":
-        source = params["world"].get("source")
-        parser.error(f"{args.params}: world.source is {source!r}; this bench reads a listening world")
+    if params.world.source != "listening":
+        parser.error(f"{args.params}: world.source is {params.world.source!r}; this bench reads a listening world")
     try:
         base, _ = search_base(params)
     except ValueError as error:

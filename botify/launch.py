@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,13 @@ from pathlib import Path
 
 URL_PATTERN = re.compile(r"serving at (http://\S+)")
 LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never route loopback via a proxy
+
+
+def free_loopback_port() -> int:
+    """A port the kernel just handed out on loopback, for a server (Redis, say) that cannot pick its own."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ServiceFailed(RuntimeError):

@@ -1,12 +1,12 @@
 """Fixtures every test area shares: where the repo and the course's shared files are, and free loopback ports."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
+from botify.launch import free_loopback_port
 from sim.generator import KNOBS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -16,22 +16,33 @@ REAL_LOGS = SHARED_DIR / "real-logs"
 REAL_LOG_FILES = sorted(REAL_LOGS.glob("*.jsonl.gz"))
 
 
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` written over it, nested mappings merged key by key (in place; returns `base`)."""
+    for key, value in changes.items():
+        base[key] = merged(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return base
+
+
+def repo_params(changes: dict | None = None, *, models: tuple[str, ...] | None = None):
+    """The repository's params.yaml with a test's own sizes and seeds merged over it (only `models` kept, when
+    given), checked by the schema as every stage reads it."""
+    from botify_lab.pipeline.params import check_params
+
+    raw = merged(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), changes or {})
+    if models is not None:
+        raw["models"] = {name: raw["models"][name] for name in models}
+    return check_params(raw)
+
+
 def world_knobs(**overrides) -> dict:
     """The world generator's structure knobs of params.yaml (seed and sizes left out), with some replaced."""
     world = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["world"]
     return {**{name: world[name] for name in KNOBS}, **overrides}
 
 
-def free_port() -> int:
-    """A port the kernel just handed out on loopback; good enough for starting one server right after."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def loopback_port() -> int:
-    return free_port()
+    return free_loopback_port()
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ import pytest
 import redis
 import yaml
 
+from botify.launch import free_loopback_port
 from botify_lab.formats import EVENT_KEYS as SCHEMA_KEYS
 from botify_lab.formats import PROPENSITY_KEY, iter_json_lines, log_files
-from tests.conftest import free_port
 
 EVENT_KEYS = list(SCHEMA_KEYS)
 
@@ -170,7 +170,7 @@ def redis_executable() -> str:
 @pytest.fixture
 def own_redis():
     """A function-scoped RedisServer, always stopped at the end."""
-    server = RedisServer(redis_executable(), free_port())
+    server = RedisServer(redis_executable(), free_loopback_port())
     server.start()
     try:
         yield server
@@ -186,7 +186,7 @@ def redis_url():
         if os.environ.get("CI"):
             pytest.fail("redis-server is required on CI")
         pytest.skip("redis-server not installed")
-    port = free_port()
+    port = free_loopback_port()
     process = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

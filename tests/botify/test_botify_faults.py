@@ -27,10 +27,9 @@ import pytest
 import requests
 
 import botify.eventlog
-from botify.launch import served
+from botify.launch import free_loopback_port, served
 from botify.server import BODY_TIMEOUT_SECONDS, WORKER_STOP_SECONDS
 from tests.botify.conftest import botify_supervisor
-from tests.conftest import free_port
 
 
 def run_botify(*args: str) -> subprocess.CompletedProcess:
@@ -754,7 +753,7 @@ def test_a_flood_of_stalled_bodies_beyond_the_in_flight_limit_blocks_no_probe(wr
 
 
 def test_redis_down_at_start_up_is_one_line_naming_redis_and_its_url(write_config, world):
-    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    url = f"redis://127.0.0.1:{free_loopback_port()}/0"  # nothing listens there
     result = run_botify("serve", "--config", str(write_config([world.top_pop_experiment()], store=url)), "--port", "0")
     assert_one_clear_line(result, f"cannot reach Redis at {url}", "Connection refused", "store: memory")
 

@@ -10,6 +10,7 @@ import pytest
 
 from botify_lab.pipeline import layout
 from botify_lab.stages import diverse_i2i, indexed, toppop_offline
+from tests.conftest import repo_params
 
 EXPERIMENT = "COLLECT"
 RECOMMENDERS = ["random", "sticky_artist"]
@@ -62,24 +63,26 @@ def stage_root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def params() -> dict:
-    return {
-        "seed": 7,
-        "collect": {"experiment": EXPERIMENT, "recommenders": RECOMMENDERS},
-        "indexed": {
-            "positive_time": 0.8,
-            "min_user_positives": 5,
-            "min_track_positives": 5,
-            "test_share": 0.3,
-            "algorithm": "als",
-            "trials": 3,
-            "k": 5,
-            "top": 10,
-            "user_based_neighbours": 5,
-        },
-        "toppop_offline": {"positive_time": 0.8, "train_share": 0.5, "ks": [5, 20], "k": 5},
-        "diverse_i2i": {"k": 6, "per_artist": 2},
-    }
+def params():
+    return repo_params(
+        {
+            "seed": 7,
+            "collect": {"experiment": EXPERIMENT, "recommenders": RECOMMENDERS},
+            "indexed": {
+                "positive_time": 0.8,
+                "min_user_positives": 5,
+                "min_track_positives": 5,
+                "test_share": 0.3,
+                "algorithm": "als",
+                "trials": 3,
+                "k": 5,
+                "top": 10,
+                "user_based_neighbours": 5,
+            },
+            "toppop_offline": {"positive_time": 0.8, "train_share": 0.5, "ks": [5, 20], "k": 5},
+            "diverse_i2i": {"k": 6, "per_artist": 2},
+        }
+    )
 
 
 def digest(path) -> str:

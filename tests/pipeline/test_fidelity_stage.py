@@ -16,7 +16,7 @@ from botify_lab.stages import fidelity
 from botify_lab.tools import world_search
 from sim.generator import generate_world, world_arrays
 from sim.loader import load_world, world_from_arrays
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, repo_params
 from tests.sim.test_generator_fidelity import fitted_knobs
 
 SIZES = dict(seed=1, n_tracks=3000, n_users=300, dim=16)
@@ -46,21 +46,23 @@ def test_gamma_world_sets_every_users_gamma(world, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
-    params = {
-        "seed": 5,
-        "http": {"connections": 2},
-        "train": {"splits": [0.8, 0.1, 0.1]},
-        "fidelity": {
-            "seeds": 1,
-            "gammas": [{"gamma": 0.9, "episodes": 120}, {"gamma": 0.8, "episodes": 80}],
-            "processes": 1,
-            "top_pop_seeds": 1,
-            "top_pop_episodes": 200,
-            "reference_episodes": 80,
-            "course_contextual": "stand_in",
-            "contextual_episodes": 80,
-        },
-    }
+    params = repo_params(
+        {
+            "seed": 5,
+            "http": {"connections": 2},
+            "train": {"splits": [0.8, 0.1, 0.1]},
+            "fidelity": {
+                "seeds": 1,
+                "gammas": [{"gamma": 0.9, "episodes": 120}, {"gamma": 0.8, "episodes": 80}],
+                "processes": 1,
+                "transport": "http",
+                "top_pop_seeds": 1,
+                "top_pop_episodes": 200,
+                "reference_episodes": 80,
+                "contextual_episodes": 80,
+            },
+        }
+    )
     stand_in = reference.write_reference_recommendations(world, tmp_path / "stand_in.json")
     result = fidelity.run(
         params, world, real_stats=real_stats_path, training_logs=[tmp_path / "absent"], course_contextual_recs=stand_in
@@ -148,7 +150,7 @@ def test_training_summary_of_a_log(tmp_path):
                 )
             )
     log = write_log(tmp_path / "log" / "data.json", rows)
-    summary = fidelity.training_summary([log.parent], {"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}})
+    summary = fidelity.training_summary([log.parent], repo_params({"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}}))
     assert summary["pairs"] == 160 and summary["variance"] == pytest.approx(np.var([0.0, 1.0, 0.5, 0.0]))
     assert summary["course"]["train_mean_mse"] == [0.145, 0.154] and "variance" not in summary["course"]
 
@@ -173,15 +175,16 @@ def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monk
     import yaml
 
     import sim.listening
-    from botify_lab.pipeline.params import load_params
+    from botify_lab.pipeline.params import check_params
 
-    params = load_params(REPO_ROOT / "params.yaml")
-    params["world"]["source"] = "listening"
-    params["world"].update(tracks=1500, users=100)
-    params["world"]["listening"].update(listeners=300, communities=6, epochs=2)
-    params["fidelity_search"]["listening"] = {"points": {}, "sweeps": {"scale": [2.0, 6.0]}, "grid": {"epochs": [3]}}
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["world"]["source"] = "listening"
+    raw["world"].update(tracks=1500, users=100)
+    raw["world"]["listening"].update(listeners=300, communities=6, epochs=2)
+    raw["fidelity_search"]["listening"] = {"points": {}, "sweeps": {"scale": [2.0, 6.0]}, "grid": {"epochs": [3]}}
+    params = check_params(raw)
     base, search = world_search.search_base(params)
-    assert base["listening"]["scale"] == params["world"]["listening"]["scale"] and "genre_spread" not in base["shared"]
+    assert base["listening"]["scale"] == params.world.listening.scale and "genre_spread" not in base["shared"]
     fits = []
     real_fit = sim.listening.listening_world_arrays
     monkeypatch.setattr(sim.listening, "listening_world_arrays", lambda **kw: fits.append(kw) or real_fit(**kw))
@@ -191,9 +194,9 @@ def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monk
     embeddings = [arrays["embeddings"] for arrays in found.values()]
     assert np.allclose(embeddings[1] * 3.0, embeddings[2], rtol=1e-6)
     assert yaml.safe_dump(world_search.flat_knobs(base))  # one level of knobs for the table
-    params["fidelity_search"]["listening"] = None
+    raw["fidelity_search"]["listening"] = None
     with pytest.raises(ValueError, match="fidelity_search.listening must list its candidates"):
-        world_search.search_base(params)
+        world_search.search_base(check_params(raw))
 
 
 @pytest.mark.timeout(300)
@@ -202,19 +205,23 @@ def test_the_stage_runs_on_the_course_world(upstream_world, tmp_path, real_stats
     from sim.generator import course_world
 
     course_world(upstream_world, tmp_path / "world", seed=0, dim=16, **fitted_knobs())
-    params = {
-        "seed": 7,
-        "http": {"connections": 2},
-        "train": {"splits": [0.8, 0.1, 0.1]},
-        "fidelity": {
-            "seeds": 1,
-            "gammas": [{"gamma": 0.9, "episodes": 100}, {"gamma": 0.8, "episodes": 60}],
-            "processes": 1,
-            "top_pop_seeds": 1,
-            "top_pop_episodes": 150,
-            "reference_episodes": 60,
-        },
-    }
+    params = repo_params(
+        {
+            "seed": 7,
+            "http": {"connections": 2},
+            "train": {"splits": [0.8, 0.1, 0.1]},
+            "fidelity": {
+                "seeds": 1,
+                "gammas": [{"gamma": 0.9, "episodes": 100}, {"gamma": 0.8, "episodes": 60}],
+                "processes": 1,
+                "transport": "http",
+                "top_pop_seeds": 1,
+                "top_pop_episodes": 150,
+                "reference_episodes": 60,
+                "contextual_episodes": 0,
+            },
+        }
+    )
     result = fidelity.run(params, tmp_path / "world", real_stats=real_stats_path, training_logs=[tmp_path / "absent"])
     sticky = result.simulated["StickyArtist gamma=0.9"][0]
     assert sticky["share_same_artist_as_previous"] == 1.0  # StickyArtist served through the service

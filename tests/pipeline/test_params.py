@@ -9,8 +9,10 @@ import sys
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from botify_lab.pipeline.params import ParamsError, check_params, load_params
+from botify_lab.stages.train import training_settings
 from tests.conftest import REPO_ROOT
 
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -25,7 +27,18 @@ def problems(edit) -> list[str]:
 
 
 def test_the_committed_params_follow_the_schema():
-    assert load_params(REPO_ROOT / "params.yaml") == PARAMS
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.model_dump(exclude_unset=True) == PARAMS
+    assert params.train.splits == PARAMS["train"]["splits"] and params.models["ours"].similarity == "cosine"
+    with pytest.raises(ValidationError, match="frozen"):
+        params.train.lr = 1.0  # configuration flows from params.yaml, never from code that edits it
+
+
+def test_every_training_setting_comes_from_params_yaml():
+    """The trainer's settings have no defaults of their own: each is a key of the model's section or of `train:`."""
+    settings = training_settings("ours", load_params(REPO_ROOT / "params.yaml"))
+    assert settings.similarity == PARAMS["models"]["ours"]["similarity"] and settings.lr == PARAMS["train"]["lr"]
+    assert settings.splits == tuple(PARAMS["train"]["splits"]) and settings.seed == PARAMS["seed"]
 
 
 def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed():

@@ -17,7 +17,7 @@ import yaml
 
 from botify_lab.pipeline.params import PARAMS_TRACE
 from botify_lab.stages.report import EXTERNAL_REFERENCE
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, merged
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +57,6 @@ TINY = {
 }
 
 
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
 def run(args, cwd, env, timeout=900):
     completed = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, f"{args} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
@@ -77,7 +71,7 @@ def tiny_clone(tmp_path_factory):
     base = tmp_path_factory.mktemp("repro")
     clone = base / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
-    params = merge(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
+    params = merged(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     venv_bin = str(Path(sys.executable).parent)
     env = {

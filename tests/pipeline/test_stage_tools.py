@@ -6,8 +6,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from botify_lab.pipeline.notebook import run_notebook
 from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.params import load_params
 from botify_lab.stages.report import EXTERNAL_REFERENCE, build_index
 from botify_lab.stages.report import main as report_main
+from tests.conftest import REPO_ROOT
 
 
 def write_notebook(path, *sources):
@@ -120,13 +122,7 @@ def test_index_is_the_studys_front_page(tmp_path):
             }
         }
     }
-    params = {
-        "simulate": {"control": "contextual", "treatment": "ours"},
-        "models": {
-            "contextual": {"label": "Contextual", "similarity": "dot", "embedding_dim": 10, "loss": "mse"},
-            "ours": {"label": "Ours", "similarity": "cosine", "embedding_dim": 128, "loss": "mse"},
-        },
-    }
+    params = load_params(REPO_ROOT / "params.yaml")  # the homework: contextual against ours (cosine, dimension 128)
     board = {
         "recommenders": {"C": "Random", "T1": "StickyArtist"},
         "arm_means": {"C": {"mean_time_per_session": 2.1}, "T1": {"mean_time_per_session": 3.1}},
@@ -193,7 +189,9 @@ def test_calibration_table_colours_only_the_calibrated_cells(tmp_path):
             }
         },
     }
-    params = {"calibrate": {"tolerances": {"mean_time_per_session": 0.1, "mean_tracks_per_session": 0.05}}}
+    params = load_params(REPO_ROOT / "params.yaml")
+    tolerances = {"mean_time_per_session": 0.1, "mean_tracks_per_session": 0.05}
+    params = params.model_copy(update={"calibrate": params.calibrate.model_copy(update={"tolerances": tolerances})})
     index = build_index([], {}, params=params, calibration=calibration, figures=tmp_path)
     rows = {
         metric: index[index.index(f"<td>{metric}</td>") :][:250]

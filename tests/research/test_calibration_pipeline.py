@@ -12,7 +12,7 @@ from botify_lab.research import ab
 from botify_lab.stages.calibrate import arm_mean_intervals, replicate_through_the_service
 from botify_lab.stages.leaderboard import arm_summary, leaderboard_arms, leaderboard_json, service_arms
 from sim.generator import generate_world
-from tests.conftest import world_knobs
+from tests.conftest import repo_params, world_knobs
 
 
 @pytest.mark.timeout(120)
@@ -37,11 +37,7 @@ def test_replication_through_the_service(tmp_path):
 
 
 def test_leaderboard_arms_and_summary(tmp_path):
-    params = {
-        "leaderboard": {"toppop_k": 100},
-        "simulate": {"control": "contextual"},
-        "models": {"contextual": {"label": "Contextual"}, "ours": {"label": "Ours"}},
-    }
+    params = repo_params({"leaderboard": {"toppop_k": 100}}, models=("contextual", "ours"))
     full = leaderboard_arms(params, tmp_path / "reference.json")
     assert [arm["label"] for arm in full] == [
         "Random",

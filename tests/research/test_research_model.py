@@ -5,6 +5,7 @@ Both optimizers are covered: the course's dense Adam and the lazy one that updat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,6 +28,33 @@ def planted_pairs(repeats: int = 40, n_tracks: int = 8, seed: int = 0) -> pd.Dat
     return pd.concat([facts] * repeats, ignore_index=True)
 
 
+SEMINAR = contextual.TrainingSettings(
+    embedding_dim=10,
+    similarity="dot",
+    loss="mse",
+    mlp_hidden=64,
+    mlp_sigmoid=False,
+    optimizer="lazy_adam",
+    init_std=0.1,
+    lr=1e-3,
+    weight_decay=1e-5,
+    batch_size=2048,
+    max_epochs=100,
+    plateau_patience=3,
+    early_stopping_patience=5,
+    splits=(0.8, 0.1, 0.1),
+    seed=0,
+)
+
+
+def fit(pairs, n_tracks, *, num_threads=1, strict_determinism=False, progress=False, **changes):
+    """`train_contextual` with the course seminar's settings, `changes` replacing some of them."""
+    settings = dataclasses.replace(SEMINAR, **changes)
+    return contextual.train_contextual(
+        pairs, n_tracks, settings, num_threads=num_threads, strict_determinism=strict_determinism, progress=progress
+    )
+
+
 FAST = dict(lr=0.05, batch_size=64, max_epochs=40, plateau_patience=3, early_stopping_patience=5, progress=False)
 
 
@@ -41,9 +69,7 @@ FAST = dict(lr=0.05, batch_size=64, max_epochs=40, plateau_patience=3, early_sto
     ],
 )
 def test_model_overfits_a_tiny_set(similarity, loss, extra):
-    result = contextual.train_contextual(
-        planted_pairs(), 8, embedding_dim=8, similarity=similarity, loss=loss, seed=1, **FAST, **extra
-    )
+    result = fit(planted_pairs(), 8, embedding_dim=8, similarity=similarity, loss=loss, seed=1, **FAST, **extra)
     test = result.test
     key = f"model_{loss}"
     assert test[key] < 0.2 * test[f"train_mean_{loss}"], test
@@ -60,10 +86,7 @@ def test_model_overfits_a_tiny_set(similarity, loss, extra):
 
 def test_same_seed_gives_identical_weights_and_other_seeds_differ():
     pairs = planted_pairs()
-    runs = [
-        contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="mlp", seed=seed, **FAST)
-        for seed in (3, 3, 4)
-    ]
+    runs = [fit(pairs, 8, embedding_dim=4, similarity="mlp", seed=seed, **FAST) for seed in (3, 3, 4)]
     first, again, other = ([tensor.numpy() for tensor in run.model.state_dict().values()] for run in runs)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert runs[0].history == runs[1].history and runs[0].test == runs[1].test
@@ -74,9 +97,9 @@ def test_same_seed_gives_identical_weights_and_other_seeds_differ():
 def test_weights_do_not_depend_on_thread_count_or_strict_mode(optimizer):
     pairs = planted_pairs()
     settings = dict(embedding_dim=6, similarity="cosine", seed=5, optimizer=optimizer, **{**FAST, "max_epochs": 4})
-    reference = contextual.train_contextual(pairs, 8, num_threads=1, **settings).model.state_dict()
+    reference = fit(pairs, 8, num_threads=1, **settings).model.state_dict()
     for options in ({"num_threads": 2}, {"num_threads": 1, "strict_determinism": True}):
-        state = contextual.train_contextual(pairs, 8, **options, **settings).model.state_dict()
+        state = fit(pairs, 8, **options, **settings).model.state_dict()
         assert all(torch.equal(reference[name], state[name]) for name in reference)
     assert not torch.are_deterministic_algorithms_enabled()
 
@@ -86,7 +109,7 @@ def test_plateau_lowers_the_rate_and_early_stopping_keeps_the_best_epoch():
     noise = pd.DataFrame(
         {"context": rng.integers(50, size=400), "track": rng.integers(50, size=400), "time": rng.random(400)}
     )
-    result = contextual.train_contextual(
+    result = fit(
         noise,
         50,
         embedding_dim=16,
@@ -113,7 +136,7 @@ def test_plateau_lowers_the_rate_and_early_stopping_keeps_the_best_epoch():
 
 
 def test_metrics_are_json_ready():
-    result = contextual.train_contextual(planted_pairs(), 8, embedding_dim=4, seed=0, **{**FAST, "max_epochs": 3})
+    result = fit(planted_pairs(), 8, embedding_dim=4, seed=0, **{**FAST, "max_epochs": 3})
     document = orjson.loads(orjson.dumps(result.metrics()))
     assert document["config"]["similarity"] == "dot" and document["settings"]["loss"] == "mse"
     assert document["settings"]["optimizer"] == "lazy_adam"
@@ -149,21 +172,21 @@ def test_load_refuses_weights_of_another_shape(tmp_path):
 def test_bad_arguments_are_refused():
     pairs = planted_pairs()
     with pytest.raises(ValueError, match="similarity"):
-        contextual.train_contextual(pairs, 8, embedding_dim=4, similarity="lorentz", progress=False)
+        fit(pairs, 8, embedding_dim=4, similarity="lorentz", progress=False)
     with pytest.raises(ValueError, match="loss"):
-        contextual.train_contextual(pairs, 8, embedding_dim=4, loss="huber", progress=False)
+        fit(pairs, 8, embedding_dim=4, loss="huber", progress=False)
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 5\)"):
-        contextual.train_contextual(pairs, 5, embedding_dim=4, progress=False)
+        fit(pairs, 5, embedding_dim=4, progress=False)
     with pytest.raises(ValueError, match="splits"):
-        contextual.train_contextual(pairs, 8, embedding_dim=4, splits=(0.5, 0.5, 0.5), progress=False)
+        fit(pairs, 8, embedding_dim=4, splits=(0.5, 0.5, 0.5), progress=False)
     with pytest.raises(ValueError, match="too few"):
-        contextual.train_contextual(pairs.head(3), 8, embedding_dim=4, progress=False)
+        fit(pairs.head(3), 8, embedding_dim=4, progress=False)
     with pytest.raises(TypeError, match="mlp_sigmoid must be a bool"):
-        contextual.train_contextual(pairs, 8, embedding_dim=4, mlp_sigmoid="false", progress=False)
+        fit(pairs, 8, embedding_dim=4, mlp_sigmoid="false", progress=False)
     with pytest.raises(TypeError, match="embedding_dim must be an int"):
         contextual.ModelConfig(8, 4.0)
     with pytest.raises(ValueError, match="missing"):
-        contextual.train_contextual(pairs.drop(columns="time"), 8, embedding_dim=4, progress=False)
+        fit(pairs.drop(columns="time"), 8, embedding_dim=4, progress=False)
 
 
 def structured_pairs(n_tracks: int = 300, count: int = 12_000, seed: int = 0) -> pd.DataFrame:
@@ -194,7 +217,7 @@ STRUCTURED = dict(
 def test_lazy_adam_learns_about_as_well_as_dense_adam(similarity):
     pairs = structured_pairs()
     dense, lazy = (
-        contextual.train_contextual(pairs, 300, similarity=similarity, seed=0, optimizer=optimizer, **STRUCTURED).test
+        fit(pairs, 300, similarity=similarity, seed=0, optimizer=optimizer, **STRUCTURED).test
         for optimizer in ("adam", "lazy_adam")
     )
     # Both learn the factors (the noise floor is 0.0025, the train mean's MSE about 0.055); lazy Adam lands within
@@ -208,7 +231,7 @@ def test_lazy_adam_learns_about_as_well_as_dense_adam(similarity):
 def test_lazy_adam_is_deterministic_for_a_seed():
     pairs = structured_pairs(count=3000)
     settings = dict(similarity="mlp", optimizer="lazy_adam", **{**STRUCTURED, "embedding_dim": 6, "max_epochs": 5})
-    runs = [contextual.train_contextual(pairs, 300, seed=seed, **settings) for seed in (3, 3, 4)]
+    runs = [fit(pairs, 300, seed=seed, **settings) for seed in (3, 3, 4)]
     first, again, other = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert runs[0].history == runs[1].history and runs[0].test == runs[1].test
@@ -301,7 +324,7 @@ def test_plateau_lowers_the_rate_of_every_optimizer(monkeypatch):
     noise = pd.DataFrame(
         {"context": rng.integers(50, size=400), "track": rng.integers(50, size=400), "time": rng.random(400)}
     )
-    result = contextual.train_contextual(
+    result = fit(
         noise,
         50,
         embedding_dim=8,
@@ -323,11 +346,11 @@ def test_plateau_lowers_the_rate_of_every_optimizer(monkeypatch):
 
 def test_unknown_optimizer_is_refused_naming_the_allowed_ones():
     with pytest.raises(ValueError, match=r"optimizer must be one of \('lazy_adam', 'adam'\), got 'sgd'"):
-        contextual.train_contextual(planted_pairs(), 8, embedding_dim=4, optimizer="sgd", progress=False)
+        fit(planted_pairs(), 8, embedding_dim=4, optimizer="sgd", progress=False)
 
 
 def test_lazily_trained_model_round_trips_as_a_plain_model(tmp_path):
-    result = contextual.train_contextual(
+    result = fit(
         planted_pairs(),
         8,
         embedding_dim=5,

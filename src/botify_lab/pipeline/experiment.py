@@ -28,7 +28,7 @@ import yaml
 
 from botify.service import BadRequest, Service, ServiceUnavailable
 from botify_lab.formats import LOG_FILE_NAME, log_files
-from botify_lab.pipeline.params import TRANSPORTS
+from botify_lab.pipeline.params import TRANSPORTS, CalibrateParams, FidelityParams, Params, TrafficParams
 from sim.agents import InvalidAnswer
 from sim.agents import ServiceUnavailable as Unreachable
 
@@ -56,16 +56,23 @@ class Traffic:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
 
     @classmethod
-    def from_params(cls, section: dict, params: dict, *, seed: int | None = None, episodes: int | None = None):
+    def from_params(
+        cls,
+        section: TrafficParams | CalibrateParams | FidelityParams,
+        params: Params,
+        *,
+        seed: int | None = None,
+        episodes: int | None = None,
+    ):
         """Traffic of a params.yaml section (episodes, days, processes, transport) with the shared `http:`
         settings; `seed` and `episodes` replace the section's for stages that run several seeds or sizes."""
         return cls(
-            episodes=int(section["episodes"] if episodes is None else episodes),
-            seed=int(params["seed"] if seed is None else seed),
-            days=int(section.get("days", 1)),
-            processes=int(section["processes"]),
-            connections=int(params["http"]["connections"]),
-            transport=section.get("transport", cls.transport),
+            episodes=section.episodes if episodes is None else episodes,
+            seed=params.seed if seed is None else seed,
+            days=getattr(section, "days", 1),
+            processes=section.processes,
+            connections=params.http.connections,
+            transport=section.transport,
         )
 
 

@@ -1,135 +1,25 @@
 """Reading and checking params.yaml: configuration flows from it, never from edited code.
 
 Stages run from the repository root (DVC runs every command there), so the default path is `params.yaml` in the
-current folder; notebooks read their section through `load_params` too, so a value has exactly one home. Every key
-is checked against one schema (types, allowed values, ranges) before any stage does work: the pipeline's first
-stage, `params`, runs `python -m botify_lab.pipeline.params`, and every other stage depends on it.
+current folder; notebooks read it through `load_params` too, so a value has exactly one home. Every key is checked
+against one schema (types, allowed values, ranges) before any stage does work: the pipeline's first stage, `params`,
+runs `python -m botify_lab.pipeline.params`, and every other stage depends on it. `load_params` returns the checked
+file as typed, read-only sections (`params.train.lr`), so a stage reads its own section by name and a typo in a key
+is an AttributeError, not a silent default.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from botify_lab.pipeline import layout
-
-PARAMS_FILE = Path("params.yaml")
-# A folder: every DVC stage then notes the params.yaml keys it reads there (`<stage>.keys`), so that a test can hold
-# each stage's `params:` list in dvc.yaml to exactly what it reads (DVC names the running stage in DVC_STAGE).
-PARAMS_TRACE = "BOTIFY_LAB_PARAMS_TRACE"
-
-
-def load_params(path: Path | str = PARAMS_FILE, *, check: bool = True) -> dict:
-    """params.yaml as a dict, checked against the schema below (ParamsError lists every problem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run stages from the repository root (where params.yaml is)")
-    with open(path, encoding="utf-8") as handle:
-        params = yaml.safe_load(handle)
-    if check:
-        check_params(params, str(path))
-    trace_dir, stage = os.environ.get(PARAMS_TRACE), os.environ.get("DVC_STAGE")
-    if trace_dir and stage:
-        record = Path(trace_dir) / f"{stage}.keys"
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.touch()  # a stage that reads nothing still says it ran
-        return ReadParams(params, "", str(record))
-    return params
-
-
-_NOTED_READS: set[tuple[str, str]] = set()
-
-
-class ReadParams(dict):
-    """params.yaml (or one of its sections) that notes the key path of every value read from it: a leaf by its
-    path, a section read whole (iterated, listed, compared, copied) by the section's path ("" is the whole file).
-    Stages behave exactly as with the plain dict it copies."""
-
-    def __init__(self, values: dict, path: str, record: str):
-        super().__init__(values)
-        self._path, self._record = path, record
-
-    def __reduce__(self):  # a worker process gets a traced copy, without noting the whole dict on the way
-        return ReadParams, (dict(dict.items(self)), self._path, self._record)
-
-    def _key_path(self, key) -> str:
-        return f"{self._path}.{key}" if self._path else str(key)
-
-    def _note(self, key_path: str) -> None:
-        if (self._record, key_path) not in _NOTED_READS:
-            _NOTED_READS.add((self._record, key_path))
-            with open(self._record, "a", encoding="utf-8") as handle:
-                handle.write(key_path + "\n")
-
-    def __getitem__(self, key):
-        value = dict.__getitem__(self, key)
-        if isinstance(value, dict):
-            return ReadParams(value, self._key_path(key), self._record)
-        self._note(self._key_path(key))
-        return value
-
-    def get(self, key, default=None):
-        if dict.__contains__(self, key):
-            return self[key]
-        self._note(self._key_path(key))
-        return default
-
-    def __contains__(self, key) -> bool:
-        present = dict.__contains__(self, key)
-        if not (present and isinstance(dict.__getitem__(self, key), dict)):  # a section's presence is its keys' to say
-            self._note(self._key_path(key))
-        return present
-
-    def _read_whole(self) -> None:
-        self._note(self._path)
-
-    def __iter__(self):
-        self._read_whole()
-        return dict.__iter__(self)
-
-    def keys(self):
-        self._read_whole()
-        return dict.keys(self)
-
-    def values(self):
-        self._read_whole()
-        return dict.values(self)
-
-    def items(self):
-        self._read_whole()
-        return dict.items(self)
-
-    def __len__(self) -> int:
-        self._read_whole()
-        return dict.__len__(self)
-
-    def __eq__(self, other) -> bool:
-        self._read_whole()
-        return dict.__eq__(self, other)
-
-    __hash__ = None
-
-    def copy(self) -> dict:
-        self._read_whole()
-        return dict(dict.items(self))
-
-
-def model_names(params: dict) -> list[str]:
-    """The contextual models of `models:`, in the order params.yaml lists them."""
-    return list(params["models"])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The schema: every key, its type, allowed values and range, checked before any stage does work.
-
-from typing import Annotated, Literal  # noqa: E402
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator  # noqa: E402
-
-from botify_lab.research.choices import ALGORITHMS, LOSSES, OPTIMIZERS, SIMILARITIES  # noqa: E402
-from sim.settings import (  # noqa: E402
+from botify_lab.research.choices import ALGORITHMS, LOSSES, OPTIMIZERS, SIMILARITIES
+from sim.settings import (
     COUNT,
     KNOB_KINDS,
     LISTENING_KNOB_KINDS,
@@ -142,6 +32,122 @@ from sim.settings import (  # noqa: E402
     SOURCES,
 )
 
+PARAMS_FILE = Path("params.yaml")
+# A folder: every DVC stage then notes the params.yaml keys it reads there (`<stage>.keys`), so that a test can hold
+# each stage's `params:` list in dvc.yaml to exactly what it reads (DVC names the running stage in DVC_STAGE).
+PARAMS_TRACE = "BOTIFY_LAB_PARAMS_TRACE"
+
+
+def read_params_file(path: Path | str = PARAMS_FILE) -> dict:
+    """params.yaml as parsed YAML, unchecked (for the world's bootstrap, which checks only `world:`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run stages from the repository root (where params.yaml is)")
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """params.yaml checked against the schema below (ParamsError lists every problem), as typed sections:
+    `params.train.lr`, `params.models["ours"].embedding_dim`."""
+    params = check_params(read_params_file(path), str(path))
+    trace_dir, stage = os.environ.get(PARAMS_TRACE), os.environ.get("DVC_STAGE")
+    if trace_dir and stage:
+        record = Path(trace_dir) / f"{stage}.keys"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.touch()  # a stage that reads nothing still says it ran
+        return TracedParams(params, "", str(record))
+    return params
+
+
+_NOTED_READS: set[tuple[str, str]] = set()
+
+
+class TracedParams:
+    """The checked params (or a section, or a mapping in them) noting the key path of every value read: a leaf by
+    its path, a section read whole (dumped, iterated, listed, compared) by the section's path ("" is the whole
+    file). Only while tracing; stages read it exactly as they read the sections it wraps."""
+
+    __slots__ = ("_value", "_path", "_record")
+
+    def __init__(self, value, path: str, record: str):
+        self._value, self._path, self._record = value, path, record
+
+    def __reduce__(self):  # a worker process gets a traced copy
+        return TracedParams, (self._value, self._path, self._record)
+
+    def _key_path(self, key) -> str:
+        return f"{self._path}.{key}" if self._path else str(key)
+
+    def _note(self, key_path: str) -> None:
+        if (self._record, key_path) not in _NOTED_READS:
+            _NOTED_READS.add((self._record, key_path))
+            with open(self._record, "a", encoding="utf-8") as handle:
+                handle.write(key_path + "\n")
+
+    def _read(self, key, value):
+        if isinstance(value, (BaseModel, dict)):
+            return TracedParams(value, self._key_path(key), self._record)
+        self._note(self._key_path(key))
+        return value
+
+    def __getattr__(self, name: str):
+        value = getattr(self._value, name)
+        if name not in type(self._value).model_fields:
+            return value  # a method of the section
+        return self._read(name, value)
+
+    def __getitem__(self, key):
+        return self._read(key, self._value[key])
+
+    def get(self, key, default=None):
+        if key in self._value:
+            return self[key]
+        self._note(self._key_path(key))
+        return default
+
+    def __contains__(self, key) -> bool:
+        present = key in self._value
+        if not (present and isinstance(self._value[key], (BaseModel, dict))):  # a section's presence is its keys'
+            self._note(self._key_path(key))
+        return present
+
+    def _whole(self):
+        self._note(self._path)
+        return self._value
+
+    def model_dump(self, **options) -> dict:
+        return self._whole().model_dump(**options)
+
+    def __iter__(self):
+        return iter(self._whole())
+
+    def keys(self):
+        return self._whole().keys()
+
+    def values(self):
+        return self._whole().values()
+
+    def items(self):
+        return self._whole().items()
+
+    def __len__(self) -> int:
+        return len(self._whole())
+
+    def __eq__(self, other) -> bool:
+        return self._whole() == other
+
+    __hash__ = None
+
+
+def model_names(params: Params) -> list[str]:
+    """The contextual models of `models:`, in the order params.yaml lists them."""
+    return list(params.models)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The schema: every key, its type, allowed values and range, checked before any stage does work.
+
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -151,7 +157,7 @@ Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_]+$")]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 UnitShare = Annotated[float, Field(ge=0, le=1)]
@@ -233,9 +239,9 @@ def round_name(number: int) -> str:
     return f"{ROUND_PREFIX}{number}"
 
 
-def round_names(params: dict) -> list[str]:
+def round_names(params: Params) -> list[str]:
     """Every round of the loop of days, round0 (the collection) first."""
-    return [round_name(0), *params["collect"]["rounds"]]
+    return [round_name(0), *params.collect.rounds]
 
 
 def round_number(name: str) -> int:
@@ -244,16 +250,16 @@ def round_number(name: str) -> int:
     return int(name.removeprefix(ROUND_PREFIX))
 
 
-def round_first_day(params: dict, round_: str) -> int:
+def round_first_day(params: Params, round_: str) -> int:
     """The first simulated day a round serves: each round continues the same seeded traffic `collect.days` later."""
-    return round_number(round_) * int(params["collect"]["days"])
+    return round_number(round_) * params.collect.days
 
 
-def training_rounds(params: dict, before: str | None = None) -> list[str]:
+def training_rounds(params: Params, before: str | None = None) -> list[str]:
     """The rounds whose logs a training reads: every round (or those before round `before`), the last
     `collect.window` of them when the window is not 0."""
     rounds = round_names(params) if before is None else [round_name(number) for number in range(round_number(before))]
-    window = int(params["collect"]["window"])
+    window = params.collect.window
     return rounds[-window:] if window else rounds
 
 

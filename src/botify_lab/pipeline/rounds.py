@@ -10,25 +10,25 @@ import pandas as pd
 
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.params import round_first_day, round_number
+from botify_lab.pipeline.params import Params, round_first_day, round_number
 from botify_lab.research.feedback import served_summary
 from botify_lab.research.logs import read_log
 
 
-def round_summary(round_name: str, params: dict, log_dir: Path, catalog: pd.DataFrame, served: dict | None = None):
+def round_summary(round_name: str, params: Params, log_dir: Path, catalog: pd.DataFrame, served: dict | None = None):
     """round.json: the round, its first day, the served traffic per arm (named by what it served) and overall, and
     the fit of the model it served (`served`; round 0 serves none)."""
-    settings = params["collect"]
+    settings = params.collect
     number = round_number(round_name)
-    traffic = served_summary(read_log(log_dir), catalog["artist"].to_numpy(), settings["experiment"])
+    traffic = served_summary(read_log(log_dir), catalog["artist"].to_numpy(), settings.experiment)
     if served is None:  # round 0's arms carry the course's names C, T1, ...: name them by their recommender
-        labels = {arm_name(position): name for position, name in enumerate(settings["recommenders"])}
+        labels = {arm_name(position): name for position, name in enumerate(settings.recommenders)}
         traffic["arms"] = {labels[arm]: numbers for arm, numbers in traffic["arms"].items()}
     return {
         "round": round_name,
         "number": number,
         "first_day": round_first_day(params, round_name),
-        "exploration": float(settings["exploration"]) if served else 0.0,
+        "exploration": float(settings.exploration) if served else 0.0,
         "model": served,
         **traffic,
     }

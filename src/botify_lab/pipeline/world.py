@@ -21,7 +21,7 @@ import yaml
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir
-from botify_lab.pipeline.params import PARAMS_FILE, WorldParams, check_params, load_params
+from botify_lab.pipeline.params import PARAMS_FILE, WorldParams, check_params, read_params_file
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR_NAME = layout.WORLD.name
@@ -71,15 +71,15 @@ def generate_world_dir(root: Path = REPO_ROOT) -> Path:
     from sim.settings import generator_arguments
     from sim.sources import build_world
 
-    params = load_params(root / PARAMS_FILE, check=False)
-    world = check_params(params.get("world"), str(PARAMS_FILE), WorldParams).model_dump()
+    section = read_params_file(root / PARAMS_FILE).get("world")
+    world = check_params(section, str(PARAMS_FILE), WorldParams).model_dump()
     source = course_dir(world, root) if world["source"] == "course" else None
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
         build_world(
             scratch,
             world["source"],
-            generator_arguments(params["world"]),
+            generator_arguments(section),
             listening=world["listening"],
             course_catalog=source,
         )

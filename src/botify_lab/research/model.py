@@ -350,25 +350,46 @@ def _mean_loss(model: ContextualModel, loss_fn, context, track, target) -> float
     return float(loss_fn(predictions, target, reduction="sum")) / len(target)
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything that defines a fit: the model's shape, its loss and optimiser, the schedule, the split and the
+    seed. No defaults: params.yaml (a model's section of `models:`, the `train:` section and `seed`) is their home."""
+
+    embedding_dim: int
+    similarity: str
+    loss: str
+    mlp_hidden: int
+    mlp_sigmoid: bool
+    optimizer: str
+    init_std: float
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    plateau_patience: int
+    early_stopping_patience: int
+    splits: tuple[float, float, float]
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        object.__setattr__(self, "splits", tuple(self.splits))
+
+    def record(self) -> dict:
+        """The optimisation settings a training record keeps (the model's shape is in its config)."""
+        keys = ("loss", "optimizer", "lr", "weight_decay", "batch_size", "max_epochs", "plateau_patience")
+        return {
+            **{key: getattr(self, key) for key in (*keys, "early_stopping_patience", "seed")},
+            "splits": list(self.splits),
+        }
+
+
 def train_contextual(
     pairs: pd.DataFrame,
     n_tracks: int,
+    settings: TrainingSettings,
     *,
-    embedding_dim: int,
-    similarity: str = "dot",
-    loss: str = "mse",
-    lr: float = 1e-3,
-    weight_decay: float = 1e-5,
-    batch_size: int = 2048,
-    max_epochs: int = 100,
-    plateau_patience: int = 3,
-    early_stopping_patience: int = 5,
-    seed: int = 0,
-    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    mlp_hidden: int = 64,
-    mlp_sigmoid: bool = False,
-    init_std: float = 0.1,
-    optimizer: str = "lazy_adam",
     num_threads: int | None = 1,
     strict_determinism: bool = False,
     progress: bool = True,
@@ -387,39 +408,37 @@ def train_contextual(
     """
     from tqdm import tqdm
 
-    config = ModelConfig(n_tracks, embedding_dim, similarity, mlp_hidden, mlp_sigmoid, init_std)
-    loss_fn = _loss_function(loss)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    lazy = optimizer == "lazy_adam"
-    settings = {
-        "loss": loss,
-        "optimizer": optimizer,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "batch_size": batch_size,
-        "max_epochs": max_epochs,
-        "plateau_patience": plateau_patience,
-        "early_stopping_patience": early_stopping_patience,
-        "seed": seed,
-        "splits": list(splits),
-    }
+    config = ModelConfig(
+        n_tracks,
+        settings.embedding_dim,
+        settings.similarity,
+        settings.mlp_hidden,
+        settings.mlp_sigmoid,
+        settings.init_std,
+    )
+    loss_fn = _loss_function(settings.loss)
+    lazy = settings.optimizer == "lazy_adam"
+    batch_size, seed = settings.batch_size, settings.seed
     context, track, target = _pair_tensors(pairs, n_tracks)
     with torch_setup(num_threads, strict_determinism):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        train_idx, val_idx, test_idx = split_indices(len(target), splits, generator)
+        train_idx, val_idx, test_idx = split_indices(len(target), settings.splits, generator)
         model = ContextualModel(config, sparse_gradients=lazy)
-        optimizers = _optimizers(model, optimizer, lr, weight_decay)
+        optimizers = _optimizers(model, settings.optimizer, settings.lr, settings.weight_decay)
         schedulers = [
-            torch.optim.lr_scheduler.ReduceLROnPlateau(each, mode="min", patience=plateau_patience)
+            torch.optim.lr_scheduler.ReduceLROnPlateau(each, mode="min", patience=settings.plateau_patience)
             for each in optimizers
         ]
         train = (context[train_idx], track[train_idx], target[train_idx])
         val = (context[val_idx], track[val_idx], target[val_idx])
         history: list[dict] = []
         best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
-        epochs = tqdm(range(1, max_epochs + 1), desc=f"train {similarity} d={embedding_dim}", disable=not progress)
+        epochs = tqdm(
+            range(1, settings.max_epochs + 1),
+            desc=f"train {settings.similarity} d={settings.embedding_dim}",
+            disable=not progress,
+        )
         for epoch in epochs:
             model.train()
             current_lr = optimizers[0].param_groups[0]["lr"]
@@ -448,13 +467,13 @@ def train_contextual(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-                if stale >= early_stopping_patience:
+                if stale >= settings.early_stopping_patience:
                     break
         model.load_state_dict(best_state)
         model.context.sparse = model.track.sparse = False  # hand back a plain model, as load_model builds it
         test_metrics = _test_metrics(model, context[test_idx], track[test_idx], target[test_idx], train[2], generator)
     sizes = {"pairs": len(target), "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)}
-    return TrainingResult(model, settings, history, test_metrics, best_epoch, sizes, test_idx.numpy())
+    return TrainingResult(model, settings.record(), history, test_metrics, best_epoch, sizes, test_idx.numpy())
 
 
 def _test_metrics(model, context, track, target, train_target, generator) -> dict:

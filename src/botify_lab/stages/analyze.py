@@ -17,7 +17,7 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
-from botify_lab.pipeline.params import round_names
+from botify_lab.pipeline.params import Params, round_names
 from botify_lab.research.ab import (
     ab_effects,
     ab_metrics_json,
@@ -70,29 +70,29 @@ def analyze_log(
     return AbAnalysis(experiment, alpha, events, sessions, metrics, effects, srm, moments)
 
 
-def cuped_log(params: dict):
+def cuped_log(params: Params):
     """The covariate's log: the loop of days' last round (None with `ab.cuped` off)."""
-    return layout.round_log(round_names(params)[-1]) if params["ab"]["cuped"] else None
+    return layout.round_log(round_names(params)[-1]) if params.ab.cuped else None
 
 
-def analyze(params: dict):
+def analyze(params: Params):
     """The homework A/B log through the engine of `analysis.engine`; writes the metrics, the plot and the details.
 
     pandas returns an `AbAnalysis` (events, sessions and user metrics in memory); Spark returns only per-arm numbers
     (`botify_lab.research.spark`), finished by the same statistics code, so metrics/ab.json is the same.
     """
-    settings, experiment = params["ab"], params["simulate"]["experiment"]
-    covariate = {"covariate_log": cuped_log(params), "covariate_experiment": params["collect"]["experiment"]}
-    if params["analysis"]["engine"] == "spark":
+    settings, experiment = params.ab, params.simulate.experiment
+    covariate = {"covariate_log": cuped_log(params), "covariate_experiment": params.collect.experiment}
+    if params.analysis.engine == "spark":
         from botify_lab.research.spark import analyze_log_spark
 
         analysis = analyze_log_spark(
             layout.SIMULATE_LOG,
             experiment,
-            alpha=settings["alpha"],
-            power=settings["power"],
-            srm_alpha=settings["srm_alpha"],
-            master=params["spark"]["master"],
+            alpha=settings.alpha,
+            power=settings.power,
+            srm_alpha=settings.srm_alpha,
+            master=params.spark.master,
             **covariate,
         )
         document, latency = analysis.ab_json(), analysis.latency_json()
@@ -100,9 +100,9 @@ def analyze(params: dict):
         analysis = analyze_log(
             layout.SIMULATE_LOG,
             experiment,
-            alpha=settings["alpha"],
-            power=settings["power"],
-            srm_alpha=settings["srm_alpha"],
+            alpha=settings.alpha,
+            power=settings.power,
+            srm_alpha=settings.srm_alpha,
             **covariate,
         )
         document = ab_metrics_json(
@@ -117,8 +117,8 @@ def analyze(params: dict):
         document["cuped"] = cuped_document(
             analysis.moments,
             covariate=f"each user's same metric in {covariate['covariate_log']}",
-            alpha=settings["alpha"],
-            power=settings["power"],
+            alpha=settings.alpha,
+            power=settings.power,
         )
     with atomic_output_dir(layout.ANALYSIS) as scratch:
         write_json(scratch / "ab.json", document)

@@ -24,6 +24,7 @@ from botify_lab.inprocess.top_pop import traffic_seeds
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics
+from botify_lab.pipeline.params import Params
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize, top_tracks
 from botify_lab.research.published import (
@@ -225,11 +226,11 @@ class Calibration:
     document: dict
 
 
-def calibrate(params: dict) -> Calibration:
+def calibrate(params: Params) -> Calibration:
     """Every seed of `calibrate:` through the service (build/calibrate/seed_<s>), then metrics/calibration.json."""
-    settings = params["calibrate"]
-    seeds = [int(params["seed"]) + offset for offset in range(int(settings["seeds"]))]
-    tolerances = {metric: float(value) for metric, value in settings["tolerances"].items()}
+    settings = params.calibrate
+    seeds = [int(params.seed) + offset for offset in range(int(settings.seeds))]
+    tolerances = {metric: float(value) for metric, value in settings.tolerances.items()}
     with atomic_output_dir(layout.CALIBRATE) as scratch:
         per_seed = {
             seed: replicate_through_the_service(
@@ -237,7 +238,7 @@ def calibrate(params: dict) -> Calibration:
                 scratch / f"seed_{seed}",
                 seed,
                 Traffic.from_params(settings, params),
-                random_episodes=int(settings["random_episodes"]),
+                random_episodes=int(settings.random_episodes),
             )
             for seed in seeds
         }

@@ -13,15 +13,15 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_name
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_name
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.research.catalog import read_catalog
 
 
-def collect(params: dict, world_dir: Path = layout.WORLD, out_dir: Path = layout.COLLECT) -> Path:
+def collect(params: Params, world_dir: Path = layout.WORLD, out_dir: Path = layout.COLLECT) -> Path:
     """Serve `collect.recommenders` (one arm each) to `collect.episodes` sessions; returns the log folder."""
-    settings = params["collect"]
-    experiment = {"name": settings["experiment"], "arms": [{"recommender": name} for name in settings["recommenders"]]}
+    settings = params.collect
+    experiment = {"name": settings.experiment, "arms": [{"recommender": name} for name in settings.recommenders]}
     # The scratch folder sits beside out_dir, so the config's relative paths hold once it is renamed.
     with atomic_output_dir(out_dir) as scratch:
         run_experiment(world_dir, [experiment], Traffic.from_params(settings, params), scratch)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_metrics, write_plot
+from botify_lab.pipeline.params import Params
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.collab import load_model
 from botify_lab.research.i2i import distinct_artists, diverse_neighbours, list_metrics, write_track_lists
@@ -49,10 +50,10 @@ def build_lists(model_path: Path, catalog_path: Path, k: int, per_artist: int) -
     return DiverseLists(catalog, lists, uncapped, metrics)
 
 
-def run_diverse_i2i(params: dict) -> DiverseLists:
+def run_diverse_i2i(params: Params) -> DiverseLists:
     """The stage: build/i2i/{diverse_i2i,i2i}.json, metrics/diverse_i2i.json, plots/diverse_i2i.csv."""
-    settings = params["diverse_i2i"]
-    result = build_lists(layout.INDEXED_MODEL, layout.CATALOG, int(settings["k"]), int(settings["per_artist"]))
+    settings = params.diverse_i2i
+    result = build_lists(layout.INDEXED_MODEL, layout.CATALOG, int(settings.k), int(settings.per_artist))
     with atomic_output_dir(layout.I2I) as scratch:
         write_track_lists(result.catalog, result.lists, scratch / layout.I2I_RECS.name)
         write_track_lists(result.catalog, result.uncapped, scratch / layout.PLAIN_I2I_RECS.name)

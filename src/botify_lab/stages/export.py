@@ -11,6 +11,7 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import show_progress, write_metrics
+from botify_lab.pipeline.params import Params
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.export import coverage, same_artist_share, top_k_neighbours, write_track_recommendations
 from botify_lab.research.model import load_model
@@ -24,10 +25,10 @@ class ExportedModel:
     metrics: dict
 
 
-def export_model(name: str, params: dict) -> ExportedModel:
+def export_model(name: str, params: Params) -> ExportedModel:
     """Write build/recs/<name>.json and metrics/export_<name>.json (coverage and same-artist share)."""
-    model = params["models"][name]
-    k, exclude_self = int(model["neighbours"]), bool(model["exclude_self"])
+    model = params.models[name]
+    k, exclude_self = model.neighbours, model.exclude_self
     catalog = read_catalog(layout.CATALOG)
     neighbours = top_k_neighbours(
         load_model(layout.model_dir(name)), k, exclude_self=exclude_self, progress=show_progress()

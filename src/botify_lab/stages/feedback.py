@@ -16,7 +16,7 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import read_metrics, save_figure, write_metrics, write_plot
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_names
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_names
 from botify_lab.pipeline.rounds import read_round_summary
 from botify_lab.research.fidelity import COURSE_TRAINING
 
@@ -24,7 +24,7 @@ ARM_COLUMNS = ("mean_time_per_session", "coverage_share", "gini", "same_artist_s
 FINAL = "final"  # the fit on every round, served by the other stages
 
 
-def feedback_table(params: dict) -> pd.DataFrame:
+def feedback_table(params: Params) -> pd.DataFrame:
     """One row per (round, arm) plus the all-arms row, with the fit of the model served in that round."""
     rows = []
     for name in round_names(params):
@@ -43,9 +43,9 @@ def feedback_table(params: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def final_fit(params: dict) -> dict:
+def final_fit(params: Params) -> dict:
     """The headline of the model every later stage serves (metrics/train_<collect.serve>.json)."""
-    name = params["collect"]["serve"]
+    name = params.collect.serve
     trained = read_metrics(f"train_{name}")
     if trained is None:
         raise FileNotFoundError(f"{layout.metrics_file(f'train_{name}')} is missing: run `dvc repro train@{name}`")

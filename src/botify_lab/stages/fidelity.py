@@ -40,7 +40,7 @@ from botify_lab.inprocess.world_checks import (
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import read_metrics
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, training_rounds
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
@@ -79,22 +79,22 @@ def gamma_world(world_dir: Path, gamma: float, out_dir: Path) -> Path:
 
 
 def served_beside_random(
-    params: dict, world: Path, scratch: Path, recs: Path, experiment: str, *, episodes: int, seed: int | None = None
+    params: Params, world: Path, scratch: Path, recs: Path, experiment: str, *, episodes: int, seed: int | None = None
 ) -> pd.DataFrame:
     """The event log of experiment `experiment`: C Random vs T1 the Contextual recommender serving `recs`, on
     `world` (a gamma world), `episodes` sessions of the stage's traffic with `seed` (default: params.yaml's)."""
     arms = [{"recommender": "random"}, {"recommender": "contextual", "path": str(recs)}]
-    traffic = Traffic.from_params(params["fidelity"], params, seed=seed, episodes=episodes)
+    traffic = Traffic.from_params(params.fidelity, params, seed=seed, episodes=episodes)
     run_dir = scratch / (f"run-{experiment.lower()}" if seed is None else f"run-{experiment.lower()}-{seed}")
     return read_log(run_experiment(world, [{"name": experiment, "arms": arms}], traffic, run_dir))
 
 
-def reference_run(params: dict, world_08: Path, scratch: Path, recs: Path) -> dict:
+def reference_run(params: Params, world_08: Path, scratch: Path, recs: Path) -> dict:
     """C Random vs T1 the true-neighbour reference on the gamma-0.8 world, one seed: user-level means per arm."""
     from botify_lab.research import ab
     from botify_lab.research.logs import sessionize
 
-    episodes = int(params["fidelity"]["reference_episodes"])
+    episodes = int(params.fidelity.reference_episodes)
     events = served_beside_random(params, world_08, scratch, recs, "REFERENCE", episodes=episodes)
     metrics = ab.user_metrics(sessionize(events), "REFERENCE")
     means = metrics.groupby("arm")[["mean_time_per_session", "mean_tracks_per_session"]].mean()
@@ -107,26 +107,26 @@ RANDOM_BESIDE_CONTEXTUAL_GROUP = "Random (beside Contextual) gamma=0.8"
 
 
 def course_contextual_run(
-    params: dict, world_08: Path, scratch: Path, recs: Path, artist: np.ndarray
+    params: Params, world_08: Path, scratch: Path, recs: Path, artist: np.ndarray
 ) -> tuple[list, list]:
     """C Random vs T1 the course's Contextual (the model `fidelity.course_contextual` names, as exported) on the
     gamma-0.8 world over the seeds, as the real logs pooled as Contextual-2023 served it: per seed the statistics of
     each arm."""
-    settings = params["fidelity"]
+    settings = params.fidelity
     if not Path(recs).is_file():
         raise FileNotFoundError(
-            f"{recs} is missing: fidelity.course_contextual = {settings['course_contextual']!r} must name a model "
+            f"{recs} is missing: fidelity.course_contextual = {settings.course_contextual!r} must name a model "
             "of `models:` whose export ran (dvc repro runs it first)"
         )
     random_stats, contextual_stats = [], []
-    for seed in (int(params["seed"]) + i for i in range(int(settings["seeds"]))):
+    for seed in (int(params.seed) + i for i in range(int(settings.seeds))):
         events = served_beside_random(
             params,
             world_08,
             scratch,
             recs,
             "COURSE_CONTEXTUAL",
-            episodes=int(settings["contextual_episodes"]),
+            episodes=int(settings.contextual_episodes),
             seed=seed,
         )
         for arm, found in (("C", random_stats), ("T1", contextual_stats)):
@@ -155,16 +155,16 @@ class FidelityRun:
 
 
 def simulate_groups(
-    params: dict, worlds: dict[float, Path], scratch: Path, artist: np.ndarray, interests: pd.DataFrame
+    params: Params, worlds: dict[float, Path], scratch: Path, artist: np.ndarray, interests: pd.DataFrame
 ) -> dict[str, list[dict]]:
     """Serve C Random / T1 StickyArtist at each gamma (on `worlds[gamma]`, whose users have `interests`) over the
     seeds; per group the statistics of each seed."""
-    settings = params["fidelity"]
-    seeds = [int(params["seed"]) + i for i in range(int(settings["seeds"]))]
+    settings = params.fidelity
+    seeds = [int(params.seed) + i for i in range(int(settings.seeds))]
     found: dict[str, list[dict]] = {}
     experiment = {"name": EXPERIMENT, "arms": [{"recommender": recommender} for _, recommender in ARMS.values()]}
-    for entry in settings["gammas"]:
-        gamma, episodes = float(entry["gamma"]), int(entry["episodes"])
+    for entry in settings.gammas:
+        gamma, episodes = entry.gamma, entry.episodes
         world = worlds[gamma]
         for seed in seeds:
             traffic = Traffic.from_params(settings, params, seed=seed, episodes=episodes)
@@ -178,13 +178,13 @@ def simulate_groups(
     return found
 
 
-def top_pop(params: dict, world) -> list[pd.DataFrame]:
+def top_pop(params: Params, world) -> list[pd.DataFrame]:
     """The published TOP_POP experiment replayed in process on `world` (a `sim.world.World`), per seed."""
     from botify_lab.inprocess.top_pop import replicate_top_pop
 
-    settings = params["fidelity"]
-    seeds = [int(params["seed"]) + i for i in range(int(settings["top_pop_seeds"]))]
-    episodes = int(settings["top_pop_episodes"])
+    settings = params.fidelity
+    seeds = [int(params.seed) + i for i in range(int(settings.top_pop_seeds))]
+    episodes = int(settings.top_pop_episodes)
     return [arm_means(replicate_top_pop(world, seed, episodes=episodes, random_episodes=episodes)) for seed in seeds]
 
 
@@ -217,23 +217,23 @@ def inner_product_summary(products: np.ndarray) -> dict:
     }
 
 
-def training_summary(log_dirs: list[Path], params: dict) -> dict | None:
+def training_summary(log_dirs: list[Path], params: Params) -> dict | None:
     """Variance and baseline MSEs of the (first track, track, time) pairs every model trains on (the rounds' logs),
     beside the course's."""
     if not all(Path(log_dir).exists() for log_dir in log_dirs):
         return None
     pairs = training_pairs(read_logs(log_dirs))
-    return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params["seed"]), splits=params["train"]["splits"])
+    return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params.seed), splits=params.train.splits)
 
 
-def course_contextual_fit(params: dict) -> dict | None:
+def course_contextual_fit(params: Params) -> dict | None:
     """The test errors of the course's Contextual as trained on the rounds (metrics/train_<model>.json), if trained."""
-    trained = read_metrics(f"train_{params['fidelity']['course_contextual']}")
+    trained = read_metrics(f"train_{params.fidelity.course_contextual}")
     return trained["test"] if trained is not None else None
 
 
 def run(
-    params: dict,
+    params: Params,
     world_dir: Path = layout.WORLD,
     *,
     real_stats: Path | None = None,
@@ -244,15 +244,15 @@ def run(
     """Every check of the stage; the course's Contextual serves `course_contextual_recs` (default: the exported
     lists of the model `fidelity.course_contextual` names); the training data are the logs of `training_logs`
     (default: the rounds the models train on)."""
-    settings = params["fidelity"]
-    real = load_real_stats(real_stats or settings.get("real_stats") or default_real_stats())
+    settings = params.fidelity
+    real = load_real_stats(real_stats or default_real_stats())
     reference = None
-    with_reference = bool(int(settings.get("reference_episodes", 0)))
-    with_contextual = bool(int(settings.get("contextual_episodes", 0)))
+    with_reference = settings.reference_episodes > 0
+    with_contextual = settings.contextual_episodes > 0
     artist = pd.factorize(read_catalog(Path(world_dir) / "tracks.json")["artist"])[0]
     world = load_world(world_dir, verify=False)  # its users' interests, and the in-process TOP_POP replay
     with tempfile.TemporaryDirectory(prefix="fidelity-") as folder:
-        gammas = {float(entry["gamma"]) for entry in settings["gammas"]}
+        gammas = {entry.gamma for entry in settings.gammas}
         if with_reference or with_contextual:
             gammas.add(0.8)  # the reference and the course's Contextual run at the course's 2023 gamma
         worlds = {
@@ -263,12 +263,12 @@ def run(
             recs = write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
             reference = reference_run(params, worlds[0.8], Path(folder), recs)
         if with_contextual:
-            recs = course_contextual_recs or layout.recs_file(settings["course_contextual"])
+            recs = course_contextual_recs or layout.recs_file(settings.course_contextual)
             random_stats, contextual_stats = course_contextual_run(params, worlds[0.8], Path(folder), recs, artist)
             simulated[COURSE_CONTEXTUAL_GROUP] = contextual_stats
             simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP] = random_stats
-    means = top_pop(params, world) if int(settings.get("top_pop_seeds", 0)) else []
-    checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.get("tolerances"))
+    means = top_pop(params, world)
+    checks = fidelity_checks(real, simulated, means or None, load_published(published), settings.tolerances)
     if COURSE_CONTEXTUAL_GROUP in simulated:
         checks += F.course_contextual_checks(
             COURSE_CONTEXTUAL_GROUP,
@@ -282,7 +282,7 @@ def run(
     fit = course_contextual_fit(params) if training is not None else None
     if fit is not None:
         checks += F.course_training_checks(training, fit)
-    products = inner_products(Path(world_dir), int(params["seed"]))
+    products = inner_products(Path(world_dir), int(params.seed))
     return FidelityRun(checks, simulated, real, means, training, reference, products)
 
 

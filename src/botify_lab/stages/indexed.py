@@ -20,6 +20,7 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
+from botify_lab.pipeline.params import IndexedParams, Params
 from botify_lab.research.collab import (
     CollaborativeModel,
     Interactions,
@@ -57,22 +58,22 @@ def toppop_precision(data: Interactions, k: int) -> float:
     return heldout_precision(np.ones((len(data.users), 1)), popularity[:, None], data, k)
 
 
-def train_indexed(log_dir: Path, out_dir: Path, settings: dict, seed: int) -> IndexedResult:
+def train_indexed(log_dir: Path, out_dir: Path, settings: IndexedParams, seed: int) -> IndexedResult:
     """Tune, fit and export; writes user_recs.json, user_based_recs.json, model.npz and tuning.json into `out_dir`."""
     out_dir = Path(out_dir)
-    k, algorithm = int(settings["k"]), settings["algorithm"]
-    positives = positive_interactions(read_log(log_dir), float(settings["positive_time"]))
-    kept = filter_min_positives(positives, int(settings["min_user_positives"]), int(settings["min_track_positives"]))
+    k, algorithm = int(settings.k), settings.algorithm
+    positives = positive_interactions(read_log(log_dir), float(settings.positive_time))
+    kept = filter_min_positives(positives, int(settings.min_user_positives), int(settings.min_track_positives))
     if kept.empty:
         raise ValueError("no user and track has enough positives: lower indexed.min_*_positives or collect more")
-    train, test = split_interactions(kept, float(settings["test_share"]), seed)
+    train, test = split_interactions(kept, float(settings.test_share), seed)
     data = Interactions.from_pairs(train, test)
-    best, trials = tune(data, algorithm, int(settings["trials"]), seed=seed, k=k)
+    best, trials = tune(data, algorithm, int(settings.trials), seed=seed, k=k)
     model = fit_model(data, algorithm, best, seed=seed, k=k, track_history=True)
-    recommendations = recommend_users(model, int(settings["top"]))
+    recommendations = recommend_users(model, int(settings.top))
     write_user_recommendations(recommendations, out_dir / layout.USER_RECS.name)
     save_model(model, out_dir / layout.INDEXED_MODEL.name)
-    user_based = user_based_recommendations(positives, int(settings["top"]), int(settings["user_based_neighbours"]))
+    user_based = user_based_recommendations(positives, int(settings.top), int(settings.user_based_neighbours))
     write_user_recommendations(user_based, out_dir / layout.USER_BASED_RECS.name)
     precision = heldout_precision(model.user_factors, model.item_factors, data, k)
     metrics = {
@@ -90,7 +91,7 @@ def train_indexed(log_dir: Path, out_dir: Path, settings: dict, seed: int) -> In
         f"precision_at_{k}": round(precision, 6),
         f"toppop_precision_at_{k}": round(toppop_precision(data, k), 6),
         "users_with_list": len(recommendations),
-        "tracks_per_user": min(int(settings["top"]), len(data.tracks)),
+        "tracks_per_user": min(int(settings.top), len(data.tracks)),
         "user_based_users_with_list": len(user_based),
     }
     write_json(
@@ -107,10 +108,10 @@ def train_indexed(log_dir: Path, out_dir: Path, settings: dict, seed: int) -> In
     return IndexedResult(positives, kept, data, trials, model, metrics)
 
 
-def run_indexed(params: dict) -> IndexedResult:
+def run_indexed(params: Params) -> IndexedResult:
     """The stage: build/indexed, metrics/indexed.json and plots/indexed.csv (precision@k per epoch)."""
     with atomic_output_dir(layout.INDEXED) as scratch:
-        result = train_indexed(layout.COLLECT_LOG, scratch, params["indexed"], int(params["seed"]))
+        result = train_indexed(layout.COLLECT_LOG, scratch, params.indexed, int(params.seed))
     write_metrics(METRICS_NAME, result.metrics)
     write_plot(METRICS_NAME, pd.DataFrame(result.model.history))
     return result

@@ -18,7 +18,7 @@ from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
-from botify_lab.pipeline.params import model_names
+from botify_lab.pipeline.params import Params, model_names
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize
@@ -26,7 +26,7 @@ from botify_lab.research.logs import read_log, sessionize
 LEADERBOARD_METRICS = ("mean_time_per_session", "mean_tracks_per_session", "time", "sessions")
 
 
-def leaderboard_arms(params: dict, reference: Path | None = None) -> list[dict]:
+def leaderboard_arms(params: Params, reference: Path | None = None) -> list[dict]:
     """The experiment's arms in order (C Random, then the treatments), each with a `label` for tables.
 
     The course's 2023 table arm for arm: Random, StickyArtist, TopPop(k), the user-based baseline and the tuned
@@ -34,7 +34,7 @@ def leaderboard_arms(params: dict, reference: Path | None = None) -> list[dict]:
     item-to-item lists right after the course's own model, and, when a file is given, the true-neighbour reference
     computed from the hidden world (labelled as a reference: no model could learn it).
     """
-    k = int(params["leaderboard"]["toppop_k"])
+    k = int(params.leaderboard.toppop_k)
     arms = [
         {"label": "Random", "recommender": "random"},
         {"label": "StickyArtist", "recommender": "sticky_artist"},
@@ -44,9 +44,9 @@ def leaderboard_arms(params: dict, reference: Path | None = None) -> list[dict]:
     ]
     for name in model_names(params):
         arms.append(
-            {"label": params["models"][name]["label"], "recommender": "contextual", "path": str(layout.recs_file(name))}
+            {"label": params.models[name].label, "recommender": "contextual", "path": str(layout.recs_file(name))}
         )
-        if name == params["simulate"]["control"]:
+        if name == params.simulate.control:
             arms.append({"label": "Diverse i2i", "recommender": "contextual", "path": str(layout.I2I_RECS)})
     if reference is not None:
         arms.append({"label": REFERENCE_LABEL, "recommender": "contextual", "path": str(reference)})
@@ -136,21 +136,19 @@ class Leaderboard:
     document: dict
 
 
-def run_leaderboard(params: dict) -> Leaderboard:
+def run_leaderboard(params: Params) -> Leaderboard:
     """Serve the experiment (build/leaderboard), analyse it and write metrics/leaderboard.json."""
-    settings, alpha = params["leaderboard"], float(params["ab"]["alpha"])
+    settings, alpha = params.leaderboard, float(params.ab.alpha)
     with atomic_output_dir(layout.LEADERBOARD) as scratch:
         reference = write_reference_recommendations(layout.WORLD, scratch / layout.LEADERBOARD_REFERENCE.name)
         arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
         labels = {arm["name"]: arm["label"] for arm in arms}
-        experiment = {"name": settings["experiment"], "arms": service_arms(leaderboard_arms(params, reference))}
+        experiment = {"name": settings.experiment, "arms": service_arms(leaderboard_arms(params, reference))}
         run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
-    metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD_LOG)), settings["experiment"])
-    effects = ab.ab_effects(metrics, alpha=alpha, power=float(params["ab"]["power"]))
-    srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params["ab"]["srm_alpha"]))
-    document = leaderboard_json(
-        metrics, effects, experiment=settings["experiment"], labels=labels, srm=srm, alpha=alpha
-    )
+    metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD_LOG)), settings.experiment)
+    effects = ab.ab_effects(metrics, alpha=alpha, power=float(params.ab.power))
+    srm = ab.srm_check(metrics["arm"].value_counts(), alpha=float(params.ab.srm_alpha))
+    document = leaderboard_json(metrics, effects, experiment=settings.experiment, labels=labels, srm=srm, alpha=alpha)
     write_json(layout.LEADERBOARD / "leaderboard.json", document)
     write_metrics("leaderboard", leaderboard_headline(document))
     write_plot("leaderboard", leaderboard_rows(document))

@@ -19,7 +19,7 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_first_day, training_rounds
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.export import same_artist_share, top_k_neighbours, write_track_recommendations
@@ -28,13 +28,13 @@ from botify_lab.stages.train import fit_on_logs, training_record
 MODEL_SUMMARY_KEYS = ("best_epoch", "sizes", "test")
 
 
-def run_round(round_name: str, params: dict, world_dir: Path = layout.WORLD) -> Path:
+def run_round(round_name: str, params: Params, world_dir: Path = layout.WORLD) -> Path:
     """Fit, export and serve round `round_name` (round1, round2, ...); returns its folder."""
-    settings = params["collect"]
-    if round_name not in settings["rounds"]:
-        have = ", ".join(settings["rounds"]) or "none"
+    settings = params.collect
+    if round_name not in settings.rounds:
+        have = ", ".join(settings.rounds) or "none"
         raise ValueError(f"no round {round_name!r} in collect.rounds (have {have})")
-    name, model = settings["serve"], params["models"][settings["serve"]]
+    name, model = settings.serve, params.models[settings.serve]
     catalog_path = Path(world_dir) / "tracks.json"
     catalog = read_catalog(catalog_path)
     read = training_rounds(params, before=round_name)
@@ -45,8 +45,8 @@ def run_round(round_name: str, params: dict, world_dir: Path = layout.WORLD) -> 
         write_json(scratch / "models" / name / "training.json", training_record(name, read, fit), sort_keys=True)
         neighbours = top_k_neighbours(
             fit.result.model,
-            int(model["neighbours"]),
-            exclude_self=bool(model["exclude_self"]),
+            model.neighbours,
+            exclude_self=model.exclude_self,
             progress=show_progress(),
         )
         # Beside service.yaml in the same folder, so the config's relative path holds once the scratch folder
@@ -60,11 +60,11 @@ def run_round(round_name: str, params: dict, world_dir: Path = layout.WORLD) -> 
             **{key: headline[key] for key in MODEL_SUMMARY_KEYS},
             "same_artist_share_of_lists": round(same_artist_share(neighbours, catalog["artist"].to_numpy()), 6),
         }
-        arm = {"name": name, "recommender": "contextual", "path": recs, "exploration": float(settings["exploration"])}
+        arm = {"name": name, "recommender": "contextual", "path": recs, "exploration": float(settings.exploration)}
         traffic = Traffic.from_params(settings, params)
         traffic = dataclasses.replace(traffic, first_day=round_first_day(params, round_name))
         print(f"{round_name}: serving {name} from day {traffic.first_day}", flush=True)
-        run_experiment(world_dir, [{"name": settings["experiment"], "arms": [arm]}], traffic, scratch)
+        run_experiment(world_dir, [{"name": settings.experiment, "arms": [arm]}], traffic, scratch)
         summary = round_summary(round_name, params, scratch / "log", catalog, served)
         write_json(scratch / layout.ROUND_SUMMARY, summary, sort_keys=True)
     return out_dir

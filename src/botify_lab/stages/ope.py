@@ -37,7 +37,7 @@ from botify.recommenders import build_recommender
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, read_metrics, save_figure, write_metrics, write_plot
-from botify_lab.pipeline.params import PARAMS_FILE, load_params, round_first_day, round_names
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_first_day, round_names
 from botify_lab.research import ope
 from botify_lab.research.logs import read_log
 from botify_lab.stages.leaderboard import leaderboard_arms, service_arms
@@ -46,23 +46,23 @@ ESTIMATORS = ("IPS", "SNIPS", "DR")
 DIGITS = 6
 
 
-def logging_day(params: dict) -> int:
+def logging_day(params: Params) -> int:
     """The day after the loop of days' last round: no model has seen its traffic."""
-    return round_first_day(params, round_names(params)[-1]) + int(params["collect"]["days"])
+    return round_first_day(params, round_names(params)[-1]) + int(params.collect.days)
 
 
-def logging_experiment(params: dict) -> dict:
+def logging_experiment(params: Params) -> dict:
     """The held-out day's experiment: the collection's recommenders, one arm each (C, T1, ...)."""
     return {
-        "name": params["ope"]["experiment"],
-        "arms": [{"recommender": name} for name in params["collect"]["recommenders"]],
+        "name": params.ope.experiment,
+        "arms": [{"recommender": name} for name in params.collect.recommenders],
     }
 
 
-def serve_logging_day(params: dict) -> Path:
+def serve_logging_day(params: Params) -> Path:
     """build/ope/log: the logging experiment served on the held-out day."""
-    traffic = dataclasses.replace(Traffic.from_params(params["ope"], params), first_day=logging_day(params))
-    print(f"ope: serving {', '.join(params['collect']['recommenders'])} on day {traffic.first_day}", flush=True)
+    traffic = dataclasses.replace(Traffic.from_params(params.ope, params), first_day=logging_day(params))
+    print(f"ope: serving {', '.join(params.collect.recommenders)} on day {traffic.first_day}", flush=True)
     with atomic_output_dir(layout.OPE) as scratch:
         run_experiment(layout.WORLD, [logging_experiment(params)], traffic, scratch)
     return layout.OPE_LOG
@@ -83,10 +83,10 @@ def policies(experiment: dict, catalog) -> dict[str, tuple[str, ope.Candidates]]
     }
 
 
-def online_values(params: dict, labels: dict[str, str]) -> dict[str, dict]:
+def online_values(params: Params, labels: dict[str, str]) -> dict[str, dict]:
     """Per leaderboard recommender: its mean listen time per decision (with a 95% interval) and time per session."""
-    settings = params["leaderboard"]
-    decisions = ope.logged_decisions(read_log(layout.LEADERBOARD_LOG), settings["experiment"])
+    settings = params.leaderboard
+    decisions = ope.logged_decisions(read_log(layout.LEADERBOARD_LOG), settings.experiment)
     board = read_metrics("leaderboard")
     if board is None:
         raise FileNotFoundError(f"{layout.metrics_file('leaderboard')} is missing: run `dvc repro leaderboard`")
@@ -141,17 +141,17 @@ def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool
     return abs(estimate.value - truth) <= half
 
 
-def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
+def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     """metrics/ope.json's content: the logging arms, the online values and every (logger, target, estimator)."""
-    settings = params["ope"]
+    settings = params.ope
     catalog = load_catalog(layout.CATALOG)
-    decisions = ope.logged_decisions(read_log(log_dir), settings["experiment"])
-    reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings["reward_prior"]))
+    decisions = ope.logged_decisions(read_log(log_dir), settings.experiment)
+    reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings.reward_prior))
     loggers = policies(logging_experiment(params), catalog)
     arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
     labels = {arm["name"]: arm["label"] for arm in arms}
     online = online_values(params, labels)
-    served = policies({"name": params["leaderboard"]["experiment"], "arms": service_arms(arms)}, catalog)
+    served = policies({"name": params.leaderboard.experiment, "arms": service_arms(arms)}, catalog)
     targets = {labels[arm]: target for arm, (_, target) in served.items()}
     estimates: dict[str, dict] = {}
     for arm, (logger, logging_policy) in loggers.items():
@@ -160,7 +160,7 @@ def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
         for label, target in targets.items():
             terms = ope.policy_terms(target, logging_policy, logged, reward_model)
             truth, truth_error = online[label]["per_step"], online[label]["standard_error"]
-            replicated = replicate_estimates(logged, terms, reward_model, int(settings["replicates"]))
+            replicated = replicate_estimates(logged, terms, reward_model, int(settings.replicates))
             row = {"support": _rounded(terms.support.mean())}
             for estimate in ope.estimate_all(logged, terms, reward_model):
                 found = estimate.as_row()
@@ -184,14 +184,14 @@ def evaluate(params: dict, log_dir: Path = layout.OPE_LOG) -> dict:
         "logging": {
             "log": str(log_dir),
             "day": logging_day(params),
-            "experiment": settings["experiment"],
+            "experiment": settings.experiment,
             "loggers": {
                 name: {"arm": arm, "decisions": int((decisions["arm"] == arm).sum())}
                 for arm, (name, _) in loggers.items()
             },
         },
-        "reward_model": f"per-track mean listen time of the log, shrunk by {settings['reward_prior']} decisions",
-        "replicates": int(settings["replicates"]),
+        "reward_model": f"per-track mean listen time of the log, shrunk by {settings.reward_prior} decisions",
+        "replicates": int(settings.replicates),
         "online": {
             label: {key: _rounded(value) if isinstance(value, float) else value for key, value in numbers.items()}
             for label, numbers in online.items()

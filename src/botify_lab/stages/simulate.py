@@ -11,27 +11,28 @@ from pathlib import Path
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir
+from botify_lab.pipeline.params import Params
 
 
-def homework_experiment(params: dict) -> dict:
-    settings = params["simulate"]
+def homework_experiment(params: Params) -> dict:
+    settings = params.simulate
     arms = [
         {"recommender": "contextual", "path": str(layout.recs_file(settings[role]))}
         for role in ("control", "treatment")
     ]
-    return {"name": settings["experiment"], "arms": arms}
+    return {"name": settings.experiment, "arms": arms}
 
 
-def arm_labels(params: dict) -> dict[str, str]:
+def arm_labels(params: Params) -> dict[str, str]:
     """C and T1 named after the models they serve, for tables and figures."""
-    settings = params["simulate"]
-    return {"C": f"C ({settings['control']})", "T1": f"T1 ({settings['treatment']})"}
+    settings = params.simulate
+    return {"C": f"C ({settings.control})", "T1": f"T1 ({settings.treatment})"}
 
 
-def simulate_homework(params: dict) -> Path:
+def simulate_homework(params: Params) -> Path:
     """Run the experiment; returns the log folder (build/simulate/log)."""
     with atomic_output_dir(layout.SIMULATE) as scratch:
         run_experiment(
-            layout.WORLD, [homework_experiment(params)], Traffic.from_params(params["simulate"], params), scratch
+            layout.WORLD, [homework_experiment(params)], Traffic.from_params(params.simulate, params), scratch
         )
     return layout.SIMULATE_LOG

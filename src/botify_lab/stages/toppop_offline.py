@@ -22,6 +22,7 @@ import pandas as pd
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import write_metrics, write_plot
+from botify_lab.pipeline.params import Params, ToppopOfflineParams
 from botify_lab.research.logs import arms, read_log, top_tracks, track_popularity
 from botify_lab.research.offline import ranking_metrics, shuffled_metrics
 from botify_lab.research.published import TOP_POP_ARMS
@@ -110,17 +111,19 @@ class ToppopOffline:
     metrics: dict
 
 
-def evaluate_toppop(events: pd.DataFrame, settings: dict, experiment: str, recommenders: list[str]) -> ToppopOffline:
+def evaluate_toppop(
+    events: pd.DataFrame, settings: ToppopOfflineParams, experiment: str, recommenders: list[str]
+) -> ToppopOffline:
     """The whole evaluation on a collected log's events (no files written)."""
     random_rows = random_arm(events, experiment, recommenders)
     if random_rows.empty:
         raise ValueError(f"no rows of the random arm of experiment {experiment!r} in the log")
-    train, test = split_each_users_history(random_rows, float(settings["train_share"]))
+    train, test = split_each_users_history(random_rows, float(settings.train_share))
     popularity = track_popularity(train)
     ranking = top_tracks(train)
-    relevant = relevant_tracks(test, float(settings["positive_time"]))
-    k = int(settings["k"])
-    table = offline_table(ranking, relevant, [int(size) for size in settings["ks"]], k)
+    relevant = relevant_tracks(test, float(settings.positive_time))
+    k = int(settings.k)
+    table = offline_table(ranking, relevant, [int(size) for size in settings.ks], k)
     metrics = {
         "random_arm_events": int(len(random_rows)),
         "train_events": int(len(train)),
@@ -138,12 +141,10 @@ def evaluate_toppop(events: pd.DataFrame, settings: dict, experiment: str, recom
     return ToppopOffline(popularity, ranking, relevant, table, metrics)
 
 
-def run_toppop_offline(params: dict, log_dir: Path = layout.COLLECT_LOG) -> ToppopOffline:
+def run_toppop_offline(params: Params, log_dir: Path = layout.COLLECT_LOG) -> ToppopOffline:
     """The stage: metrics/toppop_offline.json and plots/toppop_offline.csv."""
-    collect = params["collect"]
-    result = evaluate_toppop(
-        read_log(log_dir), params["toppop_offline"], collect["experiment"], collect["recommenders"]
-    )
+    collect = params.collect
+    result = evaluate_toppop(read_log(log_dir), params.toppop_offline, collect.experiment, collect.recommenders)
     write_metrics(METRICS_NAME, result.metrics)
     write_plot(METRICS_NAME, result.table.round(6))
     return result

@@ -8,19 +8,17 @@ the same `fit_on_logs`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json, write_metrics, write_plot
-from botify_lab.pipeline.params import training_rounds
+from botify_lab.pipeline.params import ModelParams, Params, TrainParams, training_rounds
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_logs, training_pairs
-from botify_lab.research.model import TrainingResult, predict, save_model, train_contextual
-
-MODEL_KEYS = ("embedding_dim", "similarity", "loss", "mlp_hidden", "mlp_sigmoid", "optimizer")
+from botify_lab.research.model import TrainingResult, TrainingSettings, predict, save_model, train_contextual
 
 
 @dataclass
@@ -34,23 +32,18 @@ class TrainedModel:
     test_predictions: np.ndarray
 
 
-def train_settings(name: str, params: dict) -> dict:
-    """Keyword arguments of `train_contextual` for model `name`, all from params.yaml."""
-    if name not in params["models"]:
-        raise KeyError(f"no model {name!r} in params.yaml `models:` (have {sorted(params['models'])})")
-    model, train = params["models"][name], params["train"]
-    return {
-        **{key: model[key] for key in MODEL_KEYS},
-        "lr": train["lr"],
-        "weight_decay": train["weight_decay"],
-        "batch_size": train["batch_size"],
-        "max_epochs": train["max_epochs"],
-        "plateau_patience": train["plateau_patience"],
-        "early_stopping_patience": train["early_stopping_patience"],
-        "splits": tuple(train["splits"]),
-        "init_std": train["init_std"],
-        "seed": params["seed"],
-    }
+def training_settings(name: str, params: Params) -> TrainingSettings:
+    """How model `name` is fitted: each setting from its section of `models:`, else from `train:`, and the seed."""
+    if name not in params.models:
+        raise KeyError(f"no model {name!r} in params.yaml `models:` (have {sorted(params.models)})")
+    model, train = params.models[name], params.train
+    values = {}
+    for setting in fields(TrainingSettings):
+        if setting.name in ModelParams.model_fields:
+            values[setting.name] = getattr(model, setting.name)
+        elif setting.name in TrainParams.model_fields:
+            values[setting.name] = getattr(train, setting.name)
+    return TrainingSettings(**values, seed=params.seed)
 
 
 @dataclass
@@ -60,11 +53,11 @@ class Fit:
     result: TrainingResult
 
 
-def fit_on_logs(name: str, params: dict, rounds: list[str], catalog_size: int) -> Fit:
+def fit_on_logs(name: str, params: Params, rounds: list[str], catalog_size: int) -> Fit:
     """Model `name` fitted on the (first track, track, time) pairs of the rounds' logs."""
     events = read_logs([layout.round_log(round_) for round_ in rounds])
     pairs = training_pairs(events)
-    result = train_contextual(pairs, catalog_size, **train_settings(name, params), progress=show_progress())
+    result = train_contextual(pairs, catalog_size, training_settings(name, params), progress=show_progress())
     return Fit(len(events), pairs, result)
 
 
@@ -73,7 +66,7 @@ def training_record(name: str, rounds: list[str], fit: Fit) -> dict:
     return {"model": name, "rounds": rounds, **fit.result.metrics()}
 
 
-def train_model(name: str, params: dict) -> TrainedModel:
+def train_model(name: str, params: Params) -> TrainedModel:
     """Train model `name` on the rounds' logs.
 
     Writes the weights and the full training record (rounds, settings, every epoch) to build/models/<name>, the

@@ -28,7 +28,7 @@ from botify_lab.inprocess.world_checks import (
     summary_row,
 )
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.params import PARAMS_FILE, load_params
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
 from botify_lab.research.published import PUBLISHED_TABLE, load_published
 
 SEARCH_TABLE = layout.WORLD_SEARCH_TABLE
@@ -123,24 +123,24 @@ def candidate_builder(base: dict):
     return build
 
 
-def search_base(params: dict) -> tuple[dict, dict]:
+def search_base(params: Params) -> tuple[dict, dict]:
     """The search's base world and candidates for params.yaml's world source (`fidelity_search.listening` holds the
     listening source's candidates)."""
     from sim.listening import SHARED_KNOBS
     from sim.settings import generator_arguments
 
-    search = params["fidelity_search"]
-    arguments = generator_arguments(params["world"])
-    if params["world"].get("source") != "listening":
+    search, world = params.fidelity_search.model_dump(), params.world.model_dump()
+    arguments = generator_arguments(world)
+    if world["source"] != "listening":
         return arguments, search
-    if not search.get("listening"):
+    if not search["listening"]:
         raise ValueError("world.source is listening: fidelity_search.listening must list its candidates")
     base = {
         "seed": arguments["seed"],
         "n_tracks": arguments["n_tracks"],
         "n_users": arguments["n_users"],
         "shared": {name: arguments[name] for name in SHARED_KNOBS},
-        "listening": dict(params["world"]["listening"]),
+        "listening": world["listening"],
     }
     return base, {**search, **search["listening"]}
 
@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--published", default=PUBLISHED_TABLE, type=Path)
     parser.add_argument("--real-stats", default=None, type=Path)
     parser.add_argument("--out", default=SEARCH_TABLE, type=Path)
-    parser.add_argument("--no-check", action="store_true", help="skip params.yaml's schema check")
     args = parser.parse_args(argv)
-    params = load_params(args.params, check=not args.no_check)
+    params = load_params(args.params)
     base, search = search_base(params)
     table = search_worlds(base, search, load_real_stats(args.real_stats), load_published(args.published), out=args.out)
     best = best_candidate(table)
