@@ -16,43 +16,29 @@ and this module only knows what each knob means.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from botify_lab.formats import CATALOG_KEYS, atomic_write_bytes
+from sim.draws import (
+    EMBEDDING,
+    POPULARITY,
+    STRUCTURE,
+    USERS,
+    course_users,
+    draw_artist_sizes,
+    draw_interests,
+    draw_log_popularity,
+    sub_generator,
+)
 from sim.settings import INTEGER_KNOBS, KNOB_KINDS, KNOBS, kind_type
-from sim.world import DATA_FILES
+from sim.world_files import npy_bytes, write_world, write_world_files
 
-FORMAT_VERSION = 1
 # Written into world.json as it always was, so the files of a world (and data.dvc's hash) do not depend on where
 # the generator's code lives.
 GENERATOR_NAME = "sim.world.generate_world"
-
-# Seeds of independent sub-generators, so that changing one part of the generator leaves the others' draws intact.
-_STRUCTURE, _EMBEDDING, _POPULARITY, _NAMES, _USERS = range(5)
-
-_SYLLABLES = (
-    "ka ri mo la ven tor sa mi lu na del ro be cal fin gar ho ja kel lin mar nor pe qui ras sel tan ul vi wen "
-    "xa yor zan bri cor dra fel gro hal jor kra lom mur nev ost pra quen rin sto tre vol wyn zel"
-).split()
-_WORDS = (
-    "love night heart fire river dream blue golden light shadow rain summer winter city road home moon sun star "
-    "ocean wild silver broken dance sweet lonely midnight morning song blood stone glass paper electric velvet "
-    "thunder echo mirror garden desert highway angel ghost crazy little last first lost forever tonight yesterday "
-    "tomorrow heaven storm honey ice smoke wind kingdom tears fever candy rose black white red green empty falling "
-    "rising running burning shining dancing waiting calling hold feel come back down away alone together again "
-    "never always slow fast high low deep cold warm free young old secret hidden true wonder magic island "
-    "train window letter diamond sugar spirit fortune velvet circus harbor neon satellite radio cinema"
-).split()
-_BAND_NOUNS = (
-    "wolves lights kings rivers machines saints strangers ghosts birds engines shadows sparks comets tigers "
-    "sailors pilots echoes giants dreamers rebels"
-).split()
 
 
 def knob_settings(knobs: dict) -> dict:
@@ -72,106 +58,9 @@ def knob_settings(knobs: dict) -> dict:
     return settings
 
 
-def _word(rng: np.random.Generator, count: int, syllables: tuple[int, int]) -> list[str]:
-    lengths = rng.integers(syllables[0], syllables[1] + 1, size=count)
-    picks = rng.integers(0, len(_SYLLABLES), size=int(lengths.sum()))
-    words, at = [], 0
-    for length in lengths:
-        words.append("".join(_SYLLABLES[i] for i in picks[at : at + length]).capitalize())
-        at += length
-    return words
-
-
-def _artist_names(rng: np.random.Generator, count: int) -> list[str]:
-    """Readable, distinct names: "First Last", "The <Adjective> <Nouns>", or one stage name."""
-    kinds = rng.choice(3, size=count, p=[0.6, 0.25, 0.15])
-    firsts, lasts, stage = _word(rng, count, (2, 3)), _word(rng, count, (2, 3)), _word(rng, count, (2, 4))
-    adjectives = rng.integers(0, len(_WORDS), size=count)
-    nouns = rng.integers(0, len(_BAND_NOUNS), size=count)
-    names, seen = [], set()
-    for i in range(count):
-        if kinds[i] == 0:
-            name = f"{firsts[i]} {lasts[i]}"
-        elif kinds[i] == 1:
-            name = f"The {_WORDS[adjectives[i]].capitalize()} {_BAND_NOUNS[nouns[i]].capitalize()}"
-        else:
-            name = stage[i]
-        while name in seen:  # artists are told apart by name in the catalog, so names must be unique
-            name = f"{name} {lasts[(i + len(seen)) % count]}"
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def _titles(rng: np.random.Generator, count: int) -> list[str]:
-    lengths = rng.choice(np.array([1, 2, 3, 4]), size=count, p=[0.25, 0.4, 0.25, 0.1])
-    picks = rng.integers(0, len(_WORDS), size=int(lengths.sum()))
-    titles, at = [], 0
-    for length in lengths:
-        titles.append(" ".join(_WORDS[i] for i in picks[at : at + length]).title())
-        at += length
-    return titles
-
-
-def artist_size_pmf(mu: float, sigma: float, largest: int) -> np.ndarray:
-    """P(size = 1..largest) of ceil(X), X ~ lognormal(mu, sigma), truncated at `largest` and renormalised."""
-    from math import erf, log, sqrt
-
-    edges = np.array(
-        [
-            0.5 * (1.0 + erf((log(k) - mu) / (sigma * sqrt(2.0)))) if sigma > 0 else float(log(k) >= mu)
-            for k in range(1, largest + 1)
-        ]
-    )
-    pmf = np.diff(np.r_[0.0, edges])
-    if pmf.sum() <= 0:
-        pmf = np.zeros(largest)
-        pmf[-1] = 1.0
-    return pmf / pmf.sum()
-
-
-def _artist_sizes(rng: np.random.Generator, n_tracks: int, mu: float, sigma: float, largest: int) -> np.ndarray:
-    """Artists' catalog sizes drawn one by one from the truncated ceil-lognormal until they hold every track (the
-    last artist gets what is left), so the number of artists follows from the size distribution."""
-    pmf = artist_size_pmf(mu, sigma, largest)
-    mean = float((np.arange(1, largest + 1) * pmf).sum())
-    sizes = np.zeros(0, dtype=np.int64)
-    while sizes.sum() < n_tracks:
-        more = int(max(16, 1.2 * (n_tracks - sizes.sum()) / mean))
-        sizes = np.concatenate([sizes, 1 + rng.choice(largest, size=more, p=pmf)])
-    total = np.cumsum(sizes)
-    count = int(np.searchsorted(total, n_tracks) + 1)
-    sizes = sizes[:count].copy()
-    sizes[-1] -= int(total[count - 1] - n_tracks)
-    return sizes
-
-
 def _directions(rng: np.random.Generator, count: int, dim: int, scale: float) -> np.ndarray:
     """Gaussian vectors whose norm is about `scale`."""
     return rng.standard_normal((count, dim)) * (scale / np.sqrt(dim))
-
-
-def _draw_interests(rng: np.random.Generator, popularity: np.ndarray, n_users: int, per_user: int) -> np.ndarray:
-    """Distinct interests per user, proportional to popularity (rows with a repeat are redrawn)."""
-    per_user = min(per_user, len(popularity))
-    interests = rng.choice(len(popularity), size=(n_users, per_user), p=popularity)
-    while True:
-        ordered = np.sort(interests, axis=1)
-        repeated = np.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))[0]
-        if len(repeated) == 0:
-            return interests
-        interests[repeated] = rng.choice(len(popularity), size=(len(repeated), per_user), p=popularity)
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def content_hash(file_hashes: dict[str, str]) -> str:
-    """One hash of a world's data files (world.json's `content_sha256`)."""
-    return hashlib.sha256("".join(f"{name}:{file_hashes[name]}\n" for name in DATA_FILES).encode()).hexdigest()
 
 
 def _checked(seed, n_tracks, n_users, dim, knobs: dict) -> tuple[int, int, int, int, dict]:
@@ -192,13 +81,6 @@ def _artist_styles(rng: np.random.Generator, n_artists: int, settings: dict) -> 
     genre_weights = 1.0 / np.arange(1, n_genres + 1) ** settings["genre_zipf"]
     artist_genre = rng.choice(n_genres, size=n_artists, p=genre_weights / genre_weights.sum())
     return artist_genre * per_genre + rng.integers(0, per_genre, size=n_artists)
-
-
-def _log_popularity(rng: np.random.Generator, track_artist: np.ndarray, n_artists: int, settings: dict) -> np.ndarray:
-    """Log popularity of each track: artist popularity times track popularity, both lognormal."""
-    artist_popularity = rng.lognormal(0.0, settings["artist_popularity_sigma"], size=n_artists)
-    track_popularity = rng.lognormal(0.0, settings["track_popularity_sigma"], size=len(track_artist))
-    return np.log(artist_popularity[track_artist] * track_popularity)
 
 
 def _embeddings(
@@ -236,20 +118,17 @@ def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -
     """
     seed, n_tracks, n_users, dim, settings = _checked(seed, n_tracks, n_users, dim, knobs)
 
-    def child(part: int) -> np.random.Generator:
-        return np.random.default_rng([seed, part])
-
     # Structure: genres -> styles -> artists (skewed sizes) -> tracks, ids shuffled so artists are not contiguous.
-    structure = child(_STRUCTURE)
-    sizes = _artist_sizes(
+    structure = sub_generator(seed, STRUCTURE)
+    sizes = draw_artist_sizes(
         structure, n_tracks, settings["artist_size_mu"], settings["artist_size_sigma"], settings["artist_size_max"]
     )
     artist_style = _artist_styles(structure, len(sizes), settings)
     track_artist = structure.permutation(np.repeat(np.arange(len(sizes)), sizes))
-    log_popularity = _log_popularity(child(_POPULARITY), track_artist, len(sizes), settings)
+    log_popularity = draw_log_popularity(sub_generator(seed, POPULARITY), track_artist, len(sizes), settings)
     popularity = np.exp(log_popularity - log_popularity.max())
     popularity /= popularity.sum()
-    embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
+    embeddings = _embeddings(sub_generator(seed, EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
     n_genres, per_genre = settings["genres"], settings["styles_per_genre"]
 
     interest_weights = np.exp(settings["interest_popularity_exponent"] * (log_popularity - log_popularity.max()))
@@ -258,19 +137,9 @@ def world_arrays(*, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -
         "track_artist": track_artist,
         "sizes": sizes,
         "popularity": popularity,
-        **course_users(child(_USERS), interest_weights, n_users, settings["interests"]),
+        **course_users(sub_generator(seed, USERS), interest_weights, n_users, settings["interests"]),
         "n_styles": n_genres * per_genre,
     }
-
-
-def course_users(rng: np.random.Generator, interest_weights: np.ndarray, n_users: int, per_user: int) -> dict:
-    """The course's users: `per_user` distinct interests drawn in proportion to `interest_weights`, consume_bias
-    U(0, 10), consume_sharpness U(1, 2) to the power +-1."""
-    interests = _draw_interests(rng, interest_weights / interest_weights.sum(), n_users, per_user)
-    consume_bias = rng.uniform(0.0, 10.0, size=n_users)
-    sharpness_base = rng.uniform(1.0, 2.0, size=n_users)
-    sharpness_sign = rng.choice(np.array([-1.0, 1.0]), size=n_users)
-    return {"interests": interests, "consume_bias": consume_bias, "consume_sharpness": sharpness_base**sharpness_sign}
 
 
 def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_users: int, dim: int, **knobs) -> dict:
@@ -297,57 +166,6 @@ def generate_world(out_dir: str | os.PathLike, *, seed: int, n_tracks: int, n_us
     )
 
 
-def write_world(out_dir: str | os.PathLike, arrays: dict, *, seed: int, generator: str, parameters: dict, stats: dict):
-    """Write a generated world's files (names and titles drawn from `seed`) and world.json last; return world.json's
-    content. `arrays` holds the embeddings, each track's artist and the users (`world_arrays`' keys)."""
-    embeddings, track_artist = arrays["embeddings"], arrays["track_artist"]
-    interests, consume_bias, consume_sharpness = (
-        arrays["interests"],
-        arrays["consume_bias"],
-        arrays["consume_sharpness"],
-    )
-    n_tracks, n_users = len(track_artist), len(interests)
-    names_rng = np.random.default_rng([seed, _NAMES])
-    artist_names = _artist_names(names_rng, int(track_artist.max()) + 1)
-    titles = _titles(names_rng, n_tracks)
-
-    tracks_json = b"".join(
-        orjson.dumps(dict(zip(CATALOG_KEYS, (artist_names[track_artist[i]], titles[i], i)))) + b"\n"
-        for i in range(n_tracks)
-    )
-    users_json = b"".join(
-        orjson.dumps(
-            {
-                "user": u,
-                "interests": interests[u].tolist(),
-                "consume_bias": float(consume_bias[u]),
-                "consume_sharpness": float(consume_sharpness[u]),
-            }
-        )
-        + b"\n"
-        for u in range(n_users)
-    )
-    payloads = {"tracks.json": tracks_json, "users.json": users_json, "tracks.npy": _npy_bytes(embeddings)}
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stale_meta = out / "world.json"
-    if stale_meta.exists():
-        stale_meta.unlink()  # until the new data files are all in place, the folder must not claim to be complete
-    for name, payload in payloads.items():
-        atomic_write_bytes(out / name, payload)
-    meta = {
-        "format": FORMAT_VERSION,
-        "generator": generator,
-        "parameters": parameters,
-        "stats": stats,
-        "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
-    }
-    meta["content_sha256"] = content_hash(meta["files"])
-    atomic_write_bytes(out / "world.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
-    return meta
-
-
 COURSE_GENERATOR_NAME = "sim.generator.course_world"
 _TOP_CLASS = 4  # interest counts from here up form one class, ordered by count
 
@@ -365,7 +183,7 @@ def _match_interest_counts(
     """
     weights = np.exp(settings["interest_popularity_exponent"] * (drawn - drawn.max()))
     synthetic = np.bincount(
-        _draw_interests(rng, weights / weights.sum(), n_users, per_user).ravel(), minlength=len(drawn)
+        draw_interests(rng, weights / weights.sum(), n_users, per_user).ravel(), minlength=len(drawn)
     )
     result = np.empty_like(drawn)
     for k in range(_TOP_CLASS + 1):
@@ -421,34 +239,27 @@ def course_world(catalog_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             raise ValueError(f"user {user.get('user')} has an interest outside the catalog")
         np.add.at(counts, interests, 1)
 
-    def child(part: int) -> np.random.Generator:
-        return np.random.default_rng([seed, part])
-
-    artist_style = _artist_styles(child(_STRUCTURE), len(names), settings)
-    drawn = _log_popularity(child(_POPULARITY), track_artist, len(names), settings)
+    artist_style = _artist_styles(sub_generator(seed, STRUCTURE), len(names), settings)
+    drawn = draw_log_popularity(sub_generator(seed, POPULARITY), track_artist, len(names), settings)
     log_popularity = _match_interest_counts(
-        child(_USERS), drawn, counts, len(users), max(1, round(counts.sum() / max(1, len(users)))), settings
+        sub_generator(seed, USERS),
+        drawn,
+        counts,
+        len(users),
+        max(1, round(counts.sum() / max(1, len(users)))),
+        settings,
     )
-    embeddings = _embeddings(child(_EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
+    embeddings = _embeddings(sub_generator(seed, EMBEDDING), track_artist, artist_style, log_popularity, dim, settings)
 
-    payloads = {"tracks.json": tracks_bytes, "users.json": users_bytes, "tracks.npy": _npy_bytes(embeddings)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "world.json").exists():
-        (out / "world.json").unlink()
-    for name, payload in payloads.items():
-        atomic_write_bytes(out / name, payload)
-    meta = {
-        "format": FORMAT_VERSION,
-        "generator": COURSE_GENERATOR_NAME,
-        "parameters": {"seed": seed, "n_tracks": len(rows), "n_users": len(users), "dim": dim, **settings},
-        "stats": {
+    payloads = {"tracks.json": tracks_bytes, "users.json": users_bytes, "tracks.npy": npy_bytes(embeddings)}
+    return write_world_files(
+        out_dir,
+        payloads,
+        generator=COURSE_GENERATOR_NAME,
+        parameters={"seed": seed, "n_tracks": len(rows), "n_users": len(users), "dim": dim, **settings},
+        stats={
             "artists": len(names),
             "largest_artist_tracks": int(np.bincount(track_artist).max()),
             "interest_tracks": int((counts > 0).sum()),
         },
-        "files": {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()},
-    }
-    meta["content_sha256"] = content_hash(meta["files"])
-    atomic_write_bytes(out / "world.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
-    return meta
+    )

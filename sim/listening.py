@@ -25,8 +25,9 @@ import os
 import numpy as np
 import scipy.sparse
 
-from sim.generator import _artist_sizes, _log_popularity, course_users, write_world
+from sim.draws import POPULARITY, STRUCTURE, USERS, course_users, draw_artist_sizes, draw_log_popularity, sub_generator
 from sim.settings import LISTENING_INTEGER_KNOBS, LISTENING_KNOBS
+from sim.world_files import write_world
 
 GENERATOR_NAME = "sim.listening.listening_world"
 
@@ -40,8 +41,8 @@ SHARED_KNOBS = (
     "interests",
 )
 
-# Seeds of independent sub-generators (the tree generator's structure, popularity and users parts keep its numbers).
-_STRUCTURE, _POPULARITY, _USERS, _COMMUNITIES, _HISTORY, _FIT = 0, 2, 4, 10, 11, 12
+# This source's own parts of the seed (`sim.draws` holds the shared ones: structure, popularity, users).
+COMMUNITIES, HISTORY, FIT = 10, 11, 12
 
 
 def listening_settings(knobs: dict) -> dict:
@@ -145,23 +146,22 @@ def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: di
     """The listening world's numbers without its files (the keys `sim.generator.world_arrays` returns)."""
     settings = listening_settings(listening)
 
-    def child(part: int) -> np.random.Generator:
-        return np.random.default_rng([seed, part])
-
-    structure = child(_STRUCTURE)
-    sizes = _artist_sizes(
+    structure = sub_generator(seed, STRUCTURE)
+    sizes = draw_artist_sizes(
         structure, n_tracks, shared["artist_size_mu"], shared["artist_size_sigma"], shared["artist_size_max"]
     )
     track_artist = structure.permutation(np.repeat(np.arange(len(sizes)), sizes))
-    log_popularity = _log_popularity(child(_POPULARITY), track_artist, len(sizes), shared)
+    log_popularity = draw_log_popularity(sub_generator(seed, POPULARITY), track_artist, len(sizes), shared)
     weights = np.exp(log_popularity - log_popularity.max())
 
-    communities = child(_COMMUNITIES)
+    communities = sub_generator(seed, COMMUNITIES)
     zipf = 1.0 / np.arange(1, settings["communities"] + 1) ** settings["community_zipf"]
     artist_community = communities.choice(settings["communities"], size=len(sizes), p=zipf / zipf.sum())
-    listeners, tracks = listening_history(child(_HISTORY), track_artist, artist_community, weights, settings)
+    listeners, tracks = listening_history(
+        sub_generator(seed, HISTORY), track_artist, artist_community, weights, settings
+    )
     embeddings = settings["scale"] * factorize(
-        listeners, tracks, settings["listeners"], n_tracks, settings, [seed, _FIT]
+        listeners, tracks, settings["listeners"], n_tracks, settings, [seed, FIT]
     )
     listen_count = np.bincount(tracks, minlength=n_tracks).astype(np.float64)
     interest_weights = listen_count ** settings["interest_listen_exponent"] * (listen_count > 0)
@@ -171,7 +171,7 @@ def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: di
         "sizes": sizes,
         "listen_count": listen_count,
         "artist_community": artist_community,
-        **course_users(child(_USERS), interest_weights, n_users, shared["interests"]),
+        **course_users(sub_generator(seed, USERS), interest_weights, n_users, shared["interests"]),
     }
 
 

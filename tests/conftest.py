@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from botify.launch import free_loopback_port
-from sim.generator import KNOBS
+from sim.settings import KNOBS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("BOTIFY_LAB_SHARED", REPO_ROOT.parent / "shared"))

@@ -11,7 +11,8 @@ import orjson
 import pytest
 import yaml
 
-from sim.generator import KNOBS, generate_world
+from sim.generator import generate_world
+from sim.settings import KNOBS
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 # The structure knobs of the default world (params.yaml), at a small size.

@@ -9,8 +9,7 @@ import time
 import orjson
 import yaml
 
-from sim.generator import KNOBS
-from sim.settings import SOURCE_KEYS
+from sim.settings import KNOBS, SOURCE_KEYS
 
 from .conftest import PARAMS
 

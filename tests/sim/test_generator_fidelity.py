@@ -9,8 +9,10 @@ import numpy as np
 import orjson
 import pytest
 
-from sim.generator import KNOBS, artist_size_pmf, generate_world, world_arrays
+from sim.draws import artist_size_pmf
+from sim.generator import generate_world, world_arrays
 from sim.loader import load_world
+from sim.settings import KNOBS
 from tests.conftest import UPSTREAM_WORLD
 
 # The fitted world knobs (params.yaml `world:` holds the same values once this change lands there).

@@ -9,9 +9,10 @@ import numpy as np
 import orjson
 import pytest
 
-from sim.generator import KNOBS, generate_world
+from sim.generator import generate_world
 from sim.loader import load_world
 from sim.run import simulate
+from sim.settings import KNOBS
 from sim.world import DATA_FILES, WorldError, nearest_by_inner_product
 
 from .conftest import DEFAULT_KNOBS, PARAMS, SMALL, write_world
