@@ -40,14 +40,19 @@ _BAND_NOUNS = (
 ).split()
 
 
+def _phrases(rng: np.random.Generator, lengths: np.ndarray, vocabulary: list[str], separator: str) -> list[str]:
+    """One phrase per length, each of that many pieces drawn uniformly from `vocabulary`."""
+    picks = rng.integers(0, len(vocabulary), size=int(lengths.sum()))
+    phrases, at = [], 0
+    for length in lengths:
+        phrases.append(separator.join(vocabulary[i] for i in picks[at : at + length]))
+        at += length
+    return phrases
+
+
 def _word(rng: np.random.Generator, count: int, syllables: tuple[int, int]) -> list[str]:
     lengths = rng.integers(syllables[0], syllables[1] + 1, size=count)
-    picks = rng.integers(0, len(_SYLLABLES), size=int(lengths.sum()))
-    words, at = [], 0
-    for length in lengths:
-        words.append("".join(_SYLLABLES[i] for i in picks[at : at + length]).capitalize())
-        at += length
-    return words
+    return [word.capitalize() for word in _phrases(rng, lengths, _SYLLABLES, "")]
 
 
 def artist_names(rng: np.random.Generator, count: int) -> list[str]:
@@ -73,12 +78,7 @@ def artist_names(rng: np.random.Generator, count: int) -> list[str]:
 
 def titles(rng: np.random.Generator, count: int) -> list[str]:
     lengths = rng.choice(np.array([1, 2, 3, 4]), size=count, p=[0.25, 0.4, 0.25, 0.1])
-    picks = rng.integers(0, len(_WORDS), size=int(lengths.sum()))
-    titles, at = [], 0
-    for length in lengths:
-        titles.append(" ".join(_WORDS[i] for i in picks[at : at + length]).title())
-        at += length
-    return titles
+    return [title.title() for title in _phrases(rng, lengths, _WORDS, " ")]
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
