@@ -35,14 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botify_lab.formats import is_finite_number
-
 from .config import ConfigError
+from .store import Session
 
 if TYPE_CHECKING:
     from .config import ArmConfig
-
-Session = tuple[tuple[int, float], ...]  # (track, listen time) per playback, oldest first
 
 # Calls into custom recommenders are serialised: the global generators are seeded per request, and a service on
 # Redis answers /next from a few threads at once.
@@ -98,10 +95,11 @@ class CustomRecommender:
             served = int(served)
             if self._propensity is None:
                 return served, None
-            propensity = self._call(self._propensity, self._propensity_takes_context, context, user, prev_track, served)
-        if not is_finite_number(propensity) or not 0.0 < propensity <= 1.0:
-            raise RecommenderFailed(f"{self.label}.propensity gave {str(propensity)[:40]!r}, not a number in (0, 1]")
-        return served, float(propensity)
+            given = self._call(self._propensity, self._propensity_takes_context, context, user, prev_track, served)
+        # numpy's floats pass; NaN fails the comparison
+        if isinstance(given, bool) or not hasattr(given, "__float__") or not 0.0 < float(given) <= 1.0:
+            raise RecommenderFailed(f"{self.label}: propensity gave {str(given)[:40]!r}, not a number in (0, 1]")
+        return served, float(given)
 
     def _call(self, method: Callable, takes_context: bool, context: SessionContext, *arguments):
         try:

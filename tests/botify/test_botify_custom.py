@@ -371,3 +371,74 @@ def test_custom_examples_are_documented():
     for path in sorted(EXAMPLES.glob("*.py")):
         assert path.name in readme
     assert "recommend_next(self, user, prev_track, prev_track_time" in readme
+
+
+NUMPY_ANSWERS = """
+import numpy as np
+
+
+class Numpyish:
+    def __init__(self, propensity):
+        self.given = propensity
+
+    def recommend_next(self, user, prev_track, prev_track_time):
+        return np.random.randint(0, 10, dtype=np.int64)
+
+    def propensity(self, user, prev_track, served):
+        return np.float64(self.given) if isinstance(self.given, float) else self.given
+"""
+
+
+@pytest.mark.parametrize("given", [0.1, 1.0, 0.0, 1.5, float("nan"), "0.5", True, None])
+def test_numpy_answers_are_served_and_a_propensity_must_be_a_probability(write_config, tmp_path, given):
+    (tmp_path / "numpyish.py").write_text(NUMPY_ANSWERS)
+    service = Service.open(write_config(custom_arm("numpyish.py:Numpyish", params={"propensity": given})))
+    try:
+        if isinstance(given, float) and 0 < given <= 1:
+            answers = [service.next_track(1, 0, 0.5) for _ in range(20)]
+            assert all(type(track) is int and 0 <= track < 10 for track in answers) and len(set(answers)) > 1
+        else:
+            with pytest.raises(RecommenderFailed, match=r"propensity gave .*, not a number in \(0, 1\]"):
+                service.next_track(1, 0, 0.5)
+    finally:
+        service.close()
+    logged = read_events(tmp_path / "log")
+    assert [event[PROPENSITY_KEY] for event in logged] == ([given] * 20 if logged else [])
+
+
+def test_the_simulator_gets_the_same_log_from_both_transports(tmp_path):
+    """Seeded simulated traffic (two processes) against two custom arms, one reading the users' earlier sessions and
+    one drawing from the global `random`: the real server over HTTP and the in-process service write the same log."""
+    from botify_lab.pipeline.experiment import Traffic, run_experiment
+    from sim.generator import generate_world
+    from tests.conftest import world_knobs
+
+    world = tmp_path / "world"
+    generate_world(world, seed=3, n_tracks=300, n_users=40, dim=8, **world_knobs())
+    top_tracks = tmp_path / "top_tracks.json"
+    top_tracks.write_bytes(orjson.dumps(list(range(0, 300, 7))))
+    experiment = {
+        "name": EXPERIMENT,
+        "arms": [
+            {"recommender": f"{EXAMPLES / 'user_history.py'}:UserHistory", "data": {"top_tracks": str(top_tracks)}},
+            {
+                "recommender": f"{EXAMPLES / 'sticky_artist_skip.py'}:StickyArtistSkip",
+                "data": {"tracks": str(world / "tracks.json"), "top_tracks": str(top_tracks)},
+            },
+        ],
+    }
+    logs = {}
+    for transport in ("http", "in_process"):
+        traffic = Traffic(episodes=80, seed=5, processes=2, transport=transport)
+        log_dir = run_experiment(world, [experiment], traffic, tmp_path / transport)
+        logs[transport] = (log_dir / "data.json").read_bytes()
+    assert logs["http"] == logs["in_process"]
+    events = [orjson.loads(line) for line in logs["http"].splitlines()]
+    assert sum(event["message"] == "last" for event in events) == 80
+    assert {event["experiments"][EXPERIMENT] for event in events} == {"C", "T1"}
+    # Users come back (40 users, 80 sessions): some of UserHistory's answers are no popular track but one the user
+    # liked in an earlier session.
+    history_answers = [
+        e["recommendation"] for e in events if e["message"] == "next" and e["experiments"][EXPERIMENT] == "C"
+    ]
+    assert any(track not in range(0, 300, 7) for track in history_answers)
