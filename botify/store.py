@@ -242,21 +242,13 @@ class MemoryStore:
             return
         with self._lock:
             payload = orjson.dumps({"counts": {str(user): self._counts[user] for user in sorted(self._counts)}})
-            atomic_write_bytes(self.counters_path, payload)
-            if self._journal_fd >= 0:
-                os.close(self._journal_fd)
-                self._journal_fd = -1
-            with contextlib.suppress(FileNotFoundError):
-                self.journal_path.unlink()
+            self._journal_fd = _save_over_journal(self.counters_path, payload, self._journal_fd, self.journal_path)
 
     def close(self) -> None:
         """Save the counters if this process counted (the supervisor, which never serves, leaves the file alone);
         the same for the sessions."""
         if self._counting_pid == os.getpid():
-            try:
-                self.save()
-            except OSError as error:
-                warn(f"cannot save the request counters to {self.counters_path} (the journal keeps them): {error}")
+            _save_or_warn(self.save, f"the request counters to {self.counters_path}")
             self._counting_pid = None
         self.sessions.close()
 
@@ -369,20 +361,32 @@ class MemorySessions:
                 str(user): {"finished": self._finished.get(user, []), "current": self._current.get(user, [])}
                 for user in sorted(self._playbacks)
             }
-            atomic_write_bytes(self.path, orjson.dumps({"users": users}))
-            if self._journal_fd >= 0:
-                os.close(self._journal_fd)
-                self._journal_fd = -1
-            with contextlib.suppress(FileNotFoundError):
-                self.journal_path.unlink()
+            payload = orjson.dumps({"users": users})
+            self._journal_fd = _save_over_journal(self.path, payload, self._journal_fd, self.journal_path)
 
     def close(self) -> None:
         if self._recording_pid == os.getpid():
-            try:
-                self.save()
-            except OSError as error:
-                warn(f"cannot save the sessions to {self.path} (the journal keeps them): {error}")
+            _save_or_warn(self.save, f"the sessions to {self.path}")
             self._recording_pid = None
+
+
+def _save_over_journal(path: Path, payload: bytes, journal_fd: int, journal_path: Path) -> int:
+    """Write `payload` atomically (a crash mid-save leaves the previous file), then close and remove the journal
+    the file now covers; returns the closed descriptor's new value, -1."""
+    atomic_write_bytes(path, payload)
+    if journal_fd >= 0:
+        os.close(journal_fd)
+    with contextlib.suppress(FileNotFoundError):
+        journal_path.unlink()
+    return -1
+
+
+def _save_or_warn(save, what: str) -> None:
+    """A clean stop's save; if it fails the journal stays, and the next start replays it."""
+    try:
+        save()
+    except OSError as error:
+        warn(f"cannot save {what} (the journal keeps them): {error}")
 
 
 def _session(rows) -> Session:
