@@ -68,7 +68,7 @@ def test_first_track_contextual_follows_the_session_s_first_track(write_config, 
     config = write_config(
         custom_arm(
             example(tmp_path, "first_track_contextual.py", "FirstTrackContextual"),
-            data={"neighbours": str(world.path / "recs.json")},
+            data={"neighbours": os.path.relpath(world.path / "recs.json", tmp_path)},  # relative to the config
         )
     )
     with served(config) as url, requests.Session() as session:
