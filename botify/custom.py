@@ -15,10 +15,10 @@ loaded) from the request's draw before each call, so a class that draws from the
 seed and requests. An optional `propensity(user, prev_track, served)` gives the probability with which it served
 that track (logged on the "next" line; without it the line has no propensity).
 
-Anything wrong with the class (the file or module cannot be imported, no such class, no `recommend_next`, the
-constructor refuses its params) stops the service at start-up with one line naming the file. An exception raised
-while answering, an answer that is not a catalog track id, or a propensity outside (0, 1] becomes
-`RecommenderFailed` (see `botify.service` for what the service answers and records then).
+Anything wrong with the class (the file or module cannot be imported, no such class, no `recommend_next`, a data
+file is missing, the constructor refuses its params) stops the service at start-up with one line naming the file.
+An exception raised while answering, an answer that is not a catalog track id, or a propensity outside (0, 1]
+becomes `RecommenderFailed` (see `botify.service` for what the service answers and records then).
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ def build_custom(arm: ArmConfig, catalog_size: int, where: str) -> CustomRecomme
         raise ConfigError(f"{where}: {origin} has no class {class_name!r}")
     if not callable(getattr(cls, "recommend_next", None)):
         raise ConfigError(f"{where}: {origin}: {class_name} has no recommend_next(user, prev_track, prev_track_time)")
+    missing = [f"{name}={path}" for name, path in arm.data.items() if not path.exists()]
+    if missing:
+        raise ConfigError(f"{where}: {origin}: data files not found: {', '.join(missing)}")
     arguments = {**arm.params, **arm.data}
     try:
         instance = cls(**arguments)

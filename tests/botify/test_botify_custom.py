@@ -292,6 +292,11 @@ def test_a_failing_recommender_answers_a_clear_500_and_keeps_the_event(write_con
         ("def broken(:\n", {}, "cannot import {file}: SyntaxError"),
         ("import no_such_module_here\n", {}, "cannot import {file}: ModuleNotFoundError"),
         ("class Other: pass\n", {}, "{file} has no class 'Mine'"),
+        (
+            "class Mine:\n    def __init__(self, recs): pass\n    def recommend_next(self, u, t, s): return 0\n",
+            {"data": {"recs": "no/such.json"}},
+            "{file}: data files not found: recs={file.parent}/no/such.json",
+        ),
         ("class Mine: pass\n", {}, "{file}: Mine has no recommend_next"),
         (
             "class Mine:\n    def __init__(self, k): pass\n    def recommend_next(self, u, t, s): return 0\n",
