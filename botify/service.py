@@ -297,8 +297,8 @@ class Service:
         many requests custom recommenders failed. Safe to call twice."""
         if self.failures:
             warn(
-                f"{sum(self.failures.values())} requests failed in custom recommenders "
-                f"({len(self.failures)} distinct errors, see {self.config.log_dir / FAILED_FILE_NAME})"
+                f"custom recommenders failed {sum(self.failures.values())} request(s) "
+                f"({len(self.failures)} distinct error(s), see {self.config.log_dir / FAILED_FILE_NAME})"
             )
             self.failures.clear()
         self.store.close()

@@ -274,7 +274,7 @@ def test_a_failing_recommender_answers_a_clear_500_and_keeps_the_event(write_con
     text = output.read_text()
     assert text.count("raised ZeroDivisionError") == 1
     assert text.count("answered 'thirteen'") == 1
-    assert "4 requests failed in custom recommenders (2 distinct errors" in text
+    assert "custom recommenders failed 4 request(s) (2 distinct error(s)" in text
 
     # In process the same failure is an exception naming the class.
     service = Service.open(write_config(custom_arm("fragile.py:Fragile"), name="again.yaml", log_dir="again"))
