@@ -9,7 +9,8 @@
 Each accepted /next or /last writes one log line (see botify.service). Under `clock: simulated` both need the
 event's simulated time in the `X-Botify-Time` header (integer ms since epoch); the wall clock ignores the header.
 Malformed input of any size or content gets a JSON 4xx and is not logged; a store or log that cannot take the event
-gets a JSON 503 and is not logged either.
+gets a JSON 503 and is not logged either. A custom recommender that fails gets a JSON 500 naming the arm, the class
+and the error (the event goes to the log folder's failed.json, see botify.service).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .service import MAX_USER_ID, BadRequest, Service, ServiceUnavailable
+from .service import MAX_USER_ID, BadRequest, RecommenderFailed, Service, ServiceUnavailable
 
 MAX_BODY_BYTES = 4096
 TIME_HEADER = "X-Botify-Time"
@@ -135,6 +136,10 @@ def _register_routes(app: Flask, service: Service) -> None:
         response = json_response({"error": str(error)}, 503)
         response.headers[RETRY_AFTER[0]] = RETRY_AFTER[1]
         return response
+
+    @app.errorhandler(RecommenderFailed)
+    def recommender_failed(error: RecommenderFailed):
+        return json_response({"error": str(error)}, 500)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

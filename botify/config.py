@@ -6,7 +6,7 @@ Validated up front so a typo in a config fails at startup with a message naming 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ TOP_LEVEL_KEYS = {"catalog", "log_dir", "store", "seed", "clock", "log_max_bytes
 # request carries its simulated time (the X-Botify-Time header, ms since epoch) and latency is not measured (logged
 # as 0), so a seeded simulation writes the same log on every run, however the machine is loaded.
 CLOCKS = ("wall", "simulated")
-ARM_KEYS = {"name", "recommender", "path", "k", "exploration"}
+ARM_KEYS = {"name", "recommender", "path", "k", "exploration", "params", "data"}
 
 
 class ConfigError(ValueError):
@@ -42,6 +42,11 @@ class ArmConfig:
     read one), `k` (toppop's list length) and `exploration` (optional, 0 <= exploration < 1, default 0: the share of
     the arm's /next requests answered by the Random recommender instead of the arm's own, epsilon-greedy, so a model
     retrained on the arm's log also sees tracks the arm would never have served).
+
+    Or `recommender` names a class of one's own (`path/to/file.py:ClassName`, the path relative to the config file,
+    or `package.module:ClassName`; see botify.custom): `source` is then the resolved file (or the module's name),
+    `params` its constructor's keyword arguments and `data` its data files (name -> resolved path, passed as
+    keyword arguments too).
     """
 
     name: str
@@ -49,6 +54,9 @@ class ArmConfig:
     path: Path | None = None
     k: int | None = None
     exploration: float = 0.0
+    source: Path | str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Path] = field(default_factory=dict)
 
     def describe(self, base_dir: Path | None = None) -> dict[str, Any]:
         """What this arm serves, for GET /experiments; the data path relative to `base_dir` (the config's folder)."""
@@ -59,6 +67,13 @@ class ArmConfig:
             description["k"] = self.k
         if self.exploration > 0:
             description["exploration"] = self.exploration
+        if self.params:
+            description["params"] = self.params
+        if self.data:
+            description["data"] = {
+                name: str(path) if base_dir is None else os.path.relpath(path, base_dir)
+                for name, path in self.data.items()
+            }
         return description
 
 
@@ -164,9 +179,18 @@ def _parse_arm(raw: Any, position: int, where: str, base_dir: Path) -> ArmConfig
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(ARM_KEYS)}")
     recommender = raw.get("recommender")
+    name = _require_str(raw.get("name", arm_name(position)), f"{where}.name")
+    if isinstance(recommender, str) and is_custom(recommender):
+        return _parse_custom_arm(raw, name, where, base_dir)
     kind = RECOMMENDERS.get(recommender) if isinstance(recommender, str) else None
     if kind is None:
-        raise ConfigError(f"{where}.recommender must be one of {sorted(RECOMMENDERS)}, got {recommender!r}")
+        raise ConfigError(
+            f"{where}.recommender must be one of {sorted(RECOMMENDERS)} or a class of your own "
+            f"(path/to/file.py:ClassName or package.module:ClassName), got {recommender!r}"
+        )
+    for key in ("params", "data"):
+        if key in raw:
+            raise ConfigError(f"{where}: `{key}` is only for a recommender class of your own, not {recommender}")
     path = None
     if kind.needs_path:
         path = _resolve(_require_str(raw.get("path"), f"{where}.path"), base_dir)
@@ -179,10 +203,43 @@ def _parse_arm(raw: Any, position: int, where: str, base_dir: Path) -> ArmConfig
         takers = sorted(name for name, other in RECOMMENDERS.items() if other.takes_k)
         raise ConfigError(f"{where}: `k` is only for {', '.join(takers)}")
     exploration = _require_share(raw.get("exploration", 0.0), f"{where}.exploration")
-    name = raw.get("name", arm_name(position))
-    return ArmConfig(
-        name=_require_str(name, f"{where}.name"), recommender=recommender, path=path, k=k, exploration=exploration
-    )
+    return ArmConfig(name=name, recommender=recommender, path=path, k=k, exploration=exploration)
+
+
+def is_custom(recommender: str) -> bool:
+    """Whether a config's `recommender` names a class (`file.py:Class`, `module:Class`) rather than a built-in."""
+    return ":" in recommender
+
+
+def _parse_custom_arm(raw: dict, name: str, where: str, base_dir: Path) -> ArmConfig:
+    """An arm serving a class of one's own: where the class lives, its params and its data files (not imported
+    here: botify.custom builds it when the service opens)."""
+    recommender = raw["recommender"]
+    location, _, class_name = recommender.rpartition(":")
+    if not location or not class_name.isidentifier():
+        raise ConfigError(
+            f"{where}.recommender must look like path/to/file.py:ClassName or package.module:ClassName, "
+            f"got {recommender!r}"
+        )
+    for key in ("path", "k", "exploration"):
+        if key in raw:
+            raise ConfigError(f"{where}: `{key}` is only for the built-in recommenders; give a class `params`")
+    if location.endswith(".py") or "/" in location:
+        source: Path | str = _resolve(location, base_dir)
+    elif all(part.isidentifier() for part in location.split(".")):
+        source = location
+    else:
+        raise ConfigError(f"{where}.recommender: {location!r} is neither a .py file nor a module name")
+    params = raw.get("params", {})
+    data = raw.get("data", {})
+    for key, value in (("params", params), ("data", data)):
+        if not isinstance(value, dict) or not all(isinstance(item, str) and item.isidentifier() for item in value):
+            raise ConfigError(f"{where}.{key} must map argument names to values, got {value!r}")
+    shared = sorted(set(params) & set(data))
+    if shared:
+        raise ConfigError(f"{where}: {shared} given both in `params` and in `data`")
+    files = {key: _resolve(_require_str(value, f"{where}.data.{key}"), base_dir) for key, value in data.items()}
+    return ArmConfig(name=name, recommender=recommender, source=source, params=dict(params), data=files)
 
 
 def _resolve(value: str, base_dir: Path) -> Path:

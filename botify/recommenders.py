@@ -5,6 +5,10 @@ hash of seed, user, request count and request) and the choice is reproducible. E
 draws from: `distribution(user, track)` (track -> probability, for replaying it as a target policy) and
 `propensity(user, track, served)` (the probability of the track it served, which every "next" log line carries).
 A pick is `draw % n` of a 128-bit draw, uniform over n up to a bias of n / 2**128.
+
+They keep this draw-taking interface rather than the one of classes of one's own (`botify.custom`): they read no
+session, so serving them through it would only add a session record per request to the store, and their picks,
+logs and speed stay exactly what they were.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ What the server adds to the app, so slow or failing parts cannot take the servic
 - Every request body must arrive within BODY_TIMEOUT_SECONDS (and headers within HEADER_TIMEOUT_SECONDS), else
   the connection gets a 408 and is closed; each worker handles at most `backpressure` requests at a time (more
   wait in the listen backlog), so slow clients cost bounded memory and cannot hold a worker for long.
-- With a Redis store, /next (the only call that talks to Redis) runs in a small thread pool off the event loop:
-  a stalled Redis delays only the /next calls waiting on it (each at most the store's timeout), never GET / or
-  /last.
+- With a Redis store, /next (the only call that talks to Redis, with /last when a custom recommender needs the
+  session) runs in a small thread pool off the event loop: a stalled Redis delays only the calls waiting on it
+  (each at most the store's timeout), never GET /.
 - A worker that dies (even by SIGKILL) is replaced by granian's supervisor at once; one that dies again within
   5.5 s of its replacement stops the service (a crash loop). With the in-memory store a replacement (also a SIGHUP
   reload) starts only once the old worker has stopped, and continues its counters (see botify.store).
@@ -73,7 +73,7 @@ from .app import (
     parse_user,
 )
 from .eventlog import lock_exclusively, warn
-from .service import BadRequest, ServiceUnavailable
+from .service import BadRequest, RecommenderFailed, ServiceUnavailable
 
 WORKER_STOP_SECONDS = 3
 BODY_TIMEOUT_SECONDS = 5.0
@@ -117,6 +117,7 @@ class FlaskOverRSGI:
         self._body_reads = 0  # bodies being awaited now (one event loop per worker: a plain counter)
         # Only a remote store can block; the in-memory one answers at once, so /next then runs inline (faster).
         self.offload_next = self.service.store.shared_between_processes
+        self.offloaded = ("/next/", "/last/") if self.service.keeps_sessions else ("/next/",)
         self._executor: ThreadPoolExecutor | None = None
         self._timeout_response = self._flatten(
             json_response({"error": f"request body not received within {body_timeout:g} s"}, 408)
@@ -165,7 +166,7 @@ class FlaskOverRSGI:
             finally:
                 self._body_reads -= 1
             content_length = str(len(body))
-        if self._executor is not None and scope.path.startswith("/next/"):
+        if self._executor is not None and scope.path.startswith(self.offloaded):
             loop = asyncio.get_running_loop()
             answer = await loop.run_in_executor(self._executor, self._answer, scope, body, content_length)
         else:
@@ -206,6 +207,8 @@ class FlaskOverRSGI:
         except ServiceUnavailable as error:
             status, headers, payload = _json_answer(503, {"error": str(error)})
             return status, [*headers, RETRY_AFTER], payload
+        except RecommenderFailed as error:
+            return _json_answer(500, {"error": str(error)})
         except Exception as error:
             self.app.logger.exception("unexpected error")
             return _json_answer(500, {"error": internal_error_message(error)})

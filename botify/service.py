@@ -20,6 +20,15 @@ the course measured it); by default the call's own start. Under `clock: simulate
 (the event's simulated time, ms since epoch), which is logged instead of the server's clock, with latency 0 (not
 measured): the log then depends only on the requests, not on when they were served.
 
+An arm may serve a recommender class of one's own (`botify.custom`): the service then records each of the arm's
+users' playbacks in the store (the session so far and the finished ones, a session ending with /last) and hands
+them to the class with a generator seeded from the request's draw. When the class fails (it raises, or answers
+something that is not a catalog track id), `next_track` raises `RecommenderFailed` (answered 500 over HTTP with the
+reason) after recording what happened: the playback stays in the user's session, the request keeps its number, and
+the event, which the log's schema cannot hold without a recommendation, is appended to `<log_dir>/failed.json` (one
+JSON line: the event's fields with recommendation null, plus "error"); data.json stays a log of answered requests.
+Each distinct failure is reported once on stderr, and `close()` reports how many requests failed.
+
 Log lines follow the project's event schema (`botify_lab.formats.event`): message, timestamp (ms since epoch),
 user, track, time, latency (seconds), recommendation (null on "last"), experiments (experiment name -> the user's
 arm, for every experiment), and on "next" lines propensity (the probability with which the serving arm's
@@ -28,26 +37,34 @@ recommender drew that recommendation). The first experiment of the config serves
 
 from __future__ import annotations
 
+import os
+import random
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mmh3
+import orjson
 
 from botify_lab.formats import event
 
 from .catalog import Catalog, load_catalog
-from .config import BotifyConfig, load_config
-from .eventlog import EventLog, FolderLock, LogUnavailable
+from .config import ArmConfig, BotifyConfig, is_custom, load_config
+from .custom import CustomRecommender, RecommenderFailed, SessionContext, build_custom
+from .eventlog import EventLog, FolderLock, LogUnavailable, warn
 from .experiments import Experiment
 from .recommenders import build_recommender
 from .store import StoreUnavailable, open_store
 
 MAX_USER_ID = 2**31 - 1
 MAX_TIMESTAMP = 2**53  # ms since epoch; larger values would not survive a JSON reader's doubles
+FAILED_FILE_NAME = "failed.json"  # beside data.json: the events a custom recommender failed to answer
+MAX_ERROR_CHARS = 500
+FAILED_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 _clock = time.perf_counter
 
-__all__ = ["BadRequest", "MAX_USER_ID", "Service", "ServiceUnavailable"]
+__all__ = ["BadRequest", "MAX_USER_ID", "RecommenderFailed", "Service", "ServiceUnavailable"]
 
 
 class BadRequest(ValueError):
@@ -69,6 +86,7 @@ class Service:
     event_log: EventLog
     folder_lock: FolderLock | None = None
     counters: str = ""  # how the request counters started, for the startup line
+    failures: Counter = field(default_factory=Counter)  # this process's custom recommender failures, by message
 
     @classmethod
     def open(
@@ -83,7 +101,7 @@ class Service:
         settings = config if isinstance(config, BotifyConfig) else load_config(config)
         catalog = load_catalog(settings.catalog)
         experiments = tuple(
-            Experiment(experiment, [build_recommender(arm, catalog) for arm in experiment.arms])
+            Experiment(experiment, [_build_arm(arm, catalog, experiment.name) for arm in experiment.arms])
             for experiment in settings.experiments
         )
         store = open_store(settings.store, settings.log_dir, journal=journal_counters)
@@ -114,6 +132,8 @@ class Service:
         self._serving = self.experiments[0]
         self._seed = self.config.seed
         self._catalog_size = len(self.catalog)
+        # Built-in arms need no session: /last looks the user's arm up only when some arm serves a custom class.
+        self.keeps_sessions = any(isinstance(arm, CustomRecommender) for arm in self._serving.recommenders)
 
     # -- reads ----------------------------------------------------------------------------------------------------
 
@@ -162,10 +182,48 @@ class Service:
         draw = mmh3.hash128(f"{self._seed}:{user}:{request_number}:{track}:{listen_time!r}", signed=False)
         serving = self._serving
         recommender = serving.recommenders[serving.arm_index(user)]
-        recommendation = recommender.recommend(user, track, draw)
-        propensity = recommender.propensity(user, track, recommendation)
+        if isinstance(recommender, CustomRecommender):
+            recommendation, propensity = self._ask(recommender, user, track, listen_time, draw, timestamp)
+        else:
+            recommendation = recommender.recommend(user, track, draw)
+            propensity = recommender.propensity(user, track, recommendation)
         self._log("next", user, track, listen_time, started, recommendation, timestamp, propensity)
         return recommendation
+
+    def _ask(self, recommender: CustomRecommender, user, track, listen_time, draw, timestamp) -> tuple:
+        """A custom recommender's (track, propensity), the playback recorded in the user's session first."""
+        session, finished = self._listen(user, track, listen_time, ends=False)
+        context = SessionContext(user, session, finished, random.Random(draw))
+        try:
+            return recommender.answer(context, draw)
+        except RecommenderFailed as error:
+            self._record_failure(str(error), user, track, listen_time, timestamp)
+            raise
+
+    def _listen(self, user: int, track: int, listen_time: float, *, ends: bool):
+        try:
+            return self.store.listen(user, track, listen_time, ends=ends)
+        except StoreUnavailable as error:
+            raise ServiceUnavailable(str(error)) from None
+
+    def _record_failure(self, message: str, user, track, listen_time, timestamp) -> None:
+        """Keep the event a failed recommender could not answer (failed.json) and report a new reason once."""
+        message = message[:MAX_ERROR_CHARS]
+        if timestamp is None:
+            timestamp = time.time_ns() // 1_000_000
+        row = event("next", timestamp, user, track, listen_time, 0.0, None, self.arms_of(user))
+        line = orjson.dumps({**row, "error": message}) + b"\n"
+        try:
+            descriptor = os.open(self.config.log_dir / FAILED_FILE_NAME, FAILED_FLAGS, 0o644)
+            try:
+                os.write(descriptor, line)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            warn(f"cannot record a failed request in {self.config.log_dir / FAILED_FILE_NAME}: {error}")
+        self.failures[message] += 1
+        if self.failures[message] == 1:
+            warn(f"{message} (user {user}, track {track}); the event is kept in {FAILED_FILE_NAME}; reported once")
 
     def last_track(
         self, user: int, track: int, time: float, *, started: float | None = None, timestamp: int | None = None
@@ -175,6 +233,9 @@ class Service:
             started = _clock()
         listen_time = self._check(user, track, time)
         timestamp = self._check_timestamp(timestamp)
+        serving = self._serving
+        if self.keeps_sessions and isinstance(serving.recommenders[serving.arm_index(user)], CustomRecommender):
+            self._listen(user, track, listen_time, ends=True)
         self._log("last", user, track, listen_time, started, None, timestamp, None)
 
     def _check(self, user, track, listen_time) -> float:
@@ -232,8 +293,22 @@ class Service:
             raise ServiceUnavailable(f"event log unavailable, the event was not recorded: {error}") from None
 
     def close(self) -> None:
-        """Save what must survive a restart (memory counters) and release the log folder. Safe to call twice."""
+        """Save what must survive a restart (memory counters and sessions) and release the log folder; report how
+        many requests custom recommenders failed. Safe to call twice."""
+        if self.failures:
+            warn(
+                f"custom recommenders failed {sum(self.failures.values())} request(s) "
+                f"({len(self.failures)} distinct error(s), see {self.config.log_dir / FAILED_FILE_NAME})"
+            )
+            self.failures.clear()
         self.store.close()
         self.event_log.close()
         if self.folder_lock is not None:
             self.folder_lock.release()
+
+
+def _build_arm(arm: ArmConfig, catalog: Catalog, experiment: str):
+    """A built-in recommender from the registry, or the arm's own class (its failures name the experiment)."""
+    if is_custom(arm.recommender):
+        return build_custom(arm, len(catalog), f"experiment {experiment}, arm {arm.name}")
+    return build_recommender(arm, catalog)

@@ -80,6 +80,16 @@ def requests_to_compare(seed: int) -> list[tuple[str, str, bytes, list]]:
     return cases
 
 
+def answer_next(adapter: FlaskOverRSGI, *, fast: bool) -> tuple[int, list, bytes]:
+    """A well-formed POST /next/5 answered by the fast path or by the Flask app: (status, headers, payload)."""
+    body = b'{"track": 3, "time": 0.5}'
+    scope = Scope("POST", "/next/5", Headers([("Content-Length", str(len(body)))]))
+    if fast:
+        return adapter._answer(scope, body, str(len(body)))
+    status, headers, payload = adapter._call_app(adapter._environ(scope, body, str(len(body))))
+    return int(status[:3]), headers, payload
+
+
 @pytest.mark.parametrize("clock", ["simulated", "wall"])
 def test_the_fast_path_answers_and_logs_as_the_app_does(write_config, world, open_app, tmp_path, clock):
     answers = {}
@@ -125,12 +135,20 @@ def test_a_service_that_cannot_log_answers_503_with_retry_after_on_both_paths(
             raise LogUnavailable("No space left on device")
 
         monkeypatch.setattr(adapter.service.event_log, "write", refuse)
-        body = b'{"track": 3, "time": 0.5}'
-        scope = Scope("POST", "/next/5", Headers([("Content-Length", str(len(body)))]))
-        if path == "fast":
-            answers.append(adapter._answer(scope, body, str(len(body))))
-        else:
-            status, headers, payload = adapter._call_app(adapter._environ(scope, body, str(len(body))))
-            answers.append((int(status[:3]), headers, payload))
+        answers.append(answer_next(adapter, fast=path == "fast"))
     assert answers[0] == answers[1] and answers[0][0] == 503 and ("Retry-After", "1") in answers[0][1]
     assert b"No space left on device" in answers[0][2]
+
+
+def test_a_failing_custom_recommender_answers_the_same_500_on_both_paths(write_config, open_app, tmp_path):
+    (tmp_path / "failing.py").write_text(
+        "class Failing:\n    def recommend_next(self, user, prev_track, prev_track_time):\n        raise KeyError(7)\n"
+    )
+    answers = []
+    for path in ("fast", "app"):
+        experiment = {"name": "HOMEWORK", "arms": [{"recommender": "failing.py:Failing"}]}
+        adapter = FlaskOverRSGI(open_app(write_config([experiment], name=f"{path}.yaml", log_dir=path)))
+        answers.append(answer_next(adapter, fast=path == "fast"))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 500
+    assert orjson.loads(answers[0][2]) == {"error": "recommender failing.py:Failing (arm C) raised KeyError: 7"}
