@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 AGENTS = ("random", "http", "console")
 QUICK_ACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere the stall stays possible
+# Answers worth asking again: the service (or a proxy before it) is briefly unable to answer. A 500 is the request's
+# own failure (a recommender that raised): sent again it fails again, and each try would be served and recorded.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 class InvalidAnswer(Exception):
@@ -78,10 +81,10 @@ class RandomRecommender:
 class HttpRecommender:
     """The course protocol over one persistent keep-alive connection (`POST /next/<user>`, `POST /last/<user>`).
 
-    Network failures are retried a bounded number of times on a fresh connection; after that the service counts as
-    down and the run stops with a clear error, never a hang. Bad HTTP answers are invalid answers, not crashes.
-    Each request carries its simulated time on `clock` in the X-Botify-Time header, which a service on
-    `clock: simulated` logs (the wall clock ignores it).
+    Network failures and transient answers (502, 503, 504) are retried a bounded number of times on a fresh
+    connection; after that the service counts as down and the run stops with a clear error, never a hang. Bad HTTP
+    answers are invalid answers, not crashes. Each request carries its simulated time on `clock` in the
+    X-Botify-Time header, which a service on `clock: simulated` logs (the wall clock ignores it).
 
     The socket acknowledges at once what it receives after each request (TCP_QUICKACK, Linux). A server that
     writes the headers and the body of an answer separately (the course's gevent botify does) otherwise holds
@@ -135,7 +138,7 @@ class HttpRecommender:
                 failure = error
                 self.close()
                 continue
-            if response.status >= 500 and attempt < self._retries:
+            if response.status in TRANSIENT_STATUSES and attempt < self._retries:
                 failure = InvalidAnswer(f"HTTP {response.status} from {path}")
                 continue
             return response.status, data

@@ -98,12 +98,17 @@ def test_bad_answers_are_invalid_and_strict_stops(fake_recommender, small_world)
         simulate(small_world, agent="http", url=server.url, episodes=10, seed=1, strict=True, progress=False)
 
 
-def test_server_errors_are_retried_a_bounded_number_of_times(fake_recommender):
-    server = fake_recommender(lambda user, track, time: 500)
+def test_transient_answers_are_retried_a_bounded_number_of_times_and_a_failed_request_is_not(fake_recommender):
+    server = fake_recommender(lambda user, track, time: 503)
     agent = HttpRecommender(server.url, retries=2, backoff=0.01)
-    with pytest.raises(InvalidAnswer, match="HTTP 500"):
+    with pytest.raises(InvalidAnswer, match="HTTP 503"):
         agent.recommend(1, 2, 1.0)
     assert len(server.requests) == 3
+    server.requests.clear()
+    server.answer = lambda user, track, time: 500  # the recommender raised: asked again, it would fail again
+    with pytest.raises(InvalidAnswer, match="HTTP 500"):
+        agent.recommend(1, 2, 1.0)
+    assert len(server.requests) == 1
 
 
 def test_a_service_that_is_down_fails_clearly_within_seconds(small_world, loopback_port):

@@ -26,8 +26,8 @@ from pathlib import Path
 import orjson
 import yaml
 
-from botify.service import BadRequest, Service, ServiceUnavailable
-from botify_lab.formats import LOG_FILE_NAME, log_files
+from botify.service import FAILED_FILE_NAME, BadRequest, RecommenderFailed, Service, ServiceUnavailable
+from botify_lab.formats import LOG_FILE_NAME, atomic_write_bytes, log_files
 from botify_lab.pipeline.params import TRANSPORTS, CalibrateParams, FidelityParams, Params, TrafficParams
 from sim.agents import InvalidAnswer
 from sim.agents import ServiceUnavailable as Unreachable
@@ -111,7 +111,7 @@ class _ServedInProcess:
     def recommend(self, user: int, track: int, time: float) -> int:
         try:
             return self._service.next_track(int(user), int(track), float(time), timestamp=self._time_ms)
-        except (BadRequest, ServiceUnavailable) as error:
+        except (BadRequest, RecommenderFailed, ServiceUnavailable) as error:
             raise _as_seen_over_http("/next", error) from None
 
     def end_session(self, user: int, track: int, time: float) -> None:
@@ -125,27 +125,42 @@ class _ServedInProcess:
 
 
 def _as_seen_over_http(call: str, error: Exception) -> Exception:
-    """The service's refusal as the simulator knows it over HTTP: a 400 is an invalid answer, a 503 an outage."""
+    """The service's refusal as the simulator knows it over HTTP: a 400 is an invalid answer, so is a 500 (a
+    recommender of one's own that failed), a 503 an outage."""
     if isinstance(error, BadRequest):
         return InvalidAnswer(f"{call} refused the request: {error}")
+    if isinstance(error, RecommenderFailed):
+        return InvalidAnswer(f"{call} failed: {error}")
     return Unreachable(f"{call}: {error}")
 
 
 def merge_parts(parts_dir: Path, log_dir: Path) -> None:
     """The in-process parts as one stopped service's log folder: every part's lines in the canonical order, the
-    counters of all users (disjoint between parts) in one file, and the folder's (released) lock files; the parts
-    are removed."""
+    counters of all users (disjoint between parts) in one file, so are the sessions a recommender of one's own
+    reads and the requests it failed, and the folder's (released) lock files; the parts are removed."""
     from botify.eventlog import FOLDER_LOCK_NAME, WRITE_LOCK_NAME
-    from botify.store import COUNTERS_FILE_NAME, MemoryStore
+    from botify.store import COUNTERS_FILE_NAME, SESSIONS_FILE_NAME, MemoryStore
 
     parts = sorted(path for path in Path(parts_dir).iterdir() if path.is_dir())
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     put_log_in_canonical_order(log_dir, [path for part in parts for path in log_files(part)])
     MemoryStore.merged(log_dir / COUNTERS_FILE_NAME, [part / COUNTERS_FILE_NAME for part in parts]).save()
+    sessions = [orjson.loads(path.read_bytes())["users"] for path in _present(parts, SESSIONS_FILE_NAME)]
+    if sessions:
+        users = sorted((user for part in sessions for user in part.items()), key=lambda item: int(item[0]))
+        atomic_write_bytes(log_dir / SESSIONS_FILE_NAME, orjson.dumps({"users": dict(users)}))
+    failed = [line for path in _present(parts, FAILED_FILE_NAME) for line in path.read_bytes().splitlines()]
+    if failed:
+        events = sorted(failed, key=lambda line: canonical_key(orjson.loads(line)))
+        atomic_write_bytes(log_dir / FAILED_FILE_NAME, b"".join(line + b"\n" for line in events))
     for name in (FOLDER_LOCK_NAME, WRITE_LOCK_NAME):
         (log_dir / name).touch()
     shutil.rmtree(parts_dir)
+
+
+def _present(parts: list[Path], name: str) -> list[Path]:
+    return [part / name for part in parts if (part / name).is_file()]
 
 
 def _relative(path: Path | str, config_dir: Path) -> str:
@@ -222,6 +237,11 @@ def run_experiment(world_dir: Path | str, experiments: list[dict], traffic: Traf
     return out_dir / "log"
 
 
+def canonical_key(event: dict) -> tuple[int, int]:
+    """Where an event stands in a log that does not depend on scheduling: by time, then user."""
+    return event["timestamp"], event["user"]
+
+
 def put_log_in_canonical_order(log_dir: Path | str, sources: list[Path] | None = None) -> None:
     """Rewrite a stopped service's log as one file, its lines sorted by (timestamp, user), each line unchanged.
 
@@ -232,10 +252,7 @@ def put_log_in_canonical_order(log_dir: Path | str, sources: list[Path] | None =
     log_dir = Path(log_dir)
     files = log_files(log_dir) if sources is None else sources
     lines = [line for path in files for line in path.read_bytes().splitlines(keepends=True)]
-    keys = []
-    for line in lines:
-        event = orjson.loads(line)
-        keys.append((event["timestamp"], event["user"]))
+    keys = [canonical_key(orjson.loads(line)) for line in lines]
     order = sorted(range(len(lines)), key=keys.__getitem__)
     scratch = log_dir / f".{LOG_FILE_NAME}.canonical"
     with open(scratch, "wb") as output:

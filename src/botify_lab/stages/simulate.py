@@ -17,8 +17,8 @@ from botify_lab.pipeline.params import Params
 def homework_experiment(params: Params) -> dict:
     settings = params.simulate
     arms = [
-        {"recommender": "contextual", "path": str(layout.recs_file(settings[role]))}
-        for role in ("control", "treatment")
+        {"recommender": "contextual", "path": str(layout.recs_file(name))}
+        for name in (settings.control, settings.treatment)
     ]
     return {"name": settings.experiment, "arms": arms}
 
