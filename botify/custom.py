@@ -108,16 +108,23 @@ class CustomRecommender:
             raise RecommenderFailed(f"{self.label} raised {type(error).__name__}: {error}") from error
 
 
-def build_custom(arm: ArmConfig, catalog_size: int, where: str) -> CustomRecommender:
-    """Import the arm's class and build it with its params and data files; any failure is one ConfigError line."""
-    class_name = arm.recommender.rpartition(":")[2]
-    origin = str(arm.source)
-    module = _import(arm.source, where, origin)
+def load_class(source: Path | str, class_name: str, where: str) -> type:
+    """The recommender class `class_name` of a file (or a module's name); any failure is one ConfigError line."""
+    origin = str(source)
+    module = _import(source, where, origin)
     cls = getattr(module, class_name, None)
     if not inspect.isclass(cls):
         raise ConfigError(f"{where}: {origin} has no class {class_name!r}")
     if not callable(getattr(cls, "recommend_next", None)):
         raise ConfigError(f"{where}: {origin}: {class_name} has no recommend_next(user, prev_track, prev_track_time)")
+    return cls
+
+
+def build_custom(arm: ArmConfig, catalog_size: int, where: str) -> CustomRecommender:
+    """Import the arm's class and build it with its params and data files; any failure is one ConfigError line."""
+    class_name = arm.recommender.rpartition(":")[2]
+    origin = str(arm.source)
+    cls = load_class(arm.source, class_name, where)
     missing = [f"{name}={path}" for name, path in arm.data.items() if not path.exists()]
     if missing:
         raise ConfigError(f"{where}: {origin}: data files not found: {', '.join(missing)}")

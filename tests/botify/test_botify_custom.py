@@ -15,6 +15,7 @@ import requests
 from botify.config import ConfigError
 from botify.launch import served
 from botify.service import FAILED_FILE_NAME, RecommenderFailed, Service
+from botify.store import SESSIONS_FILE_NAME
 from botify_lab.formats import PROPENSITY_KEY, event_problem
 from tests.botify.conftest import botify_supervisor, read_events
 from tests.conftest import REPO_ROOT
@@ -432,12 +433,14 @@ def test_the_simulator_gets_the_same_log_from_both_transports(tmp_path):
             },
         ],
     }
-    logs = {}
+    logs, sessions = {}, {}
     for transport in ("http", "in_process"):
         traffic = Traffic(episodes=80, seed=5, processes=2, transport=transport)
         log_dir = run_experiment(world, [experiment], traffic, tmp_path / transport)
         logs[transport] = (log_dir / "data.json").read_bytes()
+        sessions[transport] = (log_dir / SESSIONS_FILE_NAME).read_bytes()
     assert logs["http"] == logs["in_process"]
+    assert sessions["http"] == sessions["in_process"]  # the in-process parts' sessions merged as one service's
     events = [orjson.loads(line) for line in logs["http"].splitlines()]
     assert sum(event["message"] == "last" for event in events) == 80
     assert {event["experiments"][EXPERIMENT] for event in events} == {"C", "T1"}
@@ -447,3 +450,29 @@ def test_the_simulator_gets_the_same_log_from_both_transports(tmp_path):
         e["recommendation"] for e in events if e["message"] == "next" and e["experiments"][EXPERIMENT] == "C"
     ]
     assert any(track not in range(0, 300, 7) for track in history_answers)
+
+
+def test_a_failing_class_stops_a_pipeline_run_alike_on_both_transports(tmp_path):
+    """The pipeline's traffic is strict: a class that raises stops the run, over HTTP (a 500, asked once) and in
+    process alike, with the class, the user and the error in one message."""
+    from botify_lab.pipeline.experiment import Traffic, run_experiment
+    from sim.agents import InvalidAnswer
+    from sim.generator import generate_world
+    from tests.conftest import world_knobs
+
+    world = tmp_path / "world"
+    generate_world(world, seed=3, n_tracks=300, n_users=40, dim=8, **world_knobs())
+    student = tmp_path / "picky.py"
+    student.write_text(
+        "class Picky:\n"
+        "    def recommend_next(self, user, prev_track, prev_track_time):\n"
+        "        if user % 5 == 0:\n"
+        "            raise ValueError(f'no answer for user {user}')\n"
+        "        return (prev_track + 1) % 300\n"
+    )
+    experiment = {"name": EXPERIMENT, "arms": [{"recommender": f"{student}:Picky"}]}
+    raised = r"picky\.py:Picky \(arm C\) raised ValueError: no answer for user \d+"
+    for transport in ("http", "in_process"):
+        traffic = Traffic(episodes=60, seed=5, processes=2, transport=transport)
+        with pytest.raises(InvalidAnswer, match=raised):
+            run_experiment(world, [experiment], traffic, tmp_path / transport)

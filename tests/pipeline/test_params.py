@@ -28,7 +28,7 @@ def problems(edit) -> list[str]:
 
 def test_the_committed_params_follow_the_schema():
     params = load_params(REPO_ROOT / "params.yaml")
-    assert params.model_dump(exclude_unset=True) == PARAMS
+    assert params.model_dump(exclude_unset=True, by_alias=True) == PARAMS
     assert params.train.splits == PARAMS["train"]["splits"] and params.models["ours"].similarity == "cosine"
     with pytest.raises(ValidationError, match="frozen"):
         params.train.lr = 1.0  # configuration flows from params.yaml, never from code that edits it
@@ -59,7 +59,11 @@ def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed():
 def test_cross_checks_name_the_models():
     lines = problems(lambda params: params["simulate"].update(treatment="nobody"))
     assert lines == [
-        "params.yaml: simulate.treatment = 'nobody': must name a model of `models:` "
+        "params.yaml: simulate.treatment = 'nobody': must name a model of `models:` or one of `recommenders:` "
+        "(contextual, contextual_seminar, ours, first_track, sticky_skip, user_history)"
+    ]
+    assert problems(lambda params: params["simulate"].update(control="first_track")) == [
+        "params.yaml: simulate.control = 'first_track': must name a model of `models:` "
         "(contextual, contextual_seminar, ours)"
     ]
     too_many = problems(lambda params: params["models"]["ours"].update(neighbours=params["world"]["tracks"]))
@@ -76,6 +80,33 @@ def test_cross_checks_name_the_models():
     assert problems(lambda params: params["world"].update(source="upstream"))[0].startswith(
         "params.yaml: world.source = 'upstream': Input should be 'generated', 'listening' or 'course'"
     )
+
+
+def test_recommenders_of_ones_own_name_a_class_and_data_the_pipeline_makes():
+    check_params({**copy.deepcopy(PARAMS), "simulate": {**PARAMS["simulate"], "treatment": "first_track"}})
+    check_params({**copy.deepcopy(PARAMS), "recommenders": {}})  # none: the course's leaderboard only
+    del_section = copy.deepcopy(PARAMS)
+    del del_section["recommenders"]
+    assert check_params(del_section).recommenders == {}  # an older params.yaml without the section still works
+
+    def edit(params):
+        mine = params["recommenders"]["first_track"]
+        mine["data"]["neighbours"] = "/home/me/lists.json"
+        mine["class"] = "Not A Name"
+        params["recommenders"]["ours"] = {"label": "Mine", "file": "mine.txt", "class": "Mine"}
+
+    lines = problems(edit)
+    assert "params.yaml: recommenders.first_track.class = 'Not A Name': String should match pattern " in lines[0]
+    assert lines[1].startswith("params.yaml: recommenders.ours.file = 'mine.txt': String should match pattern")
+    edit_data = problems(lambda params: params["recommenders"]["user_history"]["data"].update(top_tracks="x.json"))
+    assert edit_data == [
+        "params.yaml: data.top_tracks = 'x.json': a data file must be one the pipeline makes, under data/, "
+        "build/recs/, build/toppop/ (so DVC reruns what serves it when it changes)"
+    ]
+    clash = {"label": "Mine", "file": "mine.py", "class": "Mine"}
+    assert problems(lambda params: params["recommenders"].update(ours=clash)) == [
+        "params.yaml: ours: a name is either a model of `models:` or one of `recommenders:`"
+    ]
 
 
 def test_rounds_must_follow_each_other_with_string_names():

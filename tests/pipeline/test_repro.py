@@ -21,6 +21,9 @@ from tests.conftest import REPO_ROOT, merged
 
 pytestmark = pytest.mark.slow
 
+# The labels of params.yaml's recommenders of one's own (examples/recommenders/), served in every leaderboard.
+EXAMPLES = ["Contextual on the first track", "StickyArtist, TopPop after a skip", "User history"]
+
 TINY = {
     "world": {"source": "generated", "tracks": 5000, "users": 1000},  # the listening world has its own tests
     "collect": {"episodes": 1500, "processes": 1},
@@ -133,9 +136,10 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
         "Contextual (seminar)",
         "Ours",
         "Added",
+        *EXAMPLES,
         "Reference: true neighbours",
     ]
-    assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 11)}
+    assert set(leaderboard["effects"]) == {f"T{i}" for i in range(1, 14)}
     fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
     assert fidelity["checks"] > 50 and fidelity["training_data"]["pairs"] > 0
     checks = json.loads((clone / "build" / "fidelity" / "checks.json").read_text())
@@ -151,7 +155,8 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     assert set(cuped["effects"]["T1"]["mean_time_per_session"]) >= {"effect", "lower", "upper", "mde"}
     ope = json.loads((clone / "metrics" / "ope.json").read_text())
     assert list(ope["estimates"]) == ["random", "sticky_artist"]
-    assert list(ope["online"]) == list(leaderboard["recommenders"].values())
+    # every leaderboard recommender but the classes of one's own, which give no distribution to weigh
+    assert list(ope["online"]) == [label for label in leaderboard["recommenders"].values() if label not in EXAMPLES]
     for logger, targets in ope["estimates"].items():
         assert list(targets) == list(ope["online"])
         for label, row in targets.items():
@@ -187,7 +192,11 @@ def listed_params(lock_stage: dict) -> set[str]:
 
 
 # Keys a stage reads only in some settings, listed so that DVC reruns it when they matter: (stage, key) -> when.
-READ_ONLY_WHEN = {("analyze", "spark"): "analysis.engine is spark (the tiny run uses pandas)"}
+READ_ONLY_WHEN = {
+    ("analyze", "spark"): "analysis.engine is spark (the tiny run uses pandas)",
+    ("simulate", "recommenders"): "simulate.treatment names a recommender of one's own",
+    ("report", "recommenders"): "simulate.treatment names a recommender of one's own",
+}
 
 
 def covers(listed: str, read: str) -> bool:
@@ -386,3 +395,24 @@ def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_clone):
     assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3"]
     training = json.loads((clone / "build" / "models" / "ours" / "training.json").read_text())
     assert training["rounds"] == ["round0", "round1", "round2", "round3"]
+
+
+def test_a_students_recommender_in_a_file_of_their_own(tiny_clone):
+    """The homework as students did it: the README's class in a file outside the package, named in params.yaml only,
+    served in the leaderboard and tested against the course's Contextual by `dvc exp run`; DVC tracks the file."""
+    clone, env, _ = tiny_clone
+    output = run_readme_block(clone, env, "Your own recommender: the course's homework")
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert {"recommender@mine", "leaderboard", "simulate", "analyze", "report"} <= ran, ran
+    assert not {name for name in ran if name.startswith(("train@", "export@", "loop@", "recommender@first"))}, ran
+    leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
+    assert list(leaderboard["recommenders"].values())[-2:] == ["Mine", "Reference: true neighbours"]
+    ab = json.loads((clone / "metrics" / "ab.json").read_text())
+    effect = ab["effects"]["T1"]["mean_time_per_session"]
+    assert ab["arms"]["T1"]["sessions"] > 0 and effect["lower"] <= effect["effect"] <= effect["upper"]
+    assert "recommenders.mine</code>: Mine of homework/mine.py" in (clone / "reports/html/index.html").read_text()
+    config = yaml.safe_load((clone / "build" / "simulate" / "service.yaml").read_text())
+    assert config["experiments"][0]["arms"][1]["recommender"].endswith("homework/mine.py:Mine")
+    with (clone / "homework" / "mine.py").open("a") as file:
+        file.write("# a student's second try\n")
+    assert "recommender@mine" in dvc(clone, env, "status")

@@ -1,15 +1,19 @@
 """The pieces every stage relies on: atomic outputs, the notebook runner, and the offline HTML report."""
 
+import hashlib
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from botify.config import ConfigError
 from botify_lab.pipeline.notebook import run_notebook
 from botify_lab.pipeline.outputs import atomic_output_dir
 from botify_lab.pipeline.params import load_params
+from botify_lab.stages.recommender import check_recommender
 from botify_lab.stages.report import EXTERNAL_REFERENCE, build_index
 from botify_lab.stages.report import main as report_main
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, repo_params
 
 
 def write_notebook(path, *sources):
@@ -220,3 +224,33 @@ def test_notebook_runner_embeds_figures_hides_progress_and_reports_the_error_bri
     assert run_notebook(source, output, ["-p", "fail", "True"]) != 0
     error = capfd.readouterr().err
     assert "AssertionError: asked to fail" in error and "click" not in error and len(error.splitlines()) < 25
+
+
+def test_a_recommender_of_ones_own_is_checked_in_one_line_before_it_serves(tmp_path):
+    """Stage recommender@<name>: the class imports and takes its params and data, or one line says why not."""
+    student = tmp_path / "mine.py"
+    student.write_text(
+        "class Mine:\n"
+        "    def __init__(self, top_tracks, k=5):\n"
+        "        self.k = k\n\n"
+        "    def recommend_next(self, user, prev_track, prev_track_time):\n"
+        "        return prev_track\n"
+    )
+
+    def mine(**changes) -> dict:
+        spec = {"label": "Mine", "file": str(student), "class": "Mine", "params": {"k": 3}}
+        return repo_params({"recommenders": {"mine": {**spec, **changes}}})
+
+    record = check_recommender("mine", mine(data={"top_tracks": "build/toppop/top_tracks.json"}))
+    assert record["sha256"] == hashlib.sha256(student.read_bytes()).hexdigest()
+    assert (record["class"], record["params"], record["label"]) == ("Mine", {"k": 3}, "Mine")
+    with pytest.raises(ConfigError, match=r"^recommenders\.mine: .*mine\.py: Mine\(k\): missing a required argument"):
+        check_recommender("mine", mine())
+    with pytest.raises(ConfigError, match=r"^recommenders\.mine: .*mine\.py has no class 'Yours'$"):
+        check_recommender("mine", mine(**{"class": "Yours"}))
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_module_here\n")
+    with pytest.raises(ConfigError, match=r"cannot import .*broken\.py: ModuleNotFoundError"):
+        check_recommender("mine", mine(file=str(broken)))
+    with pytest.raises(ConfigError, match=r"no recommender file .*absent\.py$"):
+        check_recommender("mine", mine(file=str(tmp_path / "absent.py")))

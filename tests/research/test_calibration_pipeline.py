@@ -48,9 +48,15 @@ def test_leaderboard_arms_and_summary(tmp_path):
         "Contextual",
         "Diverse i2i",
         "Ours",
+        "Contextual on the first track",
+        "StickyArtist, TopPop after a skip",
+        "User history",
         "Reference: true neighbours",
     ]
-    assert [arm["name"] for arm in full] == ["C"] + [f"T{i}" for i in range(1, 9)]
+    assert [arm["name"] for arm in full] == ["C"] + [f"T{i}" for i in range(1, 12)]
+    first_track = full[8]  # a recommender of one's own: its class, constructor params and data files
+    assert first_track["recommender"] == "examples/recommenders/first_track_contextual.py:FirstTrackContextual"
+    assert first_track["data"] == {"neighbours": "build/recs/contextual.json"} and "params" not in first_track
     arms = [full[i] for i in (0, 1, 2, 4, 5, 7)]  # six arms for the summary below
     arms = [{**arm, "name": name} for arm, name in zip(arms, ["C", "T1", "T2", "T3", "T4", "T5"])]
     assert arms[0]["recommender"] == "random" and arms[2]["k"] == 100

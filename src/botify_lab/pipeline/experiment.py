@@ -28,6 +28,7 @@ import yaml
 
 from botify.service import FAILED_FILE_NAME, BadRequest, RecommenderFailed, Service, ServiceUnavailable
 from botify_lab.formats import LOG_FILE_NAME, atomic_write_bytes, log_files
+from botify_lab.pipeline import layout
 from botify_lab.pipeline.params import TRANSPORTS, CalibrateParams, FidelityParams, Params, TrafficParams
 from sim.agents import InvalidAnswer
 from sim.agents import ServiceUnavailable as Unreachable
@@ -167,6 +168,33 @@ def _relative(path: Path | str, config_dir: Path) -> str:
     return os.path.relpath(Path(path).resolve(), config_dir.resolve())
 
 
+def _arm_in_config(arm: dict, config_dir: Path) -> dict:
+    """An arm with its files relative to the config's folder, against which the service resolves them: a built-in's
+    `path`, and a class of one's own's file and `data`."""
+    arm = dict(arm)
+    if "path" in arm:
+        arm["path"] = _relative(arm["path"], config_dir)
+    file, _, class_name = arm["recommender"].rpartition(":")
+    if file.endswith(".py"):
+        arm["recommender"] = f"{_relative(file, config_dir)}:{class_name}"
+    if "data" in arm:
+        arm["data"] = {name: _relative(data, config_dir) for name, data in arm["data"].items()}
+    return arm
+
+
+def serving_arm(params: Params, name: str) -> dict:
+    """The arm that serves `name` of params.yaml: the Contextual recommender on a model's exported lists, or a
+    recommender of one's own (`recommenders:`) with its params and data files."""
+    if name in params.models:
+        return {"recommender": "contextual", "path": str(layout.recs_file(name))}
+    spec = params.recommenders[name]
+    return {
+        "recommender": f"{spec.file}:{spec.class_name}",
+        **({"params": dict(spec.params)} if spec.params else {}),
+        **({"data": dict(spec.data)} if spec.data else {}),
+    }
+
+
 def write_service_config(
     path: Path, *, catalog: Path, log_dir: Path, seed: int, experiments: list[dict], store: str = "memory"
 ) -> Path:
@@ -183,10 +211,7 @@ def write_service_config(
         "experiments": [
             {
                 "name": experiment["name"],
-                "arms": [
-                    {**arm, "path": _relative(arm["path"], config_dir)} if "path" in arm else dict(arm)
-                    for arm in experiment["arms"]
-                ],
+                "arms": [_arm_in_config(arm, config_dir) for arm in experiment["arms"]],
             }
             for experiment in experiments
         ],

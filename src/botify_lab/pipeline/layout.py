@@ -55,6 +55,16 @@ def model_dir(name: str) -> Path:
     return MODELS / name
 
 
+# Where a recommender of one's own (params.yaml `recommenders:`) may read its data files: the outputs the leaderboard
+# and the homework's test depend on, so DVC reruns them when such a file changes.
+RECOMMENDER_DATA = (WORLD, RECS, TOP_TRACKS.parent)
+
+
+def recommender_record(name: str) -> Path:
+    """What the stage `recommender@<name>` writes (beside the exported lists, which the serving stages read)."""
+    return RECS / f"{name}.recommender.json"
+
+
 def recs_file(name: str) -> Path:
     """The track-recommendations file a model's export writes for the Contextual recommender."""
     return RECS / f"{name}.json"

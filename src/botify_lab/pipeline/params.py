@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -93,9 +93,10 @@ class TracedParams:
 
     def __getattr__(self, name: str):
         value = getattr(self._value, name)
-        if name not in type(self._value).model_fields:
+        field = type(self._value).model_fields.get(name)
+        if field is None:
             return value  # a method of the section
-        return self._read(name, value)
+        return self._read(field.alias or name, value)  # by its key in params.yaml
 
     def __getitem__(self, key):
         return self._read(key, self._value[key])
@@ -313,6 +314,28 @@ class TrainParams(Section):
         return self
 
 
+class RecommenderParams(Section):
+    """A recommender of one's own (examples/recommenders/README.md): the class in `file`, its constructor's keyword
+    arguments in `params` and its data files in `data` (paths from the repository root)."""
+
+    label: Annotated[str, Field(min_length=1)]
+    file: Annotated[str, Field(pattern=r"\.py$")]
+    class_name: Annotated[str, Field(alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    params: dict[str, Any] = {}
+    data: dict[Name, str] = {}
+
+    @model_validator(mode="after")
+    def data_comes_from_the_pipeline(self):
+        roots = [root.as_posix() for root in layout.RECOMMENDER_DATA]
+        for name, path in self.data.items():
+            if not any(Path(path).as_posix().startswith(root + "/") for root in roots):
+                raise ValueError(
+                    f"data.{name} = {path!r}: a data file must be one the pipeline makes, under "
+                    f"{', '.join(root + '/' for root in roots)} (so DVC reruns what serves it when it changes)"
+                )
+        return self
+
+
 class SimulateParams(TrafficParams):
     experiment: Name
     control: Name
@@ -440,6 +463,7 @@ class Params(Section):
     world: WorldParams
     collect: CollectParams
     models: Annotated[dict[Name, ModelParams], Field(min_length=1)]
+    recommenders: dict[Name, RecommenderParams] = {}
     train: TrainParams
     simulate: SimulateParams
     ab: AbParams
@@ -459,13 +483,21 @@ class Params(Section):
     def names_exist(self):
         references = {
             "simulate.control": self.simulate.control,
-            "simulate.treatment": self.simulate.treatment,
             "fidelity.course_contextual": self.fidelity.course_contextual,
             "collect.serve": self.collect.serve,
         }
         for key, name in references.items():
             if name not in self.models:
                 raise ValueError(f"{key} = {name!r}: must name a model of `models:` ({', '.join(self.models)})")
+        both = sorted(set(self.models) & set(self.recommenders))
+        if both:
+            raise ValueError(f"{', '.join(both)}: a name is either a model of `models:` or one of `recommenders:`")
+        if self.simulate.treatment not in self.models and self.simulate.treatment not in self.recommenders:
+            known = ", ".join([*self.models, *self.recommenders])
+            raise ValueError(
+                f"simulate.treatment = {self.simulate.treatment!r}: must name a model of `models:` or one of "
+                f"`recommenders:` ({known})"
+            )
         if self.simulate.control == self.simulate.treatment:
             raise ValueError("simulate.control and simulate.treatment must be different models")
         knobs = set(WorldParams.model_fields) - {"source", "course_dir", "listening", "seed", "tracks", "users", "dim"}

@@ -16,7 +16,7 @@ import pandas as pd
 
 from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.experiment import Traffic, run_experiment, serving_arm
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
 from botify_lab.pipeline.params import Params, model_names
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
@@ -31,8 +31,9 @@ def leaderboard_arms(params: Params, reference: Path | None = None) -> list[dict
 
     The course's 2023 table arm for arm: Random, StickyArtist, TopPop(k), the user-based baseline and the tuned
     collaborative model (both Indexed), then the Contextual recommender on every model of `models:`, the diverse
-    item-to-item lists right after the course's own model, and, when a file is given, the true-neighbour reference
-    computed from the hidden world (labelled as a reference: no model could learn it).
+    item-to-item lists right after the course's own model, every recommender of one's own (`recommenders:`) and,
+    when a file is given, the true-neighbour reference computed from the hidden world (labelled as a reference: no
+    model could learn it).
     """
     k = int(params.leaderboard.toppop_k)
     arms = [
@@ -43,11 +44,11 @@ def leaderboard_arms(params: Params, reference: Path | None = None) -> list[dict
         {"label": "Collaborative (Indexed)", "recommender": "indexed", "path": str(layout.USER_RECS)},
     ]
     for name in model_names(params):
-        arms.append(
-            {"label": params.models[name].label, "recommender": "contextual", "path": str(layout.recs_file(name))}
-        )
+        arms.append({"label": params.models[name].label, **serving_arm(params, name)})
         if name == params.simulate.control:
             arms.append({"label": "Diverse i2i", "recommender": "contextual", "path": str(layout.I2I_RECS)})
+    for name, spec in params.recommenders.items():
+        arms.append({"label": spec.label, **serving_arm(params, name)})
     if reference is not None:
         arms.append({"label": REFERENCE_LABEL, "recommender": "contextual", "path": str(reference)})
     return [{"name": arm_name(position), **arm} for position, arm in enumerate(arms)]

@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from botify.catalog import load_catalog
-from botify.config import load_config
+from botify.config import is_custom, load_config
 from botify.recommenders import build_recommender
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
@@ -148,7 +148,8 @@ def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     decisions = ope.logged_decisions(read_log(log_dir), settings.experiment)
     reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings.reward_prior))
     loggers = policies(logging_experiment(params), catalog)
-    arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
+    # A recommender of one's own gives no distribution over its candidates, so no estimator can weigh it.
+    arms = [arm for arm in leaderboard_arms(params, layout.LEADERBOARD_REFERENCE) if not is_custom(arm["recommender"])]
     labels = {arm["name"]: arm["label"] for arm in arms}
     online = online_values(params, labels)
     served = policies({"name": params.leaderboard.experiment, "arms": service_arms(arms)}, catalog)

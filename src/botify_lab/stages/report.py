@@ -115,14 +115,23 @@ def _model_description(name: str, model: ModelParams) -> str:
     )
 
 
+def _served_description(params: Params, name: str) -> str:
+    if name in params.models:
+        return f"the Contextual recommender serving the neighbours of {_model_description(name, params.models[name])}"
+    spec = params.recommenders[name]
+    return (
+        f"<b>{html.escape(spec.label)}</b>, a recommender of one's own (<code>recommenders.{html.escape(name)}</code>: "
+        f"{html.escape(spec.class_name)} of {html.escape(spec.file)})"
+    )
+
+
 def _homework_section(params: Params | None, ab_metrics: dict, latency: dict, figures: Path) -> str:
     if not ab_metrics:
         return ""
     arms = ab_metrics.get("arms", {})
     who = {"C": params.simulate.control, "T1": params.simulate.treatment} if params is not None else {}
     arm_items = "".join(
-        f"<li><b>{arm}</b> ({'control' if arm == 'C' else 'treatment'}): the Contextual recommender serving the "
-        f"neighbours of {_model_description(name, params.models[name])}; "
+        f"<li><b>{arm}</b> ({'control' if arm == 'C' else 'treatment'}): {_served_description(params, name)}; "
         f"{arms.get(arm, {}).get('users', 0):,} users, {arms.get(arm, {}).get('sessions', 0):,} sessions</li>"
         for arm, name in who.items()
     )

@@ -9,17 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.experiment import Traffic, run_experiment
+from botify_lab.pipeline.experiment import Traffic, run_experiment, serving_arm
 from botify_lab.pipeline.outputs import atomic_output_dir
 from botify_lab.pipeline.params import Params
 
 
 def homework_experiment(params: Params) -> dict:
     settings = params.simulate
-    arms = [
-        {"recommender": "contextual", "path": str(layout.recs_file(name))}
-        for name in (settings.control, settings.treatment)
-    ]
+    arms = [serving_arm(params, name) for name in (settings.control, settings.treatment)]
     return {"name": settings.experiment, "arms": arms}
 
 
