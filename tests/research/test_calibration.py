@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from botify_lab.formats import assign_arm
-from botify_lab.inprocess import top_pop as in_process
+from botify_lab.inprocess import toppop as in_process
 from botify_lab.research import ab
 from botify_lab.research import published as calibration
 from botify_lab.research.logs import sessionize

@@ -115,7 +115,7 @@ def simulated_statistics(world, seeds, episodes: dict[str, int]) -> dict[str, li
 
 
 def top_pop_means(world, seeds, episodes: int = 3700) -> list[pd.DataFrame]:
-    from botify_lab.inprocess.top_pop import replicate_top_pop
+    from botify_lab.inprocess.toppop import replicate_top_pop
 
     return [
         arm_means(replicate_top_pop(world, int(seed), episodes=episodes, random_episodes=episodes)) for seed in seeds

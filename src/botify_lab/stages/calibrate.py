@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 from botify_lab.formats import atomic_write_bytes
-from botify_lab.inprocess.top_pop import traffic_seeds
+from botify_lab.inprocess.toppop import traffic_seeds
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics

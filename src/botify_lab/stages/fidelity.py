@@ -6,7 +6,7 @@ experiment C = Random, T1 = StickyArtist, over several seeds at about the real l
 the statistics of the real logs (`botify_lab.research.fidelity`; the real ones measured from the course's logs are
 committed as `research/real_logs_stats.json`), set beside the real ones with
 the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
-published table and the TOP_POP experiment (in process, `botify_lab.inprocess.top_pop`) against the published
+published table and the TOP_POP experiment (in process, `botify_lab.inprocess.toppop`) against the published
 TOP_POP table.
 The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
 The course's 2023 Contextual (`fidelity.course_contextual`, trained and exported by the pipeline) is served beside
@@ -180,7 +180,7 @@ def simulate_groups(
 
 def top_pop(params: Params, world) -> list[pd.DataFrame]:
     """The published TOP_POP experiment replayed in process on `world` (a `sim.world.World`), per seed."""
-    from botify_lab.inprocess.top_pop import replicate_top_pop
+    from botify_lab.inprocess.toppop import replicate_top_pop
 
     settings = params.fidelity
     seeds = [int(params.seed) + i for i in range(int(settings.top_pop_seeds))]
