@@ -45,6 +45,24 @@ def test_a_log_without_propensities_is_refused_with_the_reason(tmp_path):
         ope.logged_decisions(events)
 
 
+def test_an_arm_without_propensities_can_be_left_out_of_an_experiment_s_decisions(tmp_path):
+    """A recommender of one's own logs no propensity: its arm is left out, the others' decisions stay."""
+    with_propensity = {**event("next", 1, 1, 0, 1.0, recommendation=5, experiments={"LB": "C"}), "propensity": 0.5}
+    rows = [
+        with_propensity,
+        event("last", 2, 1, 5, 0.5, experiments={"LB": "C"}),
+        event("next", 3, 2, 0, 1.0, recommendation=7, experiments={"LB": "T1"}),
+        event("last", 4, 2, 7, 0.25, experiments={"LB": "T1"}),
+    ]
+    events = read_log(write_log(tmp_path / "log" / "data.json", rows))
+    with pytest.raises(ope.MissingPropensities, match="1 of 2 decisions have no propensity"):
+        ope.logged_decisions(events, "LB")
+    kept = ope.logged_decisions(events, "LB", arms={"C"})
+    assert kept[["arm", "action", "propensity", "reward"]].to_dict("records") == [
+        {"arm": "C", "action": 5, "propensity": 0.5, "reward": 0.5}
+    ]
+
+
 def test_the_estimators_on_a_hand_computed_case():
     rewards, weights = np.array([1.0, 0.0, 0.5]), np.array([2.0, 0.0, 2.0])
     estimate = ope.ips(rewards, weights)

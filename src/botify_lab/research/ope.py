@@ -19,7 +19,7 @@ here, each tested against hand-computed cases.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,14 +36,17 @@ class MissingPropensities(ValueError):
     """The log's "next" lines carry no propensity (a log written before the service logged them, or the course's)."""
 
 
-def logged_decisions(events: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
+def logged_decisions(
+    events: pd.DataFrame, experiment: str | None = None, arms: Collection[str] | None = None
+) -> pd.DataFrame:
     """One row per logged decision whose outcome the log holds: the user's next line (in log order) names the
     recommended track, and its listen time is the reward.
 
     A "next" line is followed by the user's next request, which reports the recommendation they heard; a decision
     without one (the log ended, or another session of the same user interleaved) is left out. Columns: order (of
     the decision's line), user, track (the context: what was just heard), action, propensity, reward, and with
-    `experiment` the user's arm in it (`arm`).
+    `experiment` the user's arm in it (`arm`), only those of `arms` when given (a recommender of one's own may log
+    no propensity: its arm is left out, not the log).
     """
     following = events.groupby("user", sort=False).shift(-1)
     decided = (events["message"] == "next") & (following["track"] == events["recommendation"]).fillna(False)
@@ -52,15 +55,15 @@ def logged_decisions(events: pd.DataFrame, experiment: str | None = None) -> pd.
     )
     decisions["action"] = decisions["action"].astype(np.int64)
     decisions["reward"] = following.loc[decided, "time"].astype(np.float64)
+    if experiment is not None:
+        decisions["arm"] = events.loc[decided, "experiments"].map(lambda served: served.get(experiment)).to_numpy()
+        decisions = decisions[decisions["arm"].notna() & (decisions["arm"].isin(arms) if arms is not None else True)]
     if decisions["propensity"].isna().any():
         missing = int(decisions["propensity"].isna().sum())
         raise MissingPropensities(
             f"{missing} of {len(decisions)} decisions have no propensity: the log was written by a service that did "
             "not log them (the course's, or this one's before it did); off-policy estimates need them"
         )
-    if experiment is not None:
-        decisions["arm"] = events.loc[decided, "experiments"].map(lambda arms: arms.get(experiment)).to_numpy()
-        decisions = decisions[decisions["arm"].notna()]
     return decisions[DECISION_COLUMNS + (["arm"] if experiment is not None else [])].reset_index(drop=True)
 
 

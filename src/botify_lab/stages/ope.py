@@ -86,7 +86,7 @@ def policies(experiment: dict, catalog) -> dict[str, tuple[str, ope.Candidates]]
 def online_values(params: Params, labels: dict[str, str]) -> dict[str, dict]:
     """Per leaderboard recommender: its mean listen time per decision (with a 95% interval) and time per session."""
     settings = params.leaderboard
-    decisions = ope.logged_decisions(read_log(layout.LEADERBOARD_LOG), settings.experiment)
+    decisions = ope.logged_decisions(read_log(layout.LEADERBOARD_LOG), settings.experiment, arms=set(labels))
     board = read_metrics("leaderboard")
     if board is None:
         raise FileNotFoundError(f"{layout.metrics_file('leaderboard')} is missing: run `dvc repro leaderboard`")
