@@ -191,7 +191,7 @@ def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
                 for arm, (name, _) in loggers.items()
             },
         },
-        "reward_model": f"per-track mean listen time of the log, shrunk by {settings.reward_prior} decisions",
+        "reward_model": f"per-track mean listen time of the log, shrunk by {settings.reward_prior:g} decisions",
         "replicates": int(settings.replicates),
         "online": {
             label: {key: _rounded(value) if isinstance(value, float) else value for key, value in numbers.items()}
