@@ -9,8 +9,11 @@ Two libraries pick their code by processor, and code of different widths rounds 
   the world generator wrote a `users.json` differing in the last digit and the simulated user's listen times could
   differ. Pinned by switching numpy's AVX-512 dispatch off (`NPY_DISABLE_CPU_FEATURES`), so an AVX-512 machine runs
   the AVX2 loops every x86-64-v3 machine runs.
+- numba compiles the training's LazyAdam for the processor it runs on. Without fast-math the element-wise passes
+  round the same at any vector width, yet it is pinned to Haswell code (`NUMBA_CPU_NAME`) like OpenBLAS, so the
+  compiled code and its cache are one and the same on every x86-64-v3 machine.
 
-Both variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
+The variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
 or `sim` calls it (every stage, notebook runner and `python -m sim` does), and processes they start inherit it.
 `BOTIFY_LAB_NATIVE_BLAS=1` leaves the processor's own choice (faster on some machines, not reproducible across them).
 """
@@ -21,6 +24,7 @@ import os
 
 PINNED_OPENBLAS_CORETYPE = "Haswell"
 DISABLED_NUMPY_FEATURES = "X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.x's AVX-512 dispatch targets
+PINNED_NUMBA_CPU = "haswell"
 OPT_OUT_VARIABLE = "BOTIFY_LAB_NATIVE_BLAS"
 
 
@@ -41,3 +45,4 @@ def pin_numeric_kernels() -> None:
         return
     os.environ["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORETYPE
     os.environ["NPY_DISABLE_CPU_FEATURES"] = DISABLED_NUMPY_FEATURES
+    os.environ["NUMBA_CPU_NAME"] = PINNED_NUMBA_CPU

@@ -24,7 +24,7 @@ PROBE = (
 )
 
 
-UNPINNED = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", kernels.OPT_OUT_VARIABLE)
+UNPINNED = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "NUMBA_CPU_NAME", kernels.OPT_OUT_VARIABLE)
 
 
 def openblas_kernels(**environment) -> list[str]:
@@ -38,6 +38,15 @@ def test_the_package_pins_one_openblas_kernel_family_whatever_the_machine_chose(
     assert openblas_kernels() == [kernels.PINNED_OPENBLAS_CORETYPE]
     assert openblas_kernels(OPENBLAS_CORETYPE="Sandybridge") == [kernels.PINNED_OPENBLAS_CORETYPE]
     assert openblas_kernels(OPENBLAS_CORETYPE="Sandybridge", BOTIFY_LAB_NATIVE_BLAS="1") == ["Sandybridge"]
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_numba_compiles_the_training_kernels_for_one_processor_whatever_the_machine():
+    probe = "import botify_lab, numba; print(numba.config.CPU_NAME)"
+    for extra, expected in (({}, kernels.PINNED_NUMBA_CPU), ({kernels.OPT_OUT_VARIABLE: "1"}, "None")):
+        env = {**unpinned_environment(), **extra}
+        completed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert completed.stdout.strip() == expected
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")

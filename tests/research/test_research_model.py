@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from botify_lab.research import model as contextual
+from botify_lab.research.lazy_adam import FADED_ROW_NORM, NEGLIGIBLE_WEIGHT, LazyAdam
 
 
 def planted_pairs(repeats: int = 40, n_tracks: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -251,7 +252,7 @@ def lazy_and_dense_steps(
         with torch.no_grad():
             table.weight.copy_(start)
         optimizer = (
-            contextual.LazyAdam([table.weight], lr=0.05, weight_decay=weight_decay)
+            LazyAdam([table.weight], lr=0.05, weight_decay=weight_decay)
             if lazy
             else torch.optim.Adam(table.parameters(), lr=0.05, weight_decay=weight_decay, fused=True)
         )
@@ -268,8 +269,8 @@ def lazy_and_dense_steps(
 def test_lazy_adam_is_dense_adam_with_weight_decay_on_the_rows_a_batch_touches():
     every_row = torch.tensor([0, 1, 2, 3, 4, 5, 2, 4])
     lazy, dense = lazy_and_dense_steps(every_row, weight_decay=0.1)
-    for name in ("weight", "exp_avg", "exp_avg_sq"):
-        assert torch.equal(lazy[name], dense[name]), name
+    for name in ("weight", "exp_avg", "exp_avg_sq"):  # float32 rounding over 25 steps (weights about 1)
+        assert torch.allclose(lazy[name], dense[name], rtol=0, atol=1e-6), name
     undecayed, _ = lazy_and_dense_steps(every_row, weight_decay=0.0)
     assert not torch.allclose(lazy["weight"], undecayed["weight"], atol=1e-3)
 
@@ -297,15 +298,15 @@ def test_a_row_that_fades_out_keeps_its_direction_at_a_negligible_norm():
     lazy, _ = lazy_and_dense_steps(torch.tensor([0, 0, 5]), weight_decay=0.1, steps=200)
     faded = lazy["weight"][1:5]
     norms = faded.norm(dim=1)
-    assert (norms > 0).all() and torch.allclose(norms, torch.full_like(norms, contextual.FADED_ROW_NORM), rtol=1e-3)
+    assert (norms > 0).all() and torch.allclose(norms, torch.full_like(norms, FADED_ROW_NORM), rtol=1e-3)
     assert (nn.functional.cosine_similarity(faded, lazy["start"][1:5]) > 0.5).all()
     assert len({tuple(row) for row in torch.sign(faded).tolist()}) > 1  # not one shared direction
-    assert not ((faded.abs() > 0) & (faded.abs() < contextual.NEGLIGIBLE_WEIGHT)).any()
+    assert not ((faded.abs() > 0) & (faded.abs() < NEGLIGIBLE_WEIGHT)).any()
 
 
 def test_lazy_adam_refuses_dense_gradients():
     table = nn.Embedding(4, 2)
-    optimizer = contextual.LazyAdam([table.weight], lr=0.1)
+    optimizer = LazyAdam([table.weight], lr=0.1)
     table(torch.tensor([1])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse gradients"):
         optimizer.step()
