@@ -1,14 +1,17 @@
-"""End to end: a clone of the committed repo runs the real `dvc repro` with tiny sizes, then behaves like a DVC repo
-should (clean status, nothing to redo, a parameter change reruns only what depends on it). The clone records a
-small world with `make world`'s command (a tenth of the catalog: every stage scales with it) and adds a third model
-to `models:` and nothing else, which must then be trained, exported and served in the leaderboard."""
+"""End to end: a clone of the committed repo runs the real `dvc repro` with tiny sizes, a second fresh clone writes the
+same bytes, and the clone then behaves like a DVC repo should (clean status, nothing to redo, a parameter change
+reruns only what depends on it). The clone records a small world with `make world`'s command (a tenth of the
+catalog: every stage scales with it) and adds a third model to `models:` and nothing else, which must then be
+trained, exported and served in the leaderboard."""
 
+import difflib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -66,18 +69,10 @@ def run(args, cwd, env, timeout=900):
     return completed.stdout + completed.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_clone(tmp_path_factory):
-    """A git clone of HEAD with tiny sizes committed, and an environment that uses the clone's own code."""
-    if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
-        pytest.skip("not a git checkout with commits")
-    base = tmp_path_factory.mktemp("repro")
-    clone = base / "clone"
-    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
-    params = merged(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def clone_environment(clone: Path, base: Path, **extra: str) -> dict:
+    """An environment that uses the clone's own code, this venv and DVC state of its own."""
     venv_bin = str(Path(sys.executable).parent)
-    env = {
+    return {
         **os.environ,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join([str(clone), str(clone / "src")]),
@@ -86,20 +81,88 @@ def tiny_clone(tmp_path_factory):
         "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc-global"),
         "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc-system"),
         "SHELL": "/bin/bash",
-        PARAMS_TRACE: str(base / "params-read"),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@localhost",
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@localhost",
+        **extra,
     }
+
+
+def started(args, cwd, env, output: Path) -> subprocess.Popen:
+    """A command running in the background, its stdout and stderr in `output`."""
+    with open(output, "wb") as handle:
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def finished(process: subprocess.Popen, output: Path, timeout=1200) -> str:
+    process.wait(timeout=timeout)
+    text = output.read_text(errors="replace")
+    assert process.returncode == 0, f"{process.args} failed ({process.returncode}):\n{text}"
+    return text
+
+
+@dataclass
+class TinyRun:
+    """Two clones of one commit with tiny sizes, each reproduced from nothing, at the same time on the two cores.
+
+    `clone` serves the tests that read or change a run; `twin` is the second fresh clone, whose outputs prove that
+    `make repro` writes the same bytes wherever it runs, and which then runs the README's loop-of-days command in
+    the background while the other tests use `clone` (`round_added` waits for it)."""
+
+    clone: Path
+    env: dict
+    output: str
+    twin: Path
+    twin_output: str
+    round_command: subprocess.Popen
+    round_log: Path
+
+    def round_added(self) -> str:
+        return finished(self.round_command, self.round_log)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout with commits")
+    base = tmp_path_factory.mktemp("repro")
+    clone, twin = base / "clone", base / "twin" / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
+    params = merged(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = clone_environment(clone, base, **{PARAMS_TRACE: str(base / "params-read")})
+    twin_env = clone_environment(twin, twin.parent)
     run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "world"], clone, env)  # records the small world
     shutil.rmtree(clone / "data")  # so that `make repro` regenerates it and checks it against data.dvc
     subprocess.run(["git", "commit", "--quiet", "-am", "tiny sizes"], cwd=clone, env=env, check=True)
-    output = run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"], clone, env)
+    subprocess.run(["git", "clone", "--quiet", str(clone), str(twin)], check=True)
+    repro = [sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"]
+    twin_repro = started(repro, twin, twin_env, base / "twin-repro.log")
+    try:
+        output = run(repro, clone, env)
+    except BaseException:
+        twin_repro.kill()  # never left running behind a failure
+        twin_repro.wait()
+        raise
+    twin_output = finished(twin_repro, base / "twin-repro.log")
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
     shutil.copy(clone / "dvc.lock", base / "first-run-dvc.lock")
-    return clone, env, output
+    round_log = base / "twin-round.log"
+    round_command = started(
+        ["bash", "-e", "-c", readme_block("The loop of days")], twin, readme_env(twin, twin_env), round_log
+    )
+    yield TinyRun(clone, env, output, twin, twin_output, round_command, round_log)
+    if round_command.poll() is None:
+        round_command.kill()
+        round_command.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_clone(tiny_run):
+    """The clone the tests read and change, its environment and its first run's output."""
+    return tiny_run.clone, tiny_run.env, tiny_run.output
 
 
 def dvc(clone, env, *args):
@@ -237,17 +300,20 @@ def test_status_is_clean_and_world_untouched(tiny_clone):
     assert "Running stage" not in second
 
 
-def test_a_forced_rerun_reproduces_every_output(tiny_clone):
-    """`make repro` in a fresh clone must record the committed hashes: every stage rerun from scratch writes the
-    same bytes (simulated clock, canonical log order, notebooks without timing), so git sees no change."""
-    clone, env, _ = tiny_clone
-    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
-    subprocess.run(["git", "commit", "--quiet", "-m", "first run"], cwd=clone, env=env, check=True)
-    output = dvc(clone, env, "repro", "--force")
-    assert "Running stage 'collect'" in output and "Running stage 'report'" in output
-    changed = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
-    difference = subprocess.run(["git", "diff", "--", "dvc.lock"], cwd=clone, capture_output=True, text=True).stdout
-    assert changed == "", f"a rerun changed tracked files:\n{changed}\n{difference[:4000]}"
+def test_a_second_fresh_clone_writes_every_output_byte_for_byte(tiny_run):
+    """`make repro` in a fresh clone must record the committed hashes: a second clone, run from nothing at the same
+    time, writes the same bytes for every output (dvc.lock holds each one's hash) and the same tracked metrics."""
+    assert "Running stage 'report'" in tiny_run.twin_output
+    tracked = subprocess.run(
+        ["git", "ls-files", "dvc.lock", "metrics", "plots"], cwd=tiny_run.clone, capture_output=True, text=True
+    )
+    names = tracked.stdout.split()
+    assert "dvc.lock" in names and len(names) > 10
+    differ = [name for name in names if (tiny_run.clone / name).read_bytes() != (tiny_run.twin / name).read_bytes()]
+    lock = (tiny_run.clone / "dvc.lock").read_text().splitlines()
+    twin_lock = (tiny_run.twin / "dvc.lock").read_text().splitlines()
+    difference = "\n".join(difflib.unified_diff(lock, twin_lock, lineterm="", n=1))
+    assert not differ, f"two fresh clones wrote different {differ}:\n{difference[:4000]}"
 
 
 def readme_block(heading: str) -> str:
@@ -257,13 +323,17 @@ def readme_block(heading: str) -> str:
     return section[section.index("```bash\n") + len("```bash\n") : section.index("\n```", section.index("```bash"))]
 
 
-def run_readme_block(clone, env, heading: str) -> str:
-    """Run the README's commands verbatim in the clone, with its .venv being this venv and nothing else on PATH."""
+def readme_env(clone, env) -> dict:
+    """The environment of a user who pasted README commands in the clone: its .venv (this venv), a plain PATH."""
     venv = clone / ".venv"
     if not venv.exists():
         venv.symlink_to(Path(sys.executable).parents[1])
-    plain = {**env, "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    return run(["bash", "-e", "-c", readme_block(heading)], clone, plain, timeout=900)
+    return {**env, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+def run_readme_block(clone, env, heading: str) -> str:
+    """Run the README's commands verbatim in the clone."""
+    return run(["bash", "-e", "-c", readme_block(heading)], clone, readme_env(clone, env), timeout=900)
 
 
 def test_readme_experiment_commands_work_as_written(tiny_clone):
@@ -370,11 +440,11 @@ def test_spark_engine_experiment_gives_the_same_metrics(tiny_clone):
         assert_same_numbers(document, json.loads((clone / path).read_text()), path)
 
 
-def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_clone):
+def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
     """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
-    stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four."""
-    clone, env, _ = tiny_clone
-    output = run_readme_block(clone, env, "The loop of days")
+    stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four. It
+    runs in the second clone, started when both clones had run."""
+    clone, output = tiny_run.twin, tiny_run.round_added()
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert {"loop@round3", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
     cached = {

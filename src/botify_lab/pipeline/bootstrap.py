@@ -15,6 +15,7 @@ from botify_lab.pipeline.world import (
     WorldMismatch,
     ensure_world,
     generate_world_dir,
+    record_world_inputs,
     recorded_world_md5,
 )
 
@@ -76,6 +77,7 @@ def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
 def command_world(root: Path = REPO_ROOT) -> None:
     generate_world_dir(root)
     dvc("add", "--quiet", DATA_DIR_NAME, root=root)
+    record_world_inputs(root)
     print(
         f"[bootstrap] world written to data/ and recorded in data.dvc ({recorded_world_md5(root)}); "
         "commit data.dvc to make it the project's world",

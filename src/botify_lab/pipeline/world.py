@@ -4,17 +4,22 @@ A fresh clone has no DVC remote, so `data/` (versioned by `data.dvc`) cannot be 
 deterministic, so the world is regenerated from `params.yaml` and must hash to what `data.dvc` records: a mismatch
 fails loudly instead of letting DVC silently re-commit a different world.
 
-`world.source` picks the world: `generated` (the default, needs no course files: a catalog tree of genres, styles
-and artists), `listening` (hidden embeddings factorized by LightFM WARP from a synthetic listening history, as the
-course made its own; knobs in `world.listening`), or `course`, the course's own `tracks.json` and `users.json` from
+`world.source` picks the world: `listening` (the default: hidden embeddings factorized by LightFM WARP from a
+synthetic listening history, as the course made its own; knobs in `world.listening`), `generated` (a catalog tree of
+genres, styles and artists, built in seconds), or `course`, the course's own `tracks.json` and `users.json` from
 `world.course_dir` (a path relative to the repository root, or absolute) with hidden embeddings from the tree's
 fitted knobs.
+
+`make world` also records in data.dvc's `meta` what the world was built from (the `world:` section, the code that
+built it, the pinned packages), so a test can tell in a second that data.dvc is still the world of today's params
+and code, without the build's LightFM fit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -26,6 +31,11 @@ from botify_lab.pipeline.params import PARAMS_FILE, WorldParams, check_params, r
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR_NAME = layout.WORLD.name
 WORLD_FILES = ("tracks.json", "users.json", "tracks.npy", "world.json")
+INPUTS_KEY = "built_from"
+# Besides the world: section, what shapes the world's bytes: the simulator's code, the numeric-kernel pin, the pins.
+WORLD_CODE_FOLDER = "sim"
+KERNEL_PIN = "src/botify_lab/kernels.py"
+REQUIREMENTS = "requirements.txt"
 
 
 class WorldMismatch(RuntimeError):
@@ -52,6 +62,56 @@ def recorded_world_md5(root: Path = REPO_ROOT) -> str | None:
     with open(dvc_file, encoding="utf-8") as handle:
         outs = yaml.safe_load(handle)["outs"]
     return next(out["md5"] for out in outs if out["path"] == DATA_DIR_NAME)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _world_section_digest(root: Path) -> str:
+    section = read_params_file(root / PARAMS_FILE).get("world")
+    world = check_params(section, str(PARAMS_FILE), WorldParams).model_dump()
+    return _sha256(json.dumps(world, sort_keys=True).encode())
+
+
+def world_code_loaded(root: Path = REPO_ROOT) -> list[str]:
+    """The repository's files among the loaded modules that can shape the world (after a build: those it used)."""
+    files = set()
+    for module in list(sys.modules.values()):
+        path = Path(getattr(module, "__file__", None) or "/").resolve()
+        if path.is_relative_to(root):
+            relative = path.relative_to(root).as_posix()
+            if relative.startswith(f"{WORLD_CODE_FOLDER}/") or relative == KERNEL_PIN:
+                files.add(relative)
+    return sorted(files)
+
+
+def world_inputs(root: Path, code: list[str]) -> dict:
+    """Digests of what the world is built from: params.yaml's world: section, the given code files, the pins."""
+    return {
+        "world_section": _world_section_digest(root),
+        REQUIREMENTS: _sha256((root / REQUIREMENTS).read_bytes()),
+        "code": {name: _sha256((root / name).read_bytes()) if (root / name).is_file() else None for name in code},
+    }
+
+
+def record_world_inputs(root: Path = REPO_ROOT) -> None:
+    """Write into data.dvc's meta what the world in data/ was just built from (DVC keeps meta as it is)."""
+    dvc_file = root / "data.dvc"
+    record = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
+    record.setdefault("meta", {})[INPUTS_KEY] = world_inputs(root, world_code_loaded(root))
+    dvc_file.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+
+
+def changed_world_inputs(root: Path = REPO_ROOT) -> list[str]:
+    """What differs from what data.dvc's world was built from (empty when nothing does): `world_section`,
+    `requirements.txt` or a code file's path; `data.dvc meta` when data.dvc has no record."""
+    record = yaml.safe_load((root / "data.dvc").read_text(encoding="utf-8")).get("meta", {}).get(INPUTS_KEY)
+    if not record:
+        return ["data.dvc meta"]
+    now = world_inputs(root, list(record["code"]))
+    changed = [key for key in ("world_section", REQUIREMENTS) if now[key] != record[key]]
+    return changed + [name for name, digest in now["code"].items() if digest != record["code"][name]]
 
 
 def course_dir(world: dict, root: Path = REPO_ROOT) -> Path:
