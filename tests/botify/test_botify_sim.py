@@ -30,6 +30,8 @@ def sim_world(tmp_path_factory):
             "world",
             "--out",
             str(folder),
+            "--source",
+            "generated",  # the catalog tree, in a second: any world serves (params.yaml's default is a LightFM fit)
             "--seed",
             "4",
             "--tracks",
