@@ -102,6 +102,14 @@ def finished(process: subprocess.Popen, output: Path, timeout=1200) -> str:
     return text
 
 
+def tracked_outputs(clone: Path) -> dict[str, bytes]:
+    """The git-tracked outputs of a run (dvc.lock, which holds every output's hash, metrics and plots)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "dvc.lock", "metrics", "plots"], cwd=clone, capture_output=True, text=True
+    )
+    return {name: (clone / name).read_bytes() for name in listed.stdout.split()}
+
+
 @dataclass
 class TinyRun:
     """Two clones of one commit with tiny sizes, each reproduced from nothing, at the same time on the two cores.
@@ -115,6 +123,8 @@ class TinyRun:
     output: str
     twin: Path
     twin_output: str
+    first_outputs: dict  # each clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
+    twin_outputs: dict
     round_command: subprocess.Popen
     round_log: Path
 
@@ -149,11 +159,12 @@ def tiny_run(tmp_path_factory):
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
     shutil.copy(clone / "dvc.lock", base / "first-run-dvc.lock")
+    first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)
     round_log = base / "twin-round.log"
     round_command = started(
         ["bash", "-e", "-c", readme_block("The loop of days")], twin, readme_env(twin, twin_env), round_log
     )
-    yield TinyRun(clone, env, output, twin, twin_output, round_command, round_log)
+    yield TinyRun(clone, env, output, twin, twin_output, first_outputs, twin_outputs, round_command, round_log)
     if round_command.poll() is None:
         round_command.kill()
         round_command.wait()
@@ -304,15 +315,11 @@ def test_a_second_fresh_clone_writes_every_output_byte_for_byte(tiny_run):
     """`make repro` in a fresh clone must record the committed hashes: a second clone, run from nothing at the same
     time, writes the same bytes for every output (dvc.lock holds each one's hash) and the same tracked metrics."""
     assert "Running stage 'report'" in tiny_run.twin_output
-    tracked = subprocess.run(
-        ["git", "ls-files", "dvc.lock", "metrics", "plots"], cwd=tiny_run.clone, capture_output=True, text=True
-    )
-    names = tracked.stdout.split()
-    assert "dvc.lock" in names and len(names) > 10
-    differ = [name for name in names if (tiny_run.clone / name).read_bytes() != (tiny_run.twin / name).read_bytes()]
-    lock = (tiny_run.clone / "dvc.lock").read_text().splitlines()
-    twin_lock = (tiny_run.twin / "dvc.lock").read_text().splitlines()
-    difference = "\n".join(difflib.unified_diff(lock, twin_lock, lineterm="", n=1))
+    first, twin = tiny_run.first_outputs, tiny_run.twin_outputs
+    assert "dvc.lock" in twin and len(twin) > 10 and first.keys() == twin.keys()
+    differ = [name for name in first if first[name] != twin[name]]
+    lines = [first["dvc.lock"].decode().splitlines(), twin["dvc.lock"].decode().splitlines()]
+    difference = "\n".join(difflib.unified_diff(*lines, lineterm="", n=1))
     assert not differ, f"two fresh clones wrote different {differ}:\n{difference[:4000]}"
 
 
