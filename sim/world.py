@@ -7,6 +7,8 @@ and the nearest-neighbour lists that start each session.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,13 +51,12 @@ class World:
     titles: list[str]
     users: Users
     meta: dict | None  # world.json's content, None for a folder without one
-    _neighbour_rows: np.ndarray | None = field(default=None, repr=False)
-    _neighbour_table: np.ndarray | None = field(default=None, repr=False)
+    _neighbours: NeighbourLists | None = field(default=None, repr=False)
 
     def with_gamma(self, gamma: float) -> World:
         """The same world (shared arrays and neighbour lists) with every user's artist discount at `gamma`."""
         users = dataclasses.replace(self.users, artist_discount_gamma=np.full(self.n_users, float(gamma)))
-        return dataclasses.replace(self, users=users)  # the neighbour cache is a field, so the twin shares it
+        return dataclasses.replace(self, users=users)
 
     @property
     def n_tracks(self) -> int:
@@ -70,14 +71,14 @@ class World:
 
     def first_track_candidates(self, interest: int, count: int) -> np.ndarray:
         """The `count` tracks with the largest inner product with the interest (itself included), best first."""
-        if self._neighbour_rows is None or self._neighbour_rows[interest] < 0:
-            self.prepare_neighbours(np.array([interest]))
-        return self._neighbour_table[self._neighbour_rows[interest], :count]
+        lists = self.neighbours
+        if lists.rows[interest] < 0:  # every episode starts here: one lookup when the list exists
+            lists.prepare(np.array([interest]))
+        return lists.table[lists.rows[interest], :count]
 
     def neighbour_lists(self, interests: np.ndarray) -> np.ndarray:
         """One row per given interest: its nearest tracks, best first (as wide as the largest interest_neighbours)."""
-        self.prepare_neighbours(interests)
-        return self._neighbour_table[self._neighbour_rows[interests]]
+        return self.neighbours.rows_of(interests)
 
     def prepare_neighbours(self, interests: np.ndarray) -> None:
         """Compute the nearest-neighbour lists of these interest tracks (once each; a run prepares what it needs).
@@ -85,18 +86,51 @@ class World:
         Only interests ever need neighbours, and a run's episodes fix their interests up front, so a short run
         pays for a few hundred lists instead of all of them.
         """
-        if self._neighbour_rows is None:
-            self._neighbour_rows = np.full(self.n_tracks, -1, dtype=np.int64)
-            self._neighbour_table = np.empty((0, int(self.users.interest_neighbours.max())), dtype=np.int64)
+        self.neighbours.prepare(interests)
+
+    @property
+    def neighbours(self) -> NeighbourLists:
+        if self._neighbours is None:
+            self._neighbours = shared_neighbour_lists(self.embeddings, int(self.users.interest_neighbours.max()))
+        return self._neighbours
+
+
+class NeighbourLists:
+    """Interest tracks' nearest tracks by inner product, each computed once: shared by every World over the same
+    embeddings in a process (gamma twins, seeds, each run of a stage), since they depend on nothing else."""
+
+    def __init__(self, embeddings: np.ndarray, width: int):
+        self.embeddings = embeddings
+        self.rows = np.full(len(embeddings), -1, dtype=np.int64)
+        self.table = np.empty((0, width), dtype=np.int64)
+
+    def prepare(self, interests: np.ndarray) -> None:
         wanted = np.unique(np.asarray(interests, dtype=np.int64))
-        missing = wanted[self._neighbour_rows[wanted] < 0]
+        missing = wanted[self.rows[wanted] < 0]
         if len(missing) == 0:
             return
-        width = self._neighbour_table.shape[1]
-        self._neighbour_rows[missing] = len(self._neighbour_table) + np.arange(len(missing))
-        self._neighbour_table = np.concatenate(
-            [self._neighbour_table, nearest_by_inner_product(self.embeddings, missing, width)]
-        )
+        computed = nearest_by_inner_product(self.embeddings, missing, self.table.shape[1])
+        self.table = np.concatenate([self.table, computed])
+        self.rows[missing] = len(self.table) - len(missing) + np.arange(len(missing))
+
+    def rows_of(self, interests: np.ndarray) -> np.ndarray:
+        self.prepare(interests)
+        return self.table[self.rows[np.asarray(interests, dtype=np.int64)]]
+
+
+# The few embeddings a process has loaded lately (a stage loads one world, sometimes twice): the key is their content.
+_SHARED_NEIGHBOURS: OrderedDict[tuple, NeighbourLists] = OrderedDict()
+SHARED_WORLDS = 4
+
+
+def shared_neighbour_lists(embeddings: np.ndarray, width: int) -> NeighbourLists:
+    key = (hashlib.sha256(np.ascontiguousarray(embeddings).data).digest(), embeddings.shape, width)
+    if key not in _SHARED_NEIGHBOURS:
+        _SHARED_NEIGHBOURS[key] = NeighbourLists(embeddings, width)
+        while len(_SHARED_NEIGHBOURS) > SHARED_WORLDS:
+            _SHARED_NEIGHBOURS.popitem(last=False)
+    _SHARED_NEIGHBOURS.move_to_end(key)
+    return _SHARED_NEIGHBOURS[key]
 
 
 def nearest_by_inner_product(embeddings: np.ndarray, queries: np.ndarray, k: int, block: int = 128) -> np.ndarray:
