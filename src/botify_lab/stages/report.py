@@ -283,7 +283,8 @@ def _ope_section(document: dict, figures: Path) -> str:
         )
     return (
         "<h2>Judged before serving: off-policy estimates against the online truth</h2>"
-        "<p>Every recommender of the leaderboard estimated before it is served, from the log of a held-out day "
+        "<p>Every recommender of the leaderboard but the classes of one's own (which give no distribution over tracks "
+        "to weigh) estimated before it is served, from the log of a held-out day "
         f"(day {document['logging'].get('day')}, after the loop's last round: no model trained on it) on which Random "
         "and StickyArtist served: its mean listen time of the next track by IPS, self-normalised IPS and doubly "
         f"robust (reward model: {html.escape(document.get('reward_model', ''))}), with 95% intervals. Beside each, "
