@@ -70,10 +70,14 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
-def _world_section_digest(root: Path) -> str:
+def _world_section(root: Path) -> tuple[dict, dict]:
+    """params.yaml's `world:` section as written, and as checked (every default filled in)."""
     section = read_params_file(root / PARAMS_FILE).get("world")
-    world = check_params(section, str(PARAMS_FILE), WorldParams).model_dump()
-    return _sha256(json.dumps(world, sort_keys=True).encode())
+    return section, check_params(section, str(PARAMS_FILE), WorldParams).model_dump()
+
+
+def _world_section_digest(root: Path) -> str:
+    return _sha256(json.dumps(_world_section(root)[1], sort_keys=True).encode())
 
 
 def world_code_loaded(root: Path = REPO_ROOT) -> list[str]:
@@ -133,8 +137,7 @@ def generate_world_dir(root: Path = REPO_ROOT) -> Path:
     from sim.settings import generator_arguments
     from sim.sources import build_world
 
-    section = read_params_file(root / PARAMS_FILE).get("world")
-    world = check_params(section, str(PARAMS_FILE), WorldParams).model_dump()
+    section, world = _world_section(root)
     source = course_dir(world, root) if world["source"] == "course" else None
     target = root / DATA_DIR_NAME
     with atomic_output_dir(target) as scratch:
