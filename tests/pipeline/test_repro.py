@@ -158,8 +158,7 @@ def tiny_run(tmp_path_factory):
     twin_output = finished(twin_repro, base / "twin-repro.log")
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
-    shutil.copy(clone / "dvc.lock", base / "first-run-dvc.lock")
-    first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)
+    first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)  # first_outputs holds its dvc.lock
     round_log = base / "twin-round.log"
     round_command = started(
         ["bash", "-e", "-c", readme_block("The loop of days")], twin, readme_env(twin, twin_env), round_log
@@ -277,12 +276,11 @@ def covers(listed: str, read: str) -> bool:
     return read == listed or read.startswith(listed + ".")
 
 
-def test_every_stage_lists_exactly_the_params_it_reads(tiny_clone):
+def test_every_stage_lists_exactly_the_params_it_reads(tiny_run):
     """Each stage's `params:` in dvc.yaml is what DVC reruns it on: a key read but not listed leaves a stale output
     when it changes, a key listed but not read reruns the stage for nothing."""
-    clone, _, _ = tiny_clone
-    base = clone.parent
-    stages = yaml.safe_load((base / "first-run-dvc.lock").read_text())["stages"]
+    base = tiny_run.clone.parent
+    stages = yaml.safe_load(tiny_run.first_outputs["dvc.lock"])["stages"]
     reads = base / "first-run-params-read"
     traced = {path.stem for path in reads.glob("*.keys")} - {"params"}  # `params` checks the whole file
     assert traced <= set(stages) and len(traced) > len(stages) // 2
