@@ -7,6 +7,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from botify.config import ConfigError
+from botify_lab.pipeline.notebook import main as notebook_main
 from botify_lab.pipeline.notebook import run_notebook
 from botify_lab.pipeline.outputs import atomic_output_dir
 from botify_lab.pipeline.params import load_params
@@ -42,14 +43,30 @@ def test_atomic_output_dir_replaces_only_on_success(tmp_path):
 def test_notebook_runner_publishes_only_a_fully_executed_notebook(tmp_path):
     source = write_notebook(tmp_path / "nb.ipynb", "fail = False", "assert not fail, 'asked to fail'\nprint('done')")
     output = tmp_path / "executed" / "nb.ipynb"
-    assert run_notebook(source, output, ["-p", "fail", "True", "--no-progress-bar"]) != 0
+    assert run_notebook(source, output, {"fail": True}) != 0
     assert not output.exists()
     failed = tmp_path / "executed-failed" / "nb.ipynb"
     assert "asked to fail" in failed.read_text()
-    assert run_notebook(source, output, ["--no-progress-bar"]) == 0
+    assert run_notebook(source, output, {}) == 0
     assert "done" in output.read_text()
     assert not failed.exists()
     assert [path.name for path in output.parent.iterdir()] == ["nb.ipynb"]
+
+
+def test_the_command_line_types_parameters_as_papermill_does_and_refuses_a_stray_argument(tmp_path, capsys):
+    """dvc.yaml's commands pass `-p NAME VALUE`; the values are typed as papermill's own command line types them."""
+    source = write_notebook(
+        tmp_path / "nb.ipynb",
+        "name, count, share, flag, nothing = '', 0, 0.0, False, 1",
+        "print(repr((name, count, share, flag, nothing)))",
+    )
+    output = tmp_path / "executed" / "nb.ipynb"
+    arguments = ["-p", "name", "ours", "-p", "count", "3", "-p", "share", "0.5", "-p", "flag", "True"]
+    assert notebook_main([str(source), str(output), *arguments, "-p", "nothing", "None"]) == 0
+    executed = nbformat.read(output, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "('ours', 3, 0.5, True, None)\n"
+    assert notebook_main([str(source), str(output), "-p", "name"]) == 2
+    assert "expected -p NAME VALUE" in capsys.readouterr().err
 
 
 def test_an_executed_notebook_is_the_same_file_on_every_run(tmp_path):
@@ -61,9 +78,9 @@ def test_an_executed_notebook_is_the_same_file_on_every_run(tmp_path):
         "import time\ntime.sleep(0.05)\nprint(value * 2)",
     )
     output = tmp_path / "executed" / "nb.ipynb"
-    assert run_notebook(source, output, ["-p", "value", "21"]) == 0
+    assert run_notebook(source, output, {"value": 21}) == 0
     first = output.read_bytes()
-    assert run_notebook(source, output, ["-p", "value", "21"]) == 0
+    assert run_notebook(source, output, {"value": 21}) == 0
     assert output.read_bytes() == first
     executed = nbformat.read(output, as_version=4)
     styled = executed.cells[2].outputs[0]["data"]
@@ -215,13 +232,13 @@ def test_notebook_runner_embeds_figures_hides_progress_and_reports_the_error_bri
         "assert not fail, 'asked to fail'",
     )
     output = tmp_path / "executed" / "nb.ipynb"
-    assert run_notebook(source, output, []) == 0
+    assert run_notebook(source, output, {}) == 0
     executed = nbformat.read(output, as_version=4)
     figure_cell = executed.cells[1]
     assert any("image/png" in item.get("data", {}) for item in figure_cell.outputs), "figure not embedded"
     assert not any(item.get("name") == "stderr" for item in figure_cell.outputs), "progress bar in the notebook"
     capfd.readouterr()
-    assert run_notebook(source, output, ["-p", "fail", "True"]) != 0
+    assert run_notebook(source, output, {"fail": True}) != 0
     error = capfd.readouterr().err
     assert "AssertionError: asked to fail" in error and "click" not in error and len(error.splitlines()) < 25
 
