@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,13 +111,58 @@ def tracked_outputs(clone: Path) -> dict[str, bytes]:
     return {name: (clone / name).read_bytes() for name in listed.stdout.split()}
 
 
+class InOrder:
+    """Commands that run one after another in a background thread, each result a future, so that a clone's work
+    uses the second core while the tests use the other clone; `stop` kills the one running and drops the rest."""
+
+    def __init__(self):
+        self._executor = ThreadPoolExecutor(max_workers=1)
+        self._running: subprocess.Popen | None = None
+        self._stopped = False
+
+    def submit(self, step, *args) -> Future:
+        return self._executor.submit(step, self, *args)
+
+    def run(self, args, cwd, env, output: Path) -> str:
+        if self._stopped:
+            raise RuntimeError("stopped")
+        self._running = started(args, cwd, env, output)
+        try:
+            return finished(self._running, output)
+        finally:
+            self._running = None
+
+    def stop(self) -> None:
+        self._stopped = True
+        running = self._running
+        if running is not None and running.poll() is None:
+            running.kill()  # never left running behind the tests
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def round_added(queue: InOrder, twin: Path, env: dict) -> str:
+    """The README's loop-of-days block, verbatim."""
+    command = ["bash", "-e", "-c", readme_block("The loop of days")]
+    return queue.run(command, twin, readme_env(twin, env), twin.parent / "round.log")
+
+
+def spark_experiment(queue: InOrder, clone: Path, env: dict) -> tuple[str, dict, dict]:
+    """`dvc exp run -S analysis.engine=spark`: its output, and the analysis's files before and after it."""
+    paths = ("metrics/ab.json", "build/analysis/ab.json")
+    before = {path: json.loads((clone / path).read_text()) for path in paths}
+    command = [sys.executable, "-m", "dvc", "exp", "run", "-S", "analysis.engine=spark"]
+    output = queue.run(command, clone, env, clone.parent / "spark.log")
+    after = {path: json.loads((clone / path).read_text()) for path in paths}
+    return output, before, after
+
+
 @dataclass
 class TinyRun:
     """Two clones of one commit with tiny sizes, each reproduced from nothing, at the same time on the two cores.
 
     `clone` serves the tests that read or change a run; `twin` is the second fresh clone, whose outputs prove that
-    `make repro` writes the same bytes wherever it runs, and which then runs the README's loop-of-days command in
-    the background while the other tests use `clone` (`round_added` waits for it)."""
+    `make repro` writes the same bytes wherever it runs, and which then runs, in the background while the tests use
+    `clone`, the README's loop-of-days command and then the Spark experiment (each a future)."""
 
     clone: Path
     env: dict
@@ -125,11 +171,8 @@ class TinyRun:
     twin_output: str
     first_outputs: dict  # each clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
     twin_outputs: dict
-    round_command: subprocess.Popen
-    round_log: Path
-
-    def round_added(self) -> str:
-        return finished(self.round_command, self.round_log)
+    round_added: Future
+    spark_experiment: Future
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +202,13 @@ def tiny_run(tmp_path_factory):
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
     first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)  # first_outputs holds its dvc.lock
-    round_log = base / "twin-round.log"
-    round_command = started(
-        ["bash", "-e", "-c", readme_block("The loop of days")], twin, readme_env(twin, twin_env), round_log
-    )
-    yield TinyRun(clone, env, output, twin, twin_output, first_outputs, twin_outputs, round_command, round_log)
-    if round_command.poll() is None:
-        round_command.kill()
-        round_command.wait()
+    in_twin = InOrder()
+    round_future = in_twin.submit(round_added, twin, twin_env)
+    spark_future = in_twin.submit(spark_experiment, twin, twin_env)
+    try:
+        yield TinyRun(clone, env, output, twin, twin_output, first_outputs, twin_outputs, round_future, spark_future)
+    finally:
+        in_twin.stop()
 
 
 @pytest.fixture(scope="module")
@@ -433,23 +475,22 @@ def assert_same_numbers(left, right, path="") -> None:
         assert left == right, f"{path}: {left!r} != {right!r}"
 
 
-def test_spark_engine_experiment_gives_the_same_metrics(tiny_clone):
-    """`dvc exp run -S analysis.engine=spark` reruns only the analysis, on Spark, and lands on the same numbers."""
-    clone, env, _ = tiny_clone
-    before = {path: json.loads((clone / path).read_text()) for path in ("metrics/ab.json", "build/analysis/ab.json")}
-    output = dvc(clone, env, "exp", "run", "-S", "analysis.engine=spark")
+def test_spark_engine_experiment_gives_the_same_metrics(tiny_run):
+    """`dvc exp run -S analysis.engine=spark` reruns only the analysis, on Spark, and lands on the same numbers. It
+    runs in the second clone, after the round was added there."""
+    output, before, after = tiny_run.spark_experiment.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert "analyze" in ran and ran <= {"params", "analyze", "report"}, ran
-    assert yaml.safe_load((clone / "params.yaml").read_text())["analysis"]["engine"] == "spark"
+    assert yaml.safe_load((tiny_run.twin / "params.yaml").read_text())["analysis"]["engine"] == "spark"
     for path, document in before.items():
-        assert_same_numbers(document, json.loads((clone / path).read_text()), path)
+        assert_same_numbers(document, after[path], path)
 
 
 def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
     """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
     stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four. It
     runs in the second clone, started when both clones had run."""
-    clone, output = tiny_run.twin, tiny_run.round_added()
+    clone, output = tiny_run.twin, tiny_run.round_added.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert {"loop@round3", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
     cached = {
