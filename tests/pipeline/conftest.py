@@ -2,8 +2,9 @@
 
 pytest-randomly shuffles the suite so that no test leans on another's leftovers. `test_repro.py` is the one
 deliberate exception: its tests are steps of one session on one tiny clone (building it is a whole `dvc repro`), the
-later ones changing it (experiments, one more round, a forced rerun), so they keep their file order. pytest-randomly
-reorders before every other implementation of this hook runs, so this one sees its order and puts those steps back.
+later ones changing it (experiments, a recommender of one's own) and the last ones waiting for what a second clone
+does in the background meanwhile, so they keep their file order. pytest-randomly reorders before every other
+implementation of this hook runs, so this one sees its order and puts those steps back.
 """
 
 ORDERED_MODULES = ("test_repro.py",)

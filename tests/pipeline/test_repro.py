@@ -459,6 +459,30 @@ def test_report_pages_in_a_real_browser(tiny_clone, tmp_path):
     assert (tmp_path / "index.png").stat().st_size > 20_000
 
 
+def test_a_students_recommender_in_a_file_of_their_own(tiny_clone):
+    """The homework as students did it: the README's class in a file outside the package, named in params.yaml only,
+    served in the leaderboard and tested against the course's Contextual by `dvc exp run`; DVC tracks the file."""
+    clone, env, _ = tiny_clone
+    output = run_readme_block(clone, env, "Your own recommender: the course's homework")
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert {"recommender@mine", "leaderboard", "simulate", "analyze", "report"} <= ran, ran
+    assert not {name for name in ran if name.startswith(("train@", "export@", "loop@", "recommender@first"))}, ran
+    leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
+    assert list(leaderboard["recommenders"].values())[-2:] == ["Mine", "Reference: true neighbours"]
+    ab = json.loads((clone / "metrics" / "ab.json").read_text())
+    effect = ab["effects"]["T1"]["mean_time_per_session"]
+    assert ab["arms"]["T1"]["sessions"] > 0 and effect["lower"] <= effect["effect"] <= effect["upper"]
+    assert "recommenders.mine</code>: Mine of homework/mine.py" in (clone / "reports/html/index.html").read_text()
+    config = yaml.safe_load((clone / "build" / "simulate" / "service.yaml").read_text())
+    assert config["experiments"][0]["arms"][1]["recommender"].endswith("homework/mine.py:Mine")
+    with (clone / "homework" / "mine.py").open("a") as file:
+        file.write("# a student's second try\n")
+    assert "recommender@mine" in dvc(clone, env, "status")
+
+
+# The second clone's background work: these tests wait for it, so they come last (the file's order is kept).
+
+
 def assert_same_numbers(left, right, path="") -> None:
     """Equal structure and strings; floats equal to 1e-9 relative (Spark sums in another order than pandas)."""
     if isinstance(left, dict):
@@ -511,24 +535,3 @@ def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
     assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3"]
     training = json.loads((clone / "build" / "models" / "ours" / "training.json").read_text())
     assert training["rounds"] == ["round0", "round1", "round2", "round3"]
-
-
-def test_a_students_recommender_in_a_file_of_their_own(tiny_clone):
-    """The homework as students did it: the README's class in a file outside the package, named in params.yaml only,
-    served in the leaderboard and tested against the course's Contextual by `dvc exp run`; DVC tracks the file."""
-    clone, env, _ = tiny_clone
-    output = run_readme_block(clone, env, "Your own recommender: the course's homework")
-    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert {"recommender@mine", "leaderboard", "simulate", "analyze", "report"} <= ran, ran
-    assert not {name for name in ran if name.startswith(("train@", "export@", "loop@", "recommender@first"))}, ran
-    leaderboard = json.loads((clone / "metrics" / "leaderboard.json").read_text())
-    assert list(leaderboard["recommenders"].values())[-2:] == ["Mine", "Reference: true neighbours"]
-    ab = json.loads((clone / "metrics" / "ab.json").read_text())
-    effect = ab["effects"]["T1"]["mean_time_per_session"]
-    assert ab["arms"]["T1"]["sessions"] > 0 and effect["lower"] <= effect["effect"] <= effect["upper"]
-    assert "recommenders.mine</code>: Mine of homework/mine.py" in (clone / "reports/html/index.html").read_text()
-    config = yaml.safe_load((clone / "build" / "simulate" / "service.yaml").read_text())
-    assert config["experiments"][0]["arms"][1]["recommender"].endswith("homework/mine.py:Mine")
-    with (clone / "homework" / "mine.py").open("a") as file:
-        file.write("# a student's second try\n")
-    assert "recommender@mine" in dvc(clone, env, "status")
