@@ -15,7 +15,7 @@ The touched rows then take Adam's update with weight decay, torch's formula in f
 the table's steps, as dense Adam's does, so when every row is in every batch the update is dense Adam's to float32
 rounding (torch's fused kernel differs in the last bits, by row length). Each step is one compiled call (numba) over
 the batch's rows, with element-wise passes the compiler vectorises: as tensor operations the same arithmetic took
-about 30 passes over the rows and half of a training's time.
+about 30 passes over the rows and two thirds of an epoch.
 """
 
 from __future__ import annotations
