@@ -127,6 +127,11 @@ LISTENING_KNOB_SPECS: dict[str, tuple[str, str]] = {
         SHARE,
         "share of a listener's songs drawn from the whole catalog by popularity, not their communities",
     ),
+    "mainstream_dispersion": (
+        SHARE,
+        "how much listeners differ in that share: its variance as a share of the most a listener's share can vary"
+        " (0: every listener the same; near 1: each listener all mainstream or none), a Beta draw per listener",
+    ),
     "artist_follow_share": (SHARE, "share of the artists a listener heard whose other songs they also take"),
     "artist_follow_songs": (COUNT, "songs (by popularity, repeats merged) taken from each followed artist"),
     "interest_listen_exponent": (
@@ -135,7 +140,11 @@ LISTENING_KNOB_SPECS: dict[str, tuple[str, str]] = {
     ),
     "components": (COUNT, "LightFM no_components: the hidden embeddings' dimension (the course: 100)"),
     "epochs": (COUNT, "LightFM WARP epochs"),
-    "learning_rate": (POSITIVE, "LightFM learning rate (the course: 0.01)"),
+    "learning_rate": (
+        POSITIVE,
+        "LightFM learning rate (the course: 0.01, over 100 epochs of about 48 million plays; a smaller history needs"
+        " a larger one for factors as converged)",
+    ),
     "max_sampled": (COUNT, "LightFM WARP max_sampled (the course: 100)"),
     "scale": (POSITIVE, "the item factors are multiplied by this before the simulated users score them"),
 }

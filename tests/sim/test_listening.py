@@ -15,6 +15,7 @@ from sim.listening import (
     LISTENING_KNOBS,
     SHARED_KNOBS,
     _grouped,
+    _mainstream_shares,
     listening_history,
     listening_settings,
     listening_world,
@@ -67,6 +68,8 @@ def test_bad_knobs_are_named():
         listening_settings({**knobs, "songs_min": 50, "songs_max": 10})
     with pytest.raises(ValueError, match="mainstream_share must be within"):
         listening_settings({**knobs, "mainstream_share": 1.5})
+    with pytest.raises(ValueError, match="mainstream_dispersion must be below 1"):
+        listening_settings({**knobs, "mainstream_dispersion": 1.0})
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         listening_settings({**knobs, "epochs": 2.5})
 
@@ -92,6 +95,25 @@ def test_a_listener_without_mainstream_songs_stays_within_their_communities():
     assert communities_per_listener.min() >= 1
     assert np.array_equal(np.unique(listeners), np.arange(settings["listeners"]))
     assert len(np.unique(listeners * 3000 + tracks)) == len(listeners)  # distinct listens only
+
+
+def test_listeners_differ_in_how_mainstream_they_are_only_with_a_dispersion():
+    def outside_shares(dispersion: float) -> np.ndarray:
+        """Each listener's share of songs outside the communities they hold."""
+        _, track_artist, artist_community, _, listeners, tracks = history(
+            mainstream_share=0.3, mainstream_dispersion=dispersion, artist_follow_share=0.0, communities_per_listener=1
+        )
+        community = artist_community[track_artist[tracks]]
+        held = np.array([np.bincount(community[listeners == listener]).argmax() for listener in range(3000)])
+        return np.bincount(listeners, weights=community != held[listeners]) / np.bincount(listeners)
+
+    same, spread = outside_shares(0.0), outside_shares(0.8)
+    assert np.std(spread) > 2 * np.std(same), (np.std(same), np.std(spread))
+    assert (spread < 0.02).mean() > 0.3 > (same < 0.02).mean()  # most listeners near none, a few mostly mainstream
+    settings = listening_settings({**world_section()["listening"], "listeners": 20000, "mainstream_share": 0.3})
+    for dispersion in (0.0, 0.8):
+        shares = _mainstream_shares(np.random.default_rng(0), {**settings, "mainstream_dispersion": dispersion})
+        assert abs(shares.mean() - 0.3) < 0.01, (dispersion, shares.mean())
 
 
 def test_songs_follow_popularity_and_followed_artists_add_their_songs():
