@@ -90,3 +90,39 @@ def test_layout_paths_are_the_ones_dvc_yaml_declares():
         assert layout.plot_file(plot).as_posix() in declared
     for figure in ("simulate", "ab_effects", "ab_cumulative", "calibration", "leaderboard", f"train_{key}"):
         assert layout.figure_file(figure).as_posix() in declared
+
+
+def params_value(params: dict, dotted: str):
+    """A params.yaml value by its dotted key (names of foreach entries such as `models.ours` are keys too)."""
+    value = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def normalised(value):
+    """DVC writes 0.00001 as 1e-05, which PyYAML reads as a string: numbers compared as numbers."""
+    if isinstance(value, dict):
+        return {key: normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [normalised(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def test_the_committed_lock_records_todays_params():
+    """A lock copied from a clone after an experiment (`dvc exp run -S ...`) would make a fresh clone's `make repro`
+    rerun those stages and leave `dvc.lock` dirty; every param the lock records must be today's."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    lock = yaml.safe_load((REPO_ROOT / "dvc.lock").read_text())["stages"]
+    stale = [
+        (stage, key)
+        for stage, entry in lock.items()
+        for key, recorded in entry.get("params", {}).get("params.yaml", {}).items()
+        if normalised(params_value(params, key)) != normalised(recorded)
+    ]
+    assert lock and not stale, f"dvc.lock records params that params.yaml no longer has (run `make repro`): {stale}"
