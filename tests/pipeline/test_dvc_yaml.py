@@ -6,6 +6,7 @@ import re
 
 import pytest
 import yaml
+from ruamel.yaml import YAML
 
 from botify_lab.pipeline import layout
 from tests.architecture.import_graph import closure, module_file, notebook_imports
@@ -100,29 +101,16 @@ def params_value(params: dict, dotted: str):
     return value
 
 
-def normalised(value):
-    """DVC writes 0.00001 as 1e-05, which PyYAML reads as a string: numbers compared as numbers."""
-    if isinstance(value, dict):
-        return {key: normalised(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [normalised(item) for item in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def test_the_committed_lock_records_todays_params():
     """A lock copied from a clone after an experiment (`dvc exp run -S ...`) would make a fresh clone's `make repro`
     rerun those stages and leave `dvc.lock` dirty; every param the lock records must be today's."""
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    lock = yaml.safe_load((REPO_ROOT / "dvc.lock").read_text())["stages"]
+    as_dvc_reads = YAML(typ="safe")  # YAML 1.2, as DVC writes the lock: 1e-05 is a number there, a string to PyYAML
+    params = as_dvc_reads.load(REPO_ROOT / "params.yaml")
+    lock = as_dvc_reads.load(REPO_ROOT / "dvc.lock")["stages"]
     stale = [
         (stage, key)
         for stage, entry in lock.items()
         for key, recorded in entry.get("params", {}).get("params.yaml", {}).items()
-        if normalised(params_value(params, key)) != normalised(recorded)
+        if params_value(params, key) != recorded
     ]
     assert lock and not stale, f"dvc.lock records params that params.yaml no longer has (run `make repro`): {stale}"
