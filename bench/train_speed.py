@@ -1,10 +1,10 @@
 """Training time and test error of the default models with dense Adam and lazy Adam; prints one JSON object.
 
-Trains every model of params.yaml's `models:` with its exact `train:` settings and seed on the pairs of a
-collected log (`dvc repro collect` writes build/rounds/round0/log), once per optimizer, and reports seconds, epochs,
-the best epoch, test MSE and the relative test-MSE difference of lazy against dense:
+Trains every model of params.yaml's `models:` with its exact `train:` settings and seed on the pairs the train
+stage reads (the logs of every round of the loop of days, after `make repro`), once per optimizer, and reports
+seconds, epochs, the best epoch, test MSE and the relative test-MSE difference of lazy against dense:
 
-    .venv/bin/python bench/train_speed.py [--log build/rounds/round0/log] [--threads 1] [--models ours]
+    .venv/bin/python bench/train_speed.py [--logs build/rounds/round0/log ...] [--threads 1] [--models ours]
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import orjson
 import torch
 
-from botify_lab.pipeline.params import load_params
-from botify_lab.research.logs import read_log, training_pairs
+from botify_lab.pipeline import layout
+from botify_lab.pipeline.params import load_params, training_rounds
+from botify_lab.research.logs import read_logs, training_pairs
 from botify_lab.research.model import OPTIMIZERS, train_contextual
 from botify_lab.stages.train import training_settings
 
@@ -29,17 +30,19 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log", type=Path, default=Path("build/rounds/round0/log"), help="an event log folder")
+    parser.add_argument("--logs", type=Path, nargs="+", help="event log folders (default: every round's, as `train`)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train_contextual's)")
     parser.add_argument("--models", nargs="+", default=None, help="models of params.yaml (default: all)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     args = parser.parse_args()
-    if not args.log.is_dir() or not any(args.log.iterdir()):
-        sys.exit(f"no collected log at {args.log}: run `dvc repro collect` first or pass --log PATH")
     params = load_params(PARAMS)
+    logs = args.logs or [layout.round_log(round_) for round_ in training_rounds(params)]
+    for log in logs:
+        if not log.is_dir() or not any(log.iterdir()):
+            sys.exit(f"no collected log at {log}: run `make repro` first or pass --logs PATH ...")
     n_tracks = params.world.tracks
     start = time.perf_counter()
-    pairs = training_pairs(read_log(args.log))
+    pairs = training_pairs(read_logs(logs))
     read_seconds = round(time.perf_counter() - start, 3)
     threads = {} if args.threads is None else {"num_threads": args.threads}
     models: dict = {}
@@ -66,7 +69,7 @@ def main() -> None:
     print(
         orjson.dumps(
             {
-                "log": str(args.log),
+                "logs": [str(log) for log in logs],
                 "pairs": len(pairs),
                 "n_tracks": n_tracks,
                 "read_seconds": read_seconds,

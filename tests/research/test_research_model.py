@@ -367,3 +367,40 @@ def test_lazily_trained_model_round_trips_as_a_plain_model(tmp_path):
     assert list(loaded.state_dict()) == list(result.model.state_dict())
     ids = np.arange(8)
     assert np.array_equal(contextual.predict(result.model, ids, ids[::-1]), contextual.predict(loaded, ids, ids[::-1]))
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+@pytest.mark.parametrize("loss", contextual.LOSSES)
+def test_the_compiled_training_step_is_torchs_forward_backward_and_lazy_adam_step(similarity, loss):
+    """Every row in every batch (so no row misses a step): 30 compiled steps land where 30 steps through torch's
+    autograd and LazyAdam.step do, to float32 rounding; rows repeat within a batch, so their gradients must add."""
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(6, 5, generator=generator) * 0.5 for _ in range(2)]
+    context_ids, track_ids = torch.tensor([0, 1, 2, 3, 4, 5, 2, 4, 1, 0]), torch.tensor([5, 4, 3, 2, 1, 0, 0, 3, 3, 1])
+    target = torch.rand(10, generator=generator)
+    tables = []
+    for compiled in (True, False):
+        model = contextual.ContextualModel(contextual.ModelConfig(6, 5, similarity), sparse_gradients=True)
+        with torch.no_grad():
+            model.context.weight.copy_(start[0])
+            model.track.weight.copy_(start[1])
+        optimizer = LazyAdam([model.context.weight, model.track.weight], lr=0.05, weight_decay=0.1)
+        for _ in range(30):
+            if compiled:
+                kind = {"cosine": similarity == "cosine", "absolute": loss == "mae"}
+                optimizer.train_pairs(context_ids.numpy(), track_ids.numpy(), target.numpy(), **kind)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                contextual._loss_function(loss)(model(context_ids, track_ids), target).backward()
+                optimizer.step()
+        tables.append([model.context.weight.detach().clone(), model.track.weight.detach().clone()])
+    for compiled_table, torch_table in zip(*tables):
+        assert torch.allclose(compiled_table, torch_table, rtol=0, atol=2e-6)
+    assert not torch.allclose(tables[0][0], start[0], atol=0.1)  # the steps moved the weights
+
+
+def test_the_compiled_step_needs_the_two_tables():
+    table = nn.Embedding(4, 2, sparse=True)
+    optimizer = LazyAdam([table.weight], lr=0.1)
+    with pytest.raises(TypeError, match="exactly two tables"):
+        optimizer.train_pairs(np.array([0]), np.array([1]), np.array([0.5], dtype=np.float32), False, False)

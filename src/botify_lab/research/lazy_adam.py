@@ -16,6 +16,11 @@ the table's steps, as dense Adam's does, so when every row is in every batch the
 rounding (torch's fused kernel differs in the last bits, by row length). Each step is one compiled call (numba) over
 the batch's rows, with element-wise passes the compiler vectorises: as tensor operations the same arithmetic took
 about 30 passes over the rows and two thirds of an epoch.
+
+For the dot and cosine models `train_pairs` compiles the whole training step (predictions, the loss's gradient
+summed per row, the step) into that one call, and brings the touched rows to the previous step before reading them,
+so a batch scores them where dense Adam has them (after torch's backward pass `step` can only catch them up after
+they were read). The MLP keeps torch's graph and `step`.
 """
 
 from __future__ import annotations
@@ -30,57 +35,64 @@ import torch
 # they nor their moments ever reach float32's subnormal range (about 100 times slower arithmetic on x86).
 FADED_ROW_NORM = 1e-6
 NEGLIGIBLE_WEIGHT = 1e-12
+COSINE_EPS = 1e-8  # cosine's denominator is max(|x| |y|, COSINE_EPS), as torch's F.cosine_similarity
+
+
+# The L2 shrink's e^x, written out: libm's expf, a call per element, took as long as all the rest of a row's missed
+# steps. e^x = 2^n 2^f with n = round(x log2 e) and |f| <= 1/2: 2^f by its Taylor series to degree 7 (relative error
+# below 1e-8), 2^n written into a float32's exponent bits; about 2e-6 relative in all (x rounded to float32).
+LOG2_E = 1.4426950408889634
+C7, C6, C5, C4, C3, C2, C1, C0 = (np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(7, -1, -1))
+# A shrink below e^-60 (1e-26) leaves any weight under NEGLIGIBLE_WEIGHT, so it is taken as e^-60: products of
+# smaller ones fall into float32's subnormal range, where arithmetic is about 100 times slower.
+SMALLEST_EXPONENT = -60.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _take_missed_steps(weight, exp_avg, exp_avg_sq, missed, now, lr, decay, beta1, beta2, eps, direction, shrink):
-    """Move one row (its weights and moments, in place) through the `missed` steps dense Adam took on it, up to step
-    `now`, with the gradient decay * row. `direction` and `shrink` are scratch rows. Element-wise passes in float32
-    that the compiler vectorises, with the exponential in a pass of its own."""
-    correction = math.sqrt(1.0 - beta2**now) / (1.0 - beta1**now)  # Adam's bias corrections, about constant
+def _take_missed_steps(weight, exp_avg, exp_avg_sq, row, missed, correction, lr, decay, beta1, beta2, eps, scratch):
+    """Move one row (its weights and moments, in place) through the `missed` steps dense Adam took on it, with the
+    gradient decay * row; `correction` is Adam's bias correction sqrt(1 - beta2^t) / (1 - beta1^t) at the last of
+    them (about constant). `scratch`: rows for the direction and the shrink, and int32 bits with their float32
+    view. Element-wise passes in float32 that the compiler vectorises."""
+    direction, shrink, bits, powers = scratch
+    beta1_k, beta2_k = beta1**missed, beta2**missed
     # The momentum coasts: step j moves by beta1^j m / sqrt(beta2^j v), a geometric sum over the k steps.
-    ratio = beta1 / math.sqrt(beta2)
-    coast = np.float32(lr * correction * ratio * (1.0 - ratio**missed) / (1.0 - ratio))
+    growth, growth_k = 1.0 / math.sqrt(beta2), 1.0 / math.sqrt(beta2_k)
+    ratio = beta1 * growth
+    coast = np.float32(lr * correction * ratio * (1.0 - beta1_k * growth_k) / (1.0 - ratio))
     # The L2 gradient shrinks the row by lr * decay * |w| / sqrt(beta2^j v) at step j, but never by more than lr.
-    growth = 1.0 / math.sqrt(beta2)
-    shrink_rate = np.float32(-lr * correction * decay * growth * (growth**missed - 1.0) / (growth - 1.0))
+    shrink_rate = np.float32(-lr * correction * decay * growth * (growth_k - 1.0) / (growth - 1.0))
     at_most, eps32, negligible = np.float32(missed * lr), np.float32(eps), np.float32(NEGLIGIBLE_WEIGHT)
-    for j in range(weight.shape[0]):
-        root = np.sqrt(exp_avg_sq[j]) + eps32
-        direction[j] = weight[j] - coast * exp_avg[j] / root
-        shrink[j] = shrink_rate / root
-    for j in range(weight.shape[0]):
-        shrink[j] = np.exp(shrink[j])
-    for j in range(weight.shape[0]):
+    log2_e, smallest, half = np.float32(LOG2_E), np.float32(SMALLEST_EXPONENT), np.float32(0.5)
+    width = weight.shape[1]
+    for j in range(width):
+        per_root = np.float32(1.0) / (np.sqrt(exp_avg_sq[row, j]) + eps32)
+        direction[j] = weight[row, j] - coast * exp_avg[row, j] * per_root
+        scaled = max(shrink_rate * per_root, smallest) * log2_e
+        whole = np.floor(scaled + half)
+        f = scaled - whole
+        shrink[j] = ((((((C7 * f + C6) * f + C5) * f + C4) * f + C3) * f + C2) * f + C1) * f + C0
+        bits[j] = (np.int32(whole) + np.int32(127)) << np.int32(23)
+    kept = 0
+    for j in range(width):
         size = np.abs(direction[j])
-        remaining = max(size * shrink[j], size - at_most)
-        weight[j] = np.copysign(remaining, direction[j]) if remaining >= negligible else np.float32(0.0)
+        remaining = max(size * (shrink[j] * powers[j]), size - at_most)
+        weight[row, j] = np.copysign(remaining, direction[j]) if remaining >= negligible else np.float32(0.0)
+        kept += remaining >= negligible
     # Dense Adam never lands a faded row on exact zeros: it swings around zero and leaves a residue whose signs still
     # point somewhere. A row of exact zeros would score every track alike, and an export would then give every such
     # track one tie-broken list (the smallest track ids). So a row that fades out keeps its last direction, at a norm
     # no prediction can see.
-    if not np.any(weight) and np.any(direction):
+    if kept == 0 and np.any(direction):
         norm = math.sqrt(np.sum(direction.astype(np.float64) ** 2))
-        weight[:] = direction * np.float32(FADED_ROW_NORM / max(norm, 1e-12))
+        weight[row] = direction * np.float32(FADED_ROW_NORM / max(norm, 1e-12))
     # The moments decay toward the L2 term's.
-    keep1, keep2 = np.float32(beta1**missed), np.float32(beta2**missed)
-    gain1, gain2, decay32 = np.float32(1.0 - beta1**missed), np.float32(1.0 - beta2**missed), np.float32(decay)
-    for j in range(weight.shape[0]):
-        l2 = decay32 * weight[j]
-        exp_avg[j] = exp_avg[j] * keep1 + gain1 * l2
-        exp_avg_sq[j] = exp_avg_sq[j] * keep2 + gain2 * l2 * l2
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _catch_up(weight, exp_avg, exp_avg_sq, last_step, now, lr, decay, beta1, beta2, eps):
-    direction, shrink = np.empty(weight.shape[1], dtype=weight.dtype), np.empty(weight.shape[1], dtype=weight.dtype)
-    for row in range(weight.shape[0]):
-        missed = now - last_step[row]
-        if now > 0 and missed > 0:
-            _take_missed_steps(
-                weight[row], exp_avg[row], exp_avg_sq[row], missed, now, lr, decay, beta1, beta2, eps, direction, shrink
-            )
-        last_step[row] = now
+    keep1, keep2 = np.float32(beta1_k), np.float32(beta2_k)
+    gain1, gain2, decay32 = np.float32(1.0 - beta1_k), np.float32(1.0 - beta2_k), np.float32(decay)
+    for j in range(width):
+        l2 = decay32 * weight[row, j]
+        exp_avg[row, j] = exp_avg[row, j] * keep1 + gain1 * l2
+        exp_avg_sq[row, j] = exp_avg_sq[row, j] * keep2 + gain2 * l2 * l2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -102,28 +114,128 @@ def _sum_by_row(ids, values, slot):
     return rows[:count], sums[:count]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _dot(a, b):
+    """Sum of a * b in float32, in vector lanes (reassociated, the same order on every machine: code pinned to
+    Haswell)."""
+    total = np.float32(0.0)
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _step_rows(weight, exp_avg, exp_avg_sq, last_step, slot, ids, values, step, lr, decay, beta1, beta2, eps):
-    """Adam's step `step` on the rows a batch touched (`ids`, one per gradient row in `values`, repeats summed),
-    each row first brought to step - 1."""
-    rows, grads = _sum_by_row(ids, values, slot)
-    direction, shrink = np.empty(weight.shape[1], dtype=weight.dtype), np.empty(weight.shape[1], dtype=weight.dtype)
-    now = step - 1
+def _distinct_rows(ids, slot):
+    """The distinct rows of a batch (in order of first appearance) and each id's index among them. `slot` (one entry
+    per table row, all -1) is scratch space, left as it was found."""
+    rows = np.empty(ids.shape[0], dtype=np.int64)
+    local = np.empty(ids.shape[0], dtype=np.int64)
+    count = 0
+    for i in range(ids.shape[0]):
+        row = ids[i]
+        if slot[row] < 0:
+            slot[row], rows[count] = count, row
+            count += 1
+        local[i] = slot[row]
+    slot[rows[:count]] = -1
+    return rows[:count], local
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bring_rows_to(weight, exp_avg, exp_avg_sq, last_step, rows, now, lr, decay, beta1, beta2, eps):
+    """Every given row through the steps it missed up to step `now`."""
+    width = weight.shape[1]
+    bits = np.empty(width, np.int32)
+    scratch = (np.empty(width, dtype=np.float32), np.empty(width, dtype=np.float32), bits, bits.view(np.float32))
+    correction = math.sqrt(1.0 - beta2**now) / (1.0 - beta1**now) if now > 0 else 1.0
+    for row in rows:
+        missed = now - last_step[row]
+        if now > 0 and missed > 0:
+            _take_missed_steps(
+                weight, exp_avg, exp_avg_sq, row, missed, correction, lr, decay, beta1, beta2, eps, scratch
+            )
+        last_step[row] = now
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _adam_rows(weight, exp_avg, exp_avg_sq, last_step, rows, grads, step, lr, decay, beta1, beta2, eps):
+    """Adam's step `step` (torch's formula with weight decay, in float32) on rows already current at step - 1."""
     step_size, correction2_sqrt = np.float32(lr / (1.0 - beta1**step)), np.float32(math.sqrt(1.0 - beta2**step))
     decay32, beta1_32, beta2_32, eps32 = np.float32(decay), np.float32(beta1), np.float32(beta2), np.float32(eps)
     keep1, keep2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
     for i in range(rows.shape[0]):
         row = rows[i]
         w, m, v, g = weight[row], exp_avg[row], exp_avg_sq[row], grads[i]
-        missed = now - last_step[row]
-        if now > 0 and missed > 0:
-            _take_missed_steps(w, m, v, missed, now, lr, decay, beta1, beta2, eps, direction, shrink)
         for j in range(w.shape[0]):
             grad = g[j] + w[j] * decay32
             m[j] = m[j] * beta1_32 + grad * keep1
             v[j] = v[j] * beta2_32 + grad * grad * keep2
             w[j] = w[j] - step_size * m[j] / (np.sqrt(v[j]) / correction2_sqrt + eps32)
         last_step[row] = step
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _step_rows(weight, exp_avg, exp_avg_sq, last_step, slot, ids, values, step, lr, decay, beta1, beta2, eps):
+    """Adam's step `step` on the rows a batch touched (`ids`, one per gradient row in `values`, repeats summed),
+    each row first brought to step - 1."""
+    rows, grads = _sum_by_row(ids, values, slot)
+    _bring_rows_to(weight, exp_avg, exp_avg_sq, last_step, rows, step - 1, lr, decay, beta1, beta2, eps)
+    _adam_rows(weight, exp_avg, exp_avg_sq, last_step, rows, grads, step, lr, decay, beta1, beta2, eps)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _train_pairs(context, track, context_ids, track_ids, targets, cosine, absolute, step, lr, decay, beta1, beta2, eps):
+    """One training step of the contextual model on a batch of pairs, in one compiled call: the touched rows brought
+    to step - 1, the predictions (dot, or cosine clamped as torch's formula below), the loss's gradient (mean squared
+    or absolute error, as torch's mse_loss and l1_loss), summed per row, then Adam's step on those rows. `context` and
+    `track` are (weight, exp_avg, exp_avg_sq, last_step, slot) tuples. Returns the batch's mean loss."""
+    weight_c, m_c, v_c, last_c, slot_c = context
+    weight_t, m_t, v_t, last_t, slot_t = track
+    rows_c, local_c = _distinct_rows(context_ids, slot_c)
+    rows_t, local_t = _distinct_rows(track_ids, slot_t)
+    now = step - 1
+    _bring_rows_to(weight_c, m_c, v_c, last_c, rows_c, now, lr, decay, beta1, beta2, eps)
+    _bring_rows_to(weight_t, m_t, v_t, last_t, rows_t, now, lr, decay, beta1, beta2, eps)
+    grads_c = np.zeros((rows_c.shape[0], weight_c.shape[1]), dtype=np.float32)
+    grads_t = np.zeros((rows_t.shape[0], weight_t.shape[1]), dtype=np.float32)
+    count = targets.shape[0]
+    scale = np.float32((1.0 if absolute else 2.0) / count)
+    smallest = np.float32(COSINE_EPS)
+    total = 0.0
+    for i in range(count):
+        a, b = weight_c[context_ids[i]], weight_t[track_ids[i]]
+        dot = _dot(a, b)
+        if cosine:
+            squares_a, squares_b = _dot(a, a), _dot(b, b)
+            squares = squares_a * squares_b
+            clamped = not squares > smallest * smallest
+            norm = smallest if clamped else np.sqrt(squares)
+            prediction = dot / norm
+        else:
+            prediction = dot
+        error = prediction - targets[i]
+        if absolute:
+            total += abs(error)
+            slope = scale * np.float32(np.sign(error))
+        else:
+            total += error * error
+            slope = scale * error
+        grad_a, grad_b = grads_c[local_c[i]], grads_t[local_t[i]]
+        if cosine:
+            # d(x.y / |x||y|)/dx = y / (|x||y|) - prediction * x / |x|^2; the clamp's own gradient is zero.
+            across = slope / norm
+            along_a = np.float32(0.0) if clamped else slope * prediction / squares_a
+            along_b = np.float32(0.0) if clamped else slope * prediction / squares_b
+            for j in range(a.shape[0]):
+                grad_a[j] += across * b[j] - along_a * a[j]
+                grad_b[j] += across * a[j] - along_b * b[j]
+        else:
+            for j in range(a.shape[0]):
+                grad_a[j] += slope * b[j]
+                grad_b[j] += slope * a[j]
+    _adam_rows(weight_c, m_c, v_c, last_c, rows_c, grads_c, step, lr, decay, beta1, beta2, eps)
+    _adam_rows(weight_t, m_t, v_t, last_t, rows_t, grads_t, step, lr, decay, beta1, beta2, eps)
+    return total / count
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -166,7 +278,8 @@ class LazyAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for weight in group["params"]:
                 state = self._state(weight)
-                _catch_up(*self._arrays(weight, state), state["step"], *self._hyper(group))
+                rows = np.arange(len(weight), dtype=np.int64)
+                _bring_rows_to(*self._arrays(weight, state), rows, state["step"], *self._hyper(group))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -181,3 +294,24 @@ class LazyAdam(torch.optim.Optimizer):
                 ids, values = grad._indices()[0].contiguous().numpy(), grad._values().contiguous().numpy()
                 arrays = (*self._arrays(weight, state), state["slot"].numpy())
                 _step_rows(*arrays, ids, values, state["step"], *self._hyper(group))
+
+    @torch.no_grad()
+    def train_pairs(
+        self, context_ids: np.ndarray, track_ids: np.ndarray, targets: np.ndarray, cosine: bool, absolute: bool
+    ) -> float:
+        """A whole training step of the contextual model (forward, backward and this optimiser's step, compiled as
+        one call) for an optimiser over exactly its two tables, context then track; the batch's mean loss.
+
+        Unlike `step` after torch's backward pass, the touched rows are brought to the previous step before they are
+        read, so the batch sees them where dense Adam has them."""
+        if len(self.param_groups) != 1 or len(self.param_groups[0]["params"]) != 2:
+            raise TypeError("train_pairs needs a LazyAdam over exactly two tables: context, then track")
+        (group,) = self.param_groups
+        tables = []
+        for weight in group["params"]:
+            state = self._state(weight)
+            state["step"] += 1
+            tables.append((*self._arrays(weight, state), state["slot"].numpy()))
+        step = self._state(group["params"][0])["step"]
+        hyper = self._hyper(group)
+        return float(_train_pairs(*tables, context_ids, track_ids, targets, cosine, absolute, step, *hyper))
