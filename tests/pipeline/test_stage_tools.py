@@ -271,3 +271,32 @@ def test_a_recommender_of_ones_own_is_checked_in_one_line_before_it_serves(tmp_p
         check_recommender("mine", mine(file=str(broken)))
     with pytest.raises(ConfigError, match=r"no recommender file .*absent\.py$"):
         check_recommender("mine", mine(file=str(tmp_path / "absent.py")))
+
+
+def test_the_pairs_stage_writes_the_rounds_pairs_once_for_every_model(tmp_path, monkeypatch):
+    """build/pairs holds exactly the pairs of the rounds' logs the models train on (here the last two: window 2), as
+    plain arrays; a missing folder says what to run."""
+    from botify_lab.pipeline import layout
+    from botify_lab.research.logs import read_logs, training_pairs
+    from botify_lab.stages import pairs as pairs_stage
+    from tests.research.research_helpers import event, write_log
+
+    monkeypatch.chdir(tmp_path)
+    for number, offset in enumerate((0, 100, 200)):  # the repository's rounds: round0, round1, round2
+        rows = []
+        for user in range(offset, offset + 30):
+            times = [1.0, 0.25, 1.0, 0.0]
+            for i, time in enumerate(times):
+                last = i == len(times) - 1
+                message, track, next_track = ("last" if last else "next"), (user * 7 + i) % 50, None if last else 3
+                rows.append(event(message, 1000 * user + i, user, track, time, recommendation=next_track))
+        write_log(layout.round_log(f"round{number}") / "data.json", rows)
+    params = repo_params({"collect": {"window": 2}})
+    with pytest.raises(FileNotFoundError, match="dvc repro pairs"):
+        pairs_stage.read_pairs()
+    pairs_stage.write_pairs(params)
+    found = pairs_stage.read_pairs()
+    expected = training_pairs(read_logs([layout.round_log("round1"), layout.round_log("round2")]))
+    assert found.rounds == ["round1", "round2"] and found.events == 240 and len(found.pairs) == 180
+    assert found.pairs.reset_index(drop=True).equals(expected.reset_index(drop=True))
+    assert sorted(path.name for path in layout.PAIRS.iterdir()) == ["pairs.json", "pairs.npz"]

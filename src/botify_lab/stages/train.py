@@ -1,9 +1,9 @@
 """Stage `train@<model>`: the course's week-4 contextual model fitted on the rounds' logs (notebooks/train.ipynb).
 
 The model's section of `models:` (embedding_dim, similarity, loss, mlp settings) plus the shared `train:`
-optimisation settings and the seed define the run; it reads only the event logs of the loop of days (every round,
-or the last `collect.window` of them) and the public catalog. The rounds' own models (`loop@roundN`) are fitted by
-the same `fit_on_logs`.
+optimisation settings and the seed define the run; it reads only the pairs of the loop of days' event logs (every
+round, or the last `collect.window` of them; the `pairs` stage reads them once for every model) and the public
+catalog. The rounds' own models (`loop@roundN`) are fitted by the same `fit_on_pairs`, on the logs before them.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pandas as pd
 
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json, write_metrics, write_plot
-from botify_lab.pipeline.params import ModelParams, Params, TrainParams, training_rounds
+from botify_lab.pipeline.params import ModelParams, Params, TrainParams
 from botify_lab.research.catalog import read_catalog
-from botify_lab.research.logs import read_logs, training_pairs
 from botify_lab.research.model import TrainingResult, TrainingSettings, predict, save_model, train_contextual
+from botify_lab.stages.pairs import Pairs, read_pairs, read_round_pairs
 
 
 @dataclass
@@ -53,12 +53,15 @@ class Fit:
     result: TrainingResult
 
 
+def fit_on_pairs(name: str, params: Params, found: Pairs, catalog_size: int) -> Fit:
+    """Model `name` fitted on (first track, track, time) pairs."""
+    result = train_contextual(found.pairs, catalog_size, training_settings(name, params), progress=show_progress())
+    return Fit(found.events, found.pairs, result)
+
+
 def fit_on_logs(name: str, params: Params, rounds: list[str], catalog_size: int) -> Fit:
-    """Model `name` fitted on the (first track, track, time) pairs of the rounds' logs."""
-    events = read_logs([layout.round_log(round_) for round_ in rounds])
-    pairs = training_pairs(events)
-    result = train_contextual(pairs, catalog_size, training_settings(name, params), progress=show_progress())
-    return Fit(len(events), pairs, result)
+    """Model `name` fitted on the pairs of the rounds' logs (a round of the loop reads the rounds before it)."""
+    return fit_on_pairs(name, params, read_round_pairs(rounds), catalog_size)
 
 
 def training_record(name: str, rounds: list[str], fit: Fit) -> dict:
@@ -67,18 +70,18 @@ def training_record(name: str, rounds: list[str], fit: Fit) -> dict:
 
 
 def train_model(name: str, params: Params) -> TrainedModel:
-    """Train model `name` on the rounds' logs.
+    """Train model `name` on the rounds' pairs (build/pairs, the `pairs` stage's).
 
     Writes the weights and the full training record (rounds, settings, every epoch) to build/models/<name>, the
     headline numbers to metrics/train_<name>.json and the loss curves to plots/train_<name>.csv.
     """
     catalog = read_catalog(layout.CATALOG)
-    rounds = training_rounds(params)
-    fit = fit_on_logs(name, params, rounds, len(catalog))
+    found = read_pairs()
+    fit = fit_on_pairs(name, params, found, len(catalog))
     pairs, result = fit.pairs, fit.result
     with atomic_output_dir(layout.model_dir(name)) as scratch:
         save_model(result.model, scratch)
-        write_json(scratch / "training.json", training_record(name, rounds, fit), sort_keys=True)
+        write_json(scratch / "training.json", training_record(name, found.rounds, fit), sort_keys=True)
     write_metrics(f"train_{name}", {"model": name, **result.headline()}, sort_keys=True)
     write_plot(f"train_{name}", pd.DataFrame(result.metrics()["history"]))
     test_pairs = pairs.iloc[result.test_index]
