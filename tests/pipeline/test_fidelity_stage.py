@@ -64,8 +64,9 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
         }
     )
     stand_in = reference.write_reference_recommendations(world, tmp_path / "stand_in.json")
+    absent = tmp_path / "absent"
     result = fidelity.run(
-        params, world, real_stats=real_stats_path, training_logs=[tmp_path / "absent"], course_contextual_recs=stand_in
+        params, world, real_stats=real_stats_path, training_pairs_dir=absent, course_contextual_recs=stand_in
     )
     table = result.table
     assert set(table["group"]) >= {
@@ -132,6 +133,8 @@ def test_true_neighbours_are_the_nearest_other_tracks():
 
 
 def test_training_summary_of_a_log(tmp_path):
+    from botify_lab.research.logs import read_log, training_pairs
+    from botify_lab.stages.pairs import Pairs, save_pairs
     from tests.research.research_helpers import event, write_log
 
     rows = []
@@ -150,7 +153,9 @@ def test_training_summary_of_a_log(tmp_path):
                 )
             )
     log = write_log(tmp_path / "log" / "data.json", rows)
-    summary = fidelity.training_summary([log.parent], repo_params({"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}}))
+    found = Pairs(["round0"], len(rows), training_pairs(read_log(log.parent)))
+    pairs_dir = save_pairs(found, tmp_path / "pairs")
+    summary = fidelity.training_summary(pairs_dir, repo_params({"seed": 0, "train": {"splits": [0.8, 0.1, 0.1]}}))
     assert summary["pairs"] == 160 and summary["variance"] == pytest.approx(np.var([0.0, 1.0, 0.5, 0.0]))
     assert summary["course"]["train_mean_mse"] == [0.145, 0.154] and "variance" not in summary["course"]
 
@@ -222,7 +227,8 @@ def test_the_stage_runs_on_the_course_world(upstream_world, tmp_path, real_stats
             },
         }
     )
-    result = fidelity.run(params, tmp_path / "world", real_stats=real_stats_path, training_logs=[tmp_path / "absent"])
+    absent = tmp_path / "absent"
+    result = fidelity.run(params, tmp_path / "world", real_stats=real_stats_path, training_pairs_dir=absent)
     sticky = result.simulated["StickyArtist gamma=0.9"][0]
     assert sticky["share_same_artist_as_previous"] == 1.0  # StickyArtist served through the service
     random = result.simulated["Random gamma=0.9"][0]

@@ -8,7 +8,8 @@ committed as `research/real_logs_stats.json`), set beside the real ones with
 the seed spread and a pass/fail per tolerance, together with StickyArtist at gamma 0.8 against the course's
 published table and the TOP_POP experiment (in process, `botify_lab.inprocess.toppop`) against the published
 TOP_POP table.
-The collected training log's listen-time variance and baseline MSEs are set beside the course's week-4 numbers.
+The training pairs' listen-time variance and baseline MSEs (the `pairs` stage's, from the rounds' logs) are set
+beside the course's week-4 numbers.
 The course's 2023 Contextual (`fidelity.course_contextual`, trained and exported by the pipeline) is served beside
 Random and checked against the real Contextual-2023 arms, and the hidden embeddings' random-pair inner products are
 set beside the course's described distribution.
@@ -40,12 +41,13 @@ from botify_lab.inprocess.world_checks import (
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import read_metrics
-from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, training_rounds
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
 from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
-from botify_lab.research.logs import read_log, read_logs, training_pairs
+from botify_lab.research.logs import read_log
 from botify_lab.research.published import PUBLISHED_TABLE, arm_means, load_published
+from botify_lab.stages.pairs import read_pairs
 from sim.loader import load_world
 
 EXPERIMENT = "FIDELITY"
@@ -217,12 +219,12 @@ def inner_product_summary(products: np.ndarray) -> dict:
     }
 
 
-def training_summary(log_dirs: list[Path], params: Params) -> dict | None:
-    """Variance and baseline MSEs of the (first track, track, time) pairs every model trains on (the rounds' logs),
-    beside the course's."""
-    if not all(Path(log_dir).exists() for log_dir in log_dirs):
+def training_summary(pairs_dir: Path, params: Params) -> dict | None:
+    """Variance and baseline MSEs of the (first track, track, time) pairs every model trains on (the `pairs` stage's,
+    from the rounds' logs), beside the course's; None where they were not made."""
+    if not (Path(pairs_dir) / layout.PAIRS_FILE.name).exists():
         return None
-    pairs = training_pairs(read_logs(log_dirs))
+    pairs = read_pairs(Path(pairs_dir)).pairs
     return F.training_data_summary(pairs["time"].to_numpy(), seed=int(params.seed), splits=params.train.splits)
 
 
@@ -238,12 +240,12 @@ def run(
     *,
     real_stats: Path | None = None,
     published: Path = PUBLISHED_TABLE,
-    training_logs: list[Path] | None = None,
+    training_pairs_dir: Path = layout.PAIRS,
     course_contextual_recs: Path | None = None,
 ) -> FidelityRun:
     """Every check of the stage; the course's Contextual serves `course_contextual_recs` (default: the exported
-    lists of the model `fidelity.course_contextual` names); the training data are the logs of `training_logs`
-    (default: the rounds the models train on)."""
+    lists of the model `fidelity.course_contextual` names); the training data are the pairs in `training_pairs_dir`
+    (default: those the models train on)."""
     settings = params.fidelity
     real = load_real_stats(real_stats or default_real_stats())
     reference = None
@@ -276,9 +278,7 @@ def run(
             simulated[RANDOM_BESIDE_CONTEXTUAL_GROUP],
             simulated[COURSE_CONTEXTUAL_GROUP],
         )
-    if training_logs is None:
-        training_logs = [layout.round_log(name) for name in training_rounds(params)]
-    training = training_summary(training_logs, params)
+    training = training_summary(training_pairs_dir, params)
     fit = course_contextual_fit(params) if training is not None else None
     if fit is not None:
         checks += F.course_training_checks(training, fit)

@@ -40,15 +40,19 @@ def read_round_pairs(rounds: list[str]) -> Pairs:
     return Pairs(rounds, len(events), training_pairs(events))
 
 
-def write_pairs(params: Params) -> Path:
-    """build/pairs: the pairs of the rounds every model trains on, written whole or not at all."""
-    found = read_round_pairs(training_rounds(params))
-    with atomic_output_dir(layout.PAIRS) as scratch:
+def save_pairs(found: Pairs, directory: Path) -> Path:
+    """`directory` (replaced) with the pairs' arrays and their record, written whole or not at all."""
+    with atomic_output_dir(directory) as scratch:
         arrays = {name: found.pairs[name].to_numpy(dtype=dtype) for name, dtype in COLUMNS.items()}
         np.savez(scratch / layout.PAIRS_FILE.name, **arrays)
         record = {"rounds": found.rounds, "events": found.events, "pairs": len(found.pairs)}
         write_json(scratch / layout.PAIRS_RECORD.name, record)
-    return layout.PAIRS
+    return Path(directory)
+
+
+def write_pairs(params: Params) -> Path:
+    """build/pairs: the pairs of the rounds every model trains on."""
+    return save_pairs(read_round_pairs(training_rounds(params)), layout.PAIRS)
 
 
 def read_pairs(directory: Path = layout.PAIRS) -> Pairs:
