@@ -95,25 +95,6 @@ def _take_missed_steps(weight, exp_avg, exp_avg_sq, row, missed, correction, lr,
         exp_avg_sq[row, j] = exp_avg_sq[row, j] * keep2 + gain2 * l2 * l2
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _sum_by_row(ids, values, slot):
-    """The distinct rows of a batch (in order of first appearance) and each one's summed gradient, as torch's
-    coalesce gives them. `slot` (one entry per table row, all -1) is scratch space, left as it was found."""
-    rows = np.empty(ids.shape[0], dtype=np.int64)
-    sums = np.empty(values.shape, dtype=values.dtype)
-    count = 0
-    for i in range(ids.shape[0]):
-        row = ids[i]
-        if slot[row] < 0:
-            slot[row], rows[count] = count, row
-            sums[count] = values[i]
-            count += 1
-        else:
-            sums[slot[row]] += values[i]
-    slot[rows[:count]] = -1
-    return rows[:count], sums[:count]
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _dot(a, b):
     """Sum of a * b in float32, in vector lanes (reassociated, the same order on every machine: code pinned to
@@ -139,6 +120,17 @@ def _distinct_rows(ids, slot):
         local[i] = slot[row]
     slot[rows[:count]] = -1
     return rows[:count], local
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sum_by_row(ids, values, slot):
+    """The distinct rows of a batch (in order of first appearance) and each one's summed gradient, as torch's
+    coalesce gives them; `slot` as for `_distinct_rows`."""
+    rows, local = _distinct_rows(ids, slot)
+    sums = np.zeros((rows.shape[0], values.shape[1]), dtype=values.dtype)
+    for i in range(ids.shape[0]):
+        sums[local[i]] += values[i]
+    return rows, sums
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -312,6 +304,5 @@ class LazyAdam(torch.optim.Optimizer):
             state = self._state(weight)
             state["step"] += 1
             tables.append((*self._arrays(weight, state), state["slot"].numpy()))
-        step = self._state(group["params"][0])["step"]
-        hyper = self._hyper(group)
+        step, hyper = state["step"], self._hyper(group)  # both tables take every step
         return float(_train_pairs(*tables, context_ids, track_ids, targets, cosine, absolute, step, *hyper))

@@ -50,9 +50,11 @@ def save_pairs(found: Pairs, directory: Path) -> Path:
     return Path(directory)
 
 
-def write_pairs(params: Params) -> Path:
-    """build/pairs: the pairs of the rounds every model trains on."""
-    return save_pairs(read_round_pairs(training_rounds(params)), layout.PAIRS)
+def write_pairs(params: Params) -> Pairs:
+    """build/pairs: the pairs of the rounds every model trains on; returns what it wrote."""
+    found = read_round_pairs(training_rounds(params))
+    save_pairs(found, layout.PAIRS)
+    return found
 
 
 def read_pairs(directory: Path = layout.PAIRS) -> Pairs:
@@ -74,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    out_dir = write_pairs(params)
-    found = read_pairs(out_dir)
+    found = write_pairs(params)
     print(f"pairs: {len(found.pairs):,} training pairs from {found.events:,} events of {', '.join(found.rounds)}")
 
 
