@@ -61,7 +61,15 @@ TINY = {
     },
     "leaderboard": {"episodes": 300, "processes": 1},
     "ope": {"episodes": 1500, "processes": 1},
+    # The README's sweep command widens embedding_dim from [128] to [128, 256], as on the default grid.
+    "sweep": {
+        "grid": {"embedding_dim": [128], "similarity": ["dot", "mlp_sigmoid"], "loss": ["mse"], "lr": [0.001]},
+        "episodes": 600,
+        "processes": 1,
+    },
 }
+SWEEP_VARIANTS = ["128-dot-mse-0.001", "128-mlp_sigmoid-mse-0.001"]
+WIDENED_VARIANTS = ["256-dot-mse-0.001", "256-mlp_sigmoid-mse-0.001"]
 
 
 def run(args, cwd, env, timeout=900):
@@ -140,6 +148,13 @@ class InOrder:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+def sweep_widened(queue: InOrder, twin: Path, env: dict) -> tuple[str, dict]:
+    """The README's sweep block, verbatim: its output and the sweep's metrics right after it."""
+    command = ["bash", "-e", "-c", readme_block("The homework's ablation: a sweep")]
+    output = queue.run(command, twin, readme_env(twin, env), twin.parent / "sweep.log")
+    return output, json.loads((twin / "metrics" / "sweep.json").read_text())
+
+
 def round_added(queue: InOrder, twin: Path, env: dict) -> str:
     """The README's loop-of-days block, verbatim."""
     command = ["bash", "-e", "-c", readme_block("The loop of days")]
@@ -162,7 +177,7 @@ class TinyRun:
 
     `clone` serves the tests that read or change a run; `twin` is the second fresh clone, whose outputs prove that
     `make repro` writes the same bytes wherever it runs, and which then runs, in the background while the tests use
-    `clone`, the README's loop-of-days command and then the Spark experiment (each a future)."""
+    `clone`, the README's sweep command, its loop-of-days command and then the Spark experiment (each a future)."""
 
     clone: Path
     env: dict
@@ -171,6 +186,7 @@ class TinyRun:
     twin_output: str
     first_outputs: dict  # each clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
     twin_outputs: dict
+    sweep_widened: Future
     round_added: Future
     spark_experiment: Future
 
@@ -203,10 +219,13 @@ def tiny_run(tmp_path_factory):
     shutil.copytree(base / "params-read", base / "first-run-params-read")
     first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)  # first_outputs holds its dvc.lock
     in_twin = InOrder()
+    sweep_future = in_twin.submit(sweep_widened, twin, twin_env)
     round_future = in_twin.submit(round_added, twin, twin_env)
     spark_future = in_twin.submit(spark_experiment, twin, twin_env)
     try:
-        yield TinyRun(clone, env, output, twin, twin_output, first_outputs, twin_outputs, round_future, spark_future)
+        yield TinyRun(
+            clone, env, output, twin, twin_output, first_outputs, twin_outputs, sweep_future, round_future, spark_future
+        )
     finally:
         in_twin.stop()
 
@@ -508,6 +527,46 @@ def test_spark_engine_experiment_gives_the_same_metrics(tiny_run):
     assert yaml.safe_load((tiny_run.twin / "params.yaml").read_text())["analysis"]["engine"] == "spark"
     for path, document in before.items():
         assert_same_numbers(document, after[path], path)
+
+
+def test_the_sweep_tests_every_variant_against_the_same_control_traffic(tiny_clone):
+    """Each variant of the grid has its row: offline metrics, the online effect with its Holm-corrected p-value; the
+    control arm of every variant's test is the same users with the same sessions (common random numbers)."""
+    clone, _, _ = tiny_clone
+    sweep = json.loads((clone / "metrics" / "sweep.json").read_text())
+    assert list(sweep["variants"]) == SWEEP_VARIANTS and sweep["control"] == "contextual"
+    for row in sweep["variants"].values():
+        assert 0 < row["test_mse"] < row["train_mean_mse"] * 3 and 0 <= row["hit_rate"] <= 1
+        assert row["lower"] <= row["effect"] <= row["upper"] and row["p_value"] <= row["p_holm"] <= 1
+    assert sweep["rank_correlations"]["ndcg"] == {
+        "spearman": None,
+        "p_value": None,
+        "variants": 2,
+        "larger_is_better": True,
+    }
+    records = [json.loads((clone / "build" / "sweep" / name / "variant.json").read_text()) for name in SWEEP_VARIANTS]
+    controls = [
+        (record["online"]["arms"]["C"], record["online"]["mean_time_per_session"]["control_mean"]) for record in records
+    ]
+    assert controls[0] == controls[1] and controls[0][0]["users"] > 0
+    assert records[1]["params"]["similarity"] == "mlp_sigmoid" and records[1]["offline"]["test"]["model_mse"] > 0
+    assert not (clone / "build" / "sweep" / SWEEP_VARIANTS[0] / "ab" / "log").exists()  # the log is not kept
+    plot = (clone / "plots" / "sweep.csv").read_text().splitlines()
+    assert len(plot) == 3 and "p_holm" in plot[0]
+    index = (clone / "reports" / "html" / "index.html").read_text()
+    assert "The homework's ablation" in index and "dot, d=128, MSE, lr=0.001" in index
+
+
+def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
+    """The README's sweep command adds embedding_dim 256: its two variants run, the two of 128 stay cached. It runs
+    in the second clone, before the round is added there."""
+    output, sweep = tiny_run.sweep_widened.result(timeout=1800)
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert ran == {"params", *(f"sweep_variant@{name}" for name in WIDENED_VARIANTS), "sweep", "report"}, ran
+    assert list(sweep["variants"]) == [*SWEEP_VARIANTS, *WIDENED_VARIANTS]
+    assert sweep["rank_correlations"]["ndcg"]["variants"] == 4
+    table = [line for line in output.splitlines() if line.startswith("| ")]
+    assert table and "sweep.grid.embedding_dim" in table[0]  # make compare
 
 
 def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):

@@ -39,6 +39,7 @@ LEADERBOARD_REFERENCE = LEADERBOARD / "reference_true_neighbours.json"  # the re
 LEADERBOARD_LOG = LEADERBOARD / "log"
 OPE = BUILD / "ope"  # the held-out logging day that off-policy evaluation reads
 OPE_LOG = OPE / "log"
+SWEEP = BUILD / "sweep"  # one folder per variant of the sweep (its record and exported lists)
 METRICS = Path("metrics")
 PLOTS = Path("plots")  # small CSV tables DVC draws with `dvc plots show/diff`
 WORLD_SEARCH_TABLE = METRICS / "fidelity_search.csv"  # `make world-search`: the worlds tried
@@ -52,6 +53,10 @@ def round_dir(name: str) -> Path:
 
 def round_log(name: str) -> Path:
     return round_dir(name) / "log"
+
+
+def sweep_dir(variant: str) -> Path:
+    return SWEEP / variant
 
 
 def model_dir(name: str) -> Path:

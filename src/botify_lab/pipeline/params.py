@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from botify_lab.pipeline import layout
-from botify_lab.research.choices import ALGORITHMS, LOSSES, OPTIMIZERS, SIMILARITIES
+from botify_lab.research.choices import ALGORITHMS, LOSSES, OPTIMIZERS, SIMILARITIES, SWEEP_SIMILARITIES
 from sim.settings import (
     COUNT,
     KNOB_KINDS,
@@ -458,6 +458,33 @@ class OpeParams(TrafficParams):
     reward_prior: NonNegativeFloat
 
 
+class SweepGrid(Section):
+    """The sweep's axes: every combination is a variant (DVC's `matrix`, one cached stage each)."""
+
+    embedding_dim: Annotated[list[PositiveInt], Field(min_length=1)]
+    similarity: Annotated[list[Literal[SWEEP_SIMILARITIES]], Field(min_length=1)]
+    loss: Annotated[list[Literal[LOSSES]], Field(min_length=1)]
+    lr: Annotated[list[PositiveFloat], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def each_value_once(self):
+        for axis in type(self).model_fields:
+            values = getattr(self, axis)
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep.grid.{axis} = {values}: each value once (DVC would name two variants alike)")
+        return self
+
+
+class SweepParams(TrafficParams):
+    base: Name
+    control: Name
+    experiment: Name
+    days: PositiveInt
+    k: PositiveInt
+    relevant_time: Annotated[float, Field(ge=0, le=1)]
+    grid: SweepGrid
+
+
 class Params(Section):
     seed: NonNegativeInt
     world: WorldParams
@@ -476,6 +503,7 @@ class Params(Section):
     ope: OpeParams
     fidelity: FidelityParams
     fidelity_search: FidelitySearchParams
+    sweep: SweepParams
     analysis: AnalysisParams
     spark: SparkParams
 
@@ -485,6 +513,8 @@ class Params(Section):
             "simulate.control": self.simulate.control,
             "fidelity.course_contextual": self.fidelity.course_contextual,
             "collect.serve": self.collect.serve,
+            "sweep.base": self.sweep.base,
+            "sweep.control": self.sweep.control,
         }
         for key, name in references.items():
             if name not in self.models:
@@ -505,6 +535,12 @@ class Params(Section):
         if self.fidelity_search.listening is not None:
             self.fidelity_search.listening.check_knobs(
                 set(ListeningParams.model_fields), "fidelity_search.listening", "listening"
+            )
+        base = self.models[self.sweep.base]
+        if self.sweep.k > base.neighbours:
+            raise ValueError(
+                f"sweep.k = {self.sweep.k}: the variants export models.{self.sweep.base}.neighbours = "
+                f"{base.neighbours} tracks per track, so hit rate and NDCG can look at most that deep"
             )
         for name, model in self.models.items():
             if model.neighbours > self.world.tracks - model.exclude_self:
