@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from botify_lab.pipeline.params import ParamsError, check_params
-from botify_lab.stages.sweep import Variant, grid_variants, sweep_table
+from botify_lab.pipeline.sweep import Variant, grid_variants
+from botify_lab.stages.sweep import sweep_table
 from botify_lab.stages.sweep_variant import ranking_metrics, variant_settings
 from tests.conftest import REPO_ROOT, repo_params
 
@@ -66,7 +67,7 @@ def record(name: str, effect: float, p_value: float, mse: float) -> dict:
         "label": name,
         "params": {"embedding_dim": 8, "similarity": "dot", "loss": "mse", "lr": 0.001},
         "offline": {
-            "test": {"model_mse": mse, "train_mean_mse": 0.1},
+            "test": {"model_mse": mse, "train_mean_mse": 0.1, "random_mse": 0.26},
             "mse_vs_train_mean": mse / 0.1,
             "hit_rate": 0.1,
             "ndcg": 0.05,

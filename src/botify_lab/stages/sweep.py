@@ -20,9 +20,7 @@ reports/figures/sweep.png).
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,41 +30,10 @@ import pandas as pd
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
+from botify_lab.pipeline.sweep import VARIANT_RECORD, Variant, grid_variants, rounded
 
-VARIANT_RECORD = "variant.json"
 # Offline metrics set beside the online effect (and whether a larger value is better).
 OFFLINE_PREDICTORS = {"mse_vs_train_mean": False, "hit_rate": True, "ndcg": True, "coverage_share": True}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One point of the grid; `similarity` is the axis value (mlp_sigmoid: the mlp with its final sigmoid)."""
-
-    embedding_dim: int
-    similarity: str
-    loss: str
-    lr: float
-
-    @property
-    def model_similarity(self) -> str:
-        return "mlp" if self.similarity == "mlp_sigmoid" else self.similarity
-
-    @property
-    def label(self) -> str:
-        return f"{self.similarity}, d={self.embedding_dim}, {self.loss.upper()}, lr={self.lr:g}"
-
-
-def rounded(value) -> float | None:
-    """A float as the metrics files keep it (six decimals), None where the analysis could give no number."""
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
-
-
-def grid_variants(params: Params) -> list[Variant]:
-    """The grid's variants in the order of DVC's matrix (embedding_dim, then similarity, loss, lr)."""
-    grid = params.sweep.grid
-    axes = (grid.embedding_dim, grid.similarity, grid.loss, grid.lr)
-    return [Variant(int(dim), str(sim), str(loss), float(lr)) for dim, sim, loss, lr in itertools.product(*axes)]
 
 
 def read_variants(params: Params) -> dict[str, dict]:
@@ -124,6 +91,7 @@ def sweep_table(records: dict[str, dict], alpha: float) -> pd.DataFrame:
                 **{key: record["params"][key] for key in ("embedding_dim", "similarity", "loss", "lr")},
                 "test_mse": offline["test"]["model_mse"],
                 "train_mean_mse": offline["test"]["train_mean_mse"],
+                "random_mse": offline["test"]["random_mse"],
                 **{key: offline[key] for key in ("mse_vs_train_mean", "hit_rate", "ndcg")},
                 **{key: offline[key] for key in ("coverage_share", "same_artist_share")},
                 **{key: time[key] for key in ("control_mean", "treatment_mean", "effect", "lower", "upper")},

@@ -17,6 +17,7 @@ from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import atomic_output_dir, show_progress, write_json
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
+from botify_lab.pipeline.sweep import VARIANT_RECORD, Variant, rounded
 from botify_lab.research import ab
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.choices import LOSSES, SWEEP_SIMILARITIES
@@ -24,7 +25,6 @@ from botify_lab.research.export import coverage, same_artist_share, top_k_neighb
 from botify_lab.research.logs import read_log, sessionize
 from botify_lab.research.model import TrainingSettings, train_contextual
 from botify_lab.stages.pairs import read_pairs
-from botify_lab.stages.sweep import VARIANT_RECORD, Variant, rounded
 
 ONLINE_METRICS = ("mean_time_per_session", "mean_tracks_per_session")
 
