@@ -82,6 +82,24 @@ def test_cross_checks_name_the_models():
     )
 
 
+def test_the_schema_checks_the_sweep():
+    assert problems(lambda p: p["sweep"]["grid"].update(similarity=["dot", "dot"]))[0].startswith(
+        "params.yaml: sweep.grid.similarity = ['dot', 'dot']: each value once"
+    )
+    assert problems(lambda p: p["sweep"]["grid"].update(loss=[]))[0].startswith("params.yaml: sweep.grid.loss = []")
+    assert problems(lambda p: p["sweep"]["grid"].update(similarity=["hyperbolic"]))[0].startswith(
+        "params.yaml: sweep.grid.similarity.0 = 'hyperbolic': Input should be 'dot', 'cosine', 'mlp' or 'mlp_sigmoid'"
+    )
+    assert problems(lambda p: p["sweep"].update(k=PARAMS["models"]["ours"]["neighbours"] + 1)) == [
+        f"params.yaml: sweep.k = {PARAMS['models']['ours']['neighbours'] + 1}: the variants export "
+        f"models.ours.neighbours = {PARAMS['models']['ours']['neighbours']} tracks per track, so hit rate and NDCG "
+        "can look at most that deep"
+    ]
+    assert problems(lambda p: p["sweep"].update(control="nobody"))[0].startswith(
+        "params.yaml: sweep.control = 'nobody': must name a model of `models:`"
+    )
+
+
 def test_recommenders_of_ones_own_name_a_class_and_data_the_pipeline_makes():
     check_params({**copy.deepcopy(PARAMS), "simulate": {**PARAMS["simulate"], "treatment": "first_track"}})
     check_params({**copy.deepcopy(PARAMS), "recommenders": {}})  # none: the course's leaderboard only

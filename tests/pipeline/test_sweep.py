@@ -1,9 +1,8 @@
-"""The sweep's pieces: its grid as DVC names it, the offline ranking metrics, Holm across variants, the schema's
-checks. The stages themselves run in the tiny pipeline (tests/pipeline/test_repro.py)."""
+"""The sweep's pieces: its grid as DVC names it, a variant's settings, the offline ranking metrics, Holm across the
+variants. The schema's checks are in test_params.py; the stages run in the tiny pipeline (test_repro.py)."""
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from botify_lab.pipeline.params import ParamsError, check_params
 from botify_lab.pipeline.sweep import Variant, grid_variants
 from botify_lab.stages.sweep import sweep_table
 from botify_lab.stages.sweep_variant import ranking_metrics, variant_settings
@@ -96,28 +94,3 @@ def test_holm_adjusts_the_variants_p_values_together():
     assert table["p_holm"].to_dict() == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
     assert table["significant_holm"].to_dict() == {"a": True, "b": False, "c": False}
     assert table.loc["b", "mse_vs_train_mean"] == pytest.approx(0.9)
-
-
-def test_the_schema_checks_the_sweep():
-    def problems(edit) -> list[str]:
-        params = copy.deepcopy(PARAMS)
-        edit(params)
-        with pytest.raises(ParamsError) as error:
-            check_params(params)
-        return str(error.value).splitlines()
-
-    assert problems(lambda p: p["sweep"]["grid"].update(similarity=["dot", "dot"]))[0].startswith(
-        "params.yaml: sweep.grid.similarity = ['dot', 'dot']: each value once"
-    )
-    assert problems(lambda p: p["sweep"]["grid"].update(loss=[]))[0].startswith("params.yaml: sweep.grid.loss = []")
-    assert problems(lambda p: p["sweep"]["grid"].update(similarity=["hyperbolic"]))[0].startswith(
-        "params.yaml: sweep.grid.similarity.0 = 'hyperbolic': Input should be 'dot', 'cosine', 'mlp' or 'mlp_sigmoid'"
-    )
-    assert problems(lambda p: p["sweep"].update(k=PARAMS["models"]["ours"]["neighbours"] + 1)) == [
-        f"params.yaml: sweep.k = {PARAMS['models']['ours']['neighbours'] + 1}: the variants export "
-        f"models.ours.neighbours = {PARAMS['models']['ours']['neighbours']} tracks per track, so hit rate and NDCG "
-        "can look at most that deep"
-    ]
-    assert problems(lambda p: p["sweep"].update(control="nobody"))[0].startswith(
-        "params.yaml: sweep.control = 'nobody': must name a model of `models:`"
-    )
