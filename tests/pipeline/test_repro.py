@@ -345,8 +345,11 @@ def test_every_stage_lists_exactly_the_params_it_reads(tiny_run):
     reads = base / "first-run-params-read"
     traced = {path.stem for path in reads.glob("*.keys")} - {"params"}  # `params` checks the whole file
     assert traced <= set(stages) and len(traced) > len(stages) // 2
+    # DVC keeps the lock entries of stages no longer in the pipeline (here the committed lock's sweep variants, which
+    # the tiny grid leaves out): only the pipeline's own stages count.
+    pipeline = set(dvc(tiny_run.clone, tiny_run.env, "stage", "list", "--name-only").split())
     problems = []
-    for stage in sorted(set(stages) - {"params"}):  # a stage that never loads params.yaml has no trace: it reads none
+    for stage in sorted(set(stages) & pipeline - {"params"}):  # a stage that never reads params.yaml has no trace
         read = set((reads / f"{stage}.keys").read_text().split()) if stage in traced else set()
         listed = listed_params(stages[stage])
         problems += [
