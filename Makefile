@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv java repro test test-quick lint format world world-search bench repro-time compare clean-venv
+.PHONY: venv java repro test test-quick lint format world world-search bench repro-time compare compare-sweep clean-venv
 
 venv: $(STAMP)
 
@@ -64,6 +64,11 @@ repro-time: venv
 compare:
 	@test -x $(VENV)/bin/dvc || { echo "no .venv yet: run \`make repro\` first" >&2; exit 2; }
 	@$(VENV)/bin/dvc exp show --md --only-changed --drop 'Created|State|Executor'
+
+# The sweep across experiments: the grid beside each variant's effect on time per session (metrics/sweep.json).
+compare-sweep:
+	@test -x $(VENV)/bin/dvc || { echo "no .venv yet: run \`make repro\` first" >&2; exit 2; }
+	@$(VENV)/bin/dvc exp show --md --drop '.*' --keep 'Experiment|sweep\.grid|variants\..*\.effect$$'
 
 clean-venv:
 	rm -rf $(VENV)

@@ -557,7 +557,8 @@ def test_the_sweep_tests_every_variant_against_the_same_control_traffic(tiny_clo
     plot = (clone / "plots" / "sweep.csv").read_text().splitlines()
     assert len(plot) == 3 and "p_holm" in plot[0]
     index = (clone / "reports" / "html" / "index.html").read_text()
-    assert "The homework's ablation" in index and "dot, d=128, MSE, lr=0.001" in index
+    assert "The homework's ablation" in index and SWEEP_VARIANTS[0] in index
+    assert sweep["control_mean"] == controls[0][1]
 
 
 def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from botify_lab.pipeline.sweep import Variant, grid_variants
-from botify_lab.stages.sweep import sweep_table
+from botify_lab.stages.sweep import sweep_document, sweep_table
 from botify_lab.stages.sweep_variant import ranking_metrics, variant_settings
 from tests.conftest import REPO_ROOT, repo_params
 
@@ -94,3 +94,15 @@ def test_holm_adjusts_the_variants_p_values_together():
     assert table["p_holm"].to_dict() == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
     assert table["significant_holm"].to_dict() == {"a": True, "b": False, "c": False}
     assert table.loc["b", "mse_vs_train_mean"] == pytest.approx(0.9)
+
+
+def test_the_metrics_file_keeps_the_shared_control_once_and_refuses_tests_on_different_traffic():
+    records = {name: record(name, effect, 0.01, 0.08) for name, effect in (("a", 5.0), ("b", -3.0), ("c", 1.0))}
+    document = sweep_document(sweep_table(records, alpha=0.05), repo_params())
+    assert document["control_mean"] == 3.0 and document["control"] == PARAMS["sweep"]["control"]
+    assert set(document["variants"]) == {"a", "b", "c"}
+    assert not {"label", "control_mean", "treatment_mean"} & set(document["variants"]["a"])
+    assert document["rank_correlations"]["ndcg"]["spearman"] is None  # every variant has the same NDCG here
+    records["b"]["online"]["mean_time_per_session"]["control_mean"] = 3.1
+    with pytest.raises(ValueError, match="was not the same"):
+        sweep_document(sweep_table(records, alpha=0.05), repo_params())

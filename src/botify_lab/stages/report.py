@@ -246,12 +246,12 @@ def _sweep_section(document: dict, figures: Path) -> str:
         return ""
     k, alpha = document.get("k"), document.get("alpha", 0.05)
     rows = []
-    for row in sorted(variants.values(), key=lambda row: -(row.get("effect") or 0.0)):
+    for name, row in sorted(variants.items(), key=lambda item: -(item[1].get("effect") or 0.0)):
         verdict = bool(row.get("significant_holm"))
         shade = effect_colour("mean_time_per_session", row.get("effect") or 0.0, verdict)
         style = f' style="background-color: {shade}"' if shade else ""
         rows.append(
-            f"<tr><td>{html.escape(row['label'])}</td><td>{number(row.get('test_mse'), 4)}</td>"
+            f"<tr><td>{html.escape(name)}</td><td>{number(row.get('test_mse'), 4)}</td>"
             f"<td>{number(row.get('mse_vs_train_mean'))}</td><td>{number(row.get('hit_rate'), 4)}</td>"
             f"<td>{number(row.get('ndcg'), 4)}</td><td>{_share(row.get('coverage_share'))}</td>"
             f"<td>{_share(row.get('same_artist_share'))}</td><td{style}>{percent(row.get('effect'))}</td>"
@@ -267,7 +267,8 @@ def _sweep_section(document: dict, figures: Path) -> str:
         "<h2>The homework's ablation: every variant, offline and online</h2>"
         f"<p>Each variant is the homework's model ({html.escape(str(document.get('base')))}) with one point of the "
         "grid, trained on the same pairs, then A/B tested against the course's "
-        f"{control} on the same seeded users as every other variant (common random numbers, served in process). "
+        f"{control} on the same seeded users as every other variant (common random numbers, served in process: the "
+        f"control arm's time per session is {number(document.get('control_mean'))} in every test). "
         f"Effects on time per session with {100 * (1 - alpha):.0f}% Welch intervals; green or red where Holm's "
         f"correction across the {len(variants)} variants keeps the effect significant. Offline: test MSE, its ratio to "
         f"the train mean's, and hit rate and NDCG at {k} of the held-out pairs' well-listened tracks among the first "

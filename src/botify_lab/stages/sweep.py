@@ -32,6 +32,9 @@ from botify_lab.pipeline.outputs import save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
 from botify_lab.pipeline.sweep import VARIANT_RECORD, Variant, grid_variants, rounded
 
+# Table columns the metrics file leaves out per variant: the label (the name says it), the control arm's mean (the
+# same traffic in every test, kept once) and the treatment's (the effect says it); plots/sweep.csv keeps them all.
+SHARED_COLUMNS = ("label", "control_mean", "treatment_mean")
 # Offline metrics set beside the online effect (and whether a larger value is better).
 OFFLINE_PREDICTORS = {"mse_vs_train_mean": False, "hit_rate": True, "ndcg": True, "coverage_share": True}
 
@@ -111,8 +114,11 @@ def sweep_table(records: dict[str, dict], alpha: float) -> pd.DataFrame:
 def sweep_document(table: pd.DataFrame, params: Params) -> dict:
     """metrics/sweep.json: what was compared, one entry per variant, and the offline metrics' rank correlations."""
     sweep = params.sweep
+    controls = table["control_mean"].unique()
+    if len(controls) > 1:
+        raise ValueError(f"the control arms of the variants' tests differ ({controls}): their traffic was not the same")
     variants = {}
-    for row in table.to_dict("records"):
+    for row in table.drop(columns=list(SHARED_COLUMNS)).to_dict("records"):
         name = row.pop("variant")
         variants[name] = {
             key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()
@@ -121,6 +127,7 @@ def sweep_document(table: pd.DataFrame, params: Params) -> dict:
         "base": sweep.base,
         "control": sweep.control,
         "control_label": params.models[sweep.control].label,
+        "control_mean": float(controls[0]),
         "experiment": sweep.experiment,
         "alpha": float(params.ab.alpha),
         "k": sweep.k,
@@ -177,7 +184,7 @@ def write_sweep(params: Params) -> dict:
     table = sweep_table(read_variants(params), float(params.ab.alpha))
     document = sweep_document(table, params)
     write_metrics("sweep", document)
-    write_plot("sweep", table.drop(columns=["label"]))
+    write_plot("sweep", table)
     save_figure(sweep_figure(table, document), "sweep")
     for row in table.sort_values("effect", ascending=False).itertuples():
         print(
