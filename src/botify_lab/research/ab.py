@@ -141,15 +141,21 @@ def ab_effects(
     )
 
 
+def holm(p_values: pd.Series, alpha: float) -> pd.Series:
+    """Holm-adjusted p-values across the given tests; NaN stays NaN (a test that was not run)."""
+    adjusted = pd.Series(np.nan, index=p_values.index)
+    tested = p_values.notna()
+    if tested.any():
+        adjusted[tested] = multipletests(p_values[tested], alpha=alpha, method="holm")[1]
+    return adjusted
+
+
 def with_holm(effects: pd.DataFrame, metric_names: Sequence[str], alpha: float) -> pd.DataFrame:
     """Add the Holm-adjusted p-values (per metric, across treatments) and their verdict; the columns in order."""
     effects["p_holm"] = np.nan
     for metric in metric_names:
-        rows_of_metric = (effects["metric"] == metric) & effects["p_value"].notna()
-        if rows_of_metric.any():
-            effects.loc[rows_of_metric, "p_holm"] = multipletests(
-                effects.loc[rows_of_metric, "p_value"], alpha=alpha, method="holm"
-            )[1]
+        rows_of_metric = effects["metric"] == metric
+        effects.loc[rows_of_metric, "p_holm"] = holm(effects.loc[rows_of_metric, "p_value"], alpha)
     effects["significant_holm"] = effects["p_holm"] < alpha
     return effects[list(EFFECT_COLUMNS)]
 
@@ -200,6 +206,14 @@ def effect_colour(metric: str, effect: float, significant: bool) -> str | None:
         return None
     gain = effect < 0 if metric in LOWER_IS_BETTER else effect > 0
     return GAIN_COLOUR if gain else LOSS_COLOUR
+
+
+def figure_colour(effect: float, significant: bool) -> str:
+    """A figure's mark for an effect on a larger-is-better metric: green for a significant gain, red for a
+    significant loss, grey otherwise (the course's table colours, in matplotlib's palette)."""
+    if not significant:
+        return "tab:gray"
+    return "tab:green" if effect > 0 else "tab:red"
 
 
 def effects_table(effects: pd.DataFrame):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from botify_lab.research.ab import LOWER_IS_BETTER
+from botify_lab.research.ab import LOWER_IS_BETTER, figure_colour
 
 
 def effects_figure(effects: pd.DataFrame, *, alpha: float, title: str):
@@ -14,7 +14,7 @@ def effects_figure(effects: pd.DataFrame, *, alpha: float, title: str):
 
     shown = effects[~effects["metric"].isin(LOWER_IS_BETTER)].reset_index(drop=True)
     figure, axis = plt.subplots(figsize=(8, 0.6 * len(shown) + 1.5))
-    colours = np.where(~shown["significant"], "grey", np.where(shown["effect"] > 0, "tab:green", "tab:red"))
+    colours = [figure_colour(row.effect, row.significant) for row in shown.itertuples()]
     positions = np.arange(len(shown))[::-1]
     for row, position, colour in zip(shown.itertuples(), positions, colours):
         axis.errorbar(

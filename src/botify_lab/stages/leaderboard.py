@@ -110,10 +110,7 @@ def leaderboard_figure(user_metrics: pd.DataFrame, effects: pd.DataFrame, labels
     left.invert_yaxis()
     left.set(title=f"{metric} per arm ({100 * (1 - alpha):.0f}% interval)", xlabel=metric)
     rows = effects[effects["metric"] == metric].set_index("treatment").loc[arms[1:]]
-    colours = [
-        "tab:green" if row.significant and row.effect > 0 else "tab:red" if row.significant else "tab:gray"
-        for row in rows.itertuples()
-    ]
+    colours = [ab.figure_colour(row.effect, row.significant) for row in rows.itertuples()]
     right.barh(
         [labels.get(arm, arm) for arm in rows.index],
         rows["effect"],

@@ -23,7 +23,6 @@ import argparse
 import math
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pandas as pd
 
@@ -31,6 +30,7 @@ from botify_lab.pipeline import layout
 from botify_lab.pipeline.outputs import save_figure, write_metrics, write_plot
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
 from botify_lab.pipeline.sweep import VARIANT_RECORD, Variant, grid_variants, rounded
+from botify_lab.research import ab
 
 # Table columns the metrics file leaves out per variant: the label (the name says it), the control arm's mean (the
 # same traffic in every test, kept once) and the treatment's (the effect says it); plots/sweep.csv keeps them all.
@@ -56,24 +56,18 @@ def read_variants(params: Params) -> dict[str, dict]:
 
 
 def rank_correlations(table: pd.DataFrame) -> dict:
-    """Spearman's rank correlation of each offline metric with the online effect, across the variants."""
+    """Spearman's rank correlation of each offline metric with the online effect, across the variants (None where
+    fewer than three variants, or a constant column, leave it undefined)."""
     from scipy import stats
 
     correlations = {}
     for metric, larger_is_better in OFFLINE_PREDICTORS.items():
         pairs = table[[metric, "effect"]].dropna()
-        if len(pairs) < 3 or pairs[metric].nunique() < 2 or pairs["effect"].nunique() < 2:
-            correlations[metric] = {
-                "spearman": None,
-                "p_value": None,
-                "variants": len(pairs),
-                "larger_is_better": larger_is_better,
-            }
-            continue
-        result = stats.spearmanr(pairs[metric], pairs["effect"])
+        defined = len(pairs) >= 3 and pairs[metric].nunique() > 1 and pairs["effect"].nunique() > 1
+        result = stats.spearmanr(pairs[metric], pairs["effect"]) if defined else None
         correlations[metric] = {
-            "spearman": rounded(result.statistic),
-            "p_value": rounded(result.pvalue),
+            "spearman": rounded(result.statistic) if result else None,
+            "p_value": rounded(result.pvalue) if result else None,
             "variants": len(pairs),
             "larger_is_better": larger_is_better,
         }
@@ -82,8 +76,8 @@ def rank_correlations(table: pd.DataFrame) -> dict:
 
 def sweep_table(records: dict[str, dict], alpha: float) -> pd.DataFrame:
     """One row per variant: its values, offline metrics and online effect on time per session, Holm across them."""
-    from statsmodels.stats.multitest import multipletests
-
+    offline_keys = ("mse_vs_train_mean", "hit_rate", "ndcg", "coverage_share", "same_artist_share")
+    online_keys = ("control_mean", "treatment_mean", "effect", "lower", "upper", "p_value")
     rows = []
     for name, record in records.items():
         offline, time = record["offline"], record["online"]["mean_time_per_session"]
@@ -95,18 +89,12 @@ def sweep_table(records: dict[str, dict], alpha: float) -> pd.DataFrame:
                 "test_mse": offline["test"]["model_mse"],
                 "train_mean_mse": offline["test"]["train_mean_mse"],
                 "random_mse": offline["test"]["random_mse"],
-                **{key: offline[key] for key in ("mse_vs_train_mean", "hit_rate", "ndcg")},
-                **{key: offline[key] for key in ("coverage_share", "same_artist_share")},
-                **{key: time[key] for key in ("control_mean", "treatment_mean", "effect", "lower", "upper")},
-                "p_value": time["p_value"],
+                **{key: offline[key] for key in offline_keys},
+                **{key: time[key] for key in online_keys},
             }
         )
     table = pd.DataFrame(rows)
-    tested = table["p_value"].notna()
-    table["p_holm"] = np.nan
-    if tested.any():
-        table.loc[tested, "p_holm"] = multipletests(table.loc[tested, "p_value"], alpha=alpha, method="holm")[1]
-    table["p_holm"] = table["p_holm"].round(6)
+    table["p_holm"] = ab.holm(table["p_value"], alpha).round(6)
     table["significant_holm"] = table["p_holm"] < alpha
     return table
 
@@ -143,10 +131,7 @@ def sweep_figure(table: pd.DataFrame, document: dict):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    colours = [
-        "tab:green" if row.significant_holm and row.effect > 0 else "tab:red" if row.significant_holm else "tab:gray"
-        for row in table.itertuples()
-    ]
+    colours = [ab.figure_colour(row.effect, row.significant_holm) for row in table.itertuples()]
     for axis, metric, title in (
         (axes[0], "mse_vs_train_mean", "test MSE / train mean's (lower is better)"),
         (axes[1], "ndcg", f"NDCG@{document['k']} of held-out well-listened pairs"),
