@@ -21,8 +21,10 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import mmh3
+import msgspec
 import orjson
 
 CATALOG_KEYS = ("artist", "title", "track")
@@ -186,6 +188,36 @@ def _written_by_the_service(row: dict) -> bool:
         if type(name) is not str or type(arm) is not str:
             return False
     return True
+
+
+class TypedEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """An event line decoded straight into typed fields (the keys of `EVENT_KEYS`, then the propensity), for readers of
+    whole logs: msgspec checks each value's type in C (integers are never floats or booleans, experiment names and
+    arms are strings), a few times faster than parsing to dicts and checking them in Python. The rules across keys
+    (a "next" line's recommendation, where a propensity may be) are the reader's to check; `event_problem` holds them
+    all. JSON has no NaN, so a NaN propensity means the line has none."""
+
+    message: Literal["next", "last"]
+    timestamp: int
+    user: int
+    track: int
+    time: float
+    latency: float
+    recommendation: int | None
+    experiments: dict[str, str]
+    propensity: float = math.nan
+
+
+def typed_events(path: Path | str) -> list[TypedEvent] | None:
+    """Every non-blank line of one log file as a `TypedEvent` (a `.gz` file read as gzip), or None as soon as a line
+    is not one (not JSON, a missing or unknown key, a value of the wrong type): `event_problem` then says why."""
+    path = Path(path)
+    decoder = msgspec.json.Decoder(TypedEvent)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        try:
+            return [decoder.decode(line) for line in handle if not line.isspace()]
+        except msgspec.DecodeError:
+            return None
 
 
 def event_problem(row: object) -> str | None:

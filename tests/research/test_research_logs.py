@@ -6,7 +6,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from botify_lab.formats import EVENT_KEYS
+from botify_lab.formats import EVENT_KEYS, PROPENSITY_KEY, TypedEvent
 from botify_lab.research import logs
 
 from .research_helpers import event, write_log
@@ -94,6 +94,25 @@ def test_a_next_lines_propensity_is_read_and_older_lines_without_one_read_as_nan
     events = logs.read_log(write_log(folder / "data.json", rows))
     assert events["propensity"].tolist()[1] == 0.25
     assert events["propensity"].isna().tolist() == [True, False, True]
+
+
+def test_the_typed_reading_and_the_line_by_line_check_give_the_same_table(tmp_path):
+    """A whole log is decoded into typed events in C; the line-by-line check, which names a bad line, is the
+    fallback. Both must read any valid log alike: keys in another order, whole-number times, older lines."""
+    assert TypedEvent.__struct_fields__ == (*EVENT_KEYS, PROPENSITY_KEY)
+    reordered = dict(reversed(list(event("next", 4, 2, 5, 0.75, recommendation=9).items())))
+    rows = [
+        event("next", 1, 1, 1, 1.0, recommendation=7),
+        {**event("next", 2, 1, 7, 0.5, experiments={"EXP": "T1", "OTHER": "C"}), "propensity": 0.25},
+        reordered,
+        {**event("last", 5, 2, 9, 1), "latency": 0},
+        event("last", 6, 1, 3, 0.5),
+    ]
+    files = logs.event_log_files(write_log(tmp_path / "log" / "data.json", rows))
+    typed = logs._typed_events_frame(files)
+    assert typed is not None
+    pd.testing.assert_frame_equal(typed, logs._checked_events_frame(files))
+    assert typed["time"].tolist() == [1.0, 0.5, 0.75, 1.0, 0.5]
 
 
 def test_the_courses_notebooks_read_a_log_with_propensities_as_before(tmp_path):
