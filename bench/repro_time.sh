@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Times the main job from nothing, as on a fresh clone: clone HEAD into a temp folder, then world regeneration plus
 # the whole `dvc repro`, using this checkout's .venv (its install time excluded). Prints JSON: total seconds, seconds
-# per stage and the machine's load average before and after, since a timing taken on a busy machine misleads.
+# per stage and the machine's load average before and after, since a timing taken on a busy machine misleads, and a
+# reference timing before and after (a fixed pure-Python loop), since this virtual machine's speed drifts by a fifth
+# from day to day: compare two runs' `seconds_total_in_references`, not their seconds.
 # `bench/repro_time.sh DIR` keeps the clone (its outputs, dvc.lock) in DIR instead of a temp folder it removes.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +24,22 @@ exec "$python" - <<'PY'
 """Run the bootstrap, stamping each "Running stage" line: a stage lasts until the next one starts."""
 import json, os, re, subprocess, sys, time
 
+
+
+def reference_seconds() -> float:
+    """Best of five timings of a fixed pure-Python loop: this machine's single-core speed at the time of the run. A
+    virtual machine's speed drifts from day to day (the same world stage took 108 s one day and 136 s another), so
+    divide the totals of two runs by their reference before comparing code."""
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(i * i % 7 for i in range(2_000_000))
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
 load_before = os.getloadavg()
+reference_before = reference_seconds()
 if load_before[0] > 0.5:
     print(f"warning: load average {load_before[0]:.2f} before the run: other work shares the "
           f"{os.cpu_count()} cores, so these times are not an idle machine's", file=sys.stderr, flush=True)
@@ -46,6 +63,8 @@ stages = {name: round((marks[i + 1][1] if i + 1 < len(marks) else total) - began
 print(json.dumps({"benchmark": "repro_time", "exit_code": status, "cores": os.cpu_count(),
                   "seconds_total": round(total, 1), "seconds_before_first_stage": round(marks[0][1], 1) if marks else None,
                   "stages": stages, "target_seconds": 300,
+                  "reference_seconds": [round(reference_before, 3), round(reference_seconds(), 3)],
+                  "seconds_total_in_references": round(total / reference_before),
                   "load_average_before": [round(value, 2) for value in load_before],
                   "load_average_after": [round(value, 2) for value in os.getloadavg()]}, indent=2))
 sys.exit(status)
