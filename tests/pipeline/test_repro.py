@@ -191,7 +191,7 @@ class TinyRun:
     spark_experiment: Future
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
         pytest.skip("not a git checkout with commits")
@@ -230,7 +230,7 @@ def tiny_run(tmp_path_factory):
         in_twin.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_clone(tiny_run):
     """The clone the tests read and change, its environment and its first run's output."""
     return tiny_run.clone, tiny_run.env, tiny_run.output
@@ -502,7 +502,8 @@ def test_a_students_recommender_in_a_file_of_their_own(tiny_clone):
     assert "recommender@mine" in dvc(clone, env, "status")
 
 
-# The second clone's background work: these tests wait for it, so they come last (the file's order is kept).
+# The second clone's background work: the tests marked awaits_background wait for it, so they run after the rest of
+# the suite (tests/pipeline/conftest.py).
 
 
 def assert_same_numbers(left, right, path="") -> None:
@@ -521,6 +522,7 @@ def assert_same_numbers(left, right, path="") -> None:
         assert left == right, f"{path}: {left!r} != {right!r}"
 
 
+@pytest.mark.awaits_background
 def test_spark_engine_experiment_gives_the_same_metrics(tiny_run):
     """`dvc exp run -S analysis.engine=spark` reruns only the analysis, on Spark, and lands on the same numbers. It
     runs in the second clone, after the round was added there."""
@@ -561,6 +563,7 @@ def test_the_sweep_tests_every_variant_against_the_same_control_traffic(tiny_clo
     assert sweep["control_mean"] == controls[0][1]
 
 
+@pytest.mark.awaits_background
 def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
     """The README's sweep command adds embedding_dim 256: its two variants run, the two of 128 stay cached. It runs
     in the second clone, before the round is added there."""
@@ -573,6 +576,7 @@ def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
     assert table and "sweep.grid.embedding_dim" in table[0]  # make compare
 
 
+@pytest.mark.awaits_background
 def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
     """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
     stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four. It

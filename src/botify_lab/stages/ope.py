@@ -1,14 +1,15 @@
 """Stage `ope`: every leaderboard recommender judged before serving it, from a log of the collection's recommenders,
 and checked against what it earned when it was served.
 
-The logging log is a held-out day: the collection's recommenders (Random, StickyArtist; one arm each, experiment
-`ope.experiment`) served to `ope.episodes` sessions on the day after the loop's last round, a day no model trained on.
-(On round 0's own log the models' lists hold the logged actions far more often than chance, since they were fit to
-those very pairs, and the estimates run far above anything a listen-time share allows.) Each "next" line carries the
-probability its arm drew the recommendation; each logging arm is one logging policy. For every recommender of the
-leaderboard (the same arms, files and fallbacks the service serves) the estimators of research/ope.py give its
-expected listen time of the next track (IPS, SNIPS, DR with a per-track mean reward model); beside each, the online
-value: that recommender's mean listen time per decision in the leaderboard run, and its time per session.
+The logging log is a held-out day, served by the stage `ope_log`: the collection's recommenders (Random,
+StickyArtist; one arm each, experiment `ope.experiment`) served to `ope.episodes` sessions on the day after the loop's
+last round, a day no model trained on. (On round 0's own log the models' lists hold the logged actions far more often
+than chance, since they were fit to those very pairs, and the estimates run far above anything a listen-time share
+allows.) Each "next" line carries the probability its arm drew the recommendation; each logging arm is one logging
+policy. For every recommender of the leaderboard (the same arms, files and fallbacks the service serves) the
+estimators of research/ope.py give its expected listen time of the next track (IPS, SNIPS, DR with a per-track mean
+reward model); beside each, the online value: that recommender's mean listen time per decision in the leaderboard
+run, and its time per session.
 
 What the comparison can and cannot say: an estimate is the target's next-track reward in the logging policy's
 contexts (the tracks users had just heard under Random or StickyArtist); online, the target chose the contexts too.
@@ -23,7 +24,6 @@ Written as metrics/ope.json, plots/ope.csv and reports/figures/ope.png (on the s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from pathlib import Path
 
@@ -35,37 +35,15 @@ from botify.catalog import load_catalog
 from botify.config import is_custom, load_config
 from botify.recommenders import build_recommender
 from botify_lab.pipeline import layout
-from botify_lab.pipeline.experiment import Traffic, run_experiment
-from botify_lab.pipeline.outputs import atomic_output_dir, read_metrics, save_figure, write_metrics, write_plot
-from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_first_day, round_names
+from botify_lab.pipeline.outputs import read_metrics, save_figure, write_metrics, write_plot
+from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
 from botify_lab.research import ope
 from botify_lab.research.logs import read_log
 from botify_lab.stages.leaderboard import leaderboard_arms, service_arms
+from botify_lab.stages.ope_log import logging_day, logging_experiment
 
 ESTIMATORS = ("IPS", "SNIPS", "DR")
 DIGITS = 6
-
-
-def logging_day(params: Params) -> int:
-    """The day after the loop of days' last round: no model has seen its traffic."""
-    return round_first_day(params, round_names(params)[-1]) + int(params.collect.days)
-
-
-def logging_experiment(params: Params) -> dict:
-    """The held-out day's experiment: the collection's recommenders, one arm each (C, T1, ...)."""
-    return {
-        "name": params.ope.experiment,
-        "arms": [{"recommender": name} for name in params.collect.recommenders],
-    }
-
-
-def serve_logging_day(params: Params) -> Path:
-    """build/ope/log: the logging experiment served on the held-out day."""
-    traffic = dataclasses.replace(Traffic.from_params(params.ope, params), first_day=logging_day(params))
-    print(f"ope: serving {', '.join(params.collect.recommenders)} on day {traffic.first_day}", flush=True)
-    with atomic_output_dir(layout.OPE) as scratch:
-        run_experiment(layout.WORLD, [logging_experiment(params)], traffic, scratch)
-    return layout.OPE_LOG
 
 
 def candidates_of(recommender) -> ope.Candidates:
@@ -144,6 +122,8 @@ def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool
 def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     """metrics/ope.json's content: the logging arms, the online values and every (logger, target, estimator)."""
     settings = params.ope
+    if not Path(log_dir).is_dir():
+        raise FileNotFoundError(f"the held-out logging day is not at {log_dir}: run `dvc repro ope_log`")
     catalog = load_catalog(layout.CATALOG)
     decisions = ope.logged_decisions(read_log(log_dir), settings.experiment)
     reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings.reward_prior))
@@ -275,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=PARAMS_FILE, type=Path)
     params = load_params(parser.parse_args(argv).params)
-    document = evaluate(params, serve_logging_day(params))
+    document = evaluate(params)
     write_metrics("ope", document)
     write_plot("ope", ope_rows(document))
     save_figure(ope_figure(document), "ope")
