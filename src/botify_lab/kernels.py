@@ -9,8 +9,11 @@ Two libraries pick their code by processor, and code of different widths rounds 
   the world generator wrote a `users.json` differing in the last digit and the simulated user's listen times could
   differ. Pinned by switching numpy's AVX-512 dispatch off (`NPY_DISABLE_CPU_FEATURES`), so an AVX-512 machine runs
   the AVX2 loops every x86-64-v3 machine runs.
-- numba compiles the training's LazyAdam for the processor it runs on. Without fast-math the element-wise passes
-  round the same at any vector width, yet it is pinned to Haswell code (`NUMBA_CPU_NAME`) like OpenBLAS, so the
+- numba compiles the training's LazyAdam for the processor it runs on. Its element-wise passes round the same at any
+  vector width, but its dot products sum in vector lanes (reassociated), and the lane count follows the instruction
+  set: pinned to Haswell code (`NUMBA_CPU_NAME`) and to the x86-64-v3 instruction set (`NUMBA_CPU_FEATURES`; with
+  the CPU name alone numba still passes the host's features, so an AVX-512 machine summed in 16 lanes, and an AMD
+  EPYC with AVX-512 trained round 1's model to another test MSE in the sixth digit and served other lists), so the
   compiled code and its cache are one and the same on every x86-64-v3 machine.
 
 The variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
@@ -25,6 +28,11 @@ import os
 PINNED_OPENBLAS_CORETYPE = "Haswell"
 DISABLED_NUMPY_FEATURES = "X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.x's AVX-512 dispatch targets
 PINNED_NUMBA_CPU = "haswell"
+# x86-64-v3 (what NUMBA_CPU_NAME=haswell implies, none of AVX-512): LLVM's feature names, as numba passes them.
+PINNED_NUMBA_FEATURES = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sahf,+sse,+sse2,"
+    "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"
+)
 OPT_OUT_VARIABLE = "BOTIFY_LAB_NATIVE_BLAS"
 
 
@@ -46,3 +54,4 @@ def pin_numeric_kernels() -> None:
     os.environ["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORETYPE
     os.environ["NPY_DISABLE_CPU_FEATURES"] = DISABLED_NUMPY_FEATURES
     os.environ["NUMBA_CPU_NAME"] = PINNED_NUMBA_CPU
+    os.environ["NUMBA_CPU_FEATURES"] = PINNED_NUMBA_FEATURES

@@ -24,7 +24,13 @@ PROBE = (
 )
 
 
-UNPINNED = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "NUMBA_CPU_NAME", kernels.OPT_OUT_VARIABLE)
+UNPINNED = (
+    "OPENBLAS_CORETYPE",
+    "NPY_DISABLE_CPU_FEATURES",
+    "NUMBA_CPU_NAME",
+    "NUMBA_CPU_FEATURES",
+    kernels.OPT_OUT_VARIABLE,
+)
 
 
 def openblas_kernels(**environment) -> list[str]:
@@ -42,11 +48,36 @@ def test_the_package_pins_one_openblas_kernel_family_whatever_the_machine_chose(
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
 def test_numba_compiles_the_training_kernels_for_one_processor_whatever_the_machine():
-    probe = "import botify_lab, numba; print(numba.config.CPU_NAME)"
-    for extra, expected in (({}, kernels.PINNED_NUMBA_CPU), ({kernels.OPT_OUT_VARIABLE: "1"}, "None")):
+    probe = "import botify_lab, numba; print(numba.config.CPU_NAME, numba.config.CPU_FEATURES)"
+    pinned = f"{kernels.PINNED_NUMBA_CPU} {kernels.PINNED_NUMBA_FEATURES}"
+    for extra, expected in (({}, pinned), ({kernels.OPT_OUT_VARIABLE: "1"}, "None None")):
         env = {**unpinned_environment(), **extra}
         completed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
         assert completed.stdout.strip() == expected
+
+
+# The training's reassociated float32 dot product (LazyAdam's weight-decay term) over fixed vectors of these lengths,
+# as float32 bits, compiled for the pinned x86-64-v3 code. With the host's features on an AMD EPYC with AVX-512 the
+# lengths 100 and 1000 gave 3248522101 and 3252640639 (16 lanes): the 2023 Contextual's dimension is 100.
+DOT_LENGTHS = (10, 32, 100, 128, 1000)
+DOT_BITS = [1043208890, 1069967565, 3248522100, 1099931838, 3252640641]
+DOT_PROBE = (
+    "import json, numpy as np, botify_lab\n"
+    "from botify_lab.research.lazy_adam import _dot\n"
+    "bits = []\n"
+    f"for n in {DOT_LENGTHS}:\n"
+    "    a, b = np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)\n"
+    "    bits.append(int(np.float32(_dot(a, b)).view(np.uint32)))\n"
+    "print(json.dumps(bits))"
+)
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_the_trainings_dot_products_sum_in_the_same_lanes_on_every_machine():
+    completed = subprocess.run(
+        [sys.executable, "-c", DOT_PROBE], env=unpinned_environment(), capture_output=True, text=True, check=True
+    )
+    assert json.loads(completed.stdout) == DOT_BITS
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
