@@ -33,10 +33,14 @@ UNPINNED = (
 )
 
 
-def openblas_kernels(**environment) -> list[str]:
+def unpinned_output(code: str, **environment: str) -> str:
+    """What a child Python prints, started without the pins (the package must set them itself)."""
     env = {**unpinned_environment(), **environment}
-    completed = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    return json.loads(completed.stdout)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def openblas_kernels(**environment) -> list[str]:
+    return json.loads(unpinned_output(PROBE, **environment))
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
@@ -51,9 +55,7 @@ def test_numba_compiles_the_training_kernels_for_one_processor_whatever_the_mach
     probe = "import botify_lab, numba; print(numba.config.CPU_NAME, numba.config.CPU_FEATURES)"
     pinned = f"{kernels.PINNED_NUMBA_CPU} {kernels.PINNED_NUMBA_FEATURES}"
     for extra, expected in (({}, pinned), ({kernels.OPT_OUT_VARIABLE: "1"}, "None None")):
-        env = {**unpinned_environment(), **extra}
-        completed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-        assert completed.stdout.strip() == expected
+        assert unpinned_output(probe, **extra).strip() == expected
 
 
 # The training's reassociated float32 dot product (LazyAdam's weight-decay term) over fixed vectors of these lengths,
@@ -74,10 +76,7 @@ DOT_PROBE = (
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
 def test_the_trainings_dot_products_sum_in_the_same_lanes_on_every_machine():
-    completed = subprocess.run(
-        [sys.executable, "-c", DOT_PROBE], env=unpinned_environment(), capture_output=True, text=True, check=True
-    )
-    assert json.loads(completed.stdout) == DOT_BITS
+    assert json.loads(unpinned_output(DOT_PROBE)) == DOT_BITS
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
@@ -113,10 +112,7 @@ TRANSCENDENTALS = (
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
 def test_importing_sim_pins_numpys_loops_to_the_same_floats_on_every_machine():
-    completed = subprocess.run(
-        [sys.executable, "-c", TRANSCENDENTALS], env=unpinned_environment(), capture_output=True, text=True, check=True
-    )
-    assert completed.stdout.strip() == TRANSCENDENTALS_SHA256
+    assert unpinned_output(TRANSCENDENTALS).strip() == TRANSCENDENTALS_SHA256
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
