@@ -25,8 +25,9 @@ java:
 	  $(SUDO) mkdir -p /usr/share/man/man1 && $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
 
+# The stages run several at a time (as many as cores, at most 4); `make repro JOBS=1` runs a plain `dvc repro`.
 repro: venv java
-	$(PY) -m botify_lab.pipeline.bootstrap repro
+	$(PY) -m botify_lab.pipeline.bootstrap repro $(if $(JOBS),--jobs $(JOBS))
 
 test: venv java
 	$(PY) -m pytest

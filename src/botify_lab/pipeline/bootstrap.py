@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from botify_lab.pipeline.params import PARAMS_FILE, ParamsError, load_params
+from botify_lab.pipeline.scheduler import DVC_HINTS, default_jobs, dvc_environment, run_stages
 from botify_lab.pipeline.world import (
     DATA_DIR_NAME,
     REPO_ROOT,
@@ -22,17 +26,6 @@ from botify_lab.pipeline.world import (
 
 class BootstrapError(RuntimeError):
     """A problem the user must fix by hand; printed without a traceback."""
-
-
-# DVC's closing hints (stage dvc.lock with git, turn on auto-staging, push to a remote): this project commits
-# dvc.lock by hand and has no remote by default, so they are noise on every run.
-DVC_HINTS = (
-    b"To track the changes with git, run:",
-    b"git add ",
-    b"To enable auto staging, run:",
-    b"dvc config core.autostage true",
-    b"Use `dvc push` to send your updates to remote storage.",
-)
 
 
 def pass_through_without_hints(source: int, out) -> None:
@@ -64,10 +57,12 @@ def pass_through_without_hints(source: int, out) -> None:
 
 def dvc(*arguments: str, root: Path = REPO_ROOT) -> None:
     """Run DVC from this venv with analytics off, its output without the hints; its exit code becomes ours."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "SHELL": "/bin/bash"}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *arguments], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "dvc", *arguments],
+        cwd=root,
+        env=dvc_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     pass_through_without_hints(process.stdout.fileno(), sys.stdout.buffer)
     if process.wait() != 0:
@@ -85,10 +80,22 @@ def command_world(root: Path = REPO_ROOT) -> None:
     )
 
 
-def command_repro(extra: list[str], root: Path = REPO_ROOT) -> None:
+def command_repro(extra: list[str], jobs: int, timings: Path | None = None, root: Path = REPO_ROOT) -> None:
+    """The world, then every stage that needs it: `jobs` at a time through the scheduler, or, with arguments for
+    `dvc repro` (targets, --force, ...) or one job, a plain `dvc repro`."""
     load_params(root / PARAMS_FILE)  # a typo fails here, in one line per problem, before any work
+    started = time.monotonic()
     ensure_world(root)
-    dvc("repro", *extra, root=root)
+    world_seconds = round(time.monotonic() - started, 1)
+    if extra or jobs == 1:
+        dvc("repro", *extra, root=root)
+        return
+    stages = run_stages(root, jobs, sys.stdout.buffer)
+    if timings is not None:
+        record = {"world_seconds": world_seconds, **dataclasses.asdict(stages)}
+        timings.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if stages.failed:
+        raise BootstrapError(f"stage {', '.join(repr(name) for name in stages.failed)} failed: its output is above")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,14 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         description="Regenerate the simulator world when missing (verified against data.dvc) and run the pipeline.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    repro = sub.add_parser("repro", help="ensure data/ matches data.dvc, then `dvc repro` (extra args pass through)")
-    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed on to `dvc repro`")
+    repro = sub.add_parser(
+        "repro",
+        help="ensure data/ matches data.dvc, then run the stages that need it, several at a time",
+        description="Regenerate data/ when missing (verified against data.dvc), then run every stage that changed or "
+        "reads from one that ran, JOBS at a time, each as `dvc repro --single-item` (DVC's own records, the same "
+        "bytes as a plain `dvc repro`). Extra arguments run a plain `dvc repro` with them instead.",
+    )
+    repro.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help=f"stages at a time (default: the cores, at most 4: here {default_jobs()}); 1 runs a plain `dvc repro`",
+    )
+    repro.add_argument("--timings", type=Path, help="write each stage's seconds (and the world's) to this JSON file")
+    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed on to a plain `dvc repro`")
     sub.add_parser("world", help="regenerate data/ from params.yaml's world: section and update data.dvc on purpose")
     sub.add_parser("check-world", help="only make sure data/ exists and matches data.dvc")
     args = parser.parse_args(argv)
     try:
         if args.command == "repro":
-            command_repro(args.dvc_args)
+            if args.jobs < 1:
+                parser.error("--jobs must be at least 1")
+            command_repro(args.dvc_args, args.jobs, args.timings)
         elif args.command == "world":
             command_world()
         else:
