@@ -106,3 +106,16 @@ def test_world_source_course_without_its_files_says_where_they_are_expected(proj
     with pytest.raises(bootstrap.WorldMismatch, match="no-such-folder lacks tracks.json and users.json"):
         bootstrap.generate_world_dir(project)
     assert {path.name: path.read_bytes() for path in (project / "data").iterdir()} == before
+
+
+def test_repro_passes_dvc_repro_options_on_and_refuses_zero_jobs(monkeypatch, capsys):
+    from botify_lab.pipeline import bootstrap as entry
+
+    calls = []
+    monkeypatch.setattr(entry, "command_repro", lambda extra, jobs, timings: calls.append((extra, jobs, timings)))
+    assert entry.main(["repro", "--force", "train@ours", "--jobs", "3"]) == 0
+    assert entry.main(["repro"]) == 0
+    assert calls == [(["train@ours", "--force"], 3, None), ([], entry.default_jobs(), None)]
+    with pytest.raises(SystemExit):
+        entry.main(["repro", "--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def command_repro(extra: list[str], jobs: int, timings: Path | None = None, root
         return
     stages = run_stages(root, jobs, sys.stdout.buffer)
     if timings is not None:
-        record = {"world_seconds": world_seconds, **dataclasses.asdict(stages)}
+        record = {"world_seconds": world_seconds, "jobs": jobs, **dataclasses.asdict(stages)}
         timings.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if stages.failed:
         raise BootstrapError(f"stage {', '.join(repr(name) for name in stages.failed)} failed: its output is above")
@@ -118,15 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         help=f"stages at a time (default: the cores, at most 4: here {default_jobs()}); 1 runs a plain `dvc repro`",
     )
     repro.add_argument("--timings", type=Path, help="write each stage's seconds (and the world's) to this JSON file")
-    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed on to a plain `dvc repro`")
+    repro.add_argument(
+        "dvc_args", nargs="*", help="targets and options passed on to a plain `dvc repro` (e.g. --force train@ours)"
+    )
     sub.add_parser("world", help="regenerate data/ from params.yaml's world: section and update data.dvc on purpose")
     sub.add_parser("check-world", help="only make sure data/ exists and matches data.dvc")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)  # options of `dvc repro` (--force, ...) are not ours
+    if unknown and args.command != "repro":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "repro":
             if args.jobs < 1:
                 parser.error("--jobs must be at least 1")
-            command_repro(args.dvc_args, args.jobs, args.timings)
+            command_repro([*args.dvc_args, *unknown], args.jobs, args.timings)
         elif args.command == "world":
             command_world()
         else:
