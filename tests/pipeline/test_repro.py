@@ -148,6 +148,11 @@ class InOrder:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+def twin_first_run(queue: InOrder, process: subprocess.Popen, twin: Path, output: Path) -> tuple[str, dict]:
+    """The twin's `make repro` (started with the clone's): its output and its git-tracked outputs."""
+    return finished(process, output), tracked_outputs(twin)
+
+
 def sweep_widened(queue: InOrder, twin: Path, env: dict) -> tuple[str, dict]:
     """The README's sweep block, verbatim: its output and the sweep's metrics right after it."""
     command = ["bash", "-e", "-c", readme_block("The homework's ablation: a sweep")]
@@ -176,16 +181,16 @@ class TinyRun:
     """Two clones of one commit with tiny sizes, each reproduced from nothing, at the same time on the two cores.
 
     `clone` serves the tests that read or change a run; `twin` is the second fresh clone, whose outputs prove that
-    `make repro` writes the same bytes wherever it runs, and which then runs, in the background while the tests use
-    `clone`, the README's sweep command, its loop-of-days command and then the Spark experiment (each a future)."""
+    `make repro` writes the same bytes wherever it runs, however many stages at a time. Its run goes on in the
+    background while the tests use `clone`, followed by the README's sweep command, its loop-of-days command and the
+    Spark experiment (each a future)."""
 
     clone: Path
     env: dict
     output: str
     twin: Path
-    twin_output: str
-    first_outputs: dict  # each clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
-    twin_outputs: dict
+    first_outputs: dict  # the clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
+    twin_run: Future  # the twin's first run: its output and its git-tracked outputs
     sweep_widened: Future
     round_added: Future
     spark_experiment: Future
@@ -208,7 +213,8 @@ def tiny_run(tmp_path_factory):
     subprocess.run(["git", "clone", "--quiet", str(clone), str(twin)], check=True)
     repro = [sys.executable, "-m", "botify_lab.pipeline.bootstrap", "repro"]
     # The twin runs a plain `dvc repro` (one stage at a time), the clone the scheduler's stages at once: equal bytes
-    # in the two (test_a_second_fresh_clone_...) also prove the scheduler leaves what DVC alone leaves.
+    # in the two (test_a_second_fresh_clone_...) also prove the scheduler leaves what DVC alone leaves. The twin's
+    # run goes on in the background while the tests use the clone, followed by the twin's own work.
     twin_repro = started([*repro, "--jobs", "1"], twin, twin_env, base / "twin-repro.log")
     try:
         output = run(repro, clone, env)
@@ -216,19 +222,19 @@ def tiny_run(tmp_path_factory):
         twin_repro.kill()  # never left running behind a failure
         twin_repro.wait()
         raise
-    twin_output = finished(twin_repro, base / "twin-repro.log")
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
-    first_outputs, twin_outputs = tracked_outputs(clone), tracked_outputs(twin)  # first_outputs holds its dvc.lock
+    first_outputs = tracked_outputs(clone)  # holds its dvc.lock
     in_twin = InOrder()
+    twin_future = in_twin.submit(twin_first_run, twin_repro, twin, base / "twin-repro.log")
     sweep_future = in_twin.submit(sweep_widened, twin, twin_env)
     round_future = in_twin.submit(round_added, twin, twin_env)
     spark_future = in_twin.submit(spark_experiment, twin, twin_env)
     try:
-        yield TinyRun(
-            clone, env, output, twin, twin_output, first_outputs, twin_outputs, sweep_future, round_future, spark_future
-        )
+        yield TinyRun(clone, env, output, twin, first_outputs, twin_future, sweep_future, round_future, spark_future)
     finally:
+        if twin_repro.poll() is None:
+            twin_repro.kill()  # never left running behind the tests
         in_twin.stop()
 
 
@@ -375,13 +381,15 @@ def test_status_is_clean_and_world_untouched(tiny_clone):
     assert "Running stage" not in second
 
 
+@pytest.mark.awaits_background
 def test_a_second_fresh_clone_writes_every_output_byte_for_byte(tiny_run):
     """`make repro` in a fresh clone must record the committed hashes: a second clone, run from nothing at the same
     time, writes the same bytes for every output (dvc.lock holds each one's hash) and the same tracked metrics, the
     first running its stages several at a time, the second one by one (a plain `dvc repro`)."""
-    assert "Running stage 'report'" in tiny_run.twin_output and "report | Running stage 'report'" in tiny_run.output
-    assert re.search(r"stages ran, \d at a time", tiny_run.output) and "stages ran" not in tiny_run.twin_output
-    first, twin = tiny_run.first_outputs, tiny_run.twin_outputs
+    twin_output, twin = tiny_run.twin_run.result(timeout=1200)
+    assert "Running stage 'report'" in twin_output and "report | Running stage 'report'" in tiny_run.output
+    assert re.search(r"stages ran, \d at a time", tiny_run.output) and "stages ran" not in twin_output
+    first = tiny_run.first_outputs
     assert "dvc.lock" in twin and len(twin) > 10 and first.keys() == twin.keys()
     differ = [name for name in first if first[name] != twin[name]]
     lines = [first["dvc.lock"].decode().splitlines(), twin["dvc.lock"].decode().splitlines()]
