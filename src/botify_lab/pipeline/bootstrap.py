@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BootstrapError, WorldMismatch, ParamsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the stages got the interrupt too; the scheduler waited for them to stop
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
