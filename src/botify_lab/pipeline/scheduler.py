@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -118,8 +118,7 @@ class StageRun:
     name: str
     process: subprocess.Popen
     started: float
-    ran: bool = False
-    lines: list[bytes] = field(default_factory=list)
+    ran: bool = False  # DVC ran its command (it may find the stage unchanged and skip it)
 
 
 def forward_lines(name: str, stream: BinaryIO, lines: queue.Queue) -> None:
