@@ -115,7 +115,6 @@ def upstream_first(order: list[str], upstream: dict[str, set[str]]) -> list[str]
 
 @dataclass
 class StageRun:
-    name: str
     process: subprocess.Popen
     started: float
     ran: bool = False  # DVC ran its command (it may find the stage unchanged and skip it)
@@ -140,8 +139,7 @@ class Scheduler:
         self.root, self.jobs, self.out = root, jobs, out
         self.lines: queue.Queue = queue.Queue()
         self.running: dict[str, StageRun] = {}
-        self.seconds: dict[str, float] = {}
-        self.ran: set[str] = set()
+        self.ran: dict[str, float] = {}  # the stages DVC ran (not skipped), each with its seconds
         self.failed: list[str] = []
 
     def write(self, text: bytes) -> None:
@@ -153,7 +151,7 @@ class Scheduler:
         process = subprocess.Popen(
             command, cwd=self.root, env=dvc_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        self.running[name] = StageRun(name, process, time.monotonic())
+        self.running[name] = StageRun(process, time.monotonic())
         threading.Thread(target=forward_lines, args=(name, process.stdout, self.lines), daemon=True).start()
 
     def handle(self, name: str, line: bytes | None) -> None:
@@ -173,8 +171,7 @@ class Scheduler:
             self.write(f"{name} | failed (exit code {code}) after {seconds:.1f} s".encode())
             return
         if run.ran:
-            self.ran.add(name)
-            self.seconds[name] = round(seconds, 1)
+            self.ran[name] = round(seconds, 1)
             self.write(f"{name} | done in {seconds:.1f} s".encode())
 
     def run(self, graph: StageGraph) -> None:
@@ -188,7 +185,7 @@ class Scheduler:
                 for name in sorted(ready, key=lambda stage: (-waiting_on_it[stage], position[stage])):
                     if self.failed:
                         break
-                    if name not in graph.changed and not graph.upstream[name] & self.ran:
+                    if name not in graph.changed and not graph.upstream[name] & self.ran.keys():
                         pending.discard(name)  # unchanged, and nothing it reads from ran: DVC would skip it
                         finished.add(name)
                         continue
@@ -256,4 +253,4 @@ def run_stages(root: Path, jobs: int, out: BinaryIO) -> StagesRun:
         ran = len(scheduler.ran)
         summary = f"{ran} of {len(graph.order)} stages ran, {jobs} at a time, in {seconds:.1f} s"
         scheduler.write((summary if ran else "Data and pipelines are up to date.").encode())
-    return StagesRun(len(graph.order), round(seconds, 1), scheduler.seconds, scheduler.failed)
+    return StagesRun(len(graph.order), round(seconds, 1), scheduler.ran, scheduler.failed)
