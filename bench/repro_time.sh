@@ -43,11 +43,9 @@ def reference_seconds() -> float:
 def processor() -> dict:
     """The processor's name and whether it has AVX-512: the reference loop compares runs on one processor only (a
     processor 1.7 times as fast on it ran the pipeline 1.2 times as fast), so a run says which one it ran on."""
-    info = {}
-    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-        for line in cpuinfo:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
+    from botify_lab.kernels import processor_info
+
+    info = processor_info()
     return {"model": info.get("model name"), "avx512": "avx512f" in info.get("flags", "").split()}
 
 

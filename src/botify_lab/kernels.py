@@ -15,6 +15,14 @@ Two libraries pick their code by processor, and code of different widths rounds 
   the CPU name alone numba still passes the host's features, so an AVX-512 machine summed in 16 lanes, and an AMD
   EPYC with AVX-512 trained round 1's model to another test MSE in the sixth digit and served other lists), so the
   compiled code and its cache are one and the same on every x86-64-v3 machine.
+- torch runs its matrix products and its vector math (sqrt, rsqrt, exp, log) in MKL, which picks its code by
+  processor too. On an Intel Xeon with AVX-512, MKL's AVX-512 branch gave a sqrt one ulp off in 0.7% of values
+  (its AVX2 branch: none), so a cosine model's validation losses differed from an AMD EPYC's in the last digits,
+  and its sgemm gave other last bits of the export's scores. Pinned to MKL's AVX2 branch (`MKL_CBWR`, its
+  conditional numerical reproducibility): the same code on every Intel processor with AVX2. On other vendors'
+  processors MKL ignores the branch and picks its own code (only its `COMPATIBLE` branch is the same everywhere,
+  at twice the time of a matrix product, and its sqrt is not correctly rounded either); what the pipeline keeps of
+  those floats (ranked lists, losses rounded to 6 digits) has come out the same on the EPYCs and the Xeon.
 
 The variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
 or `sim` calls it (every stage, notebook runner and `python -m sim` does), and processes they start inherit it.
@@ -28,6 +36,7 @@ import os
 PINNED_OPENBLAS_CORETYPE = "Haswell"
 DISABLED_NUMPY_FEATURES = "X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.x's AVX-512 dispatch targets
 PINNED_NUMBA_CPU = "haswell"
+PINNED_MKL_BRANCH = "AVX2"
 # x86-64-v3 (what NUMBA_CPU_NAME=haswell implies, none of AVX-512): LLVM's feature names, as numba passes them.
 PINNED_NUMBA_FEATURES = (
     "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sahf,+sse,+sse2,"
@@ -36,16 +45,24 @@ PINNED_NUMBA_FEATURES = (
 OPT_OUT_VARIABLE = "BOTIFY_LAB_NATIVE_BLAS"
 
 
-def has_avx2_and_fma() -> bool:
+def processor_info() -> dict:
+    """The first processor's entries of /proc/cpuinfo (`model name`, `flags`, ...); empty where there is none."""
+    info: dict = {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = line.split()
-                    return "avx2" in flags and "fma" in flags
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return False
+    return info
+
+
+def has_avx2_and_fma() -> bool:
+    flags = processor_info().get("flags", "").split()
+    return "avx2" in flags and "fma" in flags
 
 
 def pin_numeric_kernels() -> None:
@@ -55,3 +72,4 @@ def pin_numeric_kernels() -> None:
     os.environ["NPY_DISABLE_CPU_FEATURES"] = DISABLED_NUMPY_FEATURES
     os.environ["NUMBA_CPU_NAME"] = PINNED_NUMBA_CPU
     os.environ["NUMBA_CPU_FEATURES"] = PINNED_NUMBA_FEATURES
+    os.environ["MKL_CBWR"] = PINNED_MKL_BRANCH

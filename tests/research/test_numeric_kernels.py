@@ -1,5 +1,6 @@
-"""Every stage computes with one OpenBLAS kernel family and numpy's AVX2 loops, whatever the processor offers, so the
-world, the simulated listens and the collaborative model's floats are the same bytes on every machine of this kind."""
+"""Every stage computes with one OpenBLAS kernel family, numpy's AVX2 loops and MKL's AVX2 branch, whatever the
+processor offers, so the world, the simulated listens, the collaborative model's and the exports' floats are the same
+bytes on every machine of this kind."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ UNPINNED = (
     "NPY_DISABLE_CPU_FEATURES",
     "NUMBA_CPU_NAME",
     "NUMBA_CPU_FEATURES",
+    "MKL_CBWR",
     kernels.OPT_OUT_VARIABLE,
 )
 
@@ -90,6 +92,42 @@ def test_a_notebook_kernel_started_by_the_runner_inherits_the_pin():
     env.pop(kernels.OPT_OUT_VARIABLE, None)
     completed = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True)
     assert json.loads(completed.stdout) == [kernels.PINNED_OPENBLAS_CORETYPE]
+
+
+# sha256 of torch's float32 product of two fixed 300 x 100 matrices (MKL's sgemm, as the export scores every track) on
+# MKL's AVX2 branch, the pinned one; its AVX-512 branch (which MKL runs on Intel processors only) gives other last bits.
+MATMUL_SHA256 = "17251fc4b57ee49997ffbe18dbffd7dcabaa35bed39da1e5137a14823e75d210"
+MATMUL_PROBE = (
+    "import hashlib, numpy as np, botify_lab, torch\n"
+    "draw = lambda n: np.random.default_rng(n).standard_normal((300, 100)).astype(np.float32)\n"
+    "a, b = torch.from_numpy(draw(1)), torch.from_numpy(draw(2))\n"
+    "print(hashlib.sha256((a @ b.T).numpy().tobytes()).hexdigest())"
+)
+
+
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_torch_matrix_products_run_mkls_avx2_branch_whatever_the_machine():
+    assert unpinned_output(MATMUL_PROBE).strip() == MATMUL_SHA256
+    assert unpinned_output(MATMUL_PROBE, MKL_CBWR="AVX512").strip() == MATMUL_SHA256  # the pin wins
+    processor = kernels.processor_info()
+    if processor.get("vendor_id") == "GenuineIntel" and "avx512f" in processor.get("flags", "").split():
+        native = unpinned_output(MATMUL_PROBE, MKL_CBWR="AVX512", **{kernels.OPT_OUT_VARIABLE: "1"})
+        assert native.strip() != MATMUL_SHA256  # what the pin prevents: the processor's own branch, other bits
+
+
+SQRT_PROBE = (
+    "import numpy as np, botify_lab, torch\n"
+    "values = np.random.default_rng(0).random(100_000).astype(np.float32) * 10\n"
+    "print(int((torch.sqrt(torch.from_numpy(values)).numpy() != np.sqrt(values)).sum()))"
+)
+
+
+@pytest.mark.skipif(kernels.processor_info().get("vendor_id") != "GenuineIntel", reason="MKL's branches are Intel's")
+@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+def test_torchs_sqrt_is_correctly_rounded_on_the_pinned_branch():
+    """torch's sqrt runs in MKL's vector math: its AVX2 branch is exact, its AVX-512 one was a ulp off in 0.7% of
+    values on an Intel Xeon, and so was a cosine model's validation loss (early stopping's cue)."""
+    assert unpinned_output(SQRT_PROBE).strip() == "0"
 
 
 def unpinned_environment() -> dict:

@@ -151,18 +151,20 @@ def torch_setup(num_threads: int | None = 1, strict_determinism: bool = False) -
     (float32 sums over more pairs than torch's parallel grain), which early stopping and the lr plateau compare.
     The CPU kernels used here (embedding backward, sparse rows, matmul, fused Adam) give identical weights for
     any thread count; torch's strict mode swaps the embedding backward for a path about 3x slower with the same
-    result, so it is opt-in.
+    result, so it is opt-in. The mode is set and restored only when it changes: setting it imports torch's inductor
+    (1.4 s, on every training and export).
     """
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
-    if strict_determinism:
+    if strict_determinism and not was_deterministic:
         torch.use_deterministic_algorithms(True)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        if torch.are_deterministic_algorithms_enabled() != was_deterministic:
+            torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads)
 
 
