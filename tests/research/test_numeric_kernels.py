@@ -94,7 +94,11 @@ def test_a_notebook_kernel_started_by_the_runner_inherits_the_pin():
     assert json.loads(completed.stdout) == [kernels.PINNED_OPENBLAS_CORETYPE]
 
 
-ON_INTEL = kernels.processor_info().get("vendor_id") == "GenuineIntel"
+# MKL keeps to a pinned code branch on Intel processors only (elsewhere it picks its own code whatever the setting).
+on_mkls_branches = pytest.mark.skipif(
+    kernels.processor_info().get("vendor_id") != "GenuineIntel" or not kernels.has_avx2_and_fma(),
+    reason="MKL keeps its AVX2 branch on Intel processors with AVX2 only",
+)
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
@@ -104,8 +108,7 @@ def test_the_package_pins_mkl_to_its_avx2_branch_whatever_the_caller_set():
 
 
 # sha256 of torch's float32 product of two fixed 300 x 100 matrices (MKL's sgemm, as the export scores every track) on
-# MKL's AVX2 branch, the pinned one. MKL keeps its branches on Intel processors only (elsewhere it picks its own code),
-# and its AVX-512 branch gives other last bits.
+# MKL's AVX2 branch, the pinned one; its AVX-512 branch gives other last bits.
 MATMUL_SHA256 = "17251fc4b57ee49997ffbe18dbffd7dcabaa35bed39da1e5137a14823e75d210"
 MATMUL_PROBE = (
     "import hashlib, numpy as np, botify_lab, torch\n"
@@ -115,8 +118,7 @@ MATMUL_PROBE = (
 )
 
 
-@pytest.mark.skipif(not ON_INTEL, reason="MKL keeps its code branches on Intel processors only")
-@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+@on_mkls_branches
 def test_torch_matrix_products_run_mkls_avx2_branch_on_every_intel_processor():
     assert unpinned_output(MATMUL_PROBE).strip() == MATMUL_SHA256
     if "avx512f" in kernels.processor_info().get("flags", "").split():
@@ -131,8 +133,7 @@ SQRT_PROBE = (
 )
 
 
-@pytest.mark.skipif(not ON_INTEL, reason="MKL keeps its code branches on Intel processors only")
-@pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")
+@on_mkls_branches
 def test_torchs_sqrt_is_correctly_rounded_on_the_pinned_branch():
     """torch's sqrt runs in MKL's vector math: its AVX2 branch is exact, its AVX-512 one was a ulp off in 0.7% of
     values on an Intel Xeon, and so was a cosine model's validation loss (early stopping's cue)."""

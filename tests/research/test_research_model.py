@@ -395,8 +395,9 @@ def test_the_compiled_training_step_is_torchs_forward_backward_and_lazy_adam_ste
                 optimizer.step()
         tables.append([model.context.weight.detach().clone(), model.track.weight.detach().clone()])
     # torch's sqrt and rsqrt run in MKL's vector math, which is not correctly rounded and rounds differently in each of
-    # its code branches: the cosine tables came out 1.0e-6 (AMD EPYC, MKL's SSE2 branch) to 2.6e-6 (its AVX2 branch)
-    # apart after 30 steps; a wrong gradient or a missed step moves them by 1e-3 and more.
+    # its code branches: on an Intel Xeon the cosine tables came out 1.0e-6 (MKL's SSE2 branch) to 2.6e-6 (its AVX2
+    # branch) apart after 30 steps, under 2e-6 on the AMD EPYCs; a wrong gradient or a missed step moves them by 1e-3
+    # and more.
     for compiled_table, torch_table in zip(*tables):
         assert torch.allclose(compiled_table, torch_table, rtol=0, atol=1e-5)
     assert not torch.allclose(tables[0][0], start[0], atol=0.1)  # the steps moved the weights
