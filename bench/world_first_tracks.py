@@ -1,9 +1,10 @@
 """How sessions start in the listening world of params.yaml, with knobs overridden.
 
-The fidelity stage measures from a simulated log how many tracks sessions start on (207 in the default world
-against the real logs' 1,413 to 4,757), and how many sessions start on one of their user's own interests (0.006
-against 0.077 to 0.097) or on a track by the artist of one (0.071 against 0.55 to 0.59). Here all three come
-exactly from the world's arrays, without simulating, so a knob's effect costs one LightFM fit (built as
+The fidelity stage measures from a simulated log how many tracks sessions start on (the real logs: 1,413 to 4,757;
+207 in a world fitted at the course's learning rate of 0.01), and how many sessions start on one of their user's own
+interests (0.077 to 0.097; there 0.006) or on a track by the artist of one (0.55 to 0.59; there 0.071). Here all
+three come exactly from the world's arrays, without simulating, with the share of interests and of first tracks by
+one-track artists (the sessions StickyArtist can only repeat), so a knob's effect costs one LightFM fit (built as
 `make world-search` builds its candidates, read by the simulator's own candidate lists): a session draws a user
 uniformly, one of their interests uniformly, then one of the interest's `interest_neighbours` (the course's 10)
 nearest tracks by inner product uniformly. Prints JSON.
@@ -53,6 +54,24 @@ def interest_start_shares(world, candidates: np.ndarray) -> tuple[float, float]:
     return float(on_own.mean()), float(by_artist.mean())
 
 
+# Measured from the course's users.json and tracks.json (../shared/upstream-world) and the first tracks of 7,821
+# sessions, every arm, of six of its real logs (../shared/real-logs: vikstr__data_1711, marychatte__data,
+# Panamec1__data, aamamaev__data, red19958__input_hw, KirillPushkarev__data): the shares of interests, first tracks
+# and catalog tracks whose artist has no other track in the catalog.
+COURSE_ONE_TRACK_ARTIST_SHARES = {"interests": 0.124, "first_tracks": 0.111, "catalog": 0.129}
+
+
+def one_track_artist_shares(world, candidates: np.ndarray) -> dict:
+    """Shares of the interests, of the first tracks (every candidate equally likely) and of the catalog whose artist
+    has no other track."""
+    one_track = np.bincount(world.track_artist)[world.track_artist] == 1
+    return {
+        "interests": round(float(one_track[world.users.interests].mean()), 3),
+        "first_tracks": round(float(one_track[candidates].mean()), 3),
+        "catalog": round(float(one_track.mean()), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a world.listening knob")
@@ -86,6 +105,8 @@ def main() -> None:
                 "possible_first_tracks": int((shares > 0).sum()),
                 "own_interest_start_share": round(own_share, 4),
                 "interest_artist_start_share": round(artist_share, 4),
+                "one_track_artist_shares": one_track_artist_shares(world, candidates),
+                "course_one_track_artist_shares": COURSE_ONE_TRACK_ARTIST_SHARES,
                 "largest_norm": round(float(np.linalg.norm(world.embeddings, axis=1).max()), 2),
                 "seconds_to_build": round(built, 1),
             },

@@ -19,17 +19,22 @@ takes alike is what LightFM's item bias absorbs, while a share some listeners ta
 direction in the factors, along which popular songs meet the many interests that are popular songs themselves.
 
 The course's fit saw about a thousand listeners per song, 100 epochs over about 48 million plays; this history has
-about twenty, so at the course's learning rate of 0.01 the factors stay far from converged: a community's songs
-point almost one way (an interest's tenth most similar track at cosine 0.97) and differ mostly by norm, so an
-interest's ten largest inner products are its community's few largest songs, itself among them in 3% of cases.
-Sessions then start on about 200 tracks' worth of variety, against the real logs' 1,400 to 4,800, and on an own
-interest in 0.5% of sessions against 8 to 10%. A larger `learning_rate` (0.1 over 5 epochs, at the same cost)
-converges: every interest is in its own ten and sessions start as variedly as the real logs'. The default keeps
-0.01 because no converged candidate yet passes every other check the default world passes (README, "The world
-against the course's real logs").
+about twenty. At the course's learning rate of 0.01 (the default) the factors stay far from converged: a
+community's songs point almost one way (an interest's tenth most similar track at cosine 0.97) and differ mostly by
+norm, so an interest's ten largest inner products are its community's few largest songs, sessions start on about
+200 tracks' worth of variety (the real logs: 1,400 to 4,800) and on an own interest in 0.5% of sessions (8 to 10%).
+At 0.1 over 5 epochs, at the same cost, the fit converges: every interest is in its own ten and sessions start as
+variedly as the real logs' (`converged` in `fidelity_search.listening`; README, "The world against the course's
+real logs", says what else changes).
 
-The users keep the course's construction, with its "listen count" being how many listeners a track has here
-(interests in proportion to it ** `interest_listen_exponent`).
+The users keep the course's construction. Their interests are drawn among the tracks someone heard, in proportion
+to listeners ** `interest_listen_exponent` times popularity ** `interest_popularity_exponent` (a track's
+popularity: its artist's times its own, the weight listeners draw songs by). The course drew them by listen counts;
+here following artists multiplies the listeners of a large artist's songs (a one-track artist's song has a quarter
+to a sixth of another's listeners), so interests drawn by listeners fall on one-track artists' songs 3 to 5% of the
+time, against 12% in the course's `users.json`, whose catalog (the most listened songs) held a one-track artist only when its song was
+as popular as any. By popularity alone (`interest_listen_exponent` 0), 12%; sessions that start there are what
+StickyArtist can only repeat (its zero listens).
 """
 
 from __future__ import annotations
@@ -192,7 +197,11 @@ def listening_world_arrays(*, seed: int, n_tracks: int, n_users: int, shared: di
         listeners, tracks, settings["listeners"], n_tracks, settings, [seed, FIT]
     )
     listen_count = np.bincount(tracks, minlength=n_tracks).astype(np.float64)
-    interest_weights = listen_count ** settings["interest_listen_exponent"] * (listen_count > 0)
+    interest_weights = (
+        listen_count ** settings["interest_listen_exponent"]
+        * weights ** settings["interest_popularity_exponent"]
+        * (listen_count > 0)
+    )
     return {
         "embeddings": embeddings.astype(np.float32),
         "track_artist": track_artist,

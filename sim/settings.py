@@ -136,7 +136,13 @@ LISTENING_KNOB_SPECS: dict[str, tuple[str, str]] = {
     "artist_follow_songs": (COUNT, "songs (by popularity, repeats merged) taken from each followed artist"),
     "interest_listen_exponent": (
         NON_NEGATIVE,
-        "the users' interests are drawn in proportion to a track's listeners ** this",
+        "the users' interests are drawn among the tracks someone listened to, in proportion to a track's listeners"
+        " ** this times its popularity ** interest_popularity_exponent",
+    ),
+    "interest_popularity_exponent": (
+        NON_NEGATIVE,
+        "see interest_listen_exponent; a track's popularity is its artist's times its own, the weight listeners draw"
+        " songs by (0: interests by listeners alone, the course's listen counts)",
     ),
     "components": (COUNT, "LightFM no_components: the hidden embeddings' dimension (the course: 100)"),
     "epochs": (COUNT, "LightFM WARP epochs"),
