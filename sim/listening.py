@@ -32,9 +32,9 @@ to listeners ** `interest_listen_exponent` times popularity ** `interest_popular
 popularity: its artist's times its own, the weight listeners draw songs by). The course drew them by listen counts;
 here following artists multiplies the listeners of a large artist's songs (a one-track artist's song has a quarter
 to a sixth of another's listeners), so interests drawn by listeners fall on one-track artists' songs 3 to 5% of the
-time, against 12% in the course's `users.json`, whose catalog (the most listened songs) held a one-track artist only when its song was
-as popular as any. By popularity alone (`interest_listen_exponent` 0), 12%; sessions that start there are what
-StickyArtist can only repeat (its zero listens).
+time, against 12% in the course's `users.json`, whose catalog (the most listened songs) held a one-track artist
+only when its song was as popular as any. By popularity alone (`interest_listen_exponent` 0), 12%; sessions that
+start there are what StickyArtist can only repeat (its zero listens).
 """
 
 from __future__ import annotations
