@@ -26,8 +26,8 @@ from .conftest import PARAMS
 
 SMALL = {"tracks": 2000, "users": 200}
 SMALL_LISTENING = {"listeners": 600, "communities": 8, "epochs": 3}
-# world.json's content_sha256 of the small world below, built by LightFM compiled without -march=native
-# (LIGHTFM_NO_CFLAGS=1, as `make venv` installs it) on one thread.
+# world.json's content_sha256 of the small world below, built by LightFM compiled without -march=native -ffast-math
+# (as `make venv` installs it: the Makefile's LIGHTFM_CFLAGS) on one thread.
 SMALL_WORLD_SHA256 = "85bf25182e7ca9f088a7b5a522f57e9b7f44e408a52aaac673028e150f1d3ea9"
 
 
@@ -186,9 +186,9 @@ def test_the_same_settings_give_the_same_bytes_on_any_machine(tmp_path):
     for name in ("tracks.json", "users.json", "tracks.npy"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert metas[0]["content_sha256"] == SMALL_WORLD_SHA256, (
-        "the listening world's bytes changed: if LightFM was built with native flags, reinstall it with "
-        "`LIGHTFM_NO_CFLAGS=1 pip install --no-cache-dir --force-reinstall lightfm-next==1.19.0`; if the generator "
-        "changed on purpose, record the new hash here"
+        "the listening world's bytes changed: if LightFM was built with native flags, rebuild it as `make venv` "
+        "does (`rm .venv/.lightfm-build; touch requirements.txt; make venv`); if the generator changed on purpose, "
+        "record the new hash here"
     )
     assert metas[0]["generator"] == "sim.listening.listening_world"
     assert np.load(tmp_path / "a" / "tracks.npy").shape == (SMALL["tracks"], world_section()["listening"]["components"])
