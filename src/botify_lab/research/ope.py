@@ -176,30 +176,28 @@ def policy_terms(
 ) -> PolicyTerms:
     """The target's terms at every decision. Each list's work is done once: a policy returns the same list object
     for every context that shares it (a track's neighbours, an artist's tracks, a user's list), and the caches keep
-    every list they key by id alive, so an id is never reused within a call."""
+    every list they key by id alive, so an id is never reused within a call. The logged action's probability is
+    counted in its list (as the service's own propensity is); a list's whole distribution is built only where a
+    support mass needs it, since most lists are seen at a decision or two."""
     n_tracks = len(reward_model)
     everything = range(n_tracks)  # the draw when a policy has no list: uniform over the catalog
-    lists: dict[int, tuple[Sequence[int], dict[int, float], float]] = {}  # id -> (list, probabilities, model mean)
+    means: dict[int, tuple[Sequence[int], float]] = {}  # id -> (list, the reward model's mean over it)
     masses: dict[tuple[int, int], tuple[Sequence[int], float]] = {}  # (target id, logger id) -> (logger list, mass)
 
-    def described(tracks: Sequence[int]) -> tuple[Sequence[int], dict[int, float], float]:
-        entry = lists.get(id(tracks))
+    def mean_over(tracks: Sequence[int]) -> float:
+        entry = means.get(id(tracks))
         if entry is None:
-            if tracks is everything:
-                entry = (tracks, {}, float(reward_model.mean()))
-            else:
-                entry = (tracks, uniform_over(tracks), float(reward_model[list(tracks)].mean()))
-            lists[id(tracks)] = entry
-        return entry
+            mean = float(reward_model.mean()) if tracks is everything else float(reward_model[list(tracks)].mean())
+            entry = means[id(tracks)] = (tracks, mean)
+        return entry[1]
 
     size = len(decisions)
     probability, expectation, support = np.empty(size), np.empty(size), np.empty(size)
     columns = (decisions[name].to_numpy().tolist() for name in ("user", "track", "action"))
     for row, (user, track, action) in enumerate(zip(*columns, strict=True)):
         tracks = target(user, track) or everything
-        _, probabilities, mean = described(tracks)
-        probability[row] = 1.0 / n_tracks if tracks is everything else probabilities.get(action, 0.0)
-        expectation[row] = mean
+        probability[row] = 1.0 / n_tracks if tracks is everything else tracks.count(action) / len(tracks)
+        expectation[row] = mean_over(tracks)
         served = logger(user, track) or everything
         if served is everything:  # a logger drawing from the whole catalog supports every action
             support[row] = 1.0
@@ -210,7 +208,7 @@ def policy_terms(
             if tracks is everything:
                 mass = len(allowed) / n_tracks
             else:
-                mass = sum(p for candidate, p in probabilities.items() if candidate in allowed)
+                mass = sum(p for candidate, p in uniform_over(tracks).items() if candidate in allowed)
             entry = masses[(id(tracks), id(served))] = (served, mass)  # the logger's list kept alive for its id
         support[row] = entry[1]
     return PolicyTerms(probability, expectation, support)
