@@ -66,7 +66,12 @@ def test_the_stage_through_the_service(world, tmp_path, real_stats_path):
     stand_in = reference.write_reference_recommendations(world, tmp_path / "stand_in.json")
     absent = tmp_path / "absent"
     result = fidelity.run(
-        params, world, real_stats=real_stats_path, training_pairs_dir=absent, course_contextual_recs=stand_in
+        params,
+        world,
+        real_stats=real_stats_path,
+        training_pairs_dir=absent,
+        course_contextual_recs=stand_in,
+        reference_recs=stand_in,
     )
     table = result.table
     assert set(table["group"]) >= {

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from botify_lab.formats import atomic_write_bytes
 from botify_lab.pipeline import layout
 
 # A reference no real recommender could be: a random one of the 10 nearest tracks under the hidden embeddings.
@@ -32,7 +33,8 @@ def write_reference_recommendations(world_dir: Path, out_path: Path = layout.REF
     """The true-neighbour reference as a track-recommendations file for the service's Contextual recommender.
 
     It is computed from the simulator's hidden world, so it may only ever be served as a clearly labelled reference
-    arm (how far the world lets a contextual recommender go), never used to train or tune a model.
+    arm (how far the world lets a contextual recommender go), never used to train or tune a model. The stage
+    `reference` writes it once per world (a 50,000-track world's lists take seconds), for every stage serving it.
     """
     from sim.loader import load_world
 
@@ -47,5 +49,4 @@ def write_reference_recommendations(world_dir: Path, out_path: Path = layout.REF
                 lines.append(orjson.dumps(row))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(b"\n".join(lines) + b"\n")
-    return out_path
+    return atomic_write_bytes(out_path, b"\n".join(lines) + b"\n")

@@ -19,7 +19,7 @@ from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment, serving_arm
 from botify_lab.pipeline.outputs import atomic_output_dir, write_json, write_metrics, write_plot
 from botify_lab.pipeline.params import Params, model_names
-from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
+from botify_lab.pipeline.reference import REFERENCE_LABEL
 from botify_lab.research import ab
 from botify_lab.research.logs import read_log, sessionize
 
@@ -138,10 +138,9 @@ def run_leaderboard(params: Params) -> Leaderboard:
     """Serve the experiment (build/leaderboard), analyse it and write metrics/leaderboard.json."""
     settings, alpha = params.leaderboard, float(params.ab.alpha)
     with atomic_output_dir(layout.LEADERBOARD) as scratch:
-        reference = write_reference_recommendations(layout.WORLD, scratch / layout.LEADERBOARD_REFERENCE.name)
-        arms = leaderboard_arms(params, layout.LEADERBOARD_REFERENCE)
+        arms = leaderboard_arms(params, layout.REFERENCE_RECS)
         labels = {arm["name"]: arm["label"] for arm in arms}
-        experiment = {"name": settings.experiment, "arms": service_arms(leaderboard_arms(params, reference))}
+        experiment = {"name": settings.experiment, "arms": service_arms(arms)}
         run_experiment(layout.WORLD, [experiment], Traffic.from_params(settings, params), scratch)
     metrics = ab.user_metrics(sessionize(read_log(layout.LEADERBOARD_LOG)), settings.experiment)
     effects = ab.ab_effects(metrics, alpha=alpha, power=float(params.ab.power))

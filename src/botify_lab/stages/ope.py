@@ -127,7 +127,7 @@ def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     reward_model = ope.track_mean_rewards(decisions, len(catalog), float(settings.reward_prior))
     loggers = policies(logging_experiment(params), catalog)
     # A recommender of one's own gives no distribution over its candidates, so no estimator can weigh it.
-    arms = [arm for arm in leaderboard_arms(params, layout.LEADERBOARD_REFERENCE) if not is_custom(arm["recommender"])]
+    arms = [arm for arm in leaderboard_arms(params, layout.REFERENCE_RECS) if not is_custom(arm["recommender"])]
     labels = {arm["name"]: arm["label"] for arm in arms}
     online = online_values(params, labels)
     served = policies({"name": params.leaderboard.experiment, "arms": service_arms(arms)}, catalog)
