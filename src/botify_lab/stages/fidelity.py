@@ -42,7 +42,7 @@ from botify_lab.pipeline import layout
 from botify_lab.pipeline.experiment import Traffic, run_experiment
 from botify_lab.pipeline.outputs import read_metrics
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
-from botify_lab.pipeline.reference import REFERENCE_LABEL
+from botify_lab.pipeline.reference import REFERENCE_LABEL, write_reference_recommendations
 from botify_lab.research import fidelity as F
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.logs import read_log
@@ -242,12 +242,12 @@ def run(
     published: Path = PUBLISHED_TABLE,
     training_pairs_dir: Path = layout.PAIRS,
     course_contextual_recs: Path | None = None,
-    reference_recs: Path = layout.REFERENCE_RECS,
+    reference_recs: Path | None = None,
 ) -> FidelityRun:
     """Every check of the stage; the course's Contextual serves `course_contextual_recs` (default: the exported
-    lists of the model `fidelity.course_contextual` names), the true-neighbour reference `reference_recs` (the stage
-    `reference`'s lists of `world_dir`); the training data are the pairs in `training_pairs_dir` (default: those the
-    models train on)."""
+    lists of the model `fidelity.course_contextual` names), the true-neighbour reference `reference_recs` (default:
+    computed here from `world_dir`; the stage passes the lists the stage `reference` wrote of the same world); the
+    training data are the pairs in `training_pairs_dir` (default: those the models train on)."""
     settings = params.fidelity
     real = load_real_stats(real_stats or default_real_stats())
     reference = None
@@ -264,7 +264,8 @@ def run(
         }
         simulated = simulate_groups(params, worlds, Path(folder), artist, world_interests(world))
         if with_reference:
-            reference = reference_run(params, worlds[0.8], Path(folder), Path(reference_recs))
+            recs = reference_recs or write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
+            reference = reference_run(params, worlds[0.8], Path(folder), Path(recs))
         if with_contextual:
             recs = course_contextual_recs or layout.recs_file(settings.course_contextual)
             random_stats, contextual_stats = course_contextual_run(params, worlds[0.8], Path(folder), recs, artist)
