@@ -181,36 +181,42 @@ def policy_terms(
     support mass needs it, since most lists are seen at a decision or two."""
     n_tracks = len(reward_model)
     everything = range(n_tracks)  # the draw when a policy has no list: uniform over the catalog
-    means: dict[int, tuple[Sequence[int], float]] = {}  # id -> (list, the reward model's mean over it)
-    masses: dict[tuple[int, int], tuple[Sequence[int], float]] = {}  # (target id, logger id) -> (logger list, mass)
+    users, heard, actions = (decisions[name].to_numpy().tolist() for name in ("user", "track", "action"))
+    # Every decision's lists, held for the whole call: the caches below key them by id.
+    target_lists = [tracks or everything for tracks in map(target, users, heard)]
+    served_lists = [served or everything for served in map(logger, users, heard)]
+    means: dict[int, float] = {}  # list id -> the reward model's mean over the list
+    masses: dict[tuple[int, int], float] = {}  # (target list id, logger list id) -> the target's mass the logger serves
 
     def mean_over(tracks: Sequence[int]) -> float:
-        entry = means.get(id(tracks))
-        if entry is None:
-            mean = float(reward_model.mean()) if tracks is everything else float(reward_model[list(tracks)].mean())
-            entry = means[id(tracks)] = (tracks, mean)
-        return entry[1]
+        mean = means.get(id(tracks))
+        if mean is None:
+            chosen = reward_model if tracks is everything else reward_model[list(tracks)]
+            mean = means[id(tracks)] = float(chosen.mean())
+        return mean
 
-    size = len(decisions)
-    probability, expectation, support = np.empty(size), np.empty(size), np.empty(size)
-    columns = (decisions[name].to_numpy().tolist() for name in ("user", "track", "action"))
-    for row, (user, track, action) in enumerate(zip(*columns, strict=True)):
-        tracks = target(user, track) or everything
-        probability[row] = 1.0 / n_tracks if tracks is everything else tracks.count(action) / len(tracks)
-        expectation[row] = mean_over(tracks)
-        served = logger(user, track) or everything
+    def mass_served(tracks: Sequence[int], served: Sequence[int]) -> float:
         if served is everything:  # a logger drawing from the whole catalog supports every action
-            support[row] = 1.0
-            continue
-        entry = masses.get((id(tracks), id(served)))
-        if entry is None:
+            return 1.0
+        mass = masses.get((id(tracks), id(served)))
+        if mass is None:
             allowed = set(served)
             if tracks is everything:
                 mass = len(allowed) / n_tracks
             else:
                 mass = sum(p for candidate, p in uniform_over(tracks).items() if candidate in allowed)
-            entry = masses[(id(tracks), id(served))] = (served, mass)  # the logger's list kept alive for its id
-        support[row] = entry[1]
+            masses[(id(tracks), id(served))] = mass
+        return mass
+
+    probability = np.array(
+        [
+            1.0 / n_tracks if tracks is everything else tracks.count(action) / len(tracks)
+            for tracks, action in zip(target_lists, actions, strict=True)
+        ],
+        dtype=np.float64,
+    )
+    expectation = np.array(list(map(mean_over, target_lists)), dtype=np.float64)
+    support = np.array(list(map(mass_served, target_lists, served_lists)), dtype=np.float64)
     return PolicyTerms(probability, expectation, support)
 
 
