@@ -12,8 +12,9 @@ venv: $(STAMP)
 # LightFM (sdist only) is built with Python's own flags (LIGHTFM_NO_CFLAGS: not its -march=native -ffast-math), so its
 # fit, and so the listening world, has the same bytes on every x86-64 machine (a native build follows the CPU's vector
 # units and reorders sums). Of -ffast-math it keeps only the two parts that change no value: sqrt inlined without
-# setting errno, and no floating-point traps (the world's fit about 13% faster, the same bytes). Built with
-# --no-cache-dir, since pip's wheel cache would hand back a build made with other flags; rebuilt when they change.
+# setting errno, and no floating-point traps (the default world's fit 104 s against 130 s, the same bytes). Built with
+# --no-cache-dir, since pip's wheel cache would hand back a build made with other flags; a venv install rebuilds it
+# when the pin or the flags differ from the ones recorded in $(LIGHTFM_BUILT).
 LIGHTFM_CFLAGS := -DNDEBUG -g -fwrapv -O3 -Wall -fno-math-errno -fno-trapping-math
 LIGHTFM_PIN = $(shell grep -E '^lightfm-next==' requirements.txt)
 LIGHTFM_BUILT := $(VENV)/.lightfm-build

@@ -47,6 +47,4 @@ def write_reference_recommendations(world_dir: Path, out_path: Path = layout.REF
                 row = orjson.loads(line)
                 row["recommendations"] = neighbours[row["track"]].tolist()
                 lines.append(orjson.dumps(row))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(out_path, b"\n".join(lines) + b"\n")

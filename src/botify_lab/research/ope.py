@@ -175,14 +175,13 @@ def policy_terms(
     target: Candidates, logger: Candidates, decisions: pd.DataFrame, reward_model: np.ndarray
 ) -> PolicyTerms:
     """The target's terms at every decision. Each list's work is done once: a policy returns the same list object
-    for every context that shares it (a track's neighbours, an artist's tracks, a user's list), and the caches keep
-    every list they key by id alive, so an id is never reused within a call. The logged action's probability is
+    for every context that shares it (a track's neighbours, an artist's tracks, a user's list), and every decision's
+    lists are held for the whole call, so the caches can key them by id. The logged action's probability is
     counted in its list (as the service's own propensity is); a list's whole distribution is built only where a
     support mass needs it, since most lists are seen at a decision or two."""
     n_tracks = len(reward_model)
     everything = range(n_tracks)  # the draw when a policy has no list: uniform over the catalog
     users, heard, actions = (decisions[name].to_numpy().tolist() for name in ("user", "track", "action"))
-    # Every decision's lists, held for the whole call: the caches below key them by id.
     target_lists = [tracks or everything for tracks in map(target, users, heard)]
     served_lists = [served or everything for served in map(logger, users, heard)]
     means: dict[int, float] = {}  # list id -> the reward model's mean over the list

@@ -265,7 +265,7 @@ def run(
         simulated = simulate_groups(params, worlds, Path(folder), artist, world_interests(world))
         if with_reference:
             recs = reference_recs or write_reference_recommendations(Path(world_dir), Path(folder) / "reference.json")
-            reference = reference_run(params, worlds[0.8], Path(folder), Path(recs))
+            reference = reference_run(params, worlds[0.8], Path(folder), recs)
         if with_contextual:
             recs = course_contextual_recs or layout.recs_file(settings.course_contextual)
             random_stats, contextual_stats = course_contextual_run(params, worlds[0.8], Path(folder), recs, artist)
