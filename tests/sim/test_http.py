@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socketserver
+import threading
 import time
 
 import numpy as np
@@ -144,3 +146,63 @@ def test_a_server_that_writes_headers_and_body_apart_costs_no_delayed_ack(fake_r
     assert tracks == [7] * 40 and len(server.requests) == 40
     assert len({connection for *_, connection in server.requests}) == 1  # one kept-alive connection
     assert elapsed < 0.8, f"40 requests took {elapsed:.2f} s: the delayed-ACK stall (~40 ms each) is back"
+
+
+class ScriptedAnswers(socketserver.StreamRequestHandler):
+    """Reads one request at a time and writes the next scripted answer's raw bytes (a server's every way of framing
+    an answer, and garbage); the connection closes after an answer that says `Connection: close`."""
+
+    answers: list[bytes] = []
+    connections = 0
+
+    def handle(self) -> None:
+        type(self).connections += 1
+        while True:
+            length = 0
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not line or not self.answers:
+                return
+            self.rfile.read(length)
+            answer = self.answers.pop(0)
+            self.wfile.write(answer)
+            if b"connection: close" in answer.lower():
+                return
+
+
+@pytest.fixture
+def scripted_server(loopback_port):
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", loopback_port), ScriptedAnswers)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    ScriptedAnswers.answers, ScriptedAnswers.connections = [], 0
+    yield f"http://127.0.0.1:{loopback_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_answers_framed_every_way_a_server_may_frame_them(scripted_server):
+    """Content-Length, chunked, HTTP/1.0 and `Connection: close` answers are read whole; the agent reconnects only
+    after an answer that closed its connection."""
+    ScriptedAnswers.answers = [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"track":1}',
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"tra\r\n6\r\nck":2}\r\n0\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{"track":3}',
+        b'HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n{"track":4}',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"track":5}',
+    ]
+    agent = HttpRecommender(scripted_server, retries=0)
+    assert [agent.recommend(1, 2, 0.5) for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert ScriptedAnswers.connections == 3  # the first three answers on one, the HTTP/1.0 one alone, the last
+    agent.close()
+
+
+def test_a_garbled_or_cut_answer_is_retried_then_reported(scripted_server):
+    ScriptedAnswers.answers = [b"HTTP/1.1 2x0 NOPE\r\n\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"track":9}']
+    agent = HttpRecommender(scripted_server, retries=1, backoff=0.01)
+    assert agent.recommend(1, 2, 0.5) == 9
+    ScriptedAnswers.answers = [b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\n{"tr'] * 2
+    with pytest.raises(ServiceUnavailable, match="unreachable after 2 tries.*closed the connection"):
+        agent.recommend(1, 2, 0.5)
