@@ -92,6 +92,30 @@ def listen_times(
     return np.round(heard, 2)
 
 
+def listen_time(
+    embeddings: np.ndarray,
+    track: int,
+    fresh: bool,
+    same_artist_playbacks: int,
+    session_embedding: np.ndarray,
+    consume_bias: float,
+    consume_sharpness: float,
+    artist_discount_gamma: float,
+) -> float:
+    """`listen_times` of one session, to the same bits, in a third of the time: the same ufuncs without numpy's
+    Python-level wrappers (`sum`, `ndim`), and numpy's rounding (x * 100, rint, / 100) in Python floats, where
+    `round` halves to even as `rint` does. An exponent past 700 would overflow `exp` (past 709.78) or give a sigmoid
+    below 1e-304: either rounds to 0.0, so it returns 0.0 without asking numpy to silence the overflow."""
+    if not fresh:
+        return 0.0
+    score = np.add.reduce(np.multiply(embeddings[track], session_embedding))
+    exponent = -(score - consume_bias) * consume_sharpness
+    if exponent > 700.0:
+        return 0.0
+    raw = 1.0 / (1.0 + np.exp(exponent))
+    return round(float(raw * np.power(artist_discount_gamma, same_artist_playbacks)) * 100.0) / 100.0
+
+
 def spends_budget(key, step, time):
     """Whether an answer costs a unit of budget: the step's uniform draw exceeds its listen time (chance 1 - time)."""
     if isinstance(key, np.ndarray):
@@ -143,7 +167,7 @@ class Session:
         if not playable(self.world, track):
             raise ValueError(f"track {track} is outside the catalog 0..{self.world.n_tracks - 1}")
         artist = int(self.world.track_artist[track])
-        time = listen_times(
+        time = listen_time(
             self.world.embeddings,
             track,
             track not in self._played,
