@@ -439,6 +439,28 @@ def test_readme_off_policy_and_cuped_commands_work_as_written(tiny_clone):
     assert all(row["DR"]["value"] is not None for rows in ope["estimates"].values() for row in rows.values())
 
 
+def test_off_policy_judging_in_processes_writes_what_one_process_writes(tiny_clone, tmp_path):
+    """The `ope` stage judges its (logging arm, recommender) pairs in `ope.processes` forked processes; any count
+    writes the same metrics and plot. Run on the clone's current inputs, whose outputs it leaves as it found them."""
+    clone, env, _ = tiny_clone
+    outputs = [clone / "metrics" / "ope.json", clone / "plots" / "ope.csv", clone / "reports" / "figures" / "ope.png"]
+    kept = {path: path.read_bytes() for path in outputs}
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    written = {}
+    try:
+        for processes in (1, 3):
+            params["ope"]["processes"] = processes
+            params_file = tmp_path / f"params-{processes}.yaml"
+            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+            run([sys.executable, "-m", "botify_lab.stages.ope", "--params", str(params_file)], clone, env)
+            written[processes] = [path.read_bytes() for path in outputs[:2]]
+    finally:
+        for path, data in kept.items():
+            path.write_bytes(data)
+    assert written[1] == written[3]
+    assert json.loads(written[1][0])["estimates"]
+
+
 def test_the_course_workflow_by_hand(tiny_clone):
     clone, env, _ = tiny_clone
     output = run_readme_block(clone, env, "The course's workflow by hand")

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,54 @@ def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool
     return abs(estimate.value - truth) <= half
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """What judging one (logging arm, recommender) pair reads: set before the worker processes fork."""
+
+    decisions: pd.DataFrame
+    reward_model: np.ndarray
+    loggers: dict[str, tuple[str, ope.Candidates]]
+    targets: dict[str, ope.Candidates]
+    online: dict[str, dict]
+    replicates: int
+
+
+_JUDGED: _Judged | None = None
+
+
+def _judge(index: int) -> dict:
+    """metrics/ope.json's row of the index-th (logging arm, recommender) pair: support, then each estimator."""
+    judged = _JUDGED
+    arm = list(judged.loggers)[index // len(judged.targets)]
+    label = list(judged.targets)[index % len(judged.targets)]
+    logged = judged.decisions[judged.decisions["arm"] == arm].reset_index(drop=True)
+    terms = ope.policy_terms(judged.targets[label], judged.loggers[arm][1], logged, judged.reward_model)
+    truth, truth_error = judged.online[label]["per_step"], judged.online[label]["standard_error"]
+    replicated = replicate_estimates(logged, terms, judged.reward_model, judged.replicates)
+    row = {"support": _rounded(terms.support.mean())}
+    for estimate in ope.estimate_all(logged, terms, judged.reward_model):
+        found = estimate.as_row()
+        covered = [consistent(part, truth, truth_error) for part in replicated[estimate.estimator]]
+        row[estimate.estimator] = {
+            **{key: _rounded(found[key]) for key in ("value", "ci_low", "ci_high", "standard_error")},
+            "bias": _rounded(estimate.value - truth),
+            "coverage": _rounded(float(np.mean(covered))) if covered else None,
+            "effective_decisions": _rounded(estimate.effective_decisions),
+            "matched_share": _rounded(estimate.matched_share),
+        }
+    return row
+
+
+def _map_in_processes(function, items, processes: int) -> list:
+    """`function` over `items` in forked worker processes (they inherit what the parent built, recommenders and
+    log included), results in the items' order; in this process when one is asked. Each pair's row depends on its
+    inputs alone, so the document is the same for any count."""
+    if processes == 1:
+        return list(map(function, items))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(function, items))
+
+
 def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     """metrics/ope.json's content: the logging arms, the online values and every (logger, target, estimator)."""
     settings = params.ope
@@ -132,26 +183,16 @@ def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     online = online_values(params, labels)
     served = policies({"name": params.leaderboard.experiment, "arms": service_arms(arms)}, catalog)
     targets = {labels[arm]: target for arm, (_, target) in served.items()}
+    pairs = [(arm, label) for arm in loggers for label in targets]
+    global _JUDGED
+    _JUDGED = _Judged(decisions, reward_model, loggers, targets, online, int(settings.replicates))
+    try:
+        rows = _map_in_processes(_judge, range(len(pairs)), settings.processes)
+    finally:
+        _JUDGED = None
     estimates: dict[str, dict] = {}
-    for arm, (logger, logging_policy) in loggers.items():
-        logged = decisions[decisions["arm"] == arm].reset_index(drop=True)
-        per_target = estimates[logger] = {}
-        for label, target in targets.items():
-            terms = ope.policy_terms(target, logging_policy, logged, reward_model)
-            truth, truth_error = online[label]["per_step"], online[label]["standard_error"]
-            replicated = replicate_estimates(logged, terms, reward_model, int(settings.replicates))
-            row = {"support": _rounded(terms.support.mean())}
-            for estimate in ope.estimate_all(logged, terms, reward_model):
-                found = estimate.as_row()
-                covered = [consistent(part, truth, truth_error) for part in replicated[estimate.estimator]]
-                row[estimate.estimator] = {
-                    **{key: _rounded(found[key]) for key in ("value", "ci_low", "ci_high", "standard_error")},
-                    "bias": _rounded(estimate.value - truth),
-                    "coverage": _rounded(float(np.mean(covered))) if covered else None,
-                    "effective_decisions": _rounded(estimate.effective_decisions),
-                    "matched_share": _rounded(estimate.matched_share),
-                }
-            per_target[label] = row
+    for (arm, label), row in zip(pairs, rows, strict=True):
+        estimates.setdefault(loggers[arm][0], {})[label] = row
     truths = [online[label]["per_step"] for label in targets]
     correlation = {
         logger: {
