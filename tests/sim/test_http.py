@@ -200,7 +200,10 @@ def test_answers_framed_every_way_a_server_may_frame_them(scripted_server):
 
 
 def test_a_garbled_or_cut_answer_is_retried_then_reported(scripted_server):
-    ScriptedAnswers.answers = [b"HTTP/1.1 2x0 NOPE\r\n\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"track":9}']
+    ScriptedAnswers.answers = [
+        b"HTTP/1.1 2x0 NOPE\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"track":9}',
+    ]
     agent = HttpRecommender(scripted_server, retries=1, backoff=0.01)
     assert agent.recommend(1, 2, 0.5) == 9
     ScriptedAnswers.answers = [b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\n{"tr'] * 2
