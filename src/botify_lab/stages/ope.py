@@ -126,7 +126,7 @@ def consistent(estimate: ope.Estimate, truth: float, truth_error: float) -> bool
 class _Judged:
     """What judging one (logging arm, recommender) pair reads: set before the worker processes fork."""
 
-    decisions: pd.DataFrame
+    logged: dict[str, pd.DataFrame]  # logging arm -> its decisions
     reward_model: np.ndarray
     loggers: dict[str, tuple[str, ope.Candidates]]
     targets: dict[str, ope.Candidates]
@@ -137,12 +137,10 @@ class _Judged:
 _JUDGED: _Judged | None = None
 
 
-def _judge(index: int) -> dict:
-    """metrics/ope.json's row of the index-th (logging arm, recommender) pair: support, then each estimator."""
-    judged = _JUDGED
-    arm = list(judged.loggers)[index // len(judged.targets)]
-    label = list(judged.targets)[index % len(judged.targets)]
-    logged = judged.decisions[judged.decisions["arm"] == arm].reset_index(drop=True)
+def _judge(pair: tuple[str, str]) -> dict:
+    """metrics/ope.json's row of a (logging arm, recommender label) pair: support, then each estimator."""
+    judged, (arm, label) = _JUDGED, pair
+    logged = judged.logged[arm]
     terms = ope.policy_terms(judged.targets[label], judged.loggers[arm][1], logged, judged.reward_model)
     truth, truth_error = judged.online[label]["per_step"], judged.online[label]["standard_error"]
     replicated = replicate_estimates(logged, terms, judged.reward_model, judged.replicates)
@@ -185,9 +183,10 @@ def evaluate(params: Params, log_dir: Path = layout.OPE_LOG) -> dict:
     targets = {labels[arm]: target for arm, (_, target) in served.items()}
     pairs = [(arm, label) for arm in loggers for label in targets]
     global _JUDGED
-    _JUDGED = _Judged(decisions, reward_model, loggers, targets, online, int(settings.replicates))
+    logged = {arm: decisions[decisions["arm"] == arm].reset_index(drop=True) for arm in loggers}
+    _JUDGED = _Judged(logged, reward_model, loggers, targets, online, int(settings.replicates))
     try:
-        rows = _map_in_processes(_judge, range(len(pairs)), settings.processes)
+        rows = _map_in_processes(_judge, pairs, settings.processes)
     finally:
         _JUDGED = None
     estimates: dict[str, dict] = {}
