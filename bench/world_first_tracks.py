@@ -1,4 +1,4 @@
-"""How sessions start in the listening world of params.yaml, with knobs overridden.
+"""How sessions start in the listening world of params.yaml, with knobs overridden (or in a world folder).
 
 The fidelity stage measures from a simulated log how many tracks sessions start on (the real logs: 1,413 to 4,757;
 207 in a world fitted at the course's learning rate of 0.01), and how many sessions start on one of their user's own
@@ -7,9 +7,15 @@ three come exactly from the world's arrays, without simulating, with the share o
 one-track artists (the sessions StickyArtist can only repeat), so a knob's effect costs one LightFM fit (built as
 `make world-search` builds its candidates, read by the simulator's own candidate lists): a session draws a user
 uniformly, one of their interests uniformly, then one of the interest's `interest_neighbours` (the course's 10)
-nearest tracks by inner product uniformly. Prints JSON.
+nearest tracks by inner product uniformly.
+
+`--learnable` adds what a model of (first track, track), such as the course's Contextual, could learn there at best
+(`botify_lab.inprocess.world_checks.first_track_ceiling`: the share of the listen time's variance that an exact
+first-track x track table explains, and how much of that table's interaction its largest directions hold). `--world`
+reads a world folder as it is (e.g. data) instead of building one. Prints JSON.
 
     python bench/world_first_tracks.py --set communities=600 --set epochs=30
+    python bench/world_first_tracks.py --world data --learnable
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from botify_lab.inprocess.world_checks import first_track_ceiling  # noqa: E402
 from botify_lab.pipeline.params import load_params  # noqa: E402
 from botify_lab.tools.world_search import candidate_builder, search_base  # noqa: E402
 from sim.listening import LISTENING_KNOBS  # noqa: E402
-from sim.loader import world_from_arrays  # noqa: E402
+from sim.loader import load_world, world_from_arrays  # noqa: E402
 
 
 def first_track_candidates(world) -> np.ndarray:
@@ -76,7 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a world.listening knob")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--world", type=Path, help="read this world folder (e.g. data) instead of building one")
+    parser.add_argument(
+        "--learnable", action="store_true", help="also what a (first track, track) model could learn (15-60 s)"
+    )
     args = parser.parse_args()
+    if args.world and args.set:
+        parser.error("--set builds a world from the knobs; --world reads one as it is: give one of them")
     params = load_params(args.params)
     overrides = {}
     for item in args.set:
@@ -85,21 +98,26 @@ def main() -> None:
             parser.error(f"--set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(LISTENING_KNOBS)}")
         overrides[name] = float(value)
     started = time.monotonic()
-    if params.world.source != "listening":
-        parser.error(f"{args.params}: world.source is {params.world.source!r}; this bench reads a listening world")
-    try:
-        base, _ = search_base(params)
-    except ValueError as error:
-        parser.error(str(error))
-    world = world_from_arrays(candidate_builder(base)(overrides))
+    if args.world:
+        world = load_world(args.world)
+    else:
+        if params.world.source != "listening":
+            parser.error(f"{args.params}: world.source is {params.world.source!r}; this bench builds a listening world")
+        try:
+            base, _ = search_base(params)
+        except ValueError as error:
+            parser.error(str(error))
+        world = world_from_arrays(candidate_builder(base)(overrides))
     built = time.monotonic() - started
     candidates = first_track_candidates(world)
     shares = first_track_shares(world, candidates)
     own_share, artist_share = interest_start_shares(world, candidates)
+    learnable = {"learnable": first_track_ceiling(world)} if args.learnable else {}
     print(
         json.dumps(
             {
                 "benchmark": "world_first_tracks",
+                "world": str(args.world) if args.world else "built from params.yaml's world: section",
                 "overrides": overrides,
                 "effective_first_tracks": round(1.0 / float((shares**2).sum())),
                 "possible_first_tracks": int((shares > 0).sum()),
@@ -108,6 +126,7 @@ def main() -> None:
                 "one_track_artist_shares": one_track_artist_shares(world, candidates),
                 "course_one_track_artist_shares": COURSE_ONE_TRACK_ARTIST_SHARES,
                 "largest_norm": round(float(np.linalg.norm(world.embeddings, axis=1).max()), 2),
+                **learnable,
                 "seconds_to_build": round(built, 1),
             },
             indent=2,

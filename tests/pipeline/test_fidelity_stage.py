@@ -126,6 +126,39 @@ def test_in_process_engine_matches_the_world_loader(world):
     assert stats["share_same_artist_as_previous"] == 1.0 and stats["sessions"] == 200
 
 
+def test_first_track_ceiling_is_exact_and_sees_how_low_rank_a_world_is():
+    """All of the listen time is learnable when each first track comes from one interest and every user has the same
+    bias and sharpness; a world of two taste directions holds its interaction in a few directions, a world of random
+    directions spreads it."""
+    rng = np.random.default_rng(0)
+
+    def world_of(embeddings, interests, bias, neighbours):
+        users = len(interests)
+        arrays = {
+            "embeddings": embeddings,
+            "track_artist": np.arange(len(embeddings)),
+            "interests": np.asarray(interests).reshape(users, -1),
+            "consume_bias": np.full(users, bias) if np.isscalar(bias) else bias,
+            "consume_sharpness": np.ones(users),
+        }
+        return world_checks.first_track_ceiling(world_from_arrays(arrays, interest_neighbours=neighbours), tracks=300)
+
+    unit = rng.standard_normal((400, 16))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)  # each track is its own nearest: one interest per first track
+    exact = world_of(unit, rng.permutation(400)[:200], 0.0, 1)
+    assert exact["ceiling_share_of_variance"] == pytest.approx(1.0, abs=1e-3)
+
+    biases = rng.uniform(0, 10, 300)
+    two_directions = np.repeat(np.eye(16)[:2], 200, axis=0) * rng.uniform(1, 4, (400, 1))
+    tastes = two_directions + 0.05 * rng.standard_normal((400, 16))
+    two = world_of(tastes, rng.integers(400, size=(300, 3)), biases, 10)
+    spread = world_of(2 * rng.standard_normal((400, 64)), rng.integers(400, size=(300, 3)), biases, 10)
+    for found in (two, spread):
+        assert 0 < found["track_alone_share_of_variance"] < found["ceiling_share_of_variance"] < 1
+    assert two["interaction_energy_in_top_dims"]["10"] > 0.95
+    assert spread["interaction_energy_in_top_dims"]["10"] < two["interaction_energy_in_top_dims"]["10"] - 0.3
+
+
 def test_true_neighbours_are_the_nearest_other_tracks():
     rng = np.random.default_rng(0)
     embeddings = rng.standard_normal((300, 6))
