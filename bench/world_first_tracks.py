@@ -31,17 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from botify_lab.inprocess.world_checks import first_track_ceiling  # noqa: E402
+from botify_lab.inprocess.world_checks import first_track_candidates, first_track_ceiling  # noqa: E402
 from botify_lab.pipeline.params import load_params  # noqa: E402
 from botify_lab.tools.world_search import candidate_builder, search_base  # noqa: E402
 from sim.listening import LISTENING_KNOBS  # noqa: E402
 from sim.loader import load_world, world_from_arrays  # noqa: E402
-
-
-def first_track_candidates(world) -> np.ndarray:
-    """Per flat (user, interest) pair, the tracks a session started from it is drawn among (every user of a
-    generated world has as many interests and the same `interest_neighbours`, so every pair is equally likely)."""
-    return world.neighbour_lists(world.users.interests)[:, : int(world.users.interest_neighbours[0])]
 
 
 def first_track_shares(world, candidates: np.ndarray) -> np.ndarray:

@@ -205,6 +205,15 @@ def summary_row(checks: list[F.Check]) -> dict:
 # ---- what a model of the first track could learn -------------------------------------------------------------------
 
 
+def first_track_candidates(world) -> np.ndarray:
+    """Per flat (user, interest) pair, the tracks a session started from it draws its first track among: the
+    interest's `interest_neighbours` nearest tracks, as the simulator's own lists hold them."""
+    width = int(world.users.interest_neighbours.max())
+    if (world.users.interest_neighbours != width).any():
+        raise ValueError("every user must draw the first track among the same number of nearest tracks")
+    return world.neighbour_lists(world.users.interests)[:, :width]
+
+
 def first_track_ceiling(world, tracks: int = 3000, seed: int = 0) -> dict:
     """What a (first track, track) model, such as the course's Contextual, could learn in this world at best.
 
@@ -213,19 +222,17 @@ def first_track_ceiling(world, tracks: int = 3000, seed: int = 0) -> dict:
     the simulator's before the artist discount and rounding. Its share of the listen time's variance is the ceiling
     of any such model with unlimited data (the rest is each user's own bias and sharpness, which it never sees). The
     share of its first-track x track interaction held by its 1, 10, 50 and 100 largest singular directions says how
-    much of that a logged million pairs can teach a low-dimensional model: over four worlds, the 2023 recipe's test
+    much of that a logged million pairs can teach a low-dimensional model: over six worlds, the 2023 recipe's test
     MSE against the train mean's rose with the energy outside the first ten (README, the world against the real logs).
     """
     import scipy.sparse
 
     users = world.users
-    width = int(users.interest_neighbours.max())
-    if (users.interest_neighbours != width).any():
-        raise ValueError("first_track_ceiling needs every user to draw among the same number of nearest tracks")
+    candidates = first_track_candidates(world)
+    width = candidates.shape[1]
     per_user = np.diff(users.interest_offsets)
     pair_user = np.repeat(np.arange(len(users)), per_user)
     pair_share = 1.0 / (len(users) * per_user[pair_user])  # a session's (user, interest) pair
-    candidates = world.neighbour_lists(users.interests)[:, :width]
     sample = np.random.default_rng(seed).choice(world.n_tracks, size=min(tracks, world.n_tracks), replace=False)
     scores = world.embeddings[users.interests] @ world.embeddings[sample].T
     bias, sharpness = users.consume_bias[pair_user, None], users.consume_sharpness[pair_user, None]
