@@ -28,7 +28,7 @@ SMALL = {"tracks": 2000, "users": 200}
 SMALL_LISTENING = {"listeners": 600, "communities": 8, "epochs": 3}
 # world.json's content_sha256 of the small world below, built by LightFM compiled without -march=native -ffast-math
 # (as `make venv` installs it: the Makefile's LIGHTFM_CFLAGS) on one thread.
-SMALL_WORLD_SHA256 = "85bf25182e7ca9f088a7b5a522f57e9b7f44e408a52aaac673028e150f1d3ea9"
+SMALL_WORLD_SHA256 = "39127b923128f7d3e975d1b80c2cbd43a3d1c78d9d181ecee8e60b29e1af7f88"
 
 
 def world_section() -> dict:
@@ -152,8 +152,9 @@ def test_factors_put_co_listened_tracks_together_and_grow_with_listens():
     assert same_community > 2 * chance, (same_community, chance)
     norms = np.linalg.norm(embeddings, axis=1)
     rare, common = np.quantile(counts[counts > 0], [0.1, 0.9])
-    # WARP pushes often-heard tracks outward: the most heard tenth's norms are about twice the least heard tenth's here
-    assert norms[(counts > 0) & (counts >= common)].mean() > 1.5 * norms[(counts > 0) & (counts <= rare)].mean()
+    # WARP pushes often-heard tracks outward: the most heard tenth's norms are about 1.4 times the least heard tenth's
+    # here (about twice at the course's learning rate of 0.01, whose factors stay far from converged)
+    assert norms[(counts > 0) & (counts >= common)].mean() > 1.25 * norms[(counts > 0) & (counts <= rare)].mean()
     interests = arrays["interests"]
     assert interests.shape == (SMALL["users"], world_section()["interests"])
     assert (counts[interests] > 0).all()  # interests are tracks someone listened to
