@@ -62,8 +62,9 @@ world: venv
 	$(PY) -m botify_lab.pipeline.bootstrap world
 
 # Search the world generator's knobs against the course's real logs and the published TOP_POP table (in process,
-# 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. Then set the best knobs in params.yaml `world:`
-# and `make world` to adopt them.
+# 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. It plays only what needs no training, so run the
+# best candidates through a complete `make repro` (the 2023 Contextual, the training data), then set the chosen knobs
+# in params.yaml `world:` and `make world` to adopt them (README, "How the default world was found").
 world-search: venv
 	$(PY) -m botify_lab.tools.world_search
 
