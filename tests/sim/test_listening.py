@@ -150,14 +150,21 @@ def test_factors_put_co_listened_tracks_together_and_grow_with_listens():
     same_community = (community[heard] == community[nearest]).mean()
     chance = (np.bincount(community[heard]) ** 2).sum() / len(heard) ** 2
     assert same_community > 2 * chance, (same_community, chance)
-    norms = np.linalg.norm(embeddings, axis=1)
-    rare, common = np.quantile(counts[counts > 0], [0.1, 0.9])
-    # WARP pushes often-heard tracks outward: the most heard tenth's norms are about 1.4 times the least heard tenth's
-    # here (about twice at the course's learning rate of 0.01, whose factors stay far from converged)
-    assert norms[(counts > 0) & (counts >= common)].mean() > 1.25 * norms[(counts > 0) & (counts <= rare)].mean()
+    # WARP pushes often-heard tracks outward: at the course's learning rate of 0.01 (factors far from converged) the
+    # most heard tenth's norms are about 1.7 times the least heard tenth's here; at the default's 0.1, about 1.4
+    assert norm_growth(arrays) > 1.25
+    assert norm_growth(listening_world_arrays(**small_arguments(epochs=10, learning_rate=0.01))) > 1.5
     interests = arrays["interests"]
     assert interests.shape == (SMALL["users"], world_section()["interests"])
     assert (counts[interests] > 0).all()  # interests are tracks someone listened to
+
+
+def norm_growth(arrays: dict) -> float:
+    """The mean factor norm of the most heard tenth of the heard tracks over the least heard tenth's."""
+    counts = arrays["listen_count"]
+    norms = np.linalg.norm(arrays["embeddings"].astype(np.float64), axis=1)
+    rare, common = np.quantile(counts[counts > 0], [0.1, 0.9])
+    return norms[(counts > 0) & (counts >= common)].mean() / norms[(counts > 0) & (counts <= rare)].mean()
 
 
 def test_interests_drawn_by_popularity_reach_one_track_artists_as_the_courses_do():
