@@ -19,13 +19,14 @@ takes alike is what LightFM's item bias absorbs, while a share some listeners ta
 direction in the factors, along which popular songs meet the many interests that are popular songs themselves.
 
 The course's fit saw about a thousand listeners per song, 100 epochs over about 48 million plays; this history has
-about twenty. At the course's learning rate of 0.01 (the default) the factors stay far from converged: a
-community's songs point almost one way (an interest's tenth most similar track at cosine 0.97) and differ mostly by
-norm, so an interest's ten largest inner products are its community's few largest songs, sessions start on about
-200 tracks' worth of variety (the real logs: 1,400 to 4,800) and on an own interest in 0.5% of sessions (8 to 10%).
-At 0.1 over 5 epochs, at the same cost, the fit converges: every interest is in its own ten and sessions start as
-variedly as the real logs' (`converged` in `fidelity_search.listening`; README, "The world against the course's
-real logs", says what else changes).
+far fewer. At the course's learning rate of 0.01 the factors stay far from converged (`unconverged` in
+`fidelity_search.listening`, the first default): a community's songs point almost one way (an interest's tenth
+most similar track at cosine 0.97) and differ mostly by norm, so an interest's ten largest inner products are its
+community's few largest songs, sessions start on about 200 tracks' worth of variety (the real logs: 1,400 to 4,800)
+and on an own interest in 0.5% of sessions (8 to 10%). At 0.1 the fit converges in a few epochs: every interest is
+in its own ten and sessions start as variedly as the real logs'. The default (`dense history`: 30,000 listeners,
+2 epochs at 0.1) is the search's candidate whose complete run passed the most fidelity checks (params.yaml's
+`world:` comment and the README's "The world against the course's real logs" say how it was chosen).
 
 The users keep the course's construction. Their interests are drawn among the tracks someone heard, in proportion
 to listeners ** `interest_listen_exponent` times popularity ** `interest_popularity_exponent` (a track's
