@@ -4,7 +4,8 @@ Trains every model of params.yaml's `models:` with its exact `train:` settings a
 stage reads (the logs of every round of the loop of days, after `make repro`), once per optimizer, and reports
 seconds, epochs, the best epoch, test MSE and the relative test-MSE difference of lazy against dense:
 
-    .venv/bin/python bench/train_speed.py [--logs build/rounds/round0/log ...] [--threads 1] [--models ours]
+    .venv/bin/python bench/train_speed.py [--logs build/rounds/round0/log ...] [--threads 1] [--kernel-threads 1]
+        [--models ours] [--optimizers lazy_adam]
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logs", type=Path, nargs="+", help="event log folders (default: every round's, as `train`)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train_contextual's)")
+    parser.add_argument(
+        "--kernel-threads", type=int, default=None, help="LazyAdam's compiled steps' threads (default: every core)"
+    )
     parser.add_argument("--models", nargs="+", default=None, help="models of params.yaml (default: all)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     args = parser.parse_args()
@@ -45,6 +49,7 @@ def main() -> None:
     pairs = training_pairs(read_logs(logs))
     read_seconds = round(time.perf_counter() - start, 3)
     threads = {} if args.threads is None else {"num_threads": args.threads}
+    threads["kernel_threads"] = args.kernel_threads
     models: dict = {}
     for name in args.models or list(params.models):
         runs = {}
@@ -74,6 +79,7 @@ def main() -> None:
                 "n_tracks": n_tracks,
                 "read_seconds": read_seconds,
                 "threads": args.threads or "default",
+                "kernel_threads": args.kernel_threads or "default",
                 "cpus": os.cpu_count(),
                 "torch": torch.__version__,
                 "load_average": [round(value, 2) for value in os.getloadavg()],

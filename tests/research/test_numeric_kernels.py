@@ -31,6 +31,7 @@ UNPINNED = (
     "NUMBA_CPU_NAME",
     "NUMBA_CPU_FEATURES",
     "MKL_CBWR",
+    "OMP_WAIT_POLICY",
     kernels.OPT_OUT_VARIABLE,
 )
 
@@ -99,6 +100,12 @@ on_mkls_branches = pytest.mark.skipif(
     kernels.processor_info().get("vendor_id") != "GenuineIntel" or not kernels.has_avx2_and_fma(),
     reason="MKL keeps its AVX2 branch on Intel processors with AVX2 only",
 )
+
+
+def test_idle_openmp_threads_wait_passively_unless_the_caller_chose():
+    probe = "import os, botify_lab; print(os.environ['OMP_WAIT_POLICY'])"
+    assert unpinned_output(probe).strip() == kernels.IDLE_THREADS_WAIT
+    assert unpinned_output(probe, OMP_WAIT_POLICY="ACTIVE").strip() == "ACTIVE"
 
 
 @pytest.mark.skipif(not kernels.has_avx2_and_fma(), reason="the pin needs AVX2 and FMA (x86-64-v3)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numba
 import numpy as np
 import orjson
 import pandas as pd
@@ -48,11 +49,17 @@ SEMINAR = contextual.TrainingSettings(
 )
 
 
-def fit(pairs, n_tracks, *, num_threads=1, strict_determinism=False, progress=False, **changes):
+def fit(pairs, n_tracks, *, num_threads=1, kernel_threads=None, strict_determinism=False, progress=False, **changes):
     """`train_contextual` with the course seminar's settings, `changes` replacing some of them."""
     settings = dataclasses.replace(SEMINAR, **changes)
     return contextual.train_contextual(
-        pairs, n_tracks, settings, num_threads=num_threads, strict_determinism=strict_determinism, progress=progress
+        pairs,
+        n_tracks,
+        settings,
+        num_threads=num_threads,
+        kernel_threads=kernel_threads,
+        strict_determinism=strict_determinism,
+        progress=progress,
     )
 
 
@@ -436,6 +443,28 @@ def test_the_compiled_training_step_is_torchs_forward_backward_and_lazy_adam_ste
     for compiled_table, torch_table in zip(*tables):
         assert torch.allclose(compiled_table, torch_table, rtol=0, atol=1e-5)
     assert not torch.allclose(tables[0][0], start[0], atol=0.1)  # the steps moved the weights
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two cores for numba's threads")
+@pytest.mark.parametrize(("similarity", "loss"), [("dot", "mse"), ("cosine", "mse"), ("cosine", "mae")])
+def test_the_compiled_steps_give_the_same_bits_on_one_thread_and_two(similarity, loss):
+    """The compiled step shares a batch's pairs and rows out among numba's threads; popular tracks repeat within a
+    batch and rows miss steps between batches, so a row's gradient sums many pairs and catch-ups run in every step."""
+    rng = np.random.default_rng(7)
+    n_tracks, count = 400, 12_000
+    pairs = pd.DataFrame(
+        {
+            "context": np.minimum(rng.zipf(1.6, size=count) - 1, n_tracks - 1),
+            "track": rng.integers(n_tracks, size=count),
+            "time": rng.random(count).round(3),
+        }
+    )
+    settings = dict(embedding_dim=24, similarity=similarity, loss=loss, seed=2, lr=0.01, batch_size=700, max_epochs=3)
+    one, two = (fit(pairs, n_tracks, kernel_threads=threads, **settings) for threads in (1, 2))
+    for name, weights in one.model.state_dict().items():
+        assert torch.equal(weights, two.model.state_dict()[name]), name
+    assert one.history == two.history and one.test == two.test
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # the training gave the threads back
 
 
 def test_the_compiled_step_needs_the_two_tables():

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from botify_lab.research.choices import LOSSES, OPTIMIZERS, SIMILARITIES
-from botify_lab.research.lazy_adam import COSINE_EPS, LazyAdam
+from botify_lab.research.lazy_adam import COSINE_EPS, LazyAdam, compiled_threads
 
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
@@ -304,6 +304,7 @@ def train_contextual(
     settings: TrainingSettings,
     *,
     num_threads: int | None = 1,
+    kernel_threads: int | None = None,
     strict_determinism: bool = False,
     progress: bool = True,
 ) -> TrainingResult:
@@ -318,6 +319,9 @@ def train_contextual(
     which takes the other rows' dense-Adam steps late, in closed form (so the result follows dense Adam's), and
     dense Adam for the MLP. The learning-rate plateau acts at epoch ends, after `LazyAdam.catch_up`, so every
     missed step of an epoch used that epoch's rate, as dense Adam did.
+
+    `num_threads` is torch's thread count (the MLP, validation and test), `kernel_threads` that of LazyAdam's compiled
+    steps (None: numba's, every core); neither changes a bit of the result.
     """
     from tqdm import tqdm
 
@@ -333,7 +337,7 @@ def train_contextual(
     lazy = settings.optimizer == "lazy_adam"
     batch_size, seed = settings.batch_size, settings.seed
     context, track, target = _pair_tensors(pairs, n_tracks)
-    with torch_setup(num_threads, strict_determinism):
+    with torch_setup(num_threads, strict_determinism), compiled_threads(kernel_threads):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         train_idx, val_idx, test_idx = split_indices(len(target), settings.splits, generator)
