@@ -5,6 +5,7 @@ branches that read it (`left` sleeps longer, so it ends last), and a stage that 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from botify_lab.pipeline.scheduler import read_stage_graph, run_stages, upstream_first
+from botify_lab.pipeline.scheduler import read_stage_graph, run_stages, stage_environment, upstream_first
 
 STEP = """\
 import os, sys, time
@@ -136,3 +137,11 @@ def test_the_stage_order_puts_every_stage_after_those_it_reads(toy_repo):
     assert graph.upstream["joined"] == {"left", "right"} and graph.changed == set(graph.order)
     assert graph.downstream_counts() == {"source": 3, "left": 1, "right": 1, "joined": 0}
     assert upstream_first(["c", "b", "a"], {"a": set(), "b": {"a"}, "c": {"b", "a"}}) == ["a", "b", "c"]
+
+
+def test_each_stage_gets_its_share_of_the_cores_for_numbas_threads_unless_the_caller_chose(monkeypatch):
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert [stage_environment(jobs)["NUMBA_NUM_THREADS"] for jobs in (1, 2, 4, 8)] == ["4", "2", "1", "1"]
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    assert stage_environment(2)["NUMBA_NUM_THREADS"] == "3"

@@ -53,6 +53,16 @@ def dvc_environment() -> dict:
     return env
 
 
+def stage_environment(jobs: int) -> dict:
+    """`dvc_environment` with each stage's share of the cores for numba's threads (LazyAdam's steps), unless the caller
+    set NUMBA_NUM_THREADS. Alone, a training's step runs 1.4 times as fast on two threads as on one (the same bits);
+    beside another training on 2 cores, no faster (4.5-5.2 ms against 4.5-4.8 ms), and in a full run the sweep's
+    variants, two at a time, took 118-125 s each on two threads against 98-110 s on one in the run before."""
+    env = dvc_environment()
+    env.setdefault("NUMBA_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // jobs)))
+    return env
+
+
 @dataclass(frozen=True)
 class StageGraph:
     """The pipeline's stages in dvc.yaml order, each with the stages it reads from, and those DVC finds changed."""
@@ -149,7 +159,7 @@ class Scheduler:
     def start(self, name: str) -> None:
         command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
         process = subprocess.Popen(
-            command, cwd=self.root, env=dvc_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            command, cwd=self.root, env=stage_environment(self.jobs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self.running[name] = StageRun(process, time.monotonic())
         threading.Thread(target=forward_lines, args=(name, process.stdout, self.lines), daemon=True).start()
