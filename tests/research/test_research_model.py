@@ -448,8 +448,9 @@ def test_the_compiled_training_step_is_torchs_forward_backward_and_lazy_adam_ste
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two cores for numba's threads")
 @pytest.mark.parametrize(("similarity", "loss"), [("dot", "mse"), ("cosine", "mse"), ("cosine", "mae")])
 def test_the_compiled_steps_give_the_same_bits_on_one_thread_and_two(similarity, loss):
-    """The compiled step shares a batch's pairs and rows out among numba's threads; popular tracks repeat within a
-    batch and rows miss steps between batches, so a row's gradient sums many pairs and catch-ups run in every step."""
+    """On two threads the compiled step shares a batch's pairs and rows out among them, on one it runs the one-pass
+    loop; popular tracks repeat within a batch and rows miss steps between batches, so a row's gradient sums many
+    pairs and catch-ups run in every step."""
     rng = np.random.default_rng(7)
     n_tracks, count = 400, 12_000
     pairs = pd.DataFrame(
