@@ -215,35 +215,17 @@ def _train_pairs_in_order(
     total = 0.0
     for i in range(count):
         a, b = weight_c[context_ids[i]], weight_t[track_ids[i]]
-        dot = _dot(a, b)
-        if cosine:
-            squares_a, squares_b = _dot(a, a), _dot(b, b)
-            squares = squares_a * squares_b
-            clamped = not squares > smallest * smallest
-            norm = smallest if clamped else np.sqrt(squares)
-            prediction = dot / norm
-        else:
-            prediction = dot
-        error = prediction - targets[i]
-        if absolute:
-            total += abs(error)
-            slope = scale * np.float32(np.sign(error))
-        else:
-            total += error * error
-            slope = scale * error
+        loss, across, along_a, along_b = _score_pair(a, b, targets[i], cosine, absolute, scale, smallest)
+        total += loss
         grad_a, grad_b = grads_c[local_c[i]], grads_t[local_t[i]]
         if cosine:
-            # d(x.y / |x||y|)/dx = y / (|x||y|) - prediction * x / |x|^2; the clamp's own gradient is zero.
-            across = slope / norm
-            along_a = np.float32(0.0) if clamped else slope * prediction / squares_a
-            along_b = np.float32(0.0) if clamped else slope * prediction / squares_b
             for j in range(a.shape[0]):
                 grad_a[j] += across * b[j] - along_a * a[j]
                 grad_b[j] += across * a[j] - along_b * b[j]
         else:
             for j in range(a.shape[0]):
-                grad_a[j] += slope * b[j]
-                grad_b[j] += slope * a[j]
+                grad_a[j] += across * b[j]
+                grad_b[j] += across * a[j]
     _adam_rows(weight_c, m_c, v_c, last_c, rows_c, grads_c, step, lr, decay, beta1, beta2, eps)
     _adam_rows(weight_t, m_t, v_t, last_t, rows_t, grads_t, step, lr, decay, beta1, beta2, eps)
     return total / count
@@ -368,39 +350,15 @@ def _train_pairs(
         table, share = divmod(np.int64(part), shares)  # the index is unsigned: mixed with signed it types as a float
         if table == 0:
             start, stop = _share(rows_c.shape[0], shares, share)
+            rows, starts = rows_c[start:stop], starts_c[start:]
             _step_summed_rows(
-                weight_c,
-                m_c,
-                v_c,
-                last_c,
-                rows_c[start:stop],
-                starts_c[start:],
-                order_c,
-                terms_c,
-                step,
-                lr,
-                decay,
-                beta1,
-                beta2,
-                eps,
+                weight_c, m_c, v_c, last_c, rows, starts, order_c, terms_c, step, lr, decay, beta1, beta2, eps
             )
         else:
             start, stop = _share(rows_t.shape[0], shares, share)
+            rows, starts = rows_t[start:stop], starts_t[start:]
             _step_summed_rows(
-                weight_t,
-                m_t,
-                v_t,
-                last_t,
-                rows_t[start:stop],
-                starts_t[start:],
-                order_t,
-                terms_t,
-                step,
-                lr,
-                decay,
-                beta1,
-                beta2,
-                eps,
+                weight_t, m_t, v_t, last_t, rows, starts, order_t, terms_t, step, lr, decay, beta1, beta2, eps
             )
     total = 0.0
     for i in range(count):
