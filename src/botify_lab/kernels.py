@@ -28,7 +28,7 @@ One more variable is about time, not bytes: OpenMP's idle threads (numba's, for 
 torch's) wait passively (`OMP_WAIT_POLICY`, unless the caller set it). By default they spin between parallel regions,
 and when two stages share the 2 cores a spinning thread takes the core the other stage's thread needs: a threaded
 training step took 10.7 ms against 5.6 ms on one thread beside another training, and 4.5-5 ms waiting passively; alone,
-2.9 ms passively against 2.5 ms spinning (`bench/train_speed.py`'s kernel, the 128-dim cosine model).
+2.9 ms passively against 2.5 ms spinning (the 128-dim cosine model; `bench/train_step.py` measures it).
 
 The variables act only when the library loads, so `pin_numeric_kernels()` runs before numpy: importing `botify_lab`
 or `sim` calls it (every stage, notebook runner and `python -m sim` does), and processes they start inherit it.

@@ -30,7 +30,7 @@ NUMBA_NUM_THREADS or `compiled_threads` says otherwise) with the same bits on an
 its own rows (catch-ups, Adam's step) or pairs (predictions and each pair's gradient terms), and a row's gradient
 adds its pairs' terms in batch order, as the one-pass loop on one thread does (`_train_pairs_in_order`, which a single
 thread runs: the phases cost it a fifth more). The 128-dim cosine model's step on 2 idle cores: 2.5-3.2 ms on two
-threads against 3.5-4.2 ms on one.
+threads against 3.5-4.3 ms on one (`bench/train_step.py`, which also compares the bits).
 """
 
 from __future__ import annotations
