@@ -42,12 +42,16 @@ java:
 repro: venv java
 	$(PY) -m botify_lab.pipeline.bootstrap repro $(if $(JOBS),--jobs $(JOBS))
 
+# The suite runs on as many pytest-xdist workers as cores (at most 4), each test sent to the next free worker, except
+# the groups that must share a process (xdist_group): the tiny pipeline's steps, in order, and the Spark checks' JVM.
+TEST_WORKERS := -n auto --maxprocesses=4 --dist loadgroup
+
 test: venv java
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_WORKERS)
 
 # The suite without the tests marked slow (the end-to-end pipeline runs, the Spark checks), for quick local loops.
 test-quick: venv
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(TEST_WORKERS)
 
 # ruff, configured in pyproject.toml; tests/architecture/test_lint.py runs the same checks inside `make test`.
 lint: venv

@@ -23,7 +23,8 @@ from botify_lab.pipeline.params import PARAMS_TRACE
 from botify_lab.stages.report import EXTERNAL_REFERENCE
 from tests.conftest import REPO_ROOT, merged
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the file: its tests are steps on one session's clones (`make test`: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_pipeline")]
 
 # The labels of params.yaml's recommenders of one's own (examples/recommenders/), served in every leaderboard.
 EXAMPLES = ["Contextual on the first track", "StickyArtist, TopPop after a skip", "User history"]
@@ -153,11 +154,19 @@ def twin_first_run(queue: InOrder, process: subprocess.Popen, twin: Path, output
     return finished(process, output), tracked_outputs(twin)
 
 
-def sweep_widened(queue: InOrder, twin: Path, env: dict) -> tuple[str, dict]:
+def copied(queue: InOrder, twin_run: Future, twin: Path, copy: Path) -> Path:
+    """A copy of the twin as its first run left it (git, DVC cache, outputs), for work beside the twin's own."""
+    twin_run.result()
+    shutil.copytree(twin, copy, symlinks=True)
+    return copy
+
+
+def sweep_widened(queue: InOrder, copy: Future, env: dict) -> tuple[str, dict]:
     """The README's sweep block, verbatim: its output and the sweep's metrics right after it."""
+    clone = copy.result()
     command = ["bash", "-e", "-c", readme_block("The homework's ablation: a sweep")]
-    output = queue.run(command, twin, readme_env(twin, env), twin.parent / "sweep.log")
-    return output, json.loads((twin / "metrics" / "sweep.json").read_text())
+    output = queue.run(command, clone, readme_env(clone, env), clone.parent / "sweep.log")
+    return output, json.loads((clone / "metrics" / "sweep.json").read_text())
 
 
 def round_added(queue: InOrder, twin: Path, env: dict) -> str:
@@ -166,8 +175,9 @@ def round_added(queue: InOrder, twin: Path, env: dict) -> str:
     return queue.run(command, twin, readme_env(twin, env), twin.parent / "round.log")
 
 
-def spark_experiment(queue: InOrder, clone: Path, env: dict) -> tuple[str, dict, dict]:
+def spark_experiment(queue: InOrder, copy: Future, env: dict) -> tuple[str, dict, dict]:
     """`dvc exp run -S analysis.engine=spark`: its output, and the analysis's files before and after it."""
+    clone = copy.result()
     paths = ("metrics/ab.json", "build/analysis/ab.json")
     before = {path: json.loads((clone / path).read_text()) for path in paths}
     command = [sys.executable, "-m", "dvc", "exp", "run", "-S", "analysis.engine=spark"]
@@ -182,13 +192,14 @@ class TinyRun:
 
     `clone` serves the tests that read or change a run; `twin` is the second fresh clone, whose outputs prove that
     `make repro` writes the same bytes wherever it runs, however many stages at a time. Its run goes on in the
-    background while the tests use `clone`, followed by the README's sweep command, its loop-of-days command and the
-    Spark experiment (each a future)."""
+    background while the tests use `clone`. Then the twin runs the README's loop-of-days command while `twin_copy`, a
+    copy of the twin as its run left it, runs the README's sweep command and the Spark experiment (each a future)."""
 
     clone: Path
     env: dict
     output: str
     twin: Path
+    twin_copy: Path
     first_outputs: dict  # the clone's git-tracked outputs (dvc.lock, metrics, plots) as its first run left them
     twin_run: Future  # the twin's first run: its output and its git-tracked outputs
     sweep_widened: Future
@@ -201,12 +212,13 @@ def tiny_run(tmp_path_factory):
     if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
         pytest.skip("not a git checkout with commits")
     base = tmp_path_factory.mktemp("repro")
-    clone, twin = base / "clone", base / "twin" / "clone"
+    clone, twin, twin_copy = base / "clone", base / "twin" / "clone", base / "twin-copy" / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     params = merged(yaml.safe_load((clone / "params.yaml").read_text()), TINY)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = clone_environment(clone, base, **{PARAMS_TRACE: str(base / "params-read")})
     twin_env = clone_environment(twin, twin.parent)
+    copy_env = clone_environment(twin_copy, twin_copy.parent)
     run([sys.executable, "-m", "botify_lab.pipeline.bootstrap", "world"], clone, env)  # records the small world
     shutil.rmtree(clone / "data")  # so that `make repro` regenerates it and checks it against data.dvc
     subprocess.run(["git", "commit", "--quiet", "-am", "tiny sizes"], cwd=clone, env=env, check=True)
@@ -225,16 +237,21 @@ def tiny_run(tmp_path_factory):
     # What the first run's stages read, beside what its dvc.lock says they depend on (later tests change both).
     shutil.copytree(base / "params-read", base / "first-run-params-read")
     first_outputs = tracked_outputs(clone)  # holds its dvc.lock
-    in_twin = InOrder()
+    # Two queues, so that the twin's later work runs on both cores once the tests no longer need them.
+    in_twin, in_copy = InOrder(), InOrder()
     twin_future = in_twin.submit(twin_first_run, twin_repro, twin, base / "twin-repro.log")
-    sweep_future = in_twin.submit(sweep_widened, twin, twin_env)
+    copy_future = in_twin.submit(copied, twin_future, twin, twin_copy)
     round_future = in_twin.submit(round_added, twin, twin_env)
-    spark_future = in_twin.submit(spark_experiment, twin, twin_env)
+    sweep_future = in_copy.submit(sweep_widened, copy_future, copy_env)
+    spark_future = in_copy.submit(spark_experiment, copy_future, copy_env)
     try:
-        yield TinyRun(clone, env, output, twin, first_outputs, twin_future, sweep_future, round_future, spark_future)
+        yield TinyRun(
+            clone, env, output, twin, twin_copy, first_outputs, twin_future, sweep_future, round_future, spark_future
+        )
     finally:
         if twin_repro.poll() is None:
             twin_repro.kill()  # never left running behind the tests
+        in_copy.stop()
         in_twin.stop()
 
 
@@ -559,11 +576,11 @@ def assert_same_numbers(left, right, path="") -> None:
 @pytest.mark.awaits_background
 def test_spark_engine_experiment_gives_the_same_metrics(tiny_run):
     """`dvc exp run -S analysis.engine=spark` reruns only the analysis, on Spark, and lands on the same numbers. It
-    runs in the second clone, after the round was added there."""
+    runs in the twin's copy, after the sweep was widened there."""
     output, before, after = tiny_run.spark_experiment.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert "analyze" in ran and ran <= {"params", "analyze", "report"}, ran
-    assert yaml.safe_load((tiny_run.twin / "params.yaml").read_text())["analysis"]["engine"] == "spark"
+    assert yaml.safe_load((tiny_run.twin_copy / "params.yaml").read_text())["analysis"]["engine"] == "spark"
     for path, document in before.items():
         assert_same_numbers(document, after[path], path)
 
@@ -602,7 +619,7 @@ def test_the_sweep_tests_every_variant_against_the_same_control_traffic(tiny_clo
 @pytest.mark.awaits_background
 def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
     """The README's sweep command adds embedding_dim 256: its two variants run, the two of 128 stay cached. It runs
-    in the second clone, before the round is added there."""
+    in the twin's copy, while the twin adds a round."""
     output, sweep = tiny_run.sweep_widened.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert ran == {"params", *(f"sweep_variant@{name}" for name in WIDENED_VARIANTS), "sweep", "report"}, ran
@@ -616,7 +633,7 @@ def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
 def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
     """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
     stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four. It
-    runs in the second clone, started when both clones had run."""
+    runs in the second clone, while its copy widens the sweep."""
     clone, output = tiny_run.twin, tiny_run.round_added.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert {"loop@round3", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
