@@ -42,9 +42,11 @@ java:
 repro: venv java
 	$(PY) -m botify_lab.pipeline.bootstrap repro $(if $(JOBS),--jobs $(JOBS))
 
-# The suite runs on as many pytest-xdist workers as cores (at most 4), each test sent to the next free worker, except
-# the groups that must share a process (xdist_group): the tiny pipeline's steps, in order, and the Spark checks' JVM.
-TEST_WORKERS := -n auto --maxprocesses=4 --dist loadgroup
+# The suite runs on as many pytest-xdist workers as cores (at most 4), a test file to a worker, in the collection's
+# order (tests/pipeline/conftest.py puts the tiny pipeline's steps first): a file's module fixtures (a Spark session,
+# a simulated world) are built once, and the tiny pipeline's steps run in order on one session's clones. (`--dist
+# loadgroup` grouped nothing here: with pytest 9.2 the xdist_group marks left every node id as it was.)
+TEST_WORKERS := -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
 test: venv java
 	$(PY) -m pytest $(TEST_WORKERS)

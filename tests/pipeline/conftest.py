@@ -6,9 +6,9 @@ later ones changing it (experiments, a recommender of one's own), so they keep t
 ones marked `awaits_background` wait for what a second clone does in the background meanwhile, so they run last,
 after the rest of the suite, which then uses one core while that work uses the other (about two minutes less than
 waiting for it in the middle). pytest-randomly reorders before every other implementation of this hook runs, so
-this one sees its order and moves those steps. Under pytest-xdist (`make test`) the file's tests form one group that
-one worker runs in this order, the `awaits_background` ones right after the others, while the other workers take the
-rest of the suite.
+this one sees its order and moves those steps. Under pytest-xdist (`make test`: a test file to a worker, in this
+order) the file goes first to one worker, which runs its steps in order, the `awaits_background` ones right after the
+others, while the other workers take the rest of the suite.
 """
 
 ORDERED_MODULE = "test_repro.py"

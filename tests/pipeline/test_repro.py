@@ -23,8 +23,7 @@ from botify_lab.pipeline.params import PARAMS_TRACE
 from botify_lab.stages.report import EXTERNAL_REFERENCE
 from tests.conftest import REPO_ROOT, merged
 
-# One xdist worker runs the file: its tests are steps on one session's clones (`make test`: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_pipeline")]
+pytestmark = pytest.mark.slow
 
 # The labels of params.yaml's recommenders of one's own (examples/recommenders/), served in every leaderboard.
 EXAMPLES = ["Contextual on the first track", "StickyArtist, TopPop after a skip", "User history"]

@@ -25,8 +25,6 @@ from tests.conftest import REAL_LOG_FILES as LOG_FILES
 
 # A JVM per session and a Spark job per check: the quick suite (`make test-quick`) leaves these to `make test`.
 SPARK = pytest.mark.slow
-# One xdist worker runs the module (`make test`: --dist loadgroup), so one JVM serves every check.
-pytestmark = pytest.mark.xdist_group("spark")
 
 RELATIVE = 1e-9
 
