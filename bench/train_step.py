@@ -27,26 +27,26 @@ import torch
 
 from botify_lab.pipeline.params import load_params
 from botify_lab.research.lazy_adam import LazyAdam, compiled_threads
+from botify_lab.research.model import _compiled_step, _pair_tensors
 from botify_lab.stages.pairs import read_pairs
 from botify_lab.stages.train import training_settings
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-def run_steps(batches: list[np.ndarray], pairs: tuple, n_tracks: int, settings, seed: int) -> tuple[float, str]:
-    """Seconds per step over `batches` and a digest of both tables after them."""
+def run_steps(batches: list[torch.Tensor], pairs: tuple, n_tracks: int, settings, seed: int) -> tuple[float, str]:
+    """Seconds per step over `batches` (the training's own compiled step) and a digest of both tables after them."""
     generator = torch.Generator().manual_seed(seed)
     tables = [
         torch.nn.Parameter(torch.randn(n_tracks, settings.embedding_dim, generator=generator) * settings.init_std)
         for _ in range(2)
     ]
     optimizer = LazyAdam(tables, lr=settings.lr, weight_decay=settings.weight_decay)
-    context, track, target = pairs
-    kind = {"cosine": settings.similarity == "cosine", "absolute": settings.loss == "mae"}
-    optimizer.train_pairs(context[batches[0]], track[batches[0]], target[batches[0]], **kind)  # compiles, if needed
+    step = _compiled_step(optimizer, pairs, settings.similarity, settings.loss)
+    step(batches[0])  # compiles, if needed
     start = time.perf_counter()
     for batch in batches[1:]:
-        optimizer.train_pairs(context[batch], track[batch], target[batch], **kind)
+        step(batch)
     seconds = (time.perf_counter() - start) / (len(batches) - 1)
     digest = hashlib.sha256(b"".join(table.detach().numpy().tobytes() for table in tables)).hexdigest()
     return seconds, digest
@@ -62,10 +62,8 @@ def main() -> None:
     settings = training_settings(args.model, params)
     if settings.similarity not in ("dot", "cosine") or settings.optimizer != "lazy_adam":
         raise SystemExit(f"{args.model} does not train through the compiled step (a dot or cosine model on lazy_adam)")
-    frame = read_pairs().pairs
-    pairs = tuple(frame[name].to_numpy(dtype) for name, dtype in (("context", np.int64), ("track", np.int64)))
-    pairs += (frame["time"].to_numpy(np.float32),)
-    order = np.random.default_rng(params.seed).permutation(len(frame))
+    pairs = _pair_tensors(read_pairs().pairs, params.world.tracks)
+    order = torch.as_tensor(np.random.default_rng(params.seed).permutation(len(pairs[0])))
     size = settings.batch_size
     batches = [order[start : start + size] for start in range(0, min(len(order), size * args.batches), size)]
     load_before, runs = os.getloadavg(), {}
