@@ -2,7 +2,10 @@
 # Times the main job from nothing, as on a fresh clone: clone HEAD into a temp folder, then `make repro`'s bootstrap
 # (the world regenerated, then every stage, several at a time), using this checkout's .venv (its install time
 # excluded). Prints JSON: total seconds, the world's, each stage's (from its start to its end, while another stage may
-# share the cores), the stages at a time (`jobs`) and the machine's load average before and after, since a timing taken on a busy machine misleads, and a
+# share the cores), the longest chain of stages that read each other, at those seconds (however they were scheduled,
+# the stages as they ran could not have ended sooner: the world plus that chain is the run's floor at that speed), the
+# stages at a time (`jobs`) and the machine's load
+# average before and after, since a timing taken on a busy machine misleads, and a
 # reference timing before and after (a fixed pure-Python loop), since this virtual machine's speed drifts by a fifth
 # from day to day: compare two runs' `seconds_total_in_references`, not their seconds, on the same processor only
 # (`processor`, also printed: the loop and the pipeline speed up by different factors across processors).
@@ -75,7 +78,9 @@ if os.path.exists(timings_file):
 print(json.dumps({"benchmark": "repro_time", "exit_code": status, "cores": os.cpu_count(), "processor": processor(),
                   "seconds_total": round(total, 1), "seconds_world": timings.get("world_seconds"),
                   "seconds_stages": timings.get("seconds"), "jobs": timings.get("jobs"),
-                  "stages": timings.get("stage_seconds", {}), "target_seconds": 600,
+                  "stages": timings.get("stage_seconds", {}),
+                  "seconds_longest_chain": timings.get("longest_chain_seconds"),
+                  "longest_chain": timings.get("longest_chain", []), "target_seconds": 600,
                   "reference_seconds": [round(reference_before, 3), round(reference_seconds(), 3)],
                   "seconds_total_in_references": round(total / reference_before),
                   "load_average_before": [round(value, 2) for value in load_before],

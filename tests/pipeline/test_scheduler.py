@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from botify_lab.pipeline.scheduler import read_stage_graph, run_stages, stage_environment, upstream_first
+from botify_lab.pipeline.scheduler import (
+    StageGraph,
+    read_stage_graph,
+    run_stages,
+    stage_environment,
+    upstream_first,
+)
 
 STEP = """\
 import os, sys, time
@@ -99,6 +105,10 @@ def test_stages_that_do_not_read_each_other_run_at_once_and_leave_what_dvc_repro
     assert (toy_repo / "joined.txt").read_text() == "joinedleft1source\n\nright1source\n\n\n"
     assert "left | left: wrote left.txt" in printed and "right | Running stage 'right':" in printed
     assert "4 of 4 stages ran, 2 at a time" in printed and "dvc push" not in printed
+    assert result.longest_chain == ["source", "left", "joined"]  # left sleeps longer than right
+    chain = [result.stage_seconds[name] for name in result.longest_chain]
+    assert result.longest_chain_seconds == pytest.approx(sum(chain), abs=0.2)
+    assert sum(chain) <= result.seconds + 0.2  # the chain bounds the run from below
     # right ended first, so DVC appended it to dvc.lock first; the entries end in the order a plain repro writes
     assert (toy_repo / "dvc.lock").read_text() == (plain / "dvc.lock").read_text()
 
@@ -137,6 +147,20 @@ def test_the_stage_order_puts_every_stage_after_those_it_reads(toy_repo):
     assert graph.upstream["joined"] == {"left", "right"} and graph.changed == set(graph.order)
     assert graph.downstream_counts() == {"source": 3, "left": 1, "right": 1, "joined": 0}
     assert upstream_first(["c", "b", "a"], {"a": set(), "b": {"a"}, "c": {"b", "a"}}) == ["a", "b", "c"]
+
+
+def test_the_longest_chain_adds_the_seconds_of_stages_that_read_each_other():
+    graph = StageGraph(
+        ["source", "left", "right", "joined", "alone"],
+        {"source": set(), "left": {"source"}, "right": {"source"}, "joined": {"left", "right"}, "alone": set()},
+        set(),
+    )
+    seconds = {"source": 1.0, "left": 2.0, "right": 3.0, "joined": 1.5, "alone": 5.0}
+    assert graph.longest_chain(seconds) == (5.5, ["source", "right", "joined"])
+    # a stage DVC skipped counts nothing and is not named: the chain names what ran
+    assert graph.longest_chain({"left": 2.0, "joined": 0.5, "alone": 1.0}) == (2.5, ["left", "joined"])
+    assert graph.longest_chain({"alone": 7.0}) == (7.0, ["alone"])
+    assert StageGraph([], {}, set()).longest_chain({}) == (0.0, [])
 
 
 def test_each_stage_gets_its_share_of_the_cores_for_numbas_threads_unless_the_caller_chose(monkeypatch):

@@ -80,6 +80,18 @@ class StageGraph:
                 below.setdefault(parent, set()).update({name, *below[name]})
         return {name: len(below[name]) for name in self.order}
 
+    def longest_chain(self, seconds: dict[str, float]) -> tuple[float, list[str]]:
+        """The chain of stages, each reading from the one before it, whose `seconds` add up to the most: stages that
+        take those seconds end no sooner, however many run at once. A stage missing from `seconds` (DVC skipped it)
+        counts nothing and is left out of the chain."""
+        longest: dict[str, tuple[float, list[str]]] = {}
+        for name in self.order:  # every stage after those it reads from
+            before = max((longest[parent] for parent in self.upstream[name]), key=lambda chain: chain[0], default=None)
+            total, chain = before or (0.0, [])
+            longest[name] = (round(total + seconds.get(name, 0.0), 1), [*chain, name])
+        total, chain = max(longest.values(), key=lambda chain: chain[0], default=(0.0, []))
+        return total, [name for name in chain if name in seconds]
+
 
 def read_stage_graph(root: Path) -> StageGraph:
     """The stage graph and the changed stages, from DVC's own index and status (data.dvc, made by the bootstrap
@@ -222,6 +234,8 @@ class StagesRun:
     seconds: float
     stage_seconds: dict[str, float]  # the stages that ran, each from its start to its end
     failed: list[str]
+    longest_chain: list[str]  # what bounds the run however many cores (`StageGraph.longest_chain` of the seconds)
+    longest_chain_seconds: float
 
 
 def locked_stages(root: Path) -> list[str]:
@@ -263,4 +277,5 @@ def run_stages(root: Path, jobs: int, out: BinaryIO) -> StagesRun:
         ran = len(scheduler.ran)
         summary = f"{ran} of {len(graph.order)} stages ran, {jobs} at a time, in {seconds:.1f} s"
         scheduler.write((summary if ran else "Data and pipelines are up to date.").encode())
-    return StagesRun(len(graph.order), round(seconds, 1), scheduler.ran, scheduler.failed)
+    chain_seconds, chain = graph.longest_chain(scheduler.ran)
+    return StagesRun(len(graph.order), round(seconds, 1), scheduler.ran, scheduler.failed, chain, chain_seconds)
