@@ -4,9 +4,8 @@
 # excluded). Prints JSON: total seconds, the world's, each stage's (from its start to its end, while another stage may
 # share the cores), the longest chain of stages that read each other, at those seconds (however they were scheduled,
 # the stages as they ran could not have ended sooner: the world plus that chain is the run's floor at that speed), the
-# stages at a time (`jobs`) and the machine's load
-# average before and after, since a timing taken on a busy machine misleads, and a
-# reference timing before and after (a fixed pure-Python loop), since this virtual machine's speed drifts by a fifth
+# stages at a time (`jobs`) and the machine's load average before and after, since a timing taken on a busy machine
+# misleads, and a reference timing before and after (a fixed pure-Python loop), since this virtual machine's speed drifts by a fifth
 # from day to day: compare two runs' `seconds_total_in_references`, not their seconds, on the same processor only
 # (`processor`, also printed: the loop and the pipeline speed up by different factors across processors).
 # `bench/repro_time.sh DIR` keeps the clone (its outputs, dvc.lock) in DIR instead of a temp folder it removes.

@@ -86,11 +86,11 @@ class StageGraph:
         counts nothing and is left out of the chain."""
         longest: dict[str, tuple[float, list[str]]] = {}
         for name in self.order:  # every stage after those it reads from
-            before = max((longest[parent] for parent in self.upstream[name]), key=lambda chain: chain[0], default=None)
-            total, chain = before or (0.0, [])
-            longest[name] = (round(total + seconds.get(name, 0.0), 1), [*chain, name])
+            parents = (longest[parent] for parent in self.upstream[name])
+            total, chain = max(parents, key=lambda chain: chain[0], default=(0.0, []))
+            longest[name] = (total + seconds.get(name, 0.0), [*chain, name])
         total, chain = max(longest.values(), key=lambda chain: chain[0], default=(0.0, []))
-        return total, [name for name in chain if name in seconds]
+        return round(total, 1), [name for name in chain if name in seconds]
 
 
 def read_stage_graph(root: Path) -> StageGraph:
