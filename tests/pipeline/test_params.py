@@ -129,10 +129,10 @@ def test_recommenders_of_ones_own_name_a_class_and_data_the_pipeline_makes():
 
 def test_rounds_must_follow_each_other_with_string_names():
     """DVC templates a stage per key of collect.rounds and silently drops integer keys, so the schema says so."""
-    skipped = problems(lambda params: params["collect"]["rounds"].update(round4={"after": "round3"}))
+    skipped = problems(lambda params: params["collect"]["rounds"].update(round5={"after": "round4"}))
     assert skipped == [
-        "params.yaml: collect.rounds: entry 3 is round4: {after: round3}, expected round3: "
-        "{after: round2} (rounds are round1, round2, ... in order, each after the one before)"
+        "params.yaml: collect.rounds: entry 4 is round5: {after: round4}, expected round4: "
+        "{after: round3} (rounds are round1, round2, ... in order, each after the one before)"
     ]
     numbered = problems(lambda params: params["collect"].update(rounds={1: {"after": "round0"}}))
     assert len(numbered) == 1 and numbered[0].startswith("params.yaml: collect.rounds.1")

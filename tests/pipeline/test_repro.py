@@ -304,12 +304,12 @@ def test_repro_produces_metrics_figures_and_reports(tiny_clone):
     training_checks = [row["statistic"] for row in checks if row["group"] == "Training data (week 4)"]
     assert training_checks == ["listen-time variance", "model test MSE / train mean's"]
     feedback = json.loads((clone / "metrics" / "feedback.json").read_text())
-    assert list(feedback["rounds"]) == ["round0", "round1", "round2"]
+    assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3"]
     assert set(feedback["rounds"]["round0"]["arms"]) == {"random", "sticky_artist", "all"}
-    assert feedback["rounds"]["round2"]["model"] == "contextual" and 0 < feedback["final"]["model_mse"] < 1
+    assert feedback["rounds"]["round3"]["model"] == "contextual" and 0 < feedback["final"]["model_mse"] < 1
     assert "the loop of days" in (clone / "reports" / "html" / "index.html").read_text()
     cuped = ab["cuped"]  # the covariate: the same users' metric in the loop's last round, untouched by the test
-    assert "build/rounds/round2/log" in cuped["covariate"] and cuped["metrics"]["mean_time_per_session"]["theta"] > 0
+    assert "build/rounds/round3/log" in cuped["covariate"] and cuped["metrics"]["mean_time_per_session"]["theta"] > 0
     assert set(cuped["effects"]["T1"]["mean_time_per_session"]) >= {"effect", "lower", "upper", "mde"}
     ope = json.loads((clone / "metrics" / "ope.json").read_text())
     assert list(ope["estimates"]) == ["random", "sticky_artist"]
@@ -448,7 +448,7 @@ def test_readme_off_policy_and_cuped_commands_work_as_written(tiny_clone):
     output = run_readme_block(clone, env, "Judging a recommender before serving it: off-policy evaluation and CUPED")
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     assert ran == {"params", "ope", "report"}, ran
-    assert "with CUPED (each user's same metric in build/rounds/round2/log (COLLECT))" in output
+    assert "with CUPED (each user's same metric in build/rounds/round3/log (COLLECT))" in output
     assert re.search(r"^T1 +mean_time_per_session .* [\d.]+%$", output, re.MULTILINE), output
     assert "warning" not in output  # the loop's rounds never held the homework's arms
     ope = json.loads((clone / "metrics" / "ope.json").read_text())  # an unshrunk reward model still gives every DR
@@ -630,16 +630,17 @@ def test_widening_the_sweep_runs_only_the_new_variants_and_the_table(tiny_run):
 
 @pytest.mark.awaits_background
 def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
-    """The README's command adds round3 to the loop of days: the earlier rounds and the stages that read only round 0
-    stay cached; the new round serves the model fitted on rounds 0-2, and every model then trains on all four. It
-    runs in the second clone, while its copy widens the sweep."""
+    """The README's command adds round4 to the loop of days: the earlier rounds and the stages that read only round 0
+    stay cached; the new round serves the model fitted on the last `collect.window` rounds (1-3), and every model
+    then trains on rounds 2-4. It runs in the second clone, while its copy widens the sweep."""
     clone, output = tiny_run.twin, tiny_run.round_added.result(timeout=1800)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert {"loop@round3", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
+    assert {"loop@round4", "feedback", "train@contextual", "train@ours", "leaderboard", "fidelity"} <= ran, ran
     cached = {
         "collect",
         "loop@round1",
         "loop@round2",
+        "loop@round3",
         "toppop",
         "indexed",
         "calibrate",
@@ -647,10 +648,10 @@ def test_adding_a_round_reruns_only_it_and_what_reads_the_logs(tiny_run):
         "diverse_i2i",
     }
     assert not ran & cached, ran & cached
-    summary = json.loads((clone / "build" / "rounds" / "round3" / "round.json").read_text())
-    assert summary["first_day"] == 3 and summary["model"]["rounds"] == ["round0", "round1", "round2"]
+    summary = json.loads((clone / "build" / "rounds" / "round4" / "round.json").read_text())
+    assert summary["first_day"] == 4 and summary["model"]["rounds"] == ["round1", "round2", "round3"]
     assert summary["arms"]["contextual"]["sessions"] == TINY["collect"]["episodes"]
     feedback = json.loads((clone / "metrics" / "feedback.json").read_text())
-    assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3"]
+    assert list(feedback["rounds"]) == ["round0", "round1", "round2", "round3", "round4"]
     training = json.loads((clone / "build" / "models" / "ours" / "training.json").read_text())
-    assert training["rounds"] == ["round0", "round1", "round2", "round3"]
+    assert training["rounds"] == ["round2", "round3", "round4"]

@@ -282,7 +282,7 @@ def test_the_pairs_stage_writes_the_rounds_pairs_once_for_every_model(tmp_path, 
     from tests.research.research_helpers import event, write_log
 
     monkeypatch.chdir(tmp_path)
-    for number, offset in enumerate((0, 100, 200)):  # the repository's rounds: round0, round1, round2
+    for number, offset in enumerate((0, 100, 200, 300)):  # the repository's rounds: round0 to round3
         rows = []
         for user in range(offset, offset + 30):
             times = [1.0, 0.25, 1.0, 0.0]
@@ -296,7 +296,7 @@ def test_the_pairs_stage_writes_the_rounds_pairs_once_for_every_model(tmp_path, 
         pairs_stage.read_pairs()
     pairs_stage.write_pairs(params)
     found = pairs_stage.read_pairs()
-    expected = training_pairs(read_logs([layout.round_log("round1"), layout.round_log("round2")]))
-    assert found.rounds == ["round1", "round2"] and found.events == 240 and len(found.pairs) == 180
+    expected = training_pairs(read_logs([layout.round_log("round2"), layout.round_log("round3")]))
+    assert found.rounds == ["round2", "round3"] and found.events == 240 and len(found.pairs) == 180
     assert found.pairs.reset_index(drop=True).equals(expected.reset_index(drop=True))
     assert sorted(path.name for path in layout.PAIRS.iterdir()) == ["pairs.json", "pairs.npz"]
