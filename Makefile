@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.sha256
 
-.PHONY: venv java repro test test-quick lint format world world-search bench repro-time compare compare-sweep clean-venv
+.PHONY: venv java repro test test-quick lint format world world-search world-choose bench repro-time compare compare-sweep clean-venv
 
 venv: $(STAMP)
 
@@ -68,11 +68,17 @@ world: venv
 	$(PY) -m botify_lab.pipeline.bootstrap world
 
 # Search the world generator's knobs against the course's real logs and the published TOP_POP table (in process,
-# 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. It plays only what needs no training, so run the
-# best candidates through a complete `make repro` (the 2023 Contextual, the training data), then set the chosen knobs
-# in params.yaml `world:` and `make world` to adopt them (README, "How the default world was found").
+# 15-35 minutes on 2 cores); rewrites metrics/fidelity_search.csv. It plays only what needs no training, so
+# `make world-choose` then runs the best candidates through the pipeline (the 2023 Contextual, the training data); set
+# the chosen knobs in params.yaml `world:` and `make world` to adopt them (README, "How the default world was found").
 world-search: venv
 	$(PY) -m botify_lab.tools.world_search
+
+# Choose among the search's survivors (every in-process check passed) by complete runs: the 3 best of
+# metrics/fidelity_search.csv, each in a clone of HEAD with its knobs, `make world` and `dvc repro fidelity` (about 6
+# minutes each on 2 cores); ranks them by their metrics/fidelity.json in metrics/fidelity_search_complete.csv.
+world-choose: venv
+	$(PY) -m botify_lab.tools.world_search --from-table --complete $(or $(CANDIDATES),3)
 
 bench: venv
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done

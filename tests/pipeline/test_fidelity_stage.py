@@ -4,6 +4,7 @@ the logs beside the real ones; and the in-process engine of the knob search agre
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -212,6 +213,89 @@ def test_search_candidates_and_best():
     assert len(world_search.candidates({**search, "sweeps": {"track_spread": [0.5]}})) == 1 + 1 + 4  # repeat dropped
     table = pd.DataFrame({"family": ["a", "b", "c"], "failed": [1, 0, 0], "worst": [0.5, 0.9, 0.8]})
     assert world_search.best_candidate(table)["family"] == "c"
+
+
+def test_complete_runs_take_the_survivors_with_their_knobs_typed_as_params_yaml_types_them(tmp_path):
+    """`make world-choose` runs only the candidates that passed every in-process check, best first, and writes each
+    one's knobs into the clone's `world:` section (integers stay integers: the search table stores them as floats)."""
+    import pandas as pd
+
+    from botify_lab.pipeline.params import load_params
+
+    table = pd.DataFrame(
+        {
+            "family": ["base", "point a", "point b", "sweep scale"],
+            "failed": [0, 2, 0, 0],
+            "worst": [1.0, 0.5, 0.9, 0.95],
+            "listeners": [30000.0, 10000.0, 10000.0, 30000.0],
+            "epochs": [2.0, 5.0, 5.0, 2.0],
+            "scale": [1.75, 1.5, 1.58, 1.7],
+            "genre_spread": [9.0, 9.0, 9.0, 9.0],  # a catalog-tree knob: not the listening source's
+        }
+    )
+    assert world_search.survivors(table, 2)["family"].tolist() == ["point b", "sweep scale"]
+    assert world_search.survivors(table, 5)["family"].tolist() == ["point b", "sweep scale", "base"]
+    world = load_params(REPO_ROOT / "params.yaml").world.model_dump()
+    chosen = world_search.candidate_world(world, table.iloc[2])
+    assert chosen["listening"] == {**world["listening"], "listeners": 10000, "epochs": 5, "scale": 1.58}
+    assert type(chosen["listening"]["listeners"]) is int and chosen["genre_spread"] == world["genre_spread"]
+    assert world["listening"]["listeners"] != 10000  # the params' own section is left as it was
+    tree = world_search.candidate_world({**world, "source": "generated"}, table.iloc[2])
+    assert tree["genre_spread"] == 9.0 and tree["listening"] == world["listening"]
+    with pytest.raises(ValueError, match="no candidate of the search passed every in-process check"):
+        world_search.choose_worlds(table[table["failed"] > 0], world, 3, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing was cloned
+
+
+def test_a_complete_run_clones_sets_the_knobs_builds_the_world_and_reads_the_fidelity_stage(tmp_path, monkeypatch):
+    """The commands a complete run gives (clone, `make world`'s, `dvc repro fidelity`), the knobs its clone's
+    params.yaml carries, and its row: counts, the failing checks, the Contextual and training-data values."""
+    import json
+    import subprocess
+
+    import pandas as pd
+    import yaml
+
+    from botify_lab.pipeline.params import load_params
+
+    commands = []
+
+    def fake_run(arguments, cwd=None, **kwargs):
+        commands.append(arguments[arguments.index("botify_lab.pipeline.bootstrap") + 1 :] if cwd else arguments[:2])
+        if arguments[:2] == ["git", "clone"]:
+            Path(arguments[-1]).mkdir()
+            (Path(arguments[-1]) / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+        elif arguments[-1] == "fidelity":
+            checks = [
+                {"group": "Random gamma=0.9", "statistic": "hist 0", "simulated": 0.44, "passed": True},
+                {"group": "Contextual-2023 gamma=0.8", "statistic": "hist 1.0", "simulated": 0.1, "passed": False},
+                {
+                    "group": "Training data (week 4)",
+                    "statistic": "listen-time variance",
+                    "simulated": 0.15,
+                    "passed": True,
+                },
+            ]
+            (cwd / "build" / "fidelity").mkdir(parents=True)
+            (cwd / "build" / "fidelity" / "checks.json").write_text(json.dumps(checks))
+            worst = {"distance": 2.5, "check": "Contextual-2023 gamma=0.8 | hist 1.0"}
+            (cwd / "metrics").mkdir()
+            (cwd / "metrics" / "fidelity.json").write_text(json.dumps({"checks": 3, "failed": 1, "worst": worst}))
+        return subprocess.CompletedProcess(arguments, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    world = load_params(REPO_ROOT / "params.yaml").world.model_dump()
+    table = pd.DataFrame({"family": ["point b"], "failed": [0], "worst": [0.9], "epochs": [5.0], "scale": [1.58]})
+    logged = []
+    ranked = world_search.choose_worlds(table, world, 3, tmp_path, out=tmp_path / "choice.csv", log=logged.append)
+    assert commands == [["git", "clone"], ["world"], ["repro", "fidelity"]]
+    written = yaml.safe_load((tmp_path / "point-b-1-58" / "params.yaml").read_text())["world"]["listening"]
+    assert written == {**world["listening"], "epochs": 5, "scale": 1.58}
+    row = ranked.iloc[0]
+    assert (row["passed"], row["failed"], row["failing"]) == (2, 1, "Contextual-2023 gamma=0.8 | hist 1.0")
+    assert row["Training data (week 4) | listen-time variance"] == 0.15 and row["epochs"] == 5 and row["scale"] == 1.58
+    assert pd.read_csv(tmp_path / "choice.csv")["family"].tolist() == ["point b"]
+    assert "2 of 3 checks pass" in logged[-1]
 
 
 def test_the_listening_search_refits_only_when_a_knob_besides_scale_changes(monkeypatch):

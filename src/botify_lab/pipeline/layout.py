@@ -43,6 +43,7 @@ SWEEP = BUILD / "sweep"  # one folder per variant of the sweep (its record and e
 METRICS = Path("metrics")
 PLOTS = Path("plots")  # small CSV tables DVC draws with `dvc plots show/diff`
 WORLD_SEARCH_TABLE = METRICS / "fidelity_search.csv"  # `make world-search`: the worlds tried
+WORLD_CHOICE_TABLE = METRICS / "fidelity_search_complete.csv"  # `make world-choose`: its survivors, run completely
 FIGURES = Path("reports") / "figures"
 REPORT = Path("reports") / "html"
 
