@@ -43,6 +43,7 @@ from botify_lab.inprocess.world_checks import (
 )
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params
+from botify_lab.pipeline.scheduler import dvc_environment
 from botify_lab.pipeline.world import REPO_ROOT
 from botify_lab.research.published import PUBLISHED_TABLE, load_published
 
@@ -220,12 +221,9 @@ def complete_run(family: str, world: dict, clone: Path, log=print) -> dict:
     params["world"] = world
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     environment = {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        **dvc_environment(),
         "PYTHONPATH": os.pathsep.join([str(clone), str(clone / "src")]),
-        "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(clone.parent / "dvc-site-cache"),
-        "SHELL": "/bin/bash",
     }
     output = clone.with_suffix(".log")
     started = time.perf_counter()
@@ -254,8 +252,8 @@ def complete_run(family: str, world: dict, clone: Path, log=print) -> dict:
         "seconds": round(time.perf_counter() - started),
     }
     log(
-        f"{family}: {row['passed']} of {len(checks)} checks pass, worst {row['worst_check']} at {row['worst']} of "
-        f"its tolerance [{row['seconds']} s]"
+        f"{family}: {row['passed']} of {fidelity['checks']} checks pass, worst {row['worst_check']} at "
+        f"{row['worst']} of its tolerance [{row['seconds']} s]"
     )
     return row
 
