@@ -40,6 +40,10 @@ class Catalog:
         if not isinstance(values, list):
             raise DataFileError(f"{where}: expected a list of track ids, got {type(values).__name__}")
         size = len(self.rows)
+        # The common case checked by C loops (a contextual file holds 5 million ids: a Python loop over them took
+        # 0.6 s of every service start); a bad value is then named by the loop below.
+        if not values or (set(map(type, values)) == {int} and min(values) >= 0 and max(values) < size):
+            return tuple(values)
         for value in values:
             if type(value) is not int or not 0 <= value < size:
                 raise DataFileError(f"{where}: {value!r} is not a track id of the catalog (0..{size - 1})")

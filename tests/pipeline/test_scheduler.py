@@ -35,7 +35,7 @@ text = name + params.get(name, "") + "".join(open(path).read() for path in input
 with open(name + ".txt", "w") as out:
     out.write(text + "\\n")
 with open(os.path.join("times", name), "w") as times:
-    times.write(f"{started} {time.time()}")
+    times.write(f"{started} {time.time()} {os.environ.get('NUMBA_NUM_THREADS')}")
 print(f"{name}: wrote {name}.txt")
 """
 
@@ -74,6 +74,7 @@ def toy_repo(tmp_path, monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("FAIL_STAGE", raising=False)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     repo = tmp_path / "toy"
     repo.mkdir()
     (repo / "step.py").write_text(STEP)
@@ -85,8 +86,13 @@ def toy_repo(tmp_path, monkeypatch):
 
 
 def interval(repo: Path, name: str) -> tuple[float, float]:
-    start, end = (repo / "times" / name).read_text().split()
+    start, end, _ = (repo / "times" / name).read_text().split()
     return float(start), float(end)
+
+
+def numba_threads(repo: Path, name: str) -> str:
+    """The NUMBA_NUM_THREADS the scheduler gave the stage."""
+    return (repo / "times" / name).read_text().split()[2]
 
 
 @pytest.mark.slow
@@ -102,6 +108,12 @@ def test_stages_that_do_not_read_each_other_run_at_once_and_leave_what_dvc_repro
     left, right = interval(toy_repo, "left"), interval(toy_repo, "right")
     assert right[0] < left[1] and left[0] < right[1], (left, right)  # the two branches overlapped
     assert interval(toy_repo, "joined")[0] >= max(left[1], right[1])  # and the join waited for both
+    cores = len(os.sched_getaffinity(0))  # a stage alone gets every core for numba's threads, two a share each
+    assert [numba_threads(toy_repo, name) for name in ("source", "left", "right", "joined")] == [
+        str(cores),
+        *[str(max(1, cores // 2))] * 2,
+        str(cores),
+    ]
     assert (toy_repo / "joined.txt").read_text() == "joinedleft1source\n\nright1source\n\n\n"
     assert "left | left: wrote left.txt" in printed and "right | Running stage 'right':" in printed
     assert "4 of 4 stages ran, 2 at a time" in printed and "dvc push" not in printed
@@ -163,9 +175,13 @@ def test_the_longest_chain_adds_the_seconds_of_stages_that_read_each_other():
     assert StageGraph([], {}, set()).longest_chain({}) == (0.0, [])
 
 
-def test_each_stage_gets_its_share_of_the_cores_for_numbas_threads_unless_the_caller_chose(monkeypatch):
+def test_each_stage_gets_its_share_of_the_cores_for_numbas_threads_all_of_them_alone_unless_the_caller_chose(
+    monkeypatch,
+):
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
     assert [stage_environment(jobs)["NUMBA_NUM_THREADS"] for jobs in (1, 2, 4, 8)] == ["4", "2", "1", "1"]
+    assert stage_environment(2, alone=True)["NUMBA_NUM_THREADS"] == "4"  # nothing else running or ready
     monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
     assert stage_environment(2)["NUMBA_NUM_THREADS"] == "3"
+    assert stage_environment(2, alone=True)["NUMBA_NUM_THREADS"] == "3"

@@ -275,28 +275,45 @@ def test_a_recommender_of_ones_own_is_checked_in_one_line_before_it_serves(tmp_p
 
 def test_the_pairs_stage_writes_the_rounds_pairs_once_for_every_model(tmp_path, monkeypatch):
     """build/pairs holds exactly the pairs of the rounds' logs the models train on (here the last two: window 2), as
-    plain arrays; a missing folder says what to run."""
+    plain arrays: each round's own pairs (saved as the round ends), joined in the order the logs read as one give,
+    the same users coming back every day. A missing folder says what to run; a round whose log leaves a session
+    open cannot be joined to the next (that session would continue there)."""
     from botify_lab.pipeline import layout
-    from botify_lab.research.logs import read_logs, training_pairs
+    from botify_lab.research.logs import read_log, read_logs, training_pairs
     from botify_lab.stages import pairs as pairs_stage
     from tests.research.research_helpers import event, write_log
 
     monkeypatch.chdir(tmp_path)
-    for number, offset in enumerate((0, 100, 200, 300)):  # the repository's rounds: round0 to round3
+    for number in range(4):  # the repository's rounds, round0 to round3: a day each, the same 30 users
         rows = []
-        for user in range(offset, offset + 30):
-            times = [1.0, 0.25, 1.0, 0.0]
+        for user in range(30):
+            times = [1.0, 0.25, 1.0, 0.0][: 2 + (user + number) % 3]
             for i, time in enumerate(times):
                 last = i == len(times) - 1
-                message, track, next_track = ("last" if last else "next"), (user * 7 + i) % 50, None if last else 3
-                rows.append(event(message, 1000 * user + i, user, track, time, recommendation=next_track))
-        write_log(layout.round_log(f"round{number}") / "data.json", rows)
+                message, track, next_track = ("last" if last else "next"), (user * 7 + i + number) % 50, 3
+                rows.append(
+                    event(message, 10**6 * number + 1000 * user + i, user, track, time, recommendation=next_track)
+                )
+        write_log(layout.round_log(f"round{number}") / "data.json", rows[::-1])  # logged in another order
     params = repo_params({"collect": {"window": 2}})
+    with pytest.raises(FileNotFoundError, match=r"dvc repro loop@round2"):
+        pairs_stage.write_pairs(params)
+    for number in range(4):
+        name = f"round{number}"
+        pairs_stage.save_round_pairs(read_log(layout.round_log(name)), layout.round_dir(name))
     with pytest.raises(FileNotFoundError, match="dvc repro pairs"):
         pairs_stage.read_pairs()
     pairs_stage.write_pairs(params)
     found = pairs_stage.read_pairs()
     expected = training_pairs(read_logs([layout.round_log("round2"), layout.round_log("round3")]))
-    assert found.rounds == ["round2", "round3"] and found.events == 240 and len(found.pairs) == 180
+    assert found.rounds == ["round2", "round3"] and found.events == 180 and len(found.pairs) == 120
     assert found.pairs.reset_index(drop=True).equals(expected.reset_index(drop=True))
     assert sorted(path.name for path in layout.PAIRS.iterdir()) == ["pairs.json", "pairs.npz"]
+    every = pairs_stage.read_round_pairs(["round0", "round1", "round2", "round3"])
+    assert every.pairs.equals(training_pairs(read_logs([layout.round_log(f"round{n}") for n in range(4)])))
+
+    events = read_log(layout.round_log("round2"))
+    pairs_stage.save_round_pairs(events[events["order"] != 0], layout.round_dir("round2"))  # a user's "last" lost
+    with pytest.raises(ValueError, match="round2's log leaves 1 sessions open"):
+        pairs_stage.read_round_pairs(["round2", "round3"])
+    assert len(pairs_stage.read_round_pairs(["round2"]).pairs) == 59  # the last round read may end open

@@ -1,5 +1,5 @@
 """What each round of the loop of days leaves beside its log: round.json (what was served and how the traffic went),
-written by `collect` (round 0) and `loop@roundN`, read by `feedback`."""
+written by `collect` (round 0) and `loop@roundN`, read by `feedback`; the round's training pairs (`stages.pairs`)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from botify_lab.formats import arm_name
 from botify_lab.pipeline import layout
 from botify_lab.pipeline.params import Params, round_first_day, round_number
 from botify_lab.research.feedback import served_summary
-from botify_lab.research.logs import read_log
 
 
-def round_summary(round_name: str, params: Params, log_dir: Path, catalog: pd.DataFrame, served: dict | None = None):
-    """round.json: the round, its first day, the served traffic per arm (named by what it served) and overall, and
-    the fit of the model it served (`served`; round 0 serves none)."""
+def round_summary(
+    round_name: str, params: Params, events: pd.DataFrame, catalog: pd.DataFrame, served: dict | None = None
+):
+    """round.json: the round, its first day, the served traffic per arm (named by what it served) and overall (from
+    the round's logged `events`), and the fit of the model it served (`served`; round 0 serves none)."""
     settings = params.collect
     number = round_number(round_name)
-    traffic = served_summary(read_log(log_dir), catalog["artist"].to_numpy(), settings.experiment)
+    traffic = served_summary(events, catalog["artist"].to_numpy(), settings.experiment)
     if served is None:  # round 0's arms carry the course's names C, T1, ...: name them by their recommender
         labels = {arm_name(position): name for position, name in enumerate(settings.recommenders)}
         traffic["arms"] = {labels[arm]: numbers for arm, numbers in traffic["arms"].items()}

@@ -163,6 +163,15 @@ def _session_starts(users: np.ndarray, is_last: np.ndarray) -> np.ndarray:
     return starts
 
 
+def open_sessions(events: pd.DataFrame) -> int:
+    """Users whose last event (in time order) is not a "last": the sessions a log leaves open."""
+    order = _time_ordered(events)
+    users = events["user"].to_numpy()[order]
+    ends = np.ones(len(users), dtype=bool)
+    ends[:-1] = users[1:] != users[:-1]
+    return int((ends & (events["message"].to_numpy()[order] != "last")).sum())
+
+
 def sessionize(events: pd.DataFrame, *, include_unclosed: bool = False) -> pd.DataFrame:
     """The course's sessions: per user in time order, rows accumulate until a "last" row closes the session.
 

@@ -16,6 +16,8 @@ from botify_lab.pipeline.outputs import atomic_output_dir, write_json
 from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_name
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.research.catalog import read_catalog
+from botify_lab.research.logs import read_log
+from botify_lab.stages.pairs import save_round_pairs
 
 
 def collect(params: Params, world_dir: Path = layout.WORLD, out_dir: Path = layout.COLLECT) -> Path:
@@ -26,8 +28,10 @@ def collect(params: Params, world_dir: Path = layout.WORLD, out_dir: Path = layo
     with atomic_output_dir(out_dir) as scratch:
         run_experiment(world_dir, [experiment], Traffic.from_params(settings, params), scratch)
         catalog = read_catalog(Path(world_dir) / "tracks.json")
-        summary = round_summary(round_name(0), params, scratch / "log", catalog)
+        events = read_log(scratch / "log")
+        summary = round_summary(round_name(0), params, events, catalog)
         write_json(scratch / layout.ROUND_SUMMARY, summary, sort_keys=True)
+        save_round_pairs(events, scratch)
     return Path(out_dir) / "log"
 
 

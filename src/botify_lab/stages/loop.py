@@ -23,7 +23,9 @@ from botify_lab.pipeline.params import PARAMS_FILE, Params, load_params, round_f
 from botify_lab.pipeline.rounds import describe_round, round_summary
 from botify_lab.research.catalog import read_catalog
 from botify_lab.research.export import same_artist_share, top_k_neighbours, write_track_recommendations
-from botify_lab.stages.train import fit_on_logs, training_record
+from botify_lab.research.logs import read_log
+from botify_lab.stages.pairs import save_round_pairs
+from botify_lab.stages.train import fit_on_rounds, training_record
 
 MODEL_SUMMARY_KEYS = ("best_epoch", "sizes", "test")
 
@@ -41,7 +43,7 @@ def run_round(round_name: str, params: Params, world_dir: Path = layout.WORLD) -
     out_dir = layout.round_dir(round_name)
     with atomic_output_dir(out_dir) as scratch:
         print(f"{round_name}: fitting {name} on the logs of {', '.join(read)}", flush=True)
-        fit = fit_on_logs(name, params, read, len(catalog))
+        fit = fit_on_rounds(name, params, read, len(catalog))
         write_json(scratch / "models" / name / "training.json", training_record(name, read, fit), sort_keys=True)
         neighbours = top_k_neighbours(
             fit.result.model,
@@ -65,8 +67,10 @@ def run_round(round_name: str, params: Params, world_dir: Path = layout.WORLD) -
         traffic = dataclasses.replace(traffic, first_day=round_first_day(params, round_name))
         print(f"{round_name}: serving {name} from day {traffic.first_day}", flush=True)
         run_experiment(world_dir, [{"name": settings.experiment, "arms": [arm]}], traffic, scratch)
-        summary = round_summary(round_name, params, scratch / "log", catalog, served)
+        events = read_log(scratch / "log")
+        summary = round_summary(round_name, params, events, catalog, served)
         write_json(scratch / layout.ROUND_SUMMARY, summary, sort_keys=True)
+        save_round_pairs(events, scratch)
     return out_dir
 
 

@@ -59,7 +59,7 @@ def fit_on_pairs(name: str, params: Params, found: Pairs, catalog_size: int) -> 
     return Fit(found.events, found.pairs, result)
 
 
-def fit_on_logs(name: str, params: Params, rounds: list[str], catalog_size: int) -> Fit:
+def fit_on_rounds(name: str, params: Params, rounds: list[str], catalog_size: int) -> Fit:
     """Model `name` fitted on the pairs of the rounds' logs (a round of the loop reads the rounds before it)."""
     return fit_on_pairs(name, params, read_round_pairs(rounds), catalog_size)
 
