@@ -7,26 +7,38 @@ STAMP := $(VENV)/.requirements.sha256
 
 .PHONY: venv java repro test test-quick lint format world world-search world-choose bench repro-time compare compare-sweep clean-venv
 
+# The LightFM check runs on every `make venv`, so an existing venv picks up new flags without a requirements change.
 venv: $(STAMP)
+	$(build_lightfm)
 
 # LightFM (sdist only) is built with Python's own flags (LIGHTFM_NO_CFLAGS: not its -march=native -ffast-math), so its
 # fit, and so the listening world, has the same bytes on every x86-64 machine (a native build follows the CPU's vector
 # units and reorders sums). Of -ffast-math it keeps only the two parts that change no value: sqrt inlined without
-# setting errno, and no floating-point traps (the default world's fit 104 s against 130 s, the same bytes). Built with
+# setting errno, and no floating-point traps (the default world's fit 104 s against 130 s, the same bytes). Where the
+# processor has AVX2 and FMA (the Haswell code botify_lab.kernels pins numba to) it adds Haswell's instructions with
+# no multiply-add contraction (-ffp-contract=off) and no reassociation: element-wise loops run 8 floats wide, every
+# sum keeps its order, so the factors are the same bytes (checked on the default world), about 10% sooner (2 epochs
+# on 8,000 listeners' history, three fits of each build interleaved: 28.3 s against 31.4 s). Built with
 # --no-cache-dir, since pip's wheel cache would hand back a build made with other flags; a venv install rebuilds it
 # when the pin or the flags differ from the ones recorded in $(LIGHTFM_BUILT).
-LIGHTFM_CFLAGS := -DNDEBUG -g -fwrapv -O3 -Wall -fno-math-errno -fno-trapping-math
+LIGHTFM_CFLAGS := -DNDEBUG -g -fwrapv -O3 -Wall -fno-math-errno -fno-trapping-math \
+  $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -march=haswell -ffp-contract=off)
 LIGHTFM_PIN = $(shell grep -E '^lightfm-next==' requirements.txt)
 LIGHTFM_BUILT := $(VENV)/.lightfm-build
+
+# LightFM from source, unless the venv holds a build of this pin with these flags.
+define build_lightfm
+@if [ "$$(cat $(LIGHTFM_BUILT) 2>/dev/null)" != "$(LIGHTFM_PIN) $(LIGHTFM_CFLAGS)" ]; then \
+  echo "building $(LIGHTFM_PIN) from source (about a minute)"; \
+  LIGHTFM_NO_CFLAGS=1 CFLAGS="$(LIGHTFM_CFLAGS)" $(PY) -m pip install --quiet --disable-pip-version-check \
+    --no-cache-dir --no-deps --force-reinstall "$(LIGHTFM_PIN)" && \
+  echo "$(LIGHTFM_PIN) $(LIGHTFM_CFLAGS)" > $(LIGHTFM_BUILT); fi
+endef
 
 # Rebuild the venv only when requirements.txt (or pyproject.toml) changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if [ "$$(cat $(LIGHTFM_BUILT) 2>/dev/null)" != "$(LIGHTFM_PIN) $(LIGHTFM_CFLAGS)" ]; then \
-	  echo "building $(LIGHTFM_PIN) from source (about a minute)"; \
-	  LIGHTFM_NO_CFLAGS=1 CFLAGS="$(LIGHTFM_CFLAGS)" $(PY) -m pip install --quiet --disable-pip-version-check \
-	    --no-cache-dir --no-deps --force-reinstall "$(LIGHTFM_PIN)" && \
-	  echo "$(LIGHTFM_PIN) $(LIGHTFM_CFLAGS)" > $(LIGHTFM_BUILT); fi
+	$(build_lightfm)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@cat requirements.txt pyproject.toml | sha256sum > $(STAMP)
