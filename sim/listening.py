@@ -97,6 +97,15 @@ def _draw_by_weight(rng: np.random.Generator, cumulative: np.ndarray, low: np.nd
     return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
 
 
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting: numpy 2's np.unique hashes integers first, which took 5.3 s of the default world's
+    history (three calls on about 5 million pair codes, nearly all distinct) against 0.3 s for a sort."""
+    ordered = np.sort(values)
+    distinct = np.ones(len(ordered), dtype=bool)
+    distinct[1:] = ordered[1:] != ordered[:-1]
+    return ordered[distinct]
+
+
 def _grouped(groups: np.ndarray, weights: np.ndarray, n_groups: int):
     """Items sorted by group, their running weight, and each group's [low, high) range of it."""
     order = np.argsort(groups, kind="stable")
@@ -146,15 +155,15 @@ def listening_history(
         rng, everywhere, np.zeros(mainstream.sum()), np.full(mainstream.sum(), everywhere[-1])
     )
     n_tracks, n_artists = len(track_artist), int(track_artist.max()) + 1
-    pairs = np.unique(listener * n_tracks + track)
+    pairs = _sorted_distinct(listener * n_tracks + track)
 
-    heard = np.unique((pairs // n_tracks) * n_artists + track_artist[pairs % n_tracks])
+    heard = _sorted_distinct((pairs // n_tracks) * n_artists + track_artist[pairs % n_tracks])
     followed = heard[rng.random(len(heard)) < settings["artist_follow_share"]]
     follower = np.repeat(followed // n_artists, settings["artist_follow_songs"])
     artist = np.repeat(followed % n_artists, settings["artist_follow_songs"])
     by_artist, cumulative, low, high = _grouped(track_artist, weights, n_artists)
     more = by_artist[_draw_by_weight(rng, cumulative, low[artist], high[artist])]
-    pairs = np.unique(np.r_[pairs, follower * n_tracks + more])
+    pairs = _sorted_distinct(np.r_[pairs, follower * n_tracks + more])
     return pairs // n_tracks, pairs % n_tracks
 
 
