@@ -234,7 +234,7 @@ def complete_run(family: str, world: dict, clone: Path, log=print) -> dict:
             if done.returncode != 0:
                 tail = "\n".join(output.read_text(errors="replace").splitlines()[-20:])
                 raise RuntimeError(f"{family}: `bootstrap {' '.join(command)}` failed in {clone}:\n{tail}")
-    fidelity = json.loads((clone / "metrics" / "fidelity.json").read_text())
+    fidelity = json.loads((clone / layout.metrics_file("fidelity")).read_text())
     checks = json.loads((clone / layout.FIDELITY / "checks.json").read_text())
     failing = [f"{check['group']} | {check['statistic']}" for check in checks if not check["passed"]]
     row = {
